@@ -1,0 +1,356 @@
+import { z } from "zod";
+import { cronPattern, checkCronSchedule, isKnownTimeZone } from "./cron-schedule.ts";
+import { durationPattern, parseDuration } from "./duration.ts";
+import {
+  dnsSubdomainPattern,
+  envNamePattern,
+  exposedPortPattern,
+  labelKeyPattern,
+  quantityPattern,
+  repositoryPattern,
+  substituterPattern,
+  tagPattern,
+  timeZonePattern,
+  trustedPublicKeyPattern,
+} from "./patterns.ts";
+import { withRules } from "./validation-rule.ts";
+import { celString } from "./cel.ts";
+import {
+  attributeCelRegex,
+  checkAttribute,
+  checkFlakeRef,
+  defaultFlakeRefPolicy,
+  flakeRefCelRegex,
+  type FlakeRefPolicy,
+} from "../flake/flake-ref-policy.ts";
+
+/**
+ * The NixImage API (niximage.io/v1alpha1), defined once. The same schema gives the TypeScript
+ * types, runtime validation (CLI `validate`, controller) and the CRD's openAPIV3Schema
+ * (`npm run gen:crd`). Every string and list has a bound: the API server needs them to
+ * estimate the cost of CEL rules, and users need them to get a clear error instead of a
+ * 3 MB object in etcd.
+ */
+
+export const group = "niximage.io";
+export const version = "v1alpha1";
+export const apiVersion = `${group}/${version}`;
+export const kind = "NixImage";
+export const plural = "niximages";
+
+const re = (pattern: string) => new RegExp(pattern);
+
+const boundedString = (max: number) => z.string().max(max);
+const objectName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(re(dnsSubdomainPattern), "must be a lowercase RFC 1123 name, like regcred");
+const localObjectReference = z.strictObject({ name: objectName });
+
+const duration = (what: string, min: string, max: string) =>
+  withRules(
+    z.string().max(32).regex(re(durationPattern), `must be a duration like 30s, 5m or 1h (${what})`),
+    [
+      {
+        cel: `duration(self) >= duration('${min}') && duration(self) <= duration('${max}')`,
+        check: (self) => parseDuration(self) >= parseDuration(min) && parseDuration(self) <= parseDuration(max),
+        message: `must be between ${min} and ${max}`,
+      },
+    ],
+  );
+
+const attribute = z
+  .string()
+  .min(1)
+  .max(256)
+  .regex(re(attributeCelRegex), "must be a flake output attribute like web or packages.x86_64-linux.web: letters, digits and _-.+' only")
+  .superRefine((value, ctx) => {
+    const problem = checkAttribute(value);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  });
+
+export const imageConfigSchema = z
+  .strictObject({
+    entrypoint: z.array(boundedString(4096)).max(64).optional().describe("Image Entrypoint; default <out>/bin/<mainProgram or name> for a plain package."),
+    cmd: z.array(boundedString(4096)).max(64).optional().describe("Image Cmd (arguments to the entrypoint)."),
+    env: z
+      .array(z.strictObject({ name: z.string().min(1).max(256).regex(re(envNamePattern), "must be an environment variable name like APP_PORT"), value: boundedString(8192) }))
+      .max(128)
+      .optional()
+      .describe("Environment of the image; PATH and SSL_CERT_FILE are set when absent."),
+    workingDir: boundedString(1024).optional(),
+    user: z.string().max(64).regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/, "must be a user[:group] name or id, like 65532:65532").optional(),
+    exposedPorts: z.array(z.string().max(12).regex(re(exposedPortPattern), "must be a port with an optional protocol, like 8080 or 53/udp")).max(64).optional(),
+    labels: z.record(z.string().max(253).regex(re(labelKeyPattern)), boundedString(1024)).optional(),
+  })
+  .describe("OCI image configuration for a plain package (ignored for prebuilt image formats except labels).");
+
+export const imageSchema = z
+  .strictObject({
+    repository: z
+      .string()
+      .max(255)
+      .regex(re(repositoryPattern), "must be a repository with an explicit registry host and no tag or digest, like registry.example.com/team/web")
+      .describe("Repository to push to, e.g. registry.example.com/acme/web."),
+    tags: z
+      .array(z.string().regex(re(tagPattern), "must be a tag: letters, digits, _ . - (up to 128, not starting with . or -)"))
+      .max(16)
+      .optional()
+      .describe("Extra tags; an immutable tag per revision is always pushed."),
+    pushSecretRef: localObjectReference.optional().describe("A kubernetes.io/dockerconfigjson Secret in the same namespace, mounted only in the push step."),
+    config: imageConfigSchema.optional(),
+    maxLayers: z.number().int().min(1).max(125).default(100).describe("Upper bound on image layers (the app's own paths are always last)."),
+    compression: z.enum(["none", "gzip"]).default("none").describe("Layer compression; none gives digests equal to diff_ids and stable across tools."),
+  })
+  .describe("Where and how the image is pushed.");
+
+export const triggersSchema = z.strictObject({
+  interval: duration("revision polling interval", "30s", "168h").optional().describe("Poll the flake ref for a new revision this often; no build when it is unchanged."),
+});
+
+export const warmSchema = withRules(
+  z.strictObject({
+    schedule: z
+      .string()
+      .max(128)
+      .regex(re(cronPattern), 'must be a 5-field cron schedule like "0 3 * * *" or a macro like @daily')
+      .superRefine((value, ctx) => {
+        const problem = checkCronSchedule(value);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      })
+      .describe("When to run the warm build (cron, 5 fields)."),
+    timeZone: z
+      .string()
+      .max(64)
+      .regex(re(timeZonePattern), "must be an IANA time zone like Europe/Berlin")
+      .refine(isKnownTimeZone, "is not a known IANA time zone (like Europe/Berlin or UTC)")
+      .optional()
+      .describe("IANA time zone of the schedule; UTC when absent."),
+    attributes: z.array(attribute).max(32).optional().describe("Extra flake outputs to keep warm in the store."),
+    updateInputs: z.boolean().default(false).describe("Build against freshly updated inputs and report the closure difference; never rolls out."),
+  }),
+  [
+    {
+      cel: "!has(self.attributes) || self.attributes.all(a, self.attributes.exists_one(b, b == a))",
+      check: (self) => new Set(self.attributes ?? []).size === (self.attributes ?? []).length,
+      message: "must not list an attribute twice",
+      field: ".attributes",
+      reason: "FieldValueDuplicate",
+    },
+  ],
+).describe("Scheduled cache-warm builds.");
+
+export const rolloutSchema = withRules(
+  z.strictObject({
+    policy: z.enum(["Automatic", "Disabled"]).default("Automatic").describe("Automatic patches opted-in workloads; Disabled only builds and pushes."),
+    rollbackOnFailure: z.boolean().default(false).describe("Restore the previous digest when a Deployment reports ProgressDeadlineExceeded."),
+  }),
+  [
+    {
+      cel: "!(self.policy == 'Disabled' && self.rollbackOnFailure)",
+      check: (self) => !(self.policy === "Disabled" && self.rollbackOnFailure),
+      message: "rollbackOnFailure needs policy Automatic: with Disabled nothing is rolled out",
+      field: ".rollbackOnFailure",
+    },
+  ],
+);
+
+const quantity = z.string().max(32).regex(re(quantityPattern), "must be a quantity like 500m, 2 or 4Gi");
+const quantityMap = z.strictObject({ cpu: quantity.optional(), memory: quantity.optional(), "ephemeral-storage": quantity.optional() });
+
+export const buildSchema = z.strictObject({
+  timeout: duration("build timeout", "1m", "24h").default("1h").describe("Deadline of the builder Job (activeDeadlineSeconds)."),
+  resources: z.strictObject({ requests: quantityMap.optional(), limits: quantityMap.optional() }).optional(),
+  nodeSelector: z.record(z.string().max(317).regex(re(labelKeyPattern)), z.string().max(63)).optional(),
+  tolerations: z
+    .array(
+      z.strictObject({
+        key: z.string().max(317).optional(),
+        operator: z.enum(["Exists", "Equal"]).optional(),
+        value: z.string().max(63).optional(),
+        effect: z.enum(["NoSchedule", "PreferNoSchedule", "NoExecute"]).optional(),
+        tolerationSeconds: z.number().int().min(0).max(31_536_000).optional(),
+      }),
+    )
+    .max(32)
+    .optional(),
+  nixConfig: z
+    .strictObject({
+      substituters: z.array(z.string().max(512).regex(re(substituterPattern), "must be an https:// binary cache URL")).max(16).optional(),
+      trustedPublicKeys: z.array(z.string().max(128).regex(re(trustedPublicKeyPattern), "must be name:base64-key, like cache.example.org-1:AbC...=")).max(16).optional(),
+    })
+    .optional()
+    .describe("Extra binary caches; only these two settings are accepted (no arbitrary nix.conf)."),
+  allowImportFromDerivation: z.boolean().default(false).describe("Allow import-from-derivation during evaluation (off by default: it runs builds at eval time)."),
+});
+
+export const historyLimitSchema = z.strictObject({
+  successful: z.number().int().min(0).max(100).default(5),
+  failed: z.number().int().min(0).max(100).default(5),
+});
+
+export const formatSchema = z
+  .enum(["auto", "package", "docker-archive", "stream-layered", "nix2container"])
+  .default("auto")
+  .describe("What the attribute builds: a package (image made from its closure) or an image some tools already make; auto detects it.");
+
+export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
+  const flakeRegex = flakeRefCelRegex(policy);
+  const flake = z
+    .string()
+    .min(1)
+    .max(1024)
+    .superRefine((value, ctx) => {
+      const verdict = checkFlakeRef(value, policy, { hasSshKey: true });
+      if (!verdict.ok) ctx.addIssue({ code: "custom", message: verdict.reason });
+    })
+    .meta({
+      "x-kubernetes-validations": [
+        { rule: "!self.contains('#')", message: "must not contain a #fragment: put the output in spec.attribute" },
+        {
+          rule: `self.matches(${celString(flakeRegex)})`,
+          message: `is not an allowed flake ref: use ${policy.allowedSchemes.join(", ")} (an operator admin can widen flakeRefPolicy.allowedSchemes)`,
+        },
+      ],
+    })
+    .describe("Flake reference without fragment, e.g. github:acme/shop?ref=main. Untrusted input: checked against the operator's flake ref policy.");
+
+  return withRules(
+    z.strictObject({
+      flake,
+      attribute: attribute.default("default").describe("Flake output to build, like `nix build REF#attribute`."),
+      format: formatSchema,
+      sshKeySecretRef: localObjectReference.optional().describe("Secret with an ssh-privatekey and known_hosts for git+ssh flake refs."),
+      image: imageSchema,
+      triggers: triggersSchema.optional(),
+      warm: warmSchema.optional(),
+      rollout: rolloutSchema.prefault({}),
+      build: buildSchema.prefault({}),
+      suspend: z.boolean().default(false).describe("Stop polling, scheduling and starting builds; a running build finishes."),
+      historyLimit: historyLimitSchema.prefault({}).describe("How many finished builder Jobs to keep."),
+    }),
+    [
+      {
+        cel: "!self.flake.startsWith('git+ssh://') || has(self.sshKeySecretRef)",
+        check: (self) => !self.flake.startsWith("git+ssh://") || self.sshKeySecretRef !== undefined,
+        message: "a git+ssh flake ref needs sshKeySecretRef (a Secret with ssh-privatekey and known_hosts)",
+        field: ".sshKeySecretRef",
+        reason: "FieldValueRequired",
+      },
+    ],
+  );
+}
+
+// ---- status -------------------------------------------------------------------------------
+
+const time = z.string().max(64).describe("RFC 3339 time");
+const digest = z.string().max(80).regex(/^sha256:[a-f0-9]{64}$/);
+
+export const conditionSchema = z.strictObject({
+  type: z.string().max(316),
+  status: z.enum(["True", "False", "Unknown"]),
+  observedGeneration: z.number().int().min(0).optional(),
+  lastTransitionTime: time,
+  reason: z.string().max(1024),
+  message: z.string().max(32768),
+});
+
+export const revisionSchema = z.strictObject({
+  url: z.string().max(2048).describe("Locked flake ref"),
+  rev: z.string().max(64).optional(),
+  lastModified: z.number().int().optional(),
+  narHash: z.string().max(128).optional(),
+});
+
+export const buildRecordSchema = z.strictObject({
+  job: z.string().max(253),
+  number: z.number().int().min(0),
+  kind: z.enum(["Image", "Warm"]).optional(),
+  reasons: z.array(z.string().max(64)).max(16),
+  startTime: time.optional(),
+  completionTime: time.optional(),
+  result: z.enum(["Running", "Succeeded", "Failed"]),
+  digest: digest.optional(),
+  revision: revisionSchema.optional(),
+  layers: z.strictObject({ pushed: z.number().int(), skipped: z.number().int(), mounted: z.number().int().optional() }).optional(),
+  bytesPushed: z.number().int().optional(),
+  durations: z.record(z.string().max(32), z.number()).optional().describe("Seconds per phase"),
+  failure: z
+    .strictObject({ step: z.string().max(63), exitCode: z.number().int().optional(), reason: z.string().max(256).optional(), message: z.string().max(4096) })
+    .optional(),
+});
+
+export const rolloutTargetSchema = z.strictObject({
+  kind: z.enum(["Deployment", "StatefulSet", "DaemonSet", "CronJob"]),
+  name: z.string().max(253),
+  container: z.string().max(63),
+  image: z.string().max(512).optional(),
+  ready: z.boolean().optional(),
+  updatedReplicas: z.number().int().optional(),
+  readyReplicas: z.number().int().optional(),
+  message: z.string().max(1024).optional(),
+});
+
+export const closureChangeSchema = z.strictObject({
+  name: z.string().max(256),
+  from: z.string().max(128).optional(),
+  to: z.string().max(128).optional(),
+});
+
+export const nixImageStatusSchema = z.strictObject({
+  observedGeneration: z.number().int().min(0).optional(),
+  conditions: z.array(conditionSchema).max(16).optional().meta({ "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"] }),
+  latestImage: z.string().max(512).optional(),
+  latestRevision: revisionSchema.optional(),
+  lastBuild: buildRecordSchema.optional(),
+  buildCount: z.number().int().min(0).optional(),
+  rollout: z.array(rolloutTargetSchema).max(256).optional(),
+  nextWarmBuild: time.optional(),
+  lastWarmBuild: buildRecordSchema
+    .extend({
+      closureDiff: z
+        .strictObject({ added: z.array(closureChangeSchema).max(256), removed: z.array(closureChangeSchema).max(256), changed: z.array(closureChangeSchema).max(256) })
+        .optional(),
+    })
+    .optional(),
+  lastPolledRevision: z.strictObject({ rev: z.string().max(64), time }).optional(),
+});
+
+const objectMeta = z
+  .object({
+    name: z.string().max(253).optional(),
+    namespace: z.string().max(63).optional(),
+    generation: z.number().optional(),
+    annotations: z.record(z.string(), z.string()).optional(),
+    labels: z.record(z.string(), z.string()).optional(),
+    uid: z.string().optional(),
+    resourceVersion: z.string().optional(),
+    deletionTimestamp: z.string().optional(),
+    finalizers: z.array(z.string()).optional(),
+  })
+  .loose();
+
+export function makeNixImageSchema(policy: FlakeRefPolicy = defaultFlakeRefPolicy) {
+  return z.strictObject({
+    apiVersion: z.literal(apiVersion),
+    kind: z.literal(kind),
+    metadata: objectMeta,
+    spec: makeNixImageSpecSchema(policy),
+    status: nixImageStatusSchema.optional(),
+  });
+}
+
+export const nixImageSpecSchema = makeNixImageSpecSchema(defaultFlakeRefPolicy);
+export const nixImageSchema = makeNixImageSchema(defaultFlakeRefPolicy);
+
+/** A NixImage after defaulting: what the controller works with. */
+export type NixImage = z.output<typeof nixImageSchema>;
+/** A NixImage as written by a user (defaults optional). */
+export type NixImageInput = z.input<typeof nixImageSchema>;
+export type NixImageSpec = z.output<typeof nixImageSpecSchema>;
+export type NixImageStatus = z.output<typeof nixImageStatusSchema>;
+export type Condition = z.output<typeof conditionSchema>;
+export type BuildRecord = z.output<typeof buildRecordSchema>;
+export type Revision = z.output<typeof revisionSchema>;
+export type RolloutTarget = z.output<typeof rolloutTargetSchema>;

@@ -1,0 +1,72 @@
+import { glob, readFile } from "node:fs/promises";
+import toAbsoluteGlob from "@dsherret/to-absolute-glob";
+import { relative } from "node:path";
+import { loadOperatorConfig } from "../config/operator-config.ts";
+import { validateManifests } from "../validate/validate-manifests.ts";
+import { parseFlags, UsageError, type Command } from "./command.ts";
+
+export const validateCommand: Command = {
+  name: "validate",
+  summary: "check NixImage manifests in YAML files (for CI of GitOps repos)",
+  help: `Usage: nix-image-operator validate [--config FILE] [--json] <glob>... [!<glob>]...
+
+Loads every YAML file matching the globs (multi-document files are fine; other kinds are
+ignored), validates each NixImage with the same schema and flake ref policy the API server and
+the controller use, and prints every problem as
+
+  file:document: field: message
+
+Exit code 0 when all NixImages are valid, 1 when any is not, 2 on a usage error.
+A glob starting with ! excludes files (quote it in the shell).
+
+Examples:
+  nix-image-operator validate 'deploy/**/*.yaml'
+  nix-image-operator validate 'apps/**/*.yaml' '!apps/**/kustomization.yaml'
+
+Flags:
+  --config FILE   operator config whose flakeRefPolicy applies (default: the built-in policy)
+  --json          print a JSON report instead of lines
+  -h, --help      this help`,
+  async run(context) {
+    const { values, positionals } = parseFlags(context.argv, { config: { type: "string" }, json: { type: "boolean" } }, "validate", true);
+    if (values.help) {
+      context.stdout.write(`${this.help}\n`);
+      return 0;
+    }
+    if (positionals.length === 0) throw new UsageError("validate: give at least one file or glob, e.g. 'deploy/**/*.yaml'");
+    const config = await loadOperatorConfig({ file: values.config, env: {} });
+
+    const absolute = positionals.map((pattern) => toAbsoluteGlob(pattern, { cwd: context.cwd }));
+    const include = absolute.filter((p) => !p.startsWith("!"));
+    const exclude = absolute.filter((p) => p.startsWith("!")).map((p) => p.slice(1));
+    const files = new Set<string>();
+    for (const pattern of include) {
+      let matched = false;
+      for await (const file of glob(pattern, { exclude })) {
+        files.add(file);
+        matched = true;
+      }
+      if (!matched) throw new UsageError(`validate: no file matches ${pattern}`);
+    }
+
+    const results = [];
+    let invalid = 0;
+    let nixImages = 0;
+    for (const file of [...files].sort()) {
+      const name = relative(context.cwd, file) || file;
+      const report = validateManifests(await readFile(file, "utf8"), config.flakeRefPolicy);
+      nixImages += report.nixImages;
+      invalid += new Set(report.problems.map((p) => p.document)).size;
+      results.push({ file: name, ...report });
+      if (!values.json) {
+        for (const p of report.problems) context.stdout.write(`${name}:${p.document}: ${p.field}: ${p.message}\n`);
+      }
+    }
+    if (values.json) {
+      context.stdout.write(`${JSON.stringify({ files: results.length, nixImages, invalid, results }, null, 2)}\n`);
+    } else {
+      context.stderr.write(`${files.size} file(s), ${nixImages} NixImage(s), ${invalid} invalid\n`);
+    }
+    return invalid > 0 ? 1 : 0;
+  },
+};

@@ -1,0 +1,117 @@
+import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../flake/flake-ref-policy.ts";
+import { durationPattern } from "../api/duration.ts";
+import { describeZodError } from "../api/describe-issues.ts";
+
+/**
+ * Operator configuration: one zod schema, defaults for everything, loaded from a YAML/JSON file
+ * (`--config` or NIX_IMAGE_OPERATOR_CONFIG) with a few environment overrides for the common knobs.
+ */
+const duration = z.string().regex(new RegExp(durationPattern), "must be a duration like 15s or 1m");
+
+export const registryConfigSchema = z.strictObject({
+  host: z.string().min(1).describe("host[:port] as in image references"),
+  plainHttp: z.boolean().default(false).describe("Talk plain HTTP to this registry (tests, local registries only)"),
+  caFile: z.string().optional().describe("PEM bundle to trust for this registry's TLS certificate"),
+});
+
+export const operatorConfigSchema = z.strictObject({
+  namespaces: z.array(z.string()).default([]).describe("Namespaces to watch; empty means all"),
+  concurrency: z
+    .strictObject({
+      builds: z.number().int().min(1).max(1000).default(4).describe("Builds running at once, all namespaces together"),
+      reconcilers: z.number().int().min(1).max(64).default(4).describe("Concurrent reconcile workers"),
+    })
+    .prefault({}),
+  store: z
+    .strictObject({
+      poolSize: z.number().int().min(1).max(32).default(2).describe("Store volumes per namespace = builds at once per namespace"),
+      size: z.string().default("20Gi"),
+      storageClassName: z.string().optional(),
+      accessMode: z.enum(["ReadWriteOncePod", "ReadWriteOnce"]).default("ReadWriteOncePod"),
+      gcThresholdPercent: z.number().int().min(1).max(99).default(80),
+      keepSuccessful: z.number().int().min(1).max(100).default(5).describe("GC roots kept per image"),
+    })
+    .prefault({}),
+  builder: z
+    .strictObject({
+      nixImage: z.string().default("ghcr.io/niximage/nix-builder:2.28").describe("Image of the prepare and build steps (Nix, git, CA certs)"),
+      pushImage: z.string().default("ghcr.io/niximage/nix-image-operator:0.1.0").describe("Image of the push step (this operator)"),
+      imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).default("IfNotPresent"),
+      serviceAccountName: z.string().optional().describe("ServiceAccount of builder pods; its token is never mounted"),
+    })
+    .prefault({}),
+  flakeRefPolicy: flakeRefPolicySchema.default(defaultFlakeRefPolicy),
+  registries: z.array(registryConfigSchema).default([]),
+  metrics: z.strictObject({ address: z.string().default("0.0.0.0:8080") }).prefault({}),
+  leaderElection: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      namespace: z.string().default("nix-image-operator"),
+      leaseName: z.string().default("nix-image-operator"),
+      leaseDuration: duration.default("15s"),
+      renewDeadline: duration.default("10s"),
+      retryPeriod: duration.default("2s"),
+    })
+    .prefault({}),
+  resyncPeriod: duration.default("10m").describe("Full re-reconcile of every NixImage even without events"),
+  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info"),
+});
+
+export type OperatorConfig = z.output<typeof operatorConfigSchema>;
+export type OperatorConfigInput = z.input<typeof operatorConfigSchema>;
+
+/** Environment variables that override single settings (container-friendly). */
+const envOverrides: { env: string; apply: (config: Record<string, unknown>, value: string) => void }[] = [
+  { env: "LOG_LEVEL", apply: (c, v) => (c.logLevel = v) },
+  { env: "WATCH_NAMESPACES", apply: (c, v) => (c.namespaces = v.split(",").map((s) => s.trim()).filter(Boolean)) },
+  { env: "METRICS_ADDRESS", apply: (c, v) => (c.metrics = { ...(c.metrics as object), address: v }) },
+  { env: "LEADER_ELECTION_NAMESPACE", apply: (c, v) => (c.leaderElection = { ...(c.leaderElection as object), namespace: v }) },
+];
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Validates raw config; the error lists every problem as `field: message`. */
+export function parseOperatorConfig(raw: unknown, source = "config"): OperatorConfig {
+  const result = operatorConfigSchema.safeParse(raw ?? {});
+  if (!result.success) {
+    throw new ConfigError(`invalid ${source}:\n${describeZodError(result.error).map((line) => `  ${line}`).join("\n")}`);
+  }
+  return result.data;
+}
+
+export interface LoadConfigOptions {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Reads the file (if any), applies environment overrides, validates. */
+export async function loadOperatorConfig(options: LoadConfigOptions = {}): Promise<OperatorConfig> {
+  const env = options.env ?? process.env;
+  const file = options.file ?? env.NIX_IMAGE_OPERATOR_CONFIG;
+  let raw: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (error) {
+      throw new ConfigError(`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    }
+    try {
+      raw = (parseYaml(text) as Record<string, unknown> | null) ?? {};
+    } catch (error) {
+      // The YAML error names the line; it does not echo the whole file.
+      throw new ConfigError(`config file ${file} is not valid YAML: ${(error as Error).message.split("\n")[0]}`);
+    }
+    if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(`config file ${file} must hold a mapping`);
+  }
+  for (const override of envOverrides) {
+    const value = env[override.env];
+    if (value !== undefined && value !== "") override.apply(raw, value);
+  }
+  return parseOperatorConfig(raw, file ? `config file ${file}` : "config");
+}
