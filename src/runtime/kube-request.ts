@@ -1,0 +1,116 @@
+import * as http from "node:http";
+import * as https from "node:https";
+import type { KubeConfig, KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+
+/** An API server answer other than 2xx. Carries the status and the Status message, never the request. */
+export class KubeHttpError extends Error {
+  readonly statusCode: number;
+  /** Same as statusCode; client-node's list-watch looks at either name. */
+  readonly code: number;
+  readonly reason: string | undefined;
+
+  constructor(statusCode: number, message: string, reason?: string) {
+    super(message);
+    this.name = "KubeHttpError";
+    this.statusCode = statusCode;
+    this.code = statusCode;
+    this.reason = reason;
+  }
+}
+
+export interface GetJsonOptions {
+  query?: Record<string, string | number | undefined>;
+  signal?: AbortSignal;
+  /** Whole-request timeout. Default 60 s. */
+  timeoutMs?: number;
+}
+
+/**
+ * GET `path` from the kubeconfig's current cluster and parse the JSON answer as-is (no model
+ * conversion: timestamps stay strings, exactly as watch events deliver them).
+ */
+export async function kubeGetJson<R>(kc: KubeConfig, path: string, options: GetJsonOptions = {}): Promise<R> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error("kubeconfig has no current cluster");
+  const url = new URL(cluster.server.replace(/\/+$/, "") + path);
+  for (const [key, value] of Object.entries(options.query ?? {})) {
+    if (value !== undefined) url.searchParams.set(key, String(value));
+  }
+  const requestOptions: https.RequestOptions = { method: "GET", headers: {} };
+  await kc.applyToHTTPSOptions(requestOptions);
+  requestOptions.headers = { ...requestOptions.headers, accept: "application/json" };
+  const transport = url.protocol === "http:" ? http : https;
+  const timeoutMs = options.timeoutMs ?? 60_000;
+
+  return new Promise<R>((resolve, reject) => {
+    const req = transport.request(url, { ...requestOptions, signal: options.signal }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("error", reject);
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) {
+          reject(statusError(status, text, `GET ${url.pathname}`));
+          return;
+        }
+        try {
+          resolve(JSON.parse(text) as R);
+        } catch {
+          // Never echo the body: JSON.parse errors quote their input.
+          reject(new Error(`GET ${url.pathname}: answer is not JSON (${text.length} bytes)`));
+        }
+      });
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url.pathname}: no answer within ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+function statusError(status: number, body: string, what: string): KubeHttpError {
+  let message = http.STATUS_CODES[status] ?? "error";
+  let reason: string | undefined;
+  try {
+    const parsed = JSON.parse(body) as { kind?: string; message?: unknown; reason?: unknown };
+    if (parsed.kind === "Status" && typeof parsed.message === "string") message = parsed.message;
+    if (typeof parsed.reason === "string") reason = parsed.reason;
+  } catch {
+    // not a Status object; keep the HTTP reason phrase
+  }
+  return new KubeHttpError(status, `${what}: ${status} ${message}`, reason);
+}
+
+export interface ListOptions {
+  labelSelector?: string;
+  fieldSelector?: string;
+  /** Page size. Default 500. */
+  limit?: number;
+  signal?: AbortSignal;
+}
+
+/** Lists every object at a collection path, following `continue` tokens; the list's resourceVersion is kept. */
+export async function kubeListAll<T extends KubernetesObject>(
+  kc: KubeConfig,
+  path: string,
+  options: ListOptions = {},
+): Promise<KubernetesListObject<T>> {
+  const items: T[] = [];
+  let continueToken: string | undefined;
+  let last: KubernetesListObject<T> | undefined;
+  do {
+    last = await kubeGetJson<KubernetesListObject<T>>(kc, path, {
+      signal: options.signal,
+      query: {
+        labelSelector: options.labelSelector,
+        fieldSelector: options.fieldSelector,
+        limit: options.limit ?? 500,
+        continue: continueToken,
+      },
+    });
+    items.push(...(last.items ?? []));
+    // Raw JSON: the field is `continue` (client-node's model calls it `_continue`).
+    continueToken = (last.metadata as { continue?: string } | undefined)?.continue || undefined;
+  } while (continueToken !== undefined);
+  return { ...last, items };
+}
