@@ -23,7 +23,9 @@ class FakeSource implements ListWatchSource<KubernetesObject> {
   /** Behaviour of the next start() calls, in order; default: succeed. */
   plan: ((source: FakeSource) => Promise<void> | void)[] = [];
 
-  on(verb: Verb, cb: (x?: never) => void): void {
+  on(verb: "add" | "update" | "delete", cb: (obj: KubernetesObject) => void): void;
+  on(verb: "error" | "connect", cb: (err?: unknown) => void): void;
+  on(verb: Verb, cb: (x: never) => void): void {
     this.callbacks[verb].push(cb as (x?: unknown) => void);
   }
 
