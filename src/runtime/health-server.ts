@@ -23,6 +23,14 @@ export interface HealthServerOptions {
   logger?: Logger;
 }
 
+/** Ready when every informer has synced; the reason names those that have not. */
+export function informersSynced(informers: readonly { name: string; hasSynced(): boolean }[]): HealthCheck {
+  return () => {
+    const pending = informers.filter((i) => !i.hasSynced()).map((i) => i.name);
+    return pending.length === 0 ? true : `not synced: ${pending.join(", ")}`;
+  };
+}
+
 export interface HealthServer {
   readonly port: number;
   close(): Promise<void>;

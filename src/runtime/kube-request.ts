@@ -108,7 +108,11 @@ export async function kubeListAll<T extends KubernetesObject>(
         continue: continueToken,
       },
     });
-    items.push(...(last.items ?? []));
+    // Items of a list carry no kind/apiVersion (watch events do): fill them in from the list.
+    const kind = last.kind?.endsWith("List") ? last.kind.slice(0, -4) : undefined;
+    for (const item of last.items ?? []) {
+      items.push(kind !== undefined && item.kind === undefined ? { ...item, apiVersion: item.apiVersion ?? last.apiVersion, kind } : item);
+    }
     // Raw JSON: the field is `continue` (client-node's model calls it `_continue`).
     continueToken = (last.metadata as { continue?: string } | undefined)?.continue || undefined;
   } while (continueToken !== undefined);

@@ -53,7 +53,7 @@ describe("informer on the real API server", () => {
     const events = recordEvents(informer);
     informer.start();
     await informer.waitForSync(AbortSignal.timeout(20_000));
-    expect(informer.get("pre", ns)?.data).toEqual({ v: "0" });
+    expect(informer.get("pre", ns)).toMatchObject({ apiVersion: "v1", kind: "ConfigMap", data: { v: "0" } }); // kind filled in from the list
     // The namespace may hold kube-root-ca.crt (made by kube-controller-manager); only ours matter.
     expect(events.filter((e) => !e.includes("kube-root-ca"))).toEqual(["add pre"]);
 

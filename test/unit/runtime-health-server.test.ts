@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { startHealthServer, type HealthServer } from "../../src/runtime/health-server.ts";
+import { informersSynced, startHealthServer, type HealthServer } from "../../src/runtime/health-server.ts";
 import { MetricsRegistry } from "../../src/runtime/metrics.ts";
 
 let server: HealthServer | undefined;
@@ -58,5 +58,14 @@ describe("health server", () => {
     expect(await get("/healthz")).toMatchObject({ status: 503, body: "[-]loop failed: failed\nnot ok\n" });
     expect(await get("/readyz")).toMatchObject({ status: 503, body: "[-]boom failed: kaput\nnot ok\n" });
     expect((await get("/metrics")).status).toBe(404); // no registry given
+  });
+
+  it("informersSynced names the informers that are not synced yet", () => {
+    const a = { name: "niximages", synced: false, hasSynced() { return this.synced; } };
+    const b = { name: "jobs", hasSynced: () => true };
+    const check = informersSynced([a, b]);
+    expect(check()).toBe("not synced: niximages");
+    a.synced = true;
+    expect(check()).toBe(true);
   });
 });
