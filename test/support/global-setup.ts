@@ -8,6 +8,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { TestProject } from "vitest/node";
 import { startEtcd } from "./etcd.ts";
@@ -23,7 +24,7 @@ import {
 import { startKubeControllerManager } from "./kube-controller-manager.ts";
 import { prepareNixEnv } from "./nix-env.ts";
 import { makeCa } from "./pki.ts";
-import { liveDaemons, retryOnPortConflict, StartError } from "./process.ts";
+import { addExitCleanup, liveDaemons, onLiveDaemonsChanged, retryOnPortConflict, StartError } from "./process.ts";
 import { startRegistry } from "./registry.ts";
 import type { TestBed } from "./testbed-types.ts";
 
@@ -57,12 +58,12 @@ function missingPrerequisites(binDir: string): string[] {
     if (!onPath(cmd)) missing.push(`${cmd} not found on PATH: apt-get install ${pkg}, or ${setupHint}`);
   }
   const building = existsSync(`${binDir}.tmp`) ? ` (${binDir}.tmp exists: a build is running or failed)` : "";
-  for (const c of ["kube-apiserver", "kube-controller-manager", "kubectl"]) {
-    if (!existsSync(join(binDir, c))) {
-      missing.push(
-        `${c} not found in ${binDir}${building}: ${setupHint} (or scripts/build-k8s.sh; it builds Kubernetes from Go modules once and caches the binaries)`,
-      );
-    }
+  const kube = ["kube-apiserver", "kube-controller-manager", "kubectl"].filter((c) => !existsSync(join(binDir, c)));
+  if (kube.length) {
+    missing.push(
+      `${kube.join(", ")} not found in ${binDir}${building}: ${setupHint} ` +
+        "(or scripts/build-k8s.sh; it builds Kubernetes from Go modules once, tens of minutes, and caches the binaries)",
+    );
   }
   return missing;
 }
@@ -130,6 +131,39 @@ function cleanUpEarlierRuns(testbedDir: string, keep = 10): void {
   }
 }
 
+// Polls the owner (this process) every second; when it is gone, SIGKILLs each recorded process
+// group whose leader still runs the recorded command, then removes the state. Its own process
+// group, so whatever kills ours does not kill it.
+const watchdogScript = `
+owner=$1; groups=$2; state=$3; pids=$4
+alive() { s=$(sed 's/.*) //' "/proc/$owner/stat" 2>/dev/null | cut -d' ' -f1); [ -n "$s" ] && [ "$s" != Z ]; }
+while alive; do sleep 1; done
+if [ -f "$groups" ]; then
+  while read -r pid cmd; do
+    [ -n "$pid" ] || continue
+    now=$(tr '\\0' '\\n' < "/proc/$pid/cmdline" 2>/dev/null | head -n 1)
+    [ "$now" = "$cmd" ] && kill -KILL "-$pid" 2>/dev/null
+  done < "$groups"
+  rm -f "$groups" "$pids"
+  [ -n "$state" ] && rm -rf "$state"
+fi
+`;
+
+function startWatchdog(groupsFile: string, stateDir: string, pidsFile: string): () => void {
+  const child = spawn("/bin/sh", ["-c", watchdogScript, "watchdog", String(process.pid), groupsFile, stateDir, pidsFile], {
+    detached: true,
+    stdio: "ignore",
+  });
+  child.unref();
+  return () => {
+    try {
+      if (child.pid) process.kill(child.pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  };
+}
+
 function runId(): string {
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, "0");
@@ -154,11 +188,26 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
   const log = (name: string) => join(logDir, `${name}.log`);
 
   const pidsFile = join(logDir, "pids.json");
+  const groupsFile = join(logDir, "pgids");
   const recordPids = () => {
-    const info: PidsFile = { owner: process.pid, ownerStart: procStart(process.pid), stateDir, daemons: liveDaemons() };
+    const daemons = liveDaemons();
+    const info: PidsFile = { owner: process.pid, ownerStart: procStart(process.pid), stateDir, daemons };
     writeFileSync(pidsFile, JSON.stringify(info, null, 2));
+    writeFileSync(groupsFile, daemons.map((d) => `${d.pid} ${d.command}\n`).join(""));
   };
   recordPids();
+  const stopRecording = onLiveDaemonsChanged(recordPids);
+  const keepState = options.keepState || !!process.env.NIO_TESTBED_KEEP;
+  // Killed without a chance to clean up (SIGKILL, or a CI timeout killing only our process
+  // group): the watchdog kills the daemons' process groups and removes the state.
+  const stopWatchdog = startWatchdog(groupsFile, keepState ? "" : stateDir, pidsFile);
+  // Interrupted (Ctrl-C) or exiting without teardown: daemons are killed by process.ts, then this.
+  const removeExitCleanup = addExitCleanup(() => {
+    stopWatchdog();
+    if (!keepState) rmSync(stateDir, { recursive: true, force: true });
+    rmSync(pidsFile, { force: true });
+    rmSync(groupsFile, { force: true });
+  });
 
   // Phase 0 (kube-controller-manager, kube-apiserver) stops before phase 1 (etcd, registries,
   // git): the apiserver exits in ~1 s while etcd is up, but hangs on a dead etcd.
@@ -170,7 +219,6 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
       (v) => {
         timings[name] = Math.round(performance.now() - t0);
         if (stopOf) stops.push({ phase, stop: stopOf(v) });
-        recordPids();
         return v;
       },
       (e: unknown) => {
@@ -240,14 +288,19 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
     for (const phase of [0, 1]) {
       await Promise.allSettled(all.filter((s) => s.phase === phase).map((s) => s.stop()));
     }
-    if (!options.keepState && !process.env.NIO_TESTBED_KEEP) await rm(stateDir, { recursive: true, force: true });
+    if (!keepState) await rm(stateDir, { recursive: true, force: true });
     rmSync(pidsFile, { force: true });
+    rmSync(groupsFile, { force: true });
+    stopRecording();
+    stopWatchdog();
+    removeExitCleanup();
   };
   const failures = settled.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
   if (failures.length) {
     await stop();
     const real = failures.filter((e) => !(e instanceof Error && / start aborted$/.test(e.message)));
-    const text = (real.length ? real : failures).map((e) => (e instanceof Error ? e.message : String(e)));
+    // Dependents (apiserver after etcd, ...) reject with the same error: report each cause once.
+    const text = [...new Set((real.length ? real : failures).map((e) => (e instanceof Error ? e.message : String(e))))];
     throw new StartError(`The test bed failed to start (logs in ${logDir}):\n\n${text.join("\n\n")}`);
   }
   const [e, k, a, , , p, t, g, n] = settled.map((r) => (r.status === "fulfilled" ? r.value : undefined)) as [

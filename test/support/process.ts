@@ -49,6 +49,24 @@ const live = new Set<LiveDaemon>();
 export function liveDaemons(): LiveDaemon[] {
   return [...live];
 }
+
+const liveListeners = new Set<() => void>();
+
+/** Calls `fn` whenever a daemon is spawned or has stopped (e.g. to record pids for a watchdog). */
+export function onLiveDaemonsChanged(fn: () => void): () => void {
+  liveListeners.add(fn);
+  return () => liveListeners.delete(fn);
+}
+
+function liveChanged(): void {
+  for (const fn of liveListeners) {
+    try {
+      fn();
+    } catch {
+      // a listener's problem must not break start/stop
+    }
+  }
+}
 let hooksInstalled = false;
 
 function killGroupSync(pid: number, signal: NodeJS.Signals): void {
@@ -59,10 +77,27 @@ function killGroupSync(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+const exitCleanups = new Set<() => void>();
+
+/** Runs `fn` (synchronously) after the daemons were killed when this process exits or is interrupted. */
+export function addExitCleanup(fn: () => void): () => void {
+  installHooks();
+  exitCleanups.add(fn);
+  return () => exitCleanups.delete(fn);
+}
+
 /** Kills every daemon still running (SIGKILL to its process group). Safe to call any time. */
 export function killAllDaemonsSync(): void {
   for (const d of live) killGroupSync(d.pid, "SIGKILL");
   live.clear();
+  for (const fn of exitCleanups) {
+    try {
+      fn();
+    } catch {
+      // best effort
+    }
+  }
+  exitCleanups.clear();
 }
 
 function installHooks(): void {
@@ -137,6 +172,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const pid = child.pid;
   const entry: LiveDaemon = { pid, name: opts.name, command: opts.command };
   live.add(entry);
+  liveChanged();
   let done = false;
   void exited.then(() => {
     done = true;
@@ -151,7 +187,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     }
     // Children that ignored SIGTERM or outlived the leader.
     killGroupSync(pid, "SIGKILL");
-    live.delete(entry);
+    if (live.delete(entry)) liveChanged();
   };
   const daemon: Daemon = { name: opts.name, pid, command: opts.command, logFile: opts.logFile, exited, stop };
 
@@ -160,7 +196,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   for (;;) {
     if (done) {
       const how = await exited;
-      live.delete(entry);
+      if (live.delete(entry)) liveChanged();
       throw new StartError(
         `${opts.name} exited during start-up (${how}). Last lines of ${opts.logFile}:\n${logTail(opts.logFile)}`,
       );

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a Debian 12 machine, idempotently (a second run only
+# checks): Debian packages (Nix, etcd, docker-registry, skopeo, umoci, htpasswd, openssl, git),
+# Node >= 22 (scripts/ensure-node.sh), npm dependencies (npm ci, only when the lock file changed),
+# a Go >= 1.24 toolchain when none is there (from the Go module proxy), and the Kubernetes
+# binaries (scripts/build-k8s.sh, built once and cached by version).
+#
+# Usage: scripts/setup.sh [--with-e2e]
+#   --with-e2e   also install what the e2e tier's single-node cluster needs
+#                (containerd, runc, CNI plugins, debootstrap, iptables)
+# Environment: NIO_SETUP_NPM_CI=1 forces `npm ci`; NIO_SETUP_SKIP_K8S=1 skips the Kubernetes build.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/nix-image-operator"
+go_bootstrap_version=1.24.6 # a Go for building Kubernetes 1.34 when the machine has none >= 1.24
+with_e2e=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-e2e) with_e2e=1 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown argument $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+start=$(date +%s)
+step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+info() { printf '    %s\n' "$*"; }
+die() { printf '\nsetup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then sudo="sudo"; else die "run as root (or install sudo): apt-get is needed"; fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "Debian packages"
+[ -r /etc/debian_version ] || info "warning: not a Debian system; package names are Debian 12's"
+pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci)
+if [ "$with_e2e" = 1 ]; then pkgs+=(containerd runc containernetworking-plugins debootstrap iptables); fi
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=()
+for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    info "apt-get update"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  info "apt-get install $*"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; else info "all present: ${pkgs[*]}"; fi
+
+# ---------------------------------------------------------------------------------------------
+step "Nix"
+nix --version >/dev/null || die "nix does not run (package nix-bin)"
+info "$(nix --version)"
+if ! NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-users-group =' \
+  nix eval --raw --impure --expr builtins.currentSystem >/dev/null 2>&1; then
+  info "warning: 'nix eval' fails for $(id -un): the Debian single-user store needs root (or a nix-daemon)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "Node.js >= 22"
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if ! command -v node >/dev/null || [ "$(node_major)" -lt 22 ]; then
+  # ensure-node.sh brings Node 24 from the npm registry, so it needs some npm to start from.
+  command -v npm >/dev/null || apt_install nodejs npm
+fi
+node_dir=$(bash "$here/scripts/ensure-node.sh")
+export PATH="$node_dir/bin:$PATH"
+info "node $(node --version) in $node_dir/bin (add it to PATH: export PATH=\$(bash scripts/ensure-node.sh)/bin:\$PATH)"
+
+# ---------------------------------------------------------------------------------------------
+step "npm dependencies"
+cd "$here"
+if [ "${NIO_SETUP_NPM_CI:-0}" = 1 ] || [ ! -f node_modules/.package-lock.json ] ||
+  [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  info "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  info "node_modules is up to date with package-lock.json (NIO_SETUP_NPM_CI=1 forces npm ci)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "Kubernetes binaries"
+version=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {sub(/^v/,"",$2); print $2; exit}' "$here/testbed/k8s/go.mod")
+k8s_dir="${NIO_K8S_BIN:-$cache/k8s/v$version}"
+k8s_ready=1
+for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do [ -x "$k8s_dir/$c" ] || k8s_ready=0; done
+go_ok() { # $1: a go binary; true when it is >= 1.24
+  local v; v=$("$1" env GOVERSION 2>/dev/null) || return 1
+  v=${v#go}; local major=${v%%.*} rest=${v#*.}; local minor=${rest%%.*}
+  [ "$major" -gt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -ge 24 ]; }
+}
+if [ "$k8s_ready" = 1 ]; then
+  info "v$version present in $k8s_dir"
+elif [ "${NIO_SETUP_SKIP_K8S:-0}" = 1 ]; then
+  info "skipped (NIO_SETUP_SKIP_K8S=1); integration tests will fail until $k8s_dir is built"
+else
+  go_bin=""
+  for g in "$(command -v go || true)" /usr/local/go/bin/go "$cache/go-$go_bootstrap_version/bin/go"; do
+    if [ -n "$g" ] && [ -x "$g" ] && GOTOOLCHAIN=local go_ok "$g"; then go_bin=$g; break; fi
+  done
+  if [ -z "$go_bin" ]; then
+    # No Go >= 1.24: take Debian's Go (1.19) only to fetch the Go toolchain module
+    # golang.org/toolchain from the Go module proxy (what `GOTOOLCHAIN=auto` does in Go >= 1.21).
+    info "no Go >= 1.24 found; bootstrapping Go $go_bootstrap_version from the Go module proxy"
+    installed golang-go || apt_install golang-go
+    arch=$(dpkg --print-architecture)
+    mod="golang.org/toolchain@v0.0.1-go$go_bootstrap_version.linux-$arch"
+    tmp=$(mktemp -d)
+    dir=$(cd "$tmp" && GOFLAGS=-modcacherw GOMODCACHE="$tmp/mod" /usr/bin/go mod download -json "$mod" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+    [ -n "$dir" ] && [ -d "$dir" ] || die "could not download $mod from the Go module proxy"
+    rm -rf "$cache/go-$go_bootstrap_version.tmp"
+    mkdir -p "$cache"
+    cp -r "$dir" "$cache/go-$go_bootstrap_version.tmp"
+    chmod -R u+w "$cache/go-$go_bootstrap_version.tmp"
+    chmod +x "$cache/go-$go_bootstrap_version.tmp"/bin/* "$cache/go-$go_bootstrap_version.tmp"/pkg/tool/*/*
+    mv "$cache/go-$go_bootstrap_version.tmp" "$cache/go-$go_bootstrap_version"
+    rm -rf "$tmp"
+    go_bin="$cache/go-$go_bootstrap_version/bin/go"
+  fi
+  info "using $(GOTOOLCHAIN=local "$go_bin" version) ($go_bin)"
+  export PATH="$(dirname "$go_bin"):$PATH"
+  mkdir -p "$cache"
+  # One build at a time, even when setup.sh runs twice at once.
+  exec 9>"$cache/build-k8s.lock"
+  flock 9
+  bash "$here/scripts/build-k8s.sh"
+  exec 9>&-
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "Versions"
+first() { "$@" 2>&1 | head -n1; }
+info "node            $(node --version)"
+info "nix             $(first nix --version)"
+info "etcd            $(first etcd --version)"
+info "docker-registry $(first docker-registry --version)"
+info "skopeo          $(first skopeo --version)"
+info "umoci           $(first umoci --version)"
+info "git             $(first git --version)"
+info "openssl         $(first openssl version)"
+if [ -x "$k8s_dir/kube-apiserver" ]; then info "kubernetes      $(first "$k8s_dir/kube-apiserver" --version) in $k8s_dir"; fi
+step "done in $(( $(date +%s) - start ))s. Run the tests: export PATH=\$(bash scripts/ensure-node.sh)/bin:\$PATH && npm test"
