@@ -59,6 +59,9 @@ export const FlakeRefPolicySchema = z.strictObject({
   maxLength: z.number().int().min(16).max(4096).default(DEFAULT_FLAKE_REF_MAX_LENGTH).describe("Longest flake ref accepted."),
 });
 
+/** The same schema under the name the operator config uses. */
+export const flakeRefPolicySchema = FlakeRefPolicySchema;
+
 export type FlakeRefPolicy = z.output<typeof FlakeRefPolicySchema>;
 export type FlakeRefPolicyInput = z.input<typeof FlakeRefPolicySchema>;
 
@@ -403,26 +406,29 @@ export const ATTRIBUTE_SEGMENT_REGEX_SOURCE = "[A-Za-z0-9_'+][A-Za-z0-9_'+-]*";
 export const ATTRIBUTE_REGEX_SOURCE = `^${ATTRIBUTE_SEGMENT_REGEX_SOURCE}(?:\\.${ATTRIBUTE_SEGMENT_REGEX_SOURCE})*$`;
 export const attributePattern = new RegExp(ATTRIBUTE_REGEX_SOURCE);
 
-export type AttributeCheck = { ok: true; attribute: string } | { ok: false; reason: string };
+/** The attribute regex for CEL `self.matches(...)` (RE2; pair it with `size(self) <= 256`). */
+export const attributeCelRegex = ATTRIBUTE_REGEX_SOURCE;
 
-/** Is `attr` a safe flake output attribute? Reasons say what to change. */
-export function checkAttribute(attr: string): AttributeCheck {
-  const bad = (reason: string): AttributeCheck => ({ ok: false, reason });
-  if (typeof attr !== "string" || attr === "") return bad("the attribute is empty; write e.g. default or packages.x86_64-linux.web");
-  if (attr.length > ATTRIBUTE_MAX_LENGTH) return bad(`the attribute is ${attr.length} characters long; at most ${ATTRIBUTE_MAX_LENGTH} are allowed`);
+/**
+ * Why `attr` is not a safe flake output attribute, or undefined when it is. The reason says what
+ * to change.
+ */
+export function checkAttribute(attr: string): string | undefined {
+  if (typeof attr !== "string" || attr === "") return "the attribute is empty; write e.g. default or packages.x86_64-linux.web";
+  if (attr.length > ATTRIBUTE_MAX_LENGTH) return `the attribute is ${attr.length} characters long; at most ${ATTRIBUTE_MAX_LENGTH} are allowed`;
   for (let i = 0; i < attr.length; ) {
     const ch = String.fromCodePoint(attr.codePointAt(i)!);
     if (!/[A-Za-z0-9_'+.-]/.test(ch)) {
       const what = SHELL_META.has(ch) || ch === "#" ? `the character '${ch}'` : describeChar(ch);
-      return bad(`the attribute contains ${what} at position ${i}; attributes may contain only letters, digits and _ ' + - separated by dots`);
+      return `the attribute contains ${what} at position ${i}; attributes may contain only letters, digits and _ ' + - separated by dots`;
     }
     i += ch.length;
   }
   if (attr.startsWith(".") || attr.endsWith(".") || attr.includes("..")) {
-    return bad("the attribute has an empty name (a leading or trailing '.', or '..'); write names separated by single dots");
+    return "the attribute has an empty name (a leading or trailing '.', or '..'); write names separated by single dots";
   }
   const dash = attr.split(".").find((s) => s.startsWith("-"));
-  if (dash !== undefined) return bad(`the attribute name '${dash}' starts with '-'; names must start with a letter, digit, _, ' or +`);
-  if (!attributePattern.test(attr)) return bad("the attribute is not a dot-separated path of names");
-  return { ok: true, attribute: attr };
+  if (dash !== undefined) return `the attribute name '${dash}' starts with '-'; names must start with a letter, digit, _, ' or +`;
+  if (!attributePattern.test(attr)) return "the attribute is not a dot-separated path of names";
+  return undefined;
 }
