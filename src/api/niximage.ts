@@ -13,7 +13,7 @@ import {
   timeZonePattern,
   trustedPublicKeyPattern,
 } from "./patterns.ts";
-import { withRules } from "./validation-rule.ts";
+import { refineWith, withRules } from "./validation-rule.ts";
 import { celString } from "./cel.ts";
 import {
   attributeCelRegex,
@@ -60,15 +60,8 @@ const duration = (what: string, min: string, max: string) =>
     ],
   );
 
-const attribute = z
-  .string()
-  .min(1)
-  .max(256)
-  .regex(re(attributeCelRegex), "must be a flake output attribute like web or packages.x86_64-linux.web: letters, digits and _-.+' only")
-  .superRefine((value, ctx) => {
-    const problem = checkAttribute(value);
-    if (problem) ctx.addIssue({ code: "custom", message: problem });
-  });
+// The API server checks the pattern; `checkAttribute` says which character is wrong.
+const attribute = refineWith(z.string().min(1).max(256), checkAttribute).meta({ pattern: attributeCelRegex });
 
 export const imageConfigSchema = z
   .strictObject({
@@ -111,14 +104,8 @@ export const triggersSchema = z.strictObject({
 
 export const warmSchema = withRules(
   z.strictObject({
-    schedule: z
-      .string()
-      .max(128)
-      .regex(re(cronPattern), 'must be a 5-field cron schedule like "0 3 * * *" or a macro like @daily')
-      .superRefine((value, ctx) => {
-        const problem = checkCronSchedule(value);
-        if (problem) ctx.addIssue({ code: "custom", message: problem });
-      })
+    schedule: refineWith(z.string().max(128), checkCronSchedule)
+      .meta({ pattern: cronPattern })
       .describe("When to run the warm build (cron, 5 fields)."),
     timeZone: z
       .string()
@@ -197,14 +184,11 @@ export const formatSchema = z
 
 export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
   const flakeRegex = flakeRefCelRegex(policy);
-  const flake = z
-    .string()
-    .min(1)
-    .max(1024)
-    .superRefine((value, ctx) => {
-      const verdict = checkFlakeRef(value, policy, { hasSshKey: true });
-      if (!verdict.ok) ctx.addIssue({ code: "custom", message: verdict.reason });
-    })
+  const flakeProblem = (value: string) => {
+    const verdict = checkFlakeRef(value, policy, { hasSshKey: true });
+    return verdict.ok ? undefined : verdict.reason;
+  };
+  const flake = refineWith(z.string().min(1).max(1024), flakeProblem)
     .meta({
       "x-kubernetes-validations": [
         { rule: "!self.contains('#')", message: "must not contain a #fragment: put the output in spec.attribute" },

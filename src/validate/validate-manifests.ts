@@ -40,7 +40,7 @@ export function validateManifests(text: string, policy: FlakeRefPolicy): Manifes
   const report: ManifestReport = { nixImages: 0, problems: [] };
   parseAllDocuments(text).forEach((doc, index) => {
     const document = index + 1;
-    const line = lineOf(doc.range?.[0] ?? 0);
+    const line = lineOf(doc.contents?.range?.[0] ?? doc.range?.[0] ?? 0);
     if (doc.errors.length > 0) {
       for (const error of doc.errors) {
         report.problems.push({ document, line: error.linePos?.[0]?.line ?? line, field: "(yaml)", message: error.message.split("\n")[0]! });
