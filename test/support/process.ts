@@ -329,6 +329,7 @@ export function run(
         } else resolve({ stdout, stderr });
       },
     );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    // Always close stdin, so a command that reads it never waits forever.
+    child.stdin?.end(opts.input ?? "");
   });
 }
