@@ -137,7 +137,7 @@ const rules: readonly Rule[] = [
   },
   {
     kind: "not-a-flake",
-    pattern: /does not contain a 'flake\.nix'|flake\.nix' does not exist|is not a flake/,
+    pattern: /does not contain a '\/?flake\.nix'|flake\.nix' does not exist|getting status of '[^']*\/flake\.nix'|is not a flake/,
     hint: "The source has no flake.nix at that revision (or in that directory: `?dir=`). Point spec.flake at a flake.",
   },
   {
@@ -170,7 +170,7 @@ const rules: readonly Rule[] = [
   {
     kind: "fetch-failed",
     pattern:
-      /program 'git' failed|does not appear to be a git repository|unable to download|Could not resolve host|Couldn't connect|Failed to connect|HTTP error \d+|Repository not found|not found in the repository|cannot find Git revision|Couldn't resolve|could not read Username|Authentication failed|error: getting status of|fetching Git repository .* failed|fatal: /,
+      /program 'git' failed|does not appear to be a git repository|unable to download|Could not resolve host|Couldn't connect|Failed to connect|HTTP error \d+|Repository not found|not found in the repository|cannot find Git revision|Couldn't resolve|could not read Username|Authentication failed|fetching Git repository .* failed|fatal: /,
     hint:
       "Nix could not fetch the flake source: check the URL, that the ref/revision exists, network access to the host, " +
       "and for private repositories the credentials Secret.",
