@@ -5,13 +5,26 @@ import { validateCronExpression } from "cron";
  * The regex is what the API server can check (CEL/RE2); `checkCronSchedule` adds the `cron`
  * package's full parse (ranges, steps, names) for the CLI and the controller.
  */
-const field = "(\\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?";
-const list = `${field}(,${field})*`;
-export const cronPattern = `^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|${list}( +${list}){4})$`;
+// Each field's values bounded by range so the API server rejects "99 3 * * *" too.
+const months = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC";
+const days = "SUN|MON|TUE|WED|THU|FRI|SAT";
+const values = {
+  minute: "[0-5]?[0-9]",
+  hour: "[01]?[0-9]|2[0-3]",
+  dayOfMonth: "0?[1-9]|[12][0-9]|3[01]",
+  month: `0?[1-9]|1[0-2]|${months}|${months.toLowerCase()}`,
+  dayOfWeek: `[0-7]|${days}|${days.toLowerCase()}`,
+};
+const field = (value: string) => {
+  const item = `(\\*|(${value})(-(${value}))?)(/[0-9]{1,2})?`;
+  return `${item}(,${item})*`;
+};
+const fields = [values.minute, values.hour, values.dayOfMonth, values.month, values.dayOfWeek].map(field).join(" +");
+export const cronPattern = `^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|${fields})$`;
 
 export function checkCronSchedule(schedule: string): string | undefined {
   if (!new RegExp(cronPattern).test(schedule)) {
-    return `"${schedule}" is not a 5-field cron schedule (minute hour day month weekday), e.g. "0 3 * * *", or a macro like @daily`;
+    return `"${schedule}" is not a 5-field cron schedule: minute 0-59, hour 0-23, day 1-31, month 1-12 or JAN-DEC, weekday 0-7 or SUN-SAT, e.g. "0 3 * * *", or a macro like @daily`;
   }
   const result = validateCronExpression(schedule);
   return result.valid ? undefined : `"${schedule}" is not a valid cron schedule: ${result.error?.message ?? "unknown error"}`;

@@ -112,6 +112,9 @@ export const warmSchema = withRules(
       .max(64)
       .regex(re(timeZonePattern), "must be an IANA time zone like Europe/Berlin")
       .refine(isKnownTimeZone, "is not a known IANA time zone (like Europe/Berlin or UTC)")
+      // CEL has no "is this a zone" test, but evaluating a time in an unknown zone is an error
+      // the API server reports as a rejection.
+      .meta({ "x-kubernetes-validations": [{ rule: "timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0", message: "is not a known IANA time zone (like Europe/Berlin or UTC)" }] })
       .optional()
       .describe("IANA time zone of the schedule; UTC when absent."),
     attributes: z.array(attribute).max(32).optional().describe("Extra flake outputs to keep warm in the store."),
@@ -135,7 +138,8 @@ export const rolloutSchema = withRules(
   }),
   [
     {
-      cel: "!(self.policy == 'Disabled' && self.rollbackOnFailure)",
+      // Guarded with has(): the API server also checks the rule against the `{}` default.
+      cel: "!(has(self.policy) && self.policy == 'Disabled' && has(self.rollbackOnFailure) && self.rollbackOnFailure)",
       check: (self) => !(self.policy === "Disabled" && self.rollbackOnFailure),
       message: "rollbackOnFailure needs policy Automatic: with Disabled nothing is rolled out",
       field: ".rollbackOnFailure",

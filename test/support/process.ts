@@ -329,7 +329,9 @@ export function run(
         } else resolve({ stdout, stderr });
       },
     );
-    // Always close stdin, so a command that reads it never waits forever.
+    // Always close stdin, so a command that reads it never waits forever. A command that exits
+    // before reading it gives EPIPE here; its exit status already says whether it worked.
+    child.stdin?.on("error", () => {});
     child.stdin?.end(opts.input ?? "");
   });
 }

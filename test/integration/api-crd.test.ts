@@ -1,0 +1,120 @@
+// The generated CRD on a real kube-apiserver: it is accepted (structural schema, CEL cost
+// within budget), valid NixImages are stored with their defaults, and every invalid sample is
+// rejected naming the same field `nix-image-operator validate` names.
+import { readdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import https from "node:https";
+import { join } from "node:path";
+import { ApiextensionsV1Api, type KubernetesObject } from "@kubernetes/client-node";
+import { parse as parseYaml, parseAllDocuments } from "yaml";
+import { beforeAll, describe, expect, it } from "vitest";
+import { kubeClients, kubectl, testbed, testNamespace, waitFor } from "../support/kube.ts";
+import { nixImageCrd } from "../../src/api/crd.ts";
+import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../../src/flake/flake-ref-policy.ts";
+import { validateManifests } from "../../src/validate/validate-manifests.ts";
+
+const root = join(import.meta.dirname, "../..");
+const fixtures = join(root, "test/fixtures/niximages");
+const invalidFiles = readdirSync(join(fixtures, "invalid")).sort();
+
+/**
+ * Creates a NixImage with `fieldValidation=Strict` (as kubectl does; client-node's generic
+ * create cannot ask for it) and returns the API server's message when it is rejected.
+ */
+async function createRejection(object: KubernetesObject, namespace: string): Promise<string | undefined> {
+  const bed = testbed();
+  const body = JSON.stringify({ ...object, metadata: { ...object.metadata, namespace } });
+  const url = new URL(`/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages?fieldValidation=Strict`, bed.kube.server);
+  const ca = await readFile(bed.kube.caFile);
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const request = https.request(url, { method: "POST", ca, headers: { authorization: `Bearer ${bed.kube.token}`, "content-type": "application/json" } }, (response) => {
+      let text = "";
+      response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk)).on("end", () => resolve({ status: response.statusCode ?? 0, text }));
+    });
+    request.on("error", reject).end(body);
+  });
+  if (status === 201) return undefined;
+  if (status !== 422 && status !== 400) throw new Error(`unexpected ${status} creating ${object.metadata?.name}: ${text}`);
+  return (JSON.parse(text) as { message: string }).message;
+}
+
+async function establish(crd: object) {
+  const api = kubeClients().kc.makeApiClient(ApiextensionsV1Api);
+  await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], { input: JSON.stringify(crd) });
+  await waitFor("NixImage CRD Established", async () => {
+    const current = await api.readCustomResourceDefinition({ name: "niximages.niximage.io" });
+    return current.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") ?? false;
+  });
+}
+
+describe("NixImage CRD on the API server", () => {
+  beforeAll(async () => {
+    // The committed file is what users apply; applying it proves the schema is structural and
+    // every CEL rule fits the cost budget.
+    await kubectl(["apply", "--server-side", "--force-conflicts", "-f", join(root, "crds/niximages.niximage.io.yaml")]);
+    await establish(parseYaml(await readFile(join(root, "crds/niximages.niximage.io.yaml"), "utf8")));
+  });
+
+  it("accepts the valid samples and stores the defaults", async () => {
+    const namespace = await testNamespace("crd-valid");
+    const docs = parseAllDocuments(await readFile(join(fixtures, "valid.yaml"), "utf8")).map((d) => d.toJS() as KubernetesObject);
+    const nixImages = docs.filter((d) => d.kind === "NixImage");
+    expect(nixImages.length).toBeGreaterThanOrEqual(5);
+    for (const doc of nixImages) {
+      expect(await createRejection(doc, namespace), doc.metadata?.name).toBeUndefined();
+    }
+    const stored = (await kubeClients().objects.read({ apiVersion: "niximage.io/v1alpha1", kind: "NixImage", metadata: { name: "ssh", namespace } })) as KubernetesObject & {
+      spec: Record<string, unknown>;
+    };
+    expect(stored.spec).toMatchObject({
+      attribute: "default",
+      format: "auto",
+      suspend: false,
+      image: { maxLayers: 100, compression: "none" },
+      rollout: { policy: "Automatic", rollbackOnFailure: false },
+      build: { timeout: "1h", allowImportFromDerivation: false },
+      historyLimit: { successful: 5, failed: 5 },
+    });
+    // The short name and printer columns work as documented.
+    const table = await kubectl(["get", "nimg", "-n", namespace]);
+    expect(table.split("\n")[0]).toMatch(/NAME\s+READY\s+LATEST IMAGE\s+REVISION\s+AGE/);
+  });
+
+  it(`rejects all ${invalidFiles.length} invalid samples, naming the field validate names`, async () => {
+    expect(invalidFiles.length).toBeGreaterThanOrEqual(30);
+    const namespace = await testNamespace("crd-invalid");
+    const mismatches: string[] = [];
+    await Promise.all(
+      invalidFiles.map(async (file) => {
+        const text = await readFile(join(fixtures, "invalid", file), "utf8");
+        const field = /^# field: (\S+)/.exec(text)![1]!;
+        const message = await createRejection(parseYaml(text) as KubernetesObject, namespace);
+        const cli = validateManifests(text, defaultFlakeRefPolicy).problems.map((p) => p.field);
+        // The API server names a map key or list item its own way for unknown fields
+        // ("unknown field \"spec.flakeRef\"") and for items (spec.image.tags[0]); both contain the path.
+        if (message === undefined) mismatches.push(`${file}: accepted by the API server`);
+        else if (!message.includes(field)) mismatches.push(`${file}: API server message does not name ${field}: ${message}`);
+        if (!cli.includes(field)) mismatches.push(`${file}: validate names ${cli.join(", ") || "nothing"}, not ${field}`);
+      }),
+    );
+    expect(mismatches).toEqual([]);
+  });
+
+  it("a CRD generated from a widened policy accepts what the default one rejects", async () => {
+    const namespace = await testNamespace("crd-policy");
+    const sample: KubernetesObject = {
+      apiVersion: "niximage.io/v1alpha1",
+      kind: "NixImage",
+      metadata: { name: "local-git" },
+      spec: { flake: "git+http://127.0.0.1:8080/shop.git?ref=main", image: { repository: "127.0.0.1:5000/shop" } },
+    } as KubernetesObject;
+    expect(await createRejection(sample, namespace)).toMatch(/spec\.flake/);
+    const widened = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
+    try {
+      await establish(nixImageCrd({ flakeRefPolicy: widened }));
+      expect(await createRejection(sample, namespace)).toBeUndefined();
+    } finally {
+      await establish(nixImageCrd({ flakeRefPolicy: defaultFlakeRefPolicy }));
+    }
+  });
+});
