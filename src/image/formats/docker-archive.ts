@@ -427,7 +427,7 @@ export class DockerArchive {
           buffered.set(entry.name, { bytes: first ? Buffer.concat([first, rest]) : rest, entry });
           continue;
         }
-        const { layer, settle } = this.makeLayer(reader, entry, first);
+        const { layer, settle } = this.makeLayer(reader, entry, first, describe);
         streamed.set(entry.name, { digest: layer.digest, size: entry.size, compression: layer.compression });
         yield layer;
         await settle();
@@ -498,17 +498,7 @@ export class DockerArchive {
         archiveCompression: this.opened.compression,
       });
     } catch (e) {
-      const err =
-        e instanceof ImageFormatError
-          ? e
-          : e instanceof TarFormatError
-            ? formatError(describe, e.message, e)
-            : formatError(describe, `reading the archive failed: ${(e as Error).message}`, e);
-      // A script that died explains a truncated archive better than the tar error does.
-      let final: ImageFormatError = err;
-      if (this.opened && this.source.kind === "command" && !/image script/.test(err.message)) {
-        final = (await this.opened.failure(2000)) ?? err;
-      }
+      const final = await this.explain(e, describe);
       settled = true;
       this.rejectImage(final);
       throw final;
@@ -519,6 +509,23 @@ export class DockerArchive {
     }
   }
 
+  /**
+   * The error to report: tar errors become ImageFormatErrors, and a command that died explains
+   * a truncated archive better than the tar error does.
+   */
+  private async explain(e: unknown, describe: string): Promise<ImageFormatError> {
+    const err =
+      e instanceof ImageFormatError
+        ? e
+        : e instanceof TarFormatError
+          ? formatError(describe, e.message, e)
+          : formatError(describe, `reading the archive failed: ${(e as Error).message}`, e);
+    if (this.opened && this.source.kind === "command" && !/image script/.test(err.message)) {
+      return (await this.opened.failure(2000)) ?? err;
+    }
+    return err;
+  }
+
   private async readMetadata(reader: TarReader, entry: TarEntryInfo, describe: string): Promise<Buffer> {
     if (entry.size > this.options.metadataLimit) {
       throw formatError(describe, `metadata entry ${entry.name} is ${entry.size} bytes, more than ${this.options.metadataLimit}`);
@@ -527,7 +534,7 @@ export class DockerArchive {
   }
 
   /** A layer stream that pulls from the tar reader on demand and hashes what passes through. */
-  private makeLayer(reader: TarReader, entry: TarEntryInfo, first: Buffer | undefined): { layer: ArchiveLayer; settle: () => Promise<void> } {
+  private makeLayer(reader: TarReader, entry: TarEntryInfo, first: Buffer | undefined, describe: string): { layer: ArchiveLayer; settle: () => Promise<void> } {
     const hash = createHash("sha256");
     let resolveDigest!: (d: Sha256Digest) => void;
     let rejectDigest!: (e: unknown) => void;
@@ -569,10 +576,11 @@ export class DockerArchive {
               if (!stream.push(chunk)) return;
             }
           } catch (e) {
-            failed = e;
+            const err = await this.explain(e, describe);
+            failed = err;
             finished = true;
-            rejectDigest(e);
-            stream.destroy(e as Error);
+            rejectDigest(err);
+            stream.destroy(err);
           } finally {
             pumping = false;
           }
@@ -597,7 +605,12 @@ export class DockerArchive {
 
     const settle = async () => {
       // Called when the consumer asks for the next layer.
-      if (!finished) stream.destroy(new Error(`layer ${entry.name} abandoned before its end`));
+      if (!finished) {
+        // Destroyed without an error event (nobody may listen); the digest says what happened.
+        finished = true;
+        rejectDigest(new Error(`layer ${entry.name} abandoned before its end: consume each layer stream before the next`));
+        stream.destroy();
+      }
       await current;
       if (failed !== undefined) throw failed;
       await reader.skipData();
