@@ -65,7 +65,12 @@ export const flakeRefPolicySchema = FlakeRefPolicySchema;
 export type FlakeRefPolicy = z.output<typeof FlakeRefPolicySchema>;
 export type FlakeRefPolicyInput = z.input<typeof FlakeRefPolicySchema>;
 
-export const defaultFlakeRefPolicy: FlakeRefPolicy = Object.freeze(FlakeRefPolicySchema.parse({})) as FlakeRefPolicy;
+/** The defaults, deeply frozen (it is shared, e.g. as the operator config's default). */
+export const defaultFlakeRefPolicy: FlakeRefPolicy = (() => {
+  const p = FlakeRefPolicySchema.parse({});
+  Object.freeze(p.allowedSchemes);
+  return Object.freeze(p);
+})();
 
 export type FlakeRefDenyCode =
   | "TooLong"

@@ -230,12 +230,12 @@ export function redactCredentials(s: string): string {
 }
 
 const utf8 = new TextDecoder("utf-8");
+const utf8Encoder = new TextEncoder();
 
 /** Decodes `%XX` escapes (bytes as UTF-8; invalid sequences become U+FFFD). Other text is kept. */
 export function percentDecode(s: string): string {
   if (!s.includes("%")) return s;
   const bytes: number[] = [];
-  const encoder = new TextEncoder();
   for (let i = 0; i < s.length; ) {
     const c = s[i]!;
     if (c === "%" && /^[0-9A-Fa-f]{2}$/.test(s.slice(i + 1, i + 3))) {
@@ -244,7 +244,7 @@ export function percentDecode(s: string): string {
     } else {
       const cp = s.codePointAt(i)!;
       const ch = String.fromCodePoint(cp);
-      for (const b of encoder.encode(ch)) bytes.push(b);
+      for (const b of utf8Encoder.encode(ch)) bytes.push(b);
       i += ch.length;
     }
   }
@@ -258,7 +258,7 @@ function encodeQueryValue(v: string): string {
   let out = "";
   for (const ch of v) {
     if (QUERY_VALUE_SAFE.test(ch)) out += ch;
-    else for (const b of new TextEncoder().encode(ch)) out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
+    else for (const b of utf8Encoder.encode(ch)) out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
   }
   return out;
 }
@@ -453,7 +453,7 @@ export function parseFlakeRef(input: string): FlakeRef {
     const r = parseIndirect(input, "url", url.path, query, fail);
     return withOptional(r, { dir });
   }
-  if (FORGE_SCHEMES.has(scheme)) return parseForge(input, shown, scheme as ForgeFlakeRef["type"], url, query, fail);
+  if (FORGE_SCHEMES.has(scheme)) return parseForge(shown, scheme as ForgeFlakeRef["type"], url, query, fail);
   if (GIT_SCHEMES.has(scheme)) return parseGit(shown, scheme, transport, url, query, fail);
   if (HG_SCHEMES.has(scheme)) return parseMercurial(shown, scheme, transport, url, query, fail);
   if (scheme === "path") return parsePathUrl(shown, url, query, fail);
@@ -561,14 +561,12 @@ function parseIndirect(
 }
 
 function parseForge(
-  input: string,
   shown: string,
   type: ForgeFlakeRef["type"],
   url: UrlParts,
   query: Map<string, string>,
   fail: (m: string) => never,
 ): ForgeFlakeRef {
-  void input;
   const parts = url.path.split("/").filter((p) => p !== "");
   if (parts.length < 2) fail(`'${shown}' needs an owner and a repository: write ${type}:OWNER/REPO`);
   let ref: string | undefined;
