@@ -25,22 +25,44 @@ export interface GetJsonOptions {
   timeoutMs?: number;
 }
 
+export interface RequestJsonOptions extends GetJsonOptions {
+  /** Sent as JSON. */
+  body?: unknown;
+  /** Defaults to application/json; e.g. application/merge-patch+json or application/apply-patch+yaml. */
+  contentType?: string;
+}
+
 /**
  * GET `path` from the kubeconfig's current cluster and parse the JSON answer as-is (no model
  * conversion: timestamps stay strings, exactly as watch events deliver them).
  */
-export async function kubeGetJson<R>(kc: KubeConfig, path: string, options: GetJsonOptions = {}): Promise<R> {
+export function kubeGetJson<R>(kc: KubeConfig, path: string, options: GetJsonOptions = {}): Promise<R> {
+  return kubeRequestJson<R>(kc, "GET", path, options);
+}
+
+/**
+ * One request with a JSON body and answer, for the verbs client-node's typed clients make
+ * awkward (status merge patches, server-side apply, fieldValidation). Errors carry the API
+ * server's Status message, never the request body.
+ */
+export async function kubeRequestJson<R>(kc: KubeConfig, method: string, path: string, options: RequestJsonOptions = {}): Promise<R> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error("kubeconfig has no current cluster");
   const url = new URL(cluster.server.replace(/\/+$/, "") + path);
   for (const [key, value] of Object.entries(options.query ?? {})) {
     if (value !== undefined) url.searchParams.set(key, String(value));
   }
-  const requestOptions: https.RequestOptions = { method: "GET", headers: {} };
+  const requestOptions: https.RequestOptions = { method, headers: {} };
   await kc.applyToHTTPSOptions(requestOptions);
-  requestOptions.headers = { ...requestOptions.headers, accept: "application/json" };
+  const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+  requestOptions.headers = {
+    ...requestOptions.headers,
+    accept: "application/json",
+    ...(body !== undefined ? { "content-type": options.contentType ?? "application/json" } : {}),
+  };
   const transport = url.protocol === "http:" ? http : https;
   const timeoutMs = options.timeoutMs ?? 60_000;
+  const what = `${method} ${url.pathname}`;
 
   return new Promise<R>((resolve, reject) => {
     const req = transport.request(url, { ...requestOptions, signal: options.signal }, (res) => {
@@ -51,20 +73,20 @@ export async function kubeGetJson<R>(kc: KubeConfig, path: string, options: GetJ
         const text = Buffer.concat(chunks).toString("utf8");
         const status = res.statusCode ?? 0;
         if (status < 200 || status >= 300) {
-          reject(statusError(status, text, `GET ${url.pathname}`));
+          reject(statusError(status, text, what));
           return;
         }
         try {
           resolve(JSON.parse(text) as R);
         } catch {
           // Never echo the body: JSON.parse errors quote their input.
-          reject(new Error(`GET ${url.pathname}: answer is not JSON (${text.length} bytes)`));
+          reject(new Error(`${what}: answer is not JSON (${text.length} bytes)`));
         }
       });
     });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url.pathname}: no answer within ${timeoutMs} ms`)));
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`${what}: no answer within ${timeoutMs} ms`)));
     req.on("error", reject);
-    req.end();
+    req.end(body);
   });
 }
 
