@@ -74,14 +74,14 @@ function dependentCounts(paths: string[], refs: number[][]): number[] {
       const set = sets[j]!;
       for (const i of referrers[j]!) {
         const from = sets[i]!;
-        const bit = 1 << (i & 31);
+        const bit = (1 << (i & 31)) >>> 0;
         const w = i >>> 5;
         if ((set[w]! & bit) === 0) {
-          set[w]! |= bit;
+          set[w] = (set[w]! | bit) >>> 0;
           changed = true;
         }
         for (let k = 0; k < words; k++) {
-          const merged = set[k]! | from[k]!;
+          const merged = (set[k]! | from[k]!) >>> 0;
           if (merged !== set[k]) {
             set[k] = merged;
             changed = true;
