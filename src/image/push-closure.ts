@@ -57,6 +57,11 @@ export interface PushClosureOptions {
   closure: readonly ClosurePath[];
   /** The app's own store path(s): they get the last layer. */
   roots: readonly string[];
+  /**
+   * Layers decided by the image's author (nix2container): used as given, bottom first, instead
+   * of planning them from the closure (`closure` then only supplies NAR hashes and sizes).
+   */
+  layers?: readonly { paths: readonly string[] }[];
   /** Tags to point at the image (pushed after the manifest). None: the manifest is pushed by digest. */
   tags?: readonly string[];
   maxLayers?: number;
@@ -134,9 +139,20 @@ export async function pushClosure(options: PushClosureOptions): Promise<PushClos
 
   // Plan.
   let phaseStart = clock.now().getTime();
-  const plan = planLayers(options.closure, options.roots, options.maxLayers !== undefined ? { maxLayers: options.maxLayers } : {});
   const narHashes = new Map<string, string>();
-  for (const p of options.closure) if (p.narHash) narHashes.set(p.path, p.narHash);
+  const narSizes = new Map<string, number>();
+  for (const p of options.closure) {
+    if (p.narHash) narHashes.set(p.path, p.narHash);
+    narSizes.set(p.path, p.narSize);
+  }
+  const plan: { layers: PlannedLayer[] } = options.layers
+    ? {
+        layers: options.layers.map((l) => {
+          const paths = [...new Set(l.paths)].sort();
+          return { paths, narSize: paths.reduce((s, p) => s + (narSizes.get(p) ?? 0), 0), kind: "merged" as const };
+        }),
+      }
+    : planLayers(options.closure, options.roots, options.maxLayers !== undefined ? { maxLayers: options.maxLayers } : {});
   const count = plan.layers.length;
   const bytesTotal = plan.layers.reduce((s, l) => s + l.narSize, 0);
   const perLayerDone = new Array<number>(count).fill(0);
