@@ -264,6 +264,10 @@ export const buildRecordSchema = z.strictObject({
   layers: z.strictObject({ pushed: z.number().int(), skipped: z.number().int(), mounted: z.number().int().optional() }).optional(),
   bytesPushed: z.number().int().optional(),
   durations: z.record(z.string().max(32), z.number()).optional().describe("Seconds per phase"),
+  specHash: z.string().max(64).optional().describe("Hash of the spec fields that shape the image"),
+  builderHash: z.string().max(64).optional().describe("Hash of the builder images"),
+  rebuildToken: z.string().max(256).optional().describe(`Value of the rebuild annotation this build answered`),
+  flake: z.string().max(2048).optional().describe("Flake ref built, pinned to the polled revision"),
   failure: z
     .strictObject({ step: z.string().max(63), exitCode: z.number().int().optional(), reason: z.string().max(256).optional(), message: z.string().max(4096) })
     .optional(),

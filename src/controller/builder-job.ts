@@ -1,0 +1,204 @@
+import type { V1Container, V1Job, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
+import type { NixImage } from "../api/niximage.ts";
+import { parseDuration } from "../api/duration.ts";
+import type { OperatorConfig } from "../config/operator-config.ts";
+import { annotations, buildJobName, labels, managedByValue } from "./names.ts";
+
+/**
+ * The builder Job of one build (design.md section 3): pure, so its exact shape is pinned by
+ * snapshot tests. Three steps in one pod, in order:
+ *
+ *   prepare (init, builder image)  seeds the store volume from the image's own /nix on first use
+ *   build   (init, builder image)  runs the untrusted flake: no Secret, no service account token
+ *   push    (main, operator image) reads the result and the store read-only, pushes with the Secret
+ *
+ * Each step's last log lines become its termination message on failure, which the controller
+ * copies into status; the push step writes its JSON result there on success.
+ */
+
+export interface BuilderJobInput {
+  image: NixImage;
+  kind: "Image" | "Warm";
+  number: number;
+  reasons: string[];
+  /** Flake ref to build, pinned to the polled revision when there is one. */
+  flake: string;
+  storeVolume: string;
+  specHash: string;
+  builderHash: string;
+  rebuildToken?: string;
+  config: OperatorConfig;
+}
+
+const paths = {
+  storeMount: "/nix",
+  seedMount: "/nix-volume",
+  work: "/work",
+  result: "/work/result",
+  pushSecret: "/var/run/niximage/push",
+  layerCache: "/var/cache/niximage",
+};
+
+const restricted = {
+  allowPrivilegeEscalation: false,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+export function builderJob(input: BuilderJobInput): V1Job {
+  const { image, config } = input;
+  const name = buildJobName(image.metadata.name!, input.kind, input.number);
+  const spec = image.spec;
+  const podLabels = {
+    [labels.managedBy]: managedByValue,
+    [labels.image]: image.metadata.name!,
+    [labels.buildKind]: input.kind,
+    [labels.buildNumber]: String(input.number),
+  };
+  const storeVolume: V1Volume = { name: "store", persistentVolumeClaim: { claimName: input.storeVolume } };
+  const volumes: V1Volume[] = [storeVolume, { name: "work", emptyDir: {} }];
+  const step = (container: V1Container): V1Container => ({
+    imagePullPolicy: config.builder.imagePullPolicy,
+    terminationMessagePolicy: "FallbackToLogsOnError",
+    ...container,
+  });
+
+  const prepare = step({
+    name: "prepare",
+    image: config.builder.nixImage,
+    command: ["nix-image-operator", "prepare-store", "--volume", paths.seedMount],
+    volumeMounts: [{ name: "store", mountPath: paths.seedMount }],
+    securityContext: restricted,
+  });
+
+  const buildArgs = [
+    "build-step",
+    "--flake", input.flake,
+    "--attribute", spec.attribute,
+    "--format", spec.format,
+    "--out", paths.result,
+    "--gc-root-dir", `/nix/var/nix/gcroots/niximage/${image.metadata.namespace}/${image.metadata.name}`,
+    "--keep", String(config.store.keepSuccessful),
+    "--termination-message", "/dev/termination-log",
+  ];
+  for (const url of spec.build.nixConfig?.substituters ?? []) buildArgs.push("--substituter", url);
+  for (const key of spec.build.nixConfig?.trustedPublicKeys ?? []) buildArgs.push("--trusted-public-key", key);
+  if (spec.build.allowImportFromDerivation) buildArgs.push("--allow-import-from-derivation");
+  if (input.kind === "Warm") {
+    for (const attribute of spec.warm?.attributes ?? []) buildArgs.push("--extra-attribute", attribute);
+    if (spec.warm?.updateInputs) buildArgs.push("--update-inputs");
+  }
+  const build = step({
+    name: "build",
+    image: config.builder.nixImage,
+    command: ["nix-image-operator"],
+    args: buildArgs,
+    // Untrusted code: argv only, no env from Secrets, no token (automount is off for the pod).
+    volumeMounts: [
+      { name: "store", mountPath: paths.storeMount },
+      { name: "work", mountPath: paths.work },
+    ],
+    resources: spec.build.resources,
+    securityContext: { allowPrivilegeEscalation: false },
+  });
+
+  const containers: V1Container[] = [];
+  if (input.kind === "Image") {
+    const pushArgs = [
+      "push-step",
+      "--from", paths.result,
+      "--image", spec.image.repository,
+      "--max-layers", String(spec.image.maxLayers),
+      "--compression", spec.image.compression,
+      "--layer-cache", paths.layerCache,
+      "--termination-message", "/dev/termination-log",
+    ];
+    for (const tag of spec.image.tags ?? []) pushArgs.push("--tag", tag);
+    if (spec.image.config) pushArgs.push("--image-config", JSON.stringify(spec.image.config));
+    const registry = config.registries.find((r) => spec.image.repository.startsWith(`${r.host}/`));
+    if (registry?.plainHttp) pushArgs.push("--plain-http");
+    const pushMounts: V1VolumeMount[] = [
+      { name: "store", mountPath: paths.storeMount, readOnly: true },
+      { name: "store", mountPath: paths.layerCache, subPath: "niximage/layer-cache" },
+      { name: "work", mountPath: paths.work, readOnly: true },
+    ];
+    if (spec.image.pushSecretRef) {
+      volumes.push({
+        name: "push-secret",
+        secret: { secretName: spec.image.pushSecretRef.name, items: [{ key: ".dockerconfigjson", path: "config.json" }] },
+      });
+      pushMounts.push({ name: "push-secret", mountPath: paths.pushSecret, readOnly: true });
+      pushArgs.push("--auth-file", `${paths.pushSecret}/config.json`);
+    }
+    containers.push(
+      step({
+        name: "push",
+        image: config.builder.pushImage,
+        command: ["nix-image-operator"],
+        args: pushArgs,
+        volumeMounts: pushMounts,
+        securityContext: { ...restricted, readOnlyRootFilesystem: true },
+      }),
+    );
+  } else {
+    // A warm build only fills the store; the pod still needs a main container to finish.
+    containers.push(
+      step({
+        name: "report",
+        image: config.builder.nixImage,
+        command: ["nix-image-operator", "warm-report", "--from", paths.result, "--termination-message", "/dev/termination-log"],
+        volumeMounts: [{ name: "work", mountPath: paths.work, readOnly: true }],
+        securityContext: restricted,
+      }),
+    );
+  }
+
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name,
+      namespace: image.metadata.namespace,
+      labels: podLabels,
+      annotations: {
+        [annotations.reasons]: input.reasons.join(","),
+        [annotations.specHash]: input.specHash,
+        [annotations.builderHash]: input.builderHash,
+        ...(input.rebuildToken !== undefined ? { [annotations.rebuildToken]: input.rebuildToken } : {}),
+        [annotations.revision]: input.flake,
+      },
+      ownerReferences: [
+        {
+          apiVersion: image.apiVersion,
+          kind: image.kind,
+          name: image.metadata.name!,
+          uid: image.metadata.uid!,
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
+    },
+    spec: {
+      // One retry for node trouble; a failed build is not retried blindly.
+      backoffLimit: 1,
+      // Never two pods of one build at once: they would share the store volume.
+      podReplacementPolicy: "Failed",
+      activeDeadlineSeconds: Math.round(parseDuration(spec.build.timeout) / 1000),
+      template: {
+        metadata: { labels: podLabels },
+        spec: {
+          restartPolicy: "Never",
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          ...(config.builder.serviceAccountName ? { serviceAccountName: config.builder.serviceAccountName } : {}),
+          securityContext: { seccompProfile: { type: "RuntimeDefault" } },
+          nodeSelector: spec.build.nodeSelector,
+          tolerations: spec.build.tolerations,
+          initContainers: [prepare, build],
+          containers,
+          volumes,
+        },
+      },
+    },
+  };
+}

@@ -1,0 +1,229 @@
+import type { V1Job, V1PersistentVolumeClaim } from "@kubernetes/client-node";
+import type { BuildRecord, NixImage, NixImageStatus } from "../api/niximage.ts";
+import type { OperatorConfig } from "../config/operator-config.ts";
+import { withRevision, formatFlakeRef, parseFlakeRef } from "../flake/flake-ref.ts";
+import { builderJob } from "./builder-job.ts";
+import { builderHash, specHash } from "./build-inputs.ts";
+import { buildReasons } from "./build-reasons.ts";
+import { conditionsFor, mergeConditions, reasons, type Reason } from "./conditions.ts";
+import type { JobView } from "./job-outcome.ts";
+import { annotations } from "./names.ts";
+import { chooseStoreVolume, leaseAnnotations, storeVolumeClaim, type StoreVolumeView } from "./store-pool.ts";
+
+/**
+ * The NixImage reconciler's brain: observed state and the time in, actions, the new status and
+ * when to look again out. No I/O, no clock of its own: every branch is a table-driven test.
+ */
+
+export interface Observed {
+  image: NixImage;
+  /** Why the spec cannot be built under the operator's policy, if it cannot. */
+  invalid?: string;
+  now: Date;
+  config: OperatorConfig;
+  /** This NixImage's builder Jobs. */
+  jobs: readonly JobView[];
+  /** Every builder Job in the namespace (any NixImage), name -> still running. */
+  namespaceJobs: ReadonlyMap<string, boolean>;
+  /** Builder Jobs running in all namespaces (plus ones this process just created). */
+  runningBuildsEverywhere: number;
+  storeVolumes: readonly StoreVolumeView[];
+  /** The branch's current commit, when polling is on and it was resolved. */
+  polledRevision?: string;
+  /** Why polling failed, when it did. */
+  pollError?: string;
+  /** Whether the push Secret exists; undefined when not checked (no build pending). */
+  pushSecretFound?: boolean;
+  warmDue: boolean;
+  nextWarm?: Date;
+  /** When the next revision poll is due, if polling is on. */
+  nextPollInMs?: number;
+}
+
+export type Action =
+  | { type: "createJob"; job: V1Job; lease: { volume: string; resourceVersion: string; annotations: Record<string, string> } | { create: V1PersistentVolumeClaim } }
+  | { type: "deleteJob"; name: string }
+  | { type: "event"; eventType: "Normal" | "Warning"; reason: string; message: string };
+
+export interface Decision {
+  actions: Action[];
+  status: NixImageStatus;
+  /** Look again after this long even without an event (polling, waiting for a volume). */
+  requeueAfterMs?: number;
+  /** Whether a pending build needs the push Secret checked before deciding again. */
+  needsPushSecretCheck?: boolean;
+}
+
+const waitRetryMs = 10_000;
+
+function recordOf(view: JobView): BuildRecord {
+  const record: BuildRecord = {
+    job: view.name,
+    number: view.number,
+    kind: view.kind,
+    reasons: view.reasons,
+    result: view.state,
+    ...(view.startTime ? { startTime: view.startTime } : {}),
+    ...(view.completionTime ? { completionTime: view.completionTime } : {}),
+    ...(view.specHash ? { specHash: view.specHash } : {}),
+    ...(view.builderHash ? { builderHash: view.builderHash } : {}),
+    ...(view.rebuildToken !== undefined ? { rebuildToken: view.rebuildToken } : {}),
+    ...(view.flake ? { flake: view.flake } : {}),
+  };
+  if (view.result) {
+    record.digest = view.result.digest;
+    if (view.result.revision) record.revision = view.result.revision;
+    record.layers = view.result.layers;
+    record.bytesPushed = view.result.bytesPushed;
+    if (view.result.seconds) record.durations = view.result.seconds;
+  }
+  if (view.failure) {
+    record.failure = { ...view.failure, message: view.failure.message.slice(-4000) };
+  }
+  return record;
+}
+
+/** The flake ref a build uses: pinned to the polled commit when polling found one. */
+function flakeToBuild(image: NixImage, polledRevision: string | undefined): string {
+  if (!polledRevision) return image.spec.flake;
+  try {
+    return formatFlakeRef(withRevision(parseFlakeRef(image.spec.flake), polledRevision));
+  } catch {
+    return image.spec.flake;
+  }
+}
+
+export function decide(observed: Observed): Decision {
+  const { image, now, config } = observed;
+  const generation = image.metadata.generation ?? 0;
+  const previous = image.status ?? {};
+  const actions: Action[] = [];
+  const status: NixImageStatus = { ...previous };
+  delete status.conditions;
+  let requeueAfterMs: number | undefined;
+  const requeue = (ms: number) => (requeueAfterMs = requeueAfterMs === undefined ? ms : Math.min(requeueAfterMs, ms));
+  const finish = (phase: "Ready" | "InProgress" | "Stalled" | "Suspended", reason: Reason, message: string): Decision => {
+    status.observedGeneration = generation;
+    status.conditions = mergeConditions(previous.conditions, conditionsFor({ phase, reason, message }), generation, now);
+    return { actions, status, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
+  };
+
+  // 1. What the Jobs say: the newest of each kind is the build of record.
+  const newest = (kind: JobView["kind"]) => observed.jobs.filter((j) => j.kind === kind).sort((a, b) => b.number - a.number)[0];
+  const imageJob = newest("Image");
+  const warmJob = newest("Warm");
+  const highest = Math.max(previous.buildCount ?? 0, ...observed.jobs.map((j) => j.number));
+  status.buildCount = highest;
+  if (imageJob && (!previous.lastBuild || imageJob.number >= previous.lastBuild.number)) {
+    const record = recordOf(imageJob);
+    status.lastBuild = record;
+    const finishedNow = previous.lastBuild?.job !== record.job || previous.lastBuild.result !== record.result;
+    if (record.result === "Succeeded" && record.digest) {
+      status.latestImage = `${image.spec.image.repository}@${record.digest}`;
+      if (record.revision) status.latestRevision = record.revision;
+      if (finishedNow) actions.push({ type: "event", eventType: "Normal", reason: "BuildSucceeded", message: `pushed ${status.latestImage} (${record.layers?.pushed ?? 0} layers pushed, ${record.layers?.skipped ?? 0} already there)` });
+    } else if (record.result === "Failed" && finishedNow) {
+      const f = record.failure;
+      actions.push({ type: "event", eventType: "Warning", reason: "BuildFailed", message: `build ${record.job} failed in step ${f?.step ?? "?"}${f?.exitCode !== undefined ? ` (exit ${f.exitCode})` : ""}: ${(f?.message ?? "").slice(-900)}` });
+    }
+  }
+  if (warmJob && (!previous.lastWarmBuild || warmJob.number >= previous.lastWarmBuild.number)) {
+    status.lastWarmBuild = { ...recordOf(warmJob), ...(warmJob.warmResult?.closureDiff ? { closureDiff: warmJob.warmResult.closureDiff } : {}) };
+  }
+  if (observed.nextWarm) {
+    status.nextWarmBuild = observed.nextWarm.toISOString().replace(/\.\d{3}Z$/, "Z");
+    requeue(Math.max(0, observed.nextWarm.getTime() - now.getTime()));
+  } else delete status.nextWarmBuild;
+  if (observed.nextPollInMs !== undefined && !image.spec.suspend) requeue(observed.nextPollInMs);
+
+  // 2. Old Jobs beyond the history limits go.
+  const finished = [...observed.jobs].filter((j) => j.state !== "Running").sort((a, b) => b.number - a.number);
+  const keep = { Succeeded: image.spec.historyLimit.successful, Failed: image.spec.historyLimit.failed };
+  const seen = { Succeeded: 0, Failed: 0 };
+  for (const job of finished) {
+    const state = job.state as "Succeeded" | "Failed";
+    if (++seen[state] > keep[state] && job.name !== status.lastBuild?.job) actions.push({ type: "deleteJob", name: job.name });
+  }
+
+  if (observed.invalid) return finish("Stalled", reasons.InvalidSpec, observed.invalid);
+
+  const running = observed.jobs.find((j) => j.state === "Running");
+  if (running) {
+    return finish("InProgress", reasons.Building, `build ${running.name} is running (${running.reasons.join(", ") || "no reason recorded"})`);
+  }
+  if (image.spec.suspend) return finish("Suspended", reasons.Suspended, "spec.suspend is true: no polling and no new builds");
+
+  // 3. Does anything call for a build?
+  const current = { specHash: specHash(image), builderHash: builderHash(config) };
+  const rebuildToken = image.metadata.annotations?.[annotations.rebuild];
+  const interval = image.spec.triggers?.interval;
+  const buildFor = buildReasons({
+    ...current,
+    rebuildToken,
+    polledRevision: observed.polledRevision,
+    last: status.lastBuild,
+  });
+  const warmWanted = observed.warmDue && image.spec.warm !== undefined;
+  if (interval && observed.pollError && buildFor.length === 0) {
+    // Keep the last image; say why we cannot see new revisions.
+    actions.push({ type: "event", eventType: "Warning", reason: reasons.RevisionUnavailable, message: observed.pollError });
+  }
+
+  if (buildFor.length > 0 || warmWanted) {
+    const kind = buildFor.length > 0 ? "Image" : "Warm";
+    const why = kind === "Image" ? buildFor : ["WarmSchedule"];
+    if (kind === "Image" && image.spec.image.pushSecretRef && observed.pushSecretFound === undefined) {
+      return { ...finish("InProgress", reasons.Building, "checking the push Secret"), needsPushSecretCheck: true };
+    }
+    if (kind === "Image" && observed.pushSecretFound === false) {
+      requeue(30_000);
+      return finish("Stalled", reasons.PushSecretNotFound, `Secret ${image.spec.image.pushSecretRef!.name} (spec.image.pushSecretRef) does not exist in namespace ${image.metadata.namespace}: create it with \`kubectl create secret docker-registry\``);
+    }
+    if (observed.runningBuildsEverywhere >= config.concurrency.builds) {
+      requeue(waitRetryMs);
+      return finish("InProgress", reasons.WaitingForCapacity, `${observed.runningBuildsEverywhere} builds are running, the operator's limit (concurrency.builds) is ${config.concurrency.builds}`);
+    }
+    const number = highest + 1;
+    const preferred = [...observed.jobs].sort((a, b) => b.number - a.number).find((j) => j.storeVolume)?.storeVolume;
+    const job = builderJob({
+      image,
+      kind,
+      number,
+      reasons: why,
+      flake: flakeToBuild(image, observed.polledRevision),
+      storeVolume: "",
+      ...current,
+      ...(rebuildToken !== undefined ? { rebuildToken } : {}),
+      config,
+    });
+    const jobName = job.metadata!.name!;
+    const choice = chooseStoreVolume(observed.storeVolumes, observed.namespaceJobs, config.store.poolSize, now, preferred);
+    if (choice.kind === "wait") {
+      requeue(waitRetryMs);
+      return finish("InProgress", reasons.WaitingForStoreVolume, choice.message);
+    }
+    const volume = choice.kind === "lease" ? choice.volume.name : choice.name;
+    job.spec!.template.spec!.volumes!.find((v) => v.name === "store")!.persistentVolumeClaim!.claimName = volume;
+    actions.push({
+      type: "createJob",
+      job,
+      lease:
+        choice.kind === "lease"
+          ? { volume, resourceVersion: choice.volume.resourceVersion, annotations: leaseAnnotations(jobName, now) }
+          : { create: storeVolumeClaim(image.metadata.namespace!, volume, jobName, now, config) },
+    });
+    actions.push({ type: "event", eventType: "Normal", reason: "BuildStarted", message: `started ${jobName} on store volume ${volume} (${why.join(", ")})` });
+    status.buildCount = number;
+    status.lastBuild = kind === "Image" ? { job: jobName, number, kind, reasons: why, result: "Running", ...current, ...(rebuildToken !== undefined ? { rebuildToken } : {}), flake: flakeToBuild(image, observed.polledRevision) } : status.lastBuild;
+    if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running" };
+    return finish("InProgress", reasons.Building, `started ${jobName} (${why.join(", ")})`);
+  }
+
+  if (status.lastBuild?.result === "Failed") {
+    const f = status.lastBuild.failure;
+    const kept = status.latestImage ? ` ${status.latestImage} stays in use.` : "";
+    return finish("Stalled", reasons.BuildFailed, `build ${status.lastBuild.job} failed in step ${f?.step ?? "?"}: ${(f?.message ?? "").slice(-600)}.${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`);
+  }
+  if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build`);
+  return finish("InProgress", reasons.NotBuilt, "no build yet");
+}

@@ -1,0 +1,224 @@
+import type { KubeConfig, KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
+import { makeNixImageSchema, type NixImage, type NixImageStatus } from "../api/niximage.ts";
+import { describeZodError } from "../api/describe-issues.ts";
+import { parseDuration } from "../api/duration.ts";
+import type { OperatorConfig } from "../config/operator-config.ts";
+import type { Logger } from "../log/logger.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { Informer } from "../runtime/informer.ts";
+import { KubeHttpError, kubeRequestJson } from "../runtime/kube-request.ts";
+import type { ReconcileContext, ReconcileResult } from "../runtime/workers.ts";
+import { conditionsFor, mergeConditions, reasons } from "./conditions.ts";
+import { decide, type Action, type Observed } from "./decide.ts";
+import { jobView } from "./job-outcome.ts";
+import { fieldManager, labels } from "./names.ts";
+import { RevisionPolls } from "./revision-polls.ts";
+import { mergePatch } from "./status-patch.ts";
+import { storeVolumeView } from "./store-pool.ts";
+import { isWarmDue, nextWarmTime } from "./warm-schedule.ts";
+
+/**
+ * gather (the only reader: informer caches, plus the branch's commit when a poll is due) ->
+ * decide (pure) -> apply (the only writer) -> status, written once and only when it changed.
+ */
+
+export interface ReconcilerDeps {
+  kc: KubeConfig;
+  config: OperatorConfig;
+  clock: Clock;
+  logger: Logger;
+  images: Informer<KubernetesObject>;
+  jobs: Informer<V1Job>;
+  pods: Informer<V1Pod>;
+  volumes: Informer<V1PersistentVolumeClaim>;
+  polls: RevisionPolls;
+  /** Counts API writes by verb and resource (metrics, and tests that assert "no writes"). */
+  onWrite?: (verb: string, resource: string) => void;
+}
+
+export const indexes = { jobsByImage: "image", podsByJob: "job" } as const;
+
+const isRunning = (job: V1Job) => jobView(job, []).state === "Running";
+
+export class NixImageReconciler {
+  readonly #deps: ReconcilerDeps;
+  readonly #schema: ReturnType<typeof makeNixImageSchema>;
+  /** Jobs this process created that the informer may not show yet (for the global build cap). */
+  readonly #justCreated = new Map<string, number>();
+
+  constructor(deps: ReconcilerDeps) {
+    this.#deps = deps;
+    this.#schema = makeNixImageSchema(deps.config.flakeRefPolicy);
+  }
+
+  async reconcile(key: string, context: ReconcileContext): Promise<ReconcileResult> {
+    const raw = this.#deps.images.getByKey(key);
+    if (!raw || raw.metadata?.deletionTimestamp) {
+      // Jobs are owned by the NixImage (garbage collected with it); leases end with their Jobs.
+      this.#deps.polls.forget(key);
+      return {};
+    }
+    const now = this.#deps.clock.now();
+    const parsed = this.#schema.safeParse(raw);
+    if (!parsed.success) {
+      const message = `the spec cannot be built under this operator's policy: ${describeZodError(parsed.error).join("; ")}`;
+      const generation = raw.metadata?.generation ?? 0;
+      const previous = (raw as { status?: NixImageStatus }).status ?? {};
+      await this.#writeStatus(raw, previous, {
+        ...previous,
+        observedGeneration: generation,
+        conditions: mergeConditions(previous.conditions, conditionsFor({ phase: "Stalled", reason: reasons.InvalidSpec, message }), generation, now),
+      });
+      return {};
+    }
+    const image = parsed.data;
+    let observed = await this.#gather(image, now, context);
+    let decision = decide(observed);
+    if (decision.needsPushSecretCheck) {
+      observed = { ...observed, pushSecretFound: await this.#secretExists(image) };
+      decision = decide(observed);
+    }
+    context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
+    const requeueSoon = await this.#apply(image, decision.actions, context.log);
+    await this.#writeStatus(raw, image.status ?? {}, decision.status);
+    const requeueAfterMs = requeueSoon ? 1000 : decision.requeueAfterMs;
+    return requeueAfterMs === undefined ? {} : { requeueAfterMs };
+  }
+
+  async #gather(image: NixImage, now: Date, context: ReconcileContext): Promise<Observed> {
+    const { jobs, pods, volumes, config } = this.#deps;
+    const namespace = image.metadata.namespace!;
+    const name = image.metadata.name!;
+    const ownJobs = jobs.byIndex(indexes.jobsByImage, `${namespace}/${name}`).map((job) => jobView(job, pods.byIndex(indexes.podsByJob, `${namespace}/${job.metadata?.name}`)));
+    const namespaceJobs = new Map(jobs.list(namespace).filter((j) => j.metadata?.labels?.[labels.image]).map((j) => [j.metadata!.name!, isRunning(j)]));
+
+    for (const [jobName, at] of this.#justCreated) {
+      if (now.getTime() - at > 60_000 || jobs.get(jobName.split("/")[1]!, jobName.split("/")[0])) this.#justCreated.delete(jobName);
+    }
+    const runningEverywhere = jobs.list().filter((j) => j.metadata?.labels?.[labels.image] && isRunning(j)).length + this.#justCreated.size;
+
+    const observed: Observed = {
+      image,
+      now,
+      config,
+      jobs: ownJobs,
+      namespaceJobs,
+      runningBuildsEverywhere: runningEverywhere,
+      storeVolumes: volumes.list(namespace).map(storeVolumeView),
+      warmDue: false,
+    };
+
+    const interval = image.spec.triggers?.interval;
+    if (interval && !image.spec.suspend) {
+      const poll = await this.#deps.polls.poll(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), now, context.signal);
+      if (poll.rev) observed.polledRevision = poll.rev;
+      if (poll.error) observed.pollError = poll.error;
+      observed.nextPollInMs = poll.nextInMs;
+    }
+
+    const warm = image.spec.warm;
+    if (warm && !image.spec.suspend) {
+      const created = new Date(String(image.metadata.creationTimestamp ?? now.toISOString()));
+      const lastWarm = image.status?.lastWarmBuild?.startTime ? new Date(image.status.lastWarmBuild.startTime) : undefined;
+      observed.warmDue = isWarmDue(warm.schedule, warm.timeZone, lastWarm, created, now);
+      observed.nextWarm = nextWarmTime(warm.schedule, warm.timeZone, now);
+    }
+    return observed;
+  }
+
+  async #secretExists(image: NixImage): Promise<boolean> {
+    const name = image.spec.image.pushSecretRef!.name;
+    try {
+      // Only the name is read: the body (the credentials) is dropped unseen.
+      await kubeRequestJson<unknown>(this.#deps.kc, "GET", `/api/v1/namespaces/${image.metadata.namespace}/secrets/${name}`);
+      return true;
+    } catch (error) {
+      if (error instanceof KubeHttpError && error.statusCode === 404) return false;
+      throw error;
+    }
+  }
+
+  /** Carries out the actions; true when a lost race means "look again soon". */
+  async #apply(image: NixImage, actions: readonly Action[], log: Logger): Promise<boolean> {
+    const { kc } = this.#deps;
+    const namespace = image.metadata.namespace!;
+    let retrySoon = false;
+    for (const action of actions) {
+      switch (action.type) {
+        case "createJob": {
+          const jobName = action.job.metadata!.name!;
+          try {
+            if ("create" in action.lease) {
+              await this.#write("POST", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims`, action.lease.create);
+            } else {
+              // The resourceVersion makes this a compare-and-swap: two builds never lease one volume.
+              await this.#write("PATCH", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims/${action.lease.volume}`, {
+                metadata: { resourceVersion: action.lease.resourceVersion, annotations: action.lease.annotations },
+              });
+            }
+          } catch (error) {
+            if (error instanceof KubeHttpError && error.statusCode === 409) {
+              log.info({ job: jobName }, "store volume taken by another build meanwhile; trying again");
+              retrySoon = true;
+              return retrySoon;
+            }
+            throw error;
+          }
+          try {
+            await this.#write("POST", "jobs", `/apis/batch/v1/namespaces/${namespace}/jobs`, action.job);
+            this.#justCreated.set(`${namespace}/${jobName}`, this.#deps.clock.now().getTime());
+            log.info({ job: jobName }, "builder job created");
+          } catch (error) {
+            // A Job of this name exists: a previous run of ours made it; it is adopted, not doubled.
+            if (!(error instanceof KubeHttpError && error.statusCode === 409)) throw error;
+            log.info({ job: jobName }, "builder job exists already; adopting it");
+          }
+          break;
+        }
+        case "deleteJob":
+          try {
+            await this.#write("DELETE", "jobs", `/apis/batch/v1/namespaces/${namespace}/jobs/${action.name}`, { propagationPolicy: "Background" });
+          } catch (error) {
+            if (!(error instanceof KubeHttpError && error.statusCode === 404)) throw error;
+          }
+          break;
+        case "event":
+          await this.#recordEvent(image, action).catch((error: unknown) => log.warn({ err: String(error) }, "could not record event"));
+          break;
+      }
+    }
+    return retrySoon;
+  }
+
+  async #recordEvent(image: NixImage, event: Extract<Action, { type: "event" }>): Promise<void> {
+    const now = this.#deps.clock.now().toISOString();
+    const namespace = image.metadata.namespace!;
+    await this.#write("POST", "events", `/api/v1/namespaces/${namespace}/events`, {
+      metadata: { generateName: `${image.metadata.name}.`, namespace },
+      involvedObject: { apiVersion: image.apiVersion, kind: image.kind, name: image.metadata.name, namespace, uid: image.metadata.uid },
+      type: event.eventType,
+      reason: event.reason,
+      message: event.message.slice(0, 1024),
+      source: { component: fieldManager },
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    });
+  }
+
+  async #writeStatus(raw: KubernetesObject, previous: NixImageStatus, next: NixImageStatus): Promise<void> {
+    const patch = mergePatch(previous, next);
+    if (patch === undefined) return;
+    const { namespace, name } = raw.metadata!;
+    await this.#write("PATCH", "niximages/status", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/${name}/status`, { status: patch });
+  }
+
+  async #write(verb: "POST" | "PATCH" | "DELETE", resource: string, path: string, body: unknown): Promise<void> {
+    this.#deps.onWrite?.(verb, resource);
+    await kubeRequestJson(this.#deps.kc, verb, path, {
+      body,
+      contentType: verb === "PATCH" ? "application/merge-patch+json" : "application/json",
+      query: verb === "DELETE" ? undefined : { fieldManager },
+    });
+  }
+}

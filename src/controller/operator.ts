@@ -1,0 +1,199 @@
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import type { KubeConfig, KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
+import { group, plural, version } from "../api/niximage.ts";
+import { parseDuration } from "../api/duration.ts";
+import type { OperatorConfig } from "../config/operator-config.ts";
+import type { Logger } from "../log/logger.ts";
+import { systemClock, type Clock } from "../runtime/clock.ts";
+import { controllerMetricsFactory } from "../runtime/controller-metrics.ts";
+import { startHealthServer, informersSynced, type HealthServer } from "../runtime/health-server.ts";
+import { createInformer, objectKey, type Informer } from "../runtime/informer.ts";
+import { LeaderElector } from "../runtime/leader-election.ts";
+import { KubeLeaseStore } from "../runtime/lease-store.ts";
+import { MetricsRegistry } from "../runtime/metrics.ts";
+import { WorkQueue } from "../runtime/work-queue.ts";
+import { runWorkers, type Workers } from "../runtime/workers.ts";
+import { jobView } from "./job-outcome.ts";
+import { labels } from "./names.ts";
+import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
+import { RevisionPolls } from "./revision-polls.ts";
+
+/**
+ * Wires the NixImage controller: informers (NixImages, builder Jobs and their pods, store
+ * volumes) that only enqueue keys, a keyed work queue, workers running the reconciler, leader
+ * election, and /healthz, /readyz, /metrics. Only the leader runs workers; every replica keeps
+ * its caches warm so a takeover starts at once.
+ */
+export interface OperatorOptions {
+  kc: KubeConfig;
+  config: OperatorConfig;
+  logger: Logger;
+  clock?: Clock;
+  identity?: string;
+  /** Port for /healthz, /readyz and /metrics; 0 picks a free one; undefined for none. */
+  metricsPort?: number;
+  metricsHost?: string;
+  /** Called when leadership is lost (the process should exit so it restarts clean). */
+  onLostLeadership?: () => void;
+  polls?: RevisionPolls;
+}
+
+export interface RunningOperator {
+  readonly metrics: MetricsRegistry;
+  readonly health: HealthServer | undefined;
+  readonly identity: string;
+  isLeader(): boolean;
+  /** API writes made by reconciles, by "VERB resource". */
+  readonly writes: Map<string, number>;
+  stop(): Promise<void>;
+}
+
+export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
+  const { kc, config } = options;
+  const clock = options.clock ?? systemClock;
+  const log = options.logger.child({ component: "controller" });
+  const identity = options.identity ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
+  const metrics = new MetricsRegistry();
+  const controllerMetrics = controllerMetricsFactory(metrics)("niximage");
+  const writeCounter = metrics.counter({ name: "niximage_api_writes_total", help: "API writes made by reconciles, by verb and resource.", labelNames: ["verb", "resource"] });
+  const writes = new Map<string, number>();
+  const resyncPeriodMs = parseDuration(config.resyncPeriod);
+
+  // One informer per resource per watched namespace ("" = all namespaces).
+  const scopes = config.namespaces.length > 0 ? config.namespaces : [""];
+  const pathFor = (scope: string, apiPrefix: string, resource: string) => `${apiPrefix}${scope ? `/namespaces/${scope}` : ""}/${resource}`;
+  const managed = `${labels.image}`;
+  const informerSets = scopes.map((scope) => ({
+    images: createInformer<KubernetesObject>(kc, { path: pathFor(scope, `/apis/${group}/${version}`, plural), logger: log, clock, resyncPeriodMs }),
+    jobs: createInformer<V1Job>(kc, { path: pathFor(scope, "/apis/batch/v1", "jobs"), labelSelector: managed, logger: log, clock }),
+    pods: createInformer<V1Pod>(kc, { path: pathFor(scope, "/api/v1", "pods"), labelSelector: managed, logger: log, clock }),
+    volumes: createInformer<V1PersistentVolumeClaim>(kc, { path: pathFor(scope, "/api/v1", "persistentvolumeclaims"), labelSelector: labels.store, logger: log, clock }),
+  }));
+  const merged = {
+    images: mergeInformers(informerSets.map((s) => s.images)),
+    jobs: mergeInformers(informerSets.map((s) => s.jobs)),
+    pods: mergeInformers(informerSets.map((s) => s.pods)),
+    volumes: mergeInformers(informerSets.map((s) => s.volumes)),
+  };
+  const all = informerSets.flatMap((s) => [s.images, s.jobs, s.pods, s.volumes]);
+  for (const set of informerSets) {
+    set.jobs.addIndex(indexes.jobsByImage, (job) => (job.metadata?.labels?.[labels.image] ? [`${job.metadata.namespace}/${job.metadata.labels[labels.image]}`] : []));
+    set.pods.addIndex(indexes.podsByJob, (pod) => {
+      const job = pod.metadata?.labels?.["batch.kubernetes.io/job-name"] ?? pod.metadata?.labels?.["job-name"];
+      return job ? [`${pod.metadata?.namespace}/${job}`] : [];
+    });
+  }
+
+  const queue = new WorkQueue<string>({ clock, metrics: controllerMetrics.queue });
+  const enqueueImage = (obj: KubernetesObject) => queue.add(objectKey(obj));
+  const enqueueOwner = (obj: KubernetesObject) => {
+    const image = obj.metadata?.labels?.[labels.image];
+    if (image) queue.add(`${obj.metadata?.namespace}/${image}`);
+  };
+  // A finished build frees a store volume: everyone waiting in that namespace may start now.
+  const enqueueNamespaceOnFinish = (old: V1Job, job: V1Job) => {
+    if (jobView(old, []).state === "Running" && jobView(job, []).state !== "Running") {
+      for (const image of merged.images.list(job.metadata?.namespace)) enqueueImage(image);
+    }
+  };
+  for (const set of informerSets) {
+    set.images.addEventHandler({ add: enqueueImage, update: (_old, obj) => enqueueImage(obj), delete: enqueueImage });
+    set.jobs.addEventHandler({ add: enqueueOwner, update: (old, job) => (enqueueOwner(job), enqueueNamespaceOnFinish(old, job)), delete: enqueueOwner });
+    set.pods.addEventHandler({ add: enqueueOwner, update: (_old, pod) => enqueueOwner(pod), delete: enqueueOwner });
+  }
+
+  const reconciler = new NixImageReconciler({
+    kc,
+    config,
+    clock,
+    logger: log,
+    ...merged,
+    polls: options.polls ?? new RevisionPolls(),
+    onWrite: (verb, resource) => {
+      writeCounter.inc({ verb, resource });
+      writes.set(`${verb} ${resource}`, (writes.get(`${verb} ${resource}`) ?? 0) + 1);
+    },
+  });
+
+  for (const informer of all) informer.start();
+  const health = options.metricsPort === undefined
+    ? undefined
+    : await startHealthServer({
+        port: options.metricsPort,
+        host: options.metricsHost,
+        registry: metrics,
+        logger: log,
+        readinessChecks: { informers: informersSynced(all) },
+      });
+
+  let workers: Workers | undefined;
+  const startWorkers = async (signal: AbortSignal) => {
+    await Promise.all(all.map((i) => i.waitForSync(signal)));
+    log.info({ identity }, "leading: caches synced, starting workers");
+    for (const image of merged.images.list()) enqueueImage(image);
+    workers = runWorkers({
+      queue,
+      reconcile: (key, context) => reconciler.reconcile(key, context),
+      concurrency: config.concurrency.reconcilers,
+      logger: log,
+      metrics: controllerMetrics.workers,
+    });
+  };
+
+  let elector: LeaderElector | undefined;
+  let leading = false;
+  if (config.leaderElection.enabled) {
+    elector = new LeaderElector({
+      store: new KubeLeaseStore(kc, config.leaderElection.namespace, config.leaderElection.leaseName),
+      identity,
+      leaseDurationMs: parseDuration(config.leaderElection.leaseDuration),
+      renewDeadlineMs: parseDuration(config.leaderElection.renewDeadline),
+      retryPeriodMs: parseDuration(config.leaderElection.retryPeriod),
+      clock,
+      logger: log,
+      onStartedLeading: (signal) => {
+        leading = true;
+        startWorkers(signal).catch((error: unknown) => log.error({ err: String(error) }, "could not start workers"));
+      },
+      onStoppedLeading: () => {
+        leading = false;
+      },
+      onLost: () => {
+        log.error("lost the leader lease; stopping");
+        options.onLostLeadership?.();
+      },
+    });
+    void elector.run();
+  } else {
+    leading = true;
+    await startWorkers(AbortSignal.timeout(120_000));
+  }
+
+  return {
+    metrics,
+    health,
+    identity,
+    writes,
+    isLeader: () => leading,
+    async stop() {
+      await queue.shutDownWithDrain();
+      await workers?.finished;
+      await elector?.stop();
+      await Promise.all(all.map((informer) => informer.stop()));
+      await health?.close();
+    },
+  };
+}
+
+/** A read view over the same resource's informers in several namespaces. */
+function mergeInformers<T extends KubernetesObject>(informers: Informer<T>[]): Informer<T> {
+  if (informers.length === 1) return informers[0]!;
+  const view = {
+    get: (name: string, namespace?: string) => informers.map((i) => i.get(name, namespace)).find(Boolean),
+    getByKey: (key: string) => informers.map((i) => i.getByKey(key)).find(Boolean),
+    list: (namespace?: string) => informers.flatMap((i) => i.list(namespace)),
+    byIndex: (name: string, value: string) => informers.flatMap((i) => i.byIndex(name, value)),
+  };
+  return view as unknown as Informer<T>;
+}
