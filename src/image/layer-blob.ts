@@ -74,6 +74,9 @@ export function openLayerBlob(paths: readonly string[], options: LayerBlobOption
       });
     });
   });
+  // Whoever awaits `result` still sees the rejection; a consumer that only reads `stream` (and
+  // gets the error there) must not leave an unhandled rejection behind.
+  result.catch(() => undefined);
   return { stream: out, result };
 }
 

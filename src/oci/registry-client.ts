@@ -42,9 +42,9 @@ export interface BlobInfo {
 }
 
 /** A blob produced while it is uploaded: its digest is known only once its stream has ended. */
-export interface BlobStreamSource {
+export interface BlobStreamSource<T extends BlobInfo = BlobInfo> {
   /** Opens a fresh stream of the blob (called again when the upload is retried). */
-  open(): { stream: Readable; result: Promise<BlobInfo> };
+  open(): { stream: Readable; result: Promise<T> };
 }
 
 export interface ManifestData {
@@ -326,7 +326,7 @@ export class RegistryClient {
    * PUT ?digest= with the digest the source computed while streaming. A failure (including one
    * of the source) aborts the session; retryable failures start over with a fresh stream.
    */
-  async uploadBlobStream(repository: string, source: BlobStreamSource): Promise<BlobInfo> {
+  async uploadBlobStream<T extends BlobInfo>(repository: string, source: BlobStreamSource<T>): Promise<T> {
     return this.#withRetry(`upload blob to ${repository}`, async () => {
       const location = await this.#startUpload(repository);
       const { stream, result } = source.open();
