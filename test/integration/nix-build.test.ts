@@ -8,7 +8,7 @@ import { join, relative } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { detectFormat } from "../../src/image/formats/detect-format.ts";
-import { openDockerArchive, type DockerArchiveImage, type DockerArchiveSource } from "../../src/image/formats/docker-archive.ts";
+import { indexDockerArchiveFile, openDockerArchive, type DockerArchiveImage, type DockerArchiveSource } from "../../src/image/formats/docker-archive.ts";
 import { nix2ContainerFeatures, readNix2Container } from "../../src/image/formats/nix2container.ts";
 import { closureNarSize, queryClosure } from "../../src/nix/closure.ts";
 import { lockFlake } from "../../src/nix/flake-metadata.ts";
@@ -170,6 +170,16 @@ describe("docker-archive", () => {
     expect(images[1]!.layers.map((l) => l.digest)).toEqual(images[0]!.layers.map((l) => l.digest));
     expect(images[2]!.layers.map((l) => l.digest)).toEqual(images[0]!.layers.map((l) => l.digest));
     expect(images[2]!.configDigest).toBe(images[0]!.configDigest);
+  });
+
+  it("indexes an uncompressed archive without reading its layers", async () => {
+    const out = (await buildFlakeAttribute(nix(), url, "default")).outPaths[0]!;
+    const streamed = await readWholeArchive({ kind: "file", path: out });
+    const idx = await indexDockerArchiveFile(out);
+    expect(idx!.configDigest).toBe(streamed.configDigest);
+    expect(idx!.layers.map((l) => l.diffId)).toEqual(streamed.layers.map((l) => l.digest));
+    const gz = (await buildFlakeAttribute(nix(), url, "gzip")).outPaths[0]!;
+    expect(await indexDockerArchiveFile(gz)).toBeUndefined();
   });
 
   it("agrees with skopeo about the image", async () => {

@@ -6,7 +6,7 @@ import { Readable } from "node:stream";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { layerBlobStreamSource, openDockerArchive, parseArchiveManifest, type ArchiveLayer, type DockerArchiveSource } from "../../src/image/formats/docker-archive.ts";
+import { indexDockerArchiveFile, layerBlobStreamSource, openDockerArchive, parseArchiveManifest, type ArchiveLayer, type DockerArchiveSource } from "../../src/image/formats/docker-archive.ts";
 import { ImageFormatError } from "../../src/image/formats/format-error.ts";
 import { dockerArchive, layerTar, sha256Hex, tarBytes } from "./image-formats-tar-fixture.ts";
 
@@ -288,6 +288,56 @@ describe("docker-archive reader", () => {
       ),
       { numRuns: 40 },
     );
+  });
+});
+
+describe("indexDockerArchiveFile", () => {
+  it("knows manifest and config first and streams layers by offset, in manifest order", async () => {
+    const layers = [layerTar(30, 70_000), layerTar(31, 10), layerTar(32, 3000)];
+    for (const order of ["manifest-last", "manifest-first"] as const) {
+      const fx = dockerArchive(layers, { order, extra: [{ name: "repositories", data: "{}" }] });
+      const path = join(dir, `index-${order}.tar`);
+      await writeFile(path, fx.bytes);
+      const idx = await indexDockerArchiveFile(path);
+      expect(idx).toBeDefined();
+      expect(idx!.configBytes.equals(fx.configBytes)).toBe(true);
+      expect(idx!.configDigest).toBe(`sha256:${sha256Hex(fx.configBytes)}`);
+      expect(idx!.layers.map((l) => l.diffId)).toEqual(fx.diffIds);
+      for (const [i, l] of idx!.layers.entries()) {
+        const bytes = await consume(l.open());
+        expect(bytes.equals(layers[i]!)).toBe(true);
+        expect(l.size).toBe(layers[i]!.length);
+        expect(fx.bytes.subarray(l.offset, l.offset + l.size).equals(layers[i]!)).toBe(true);
+      }
+    }
+  });
+
+  it("resolves links and marks compressed layers", async () => {
+    const l1 = gzipSync(layerTar(33, 100));
+    const bytes = tarBytes([
+      { name: "a/layer.tar", data: l1 },
+      { name: "b/layer.tar", type: "symlink", linkName: "../a/layer.tar" },
+      { name: "c.json", data: '{"rootfs":{"diff_ids":["sha256:x","sha256:y"]}}' },
+      { name: "manifest.json", data: '[{"Config":"c.json","Layers":["a/layer.tar","b/layer.tar"]}]' },
+    ]);
+    const path = join(dir, "index-links.tar");
+    await writeFile(path, bytes);
+    const idx = await indexDockerArchiveFile(path);
+    expect(idx!.layers.map((l) => [l.path, l.source, l.compression, l.diffId])).toEqual([
+      ["a/layer.tar", "a/layer.tar", "gzip", "sha256:x"],
+      ["b/layer.tar", "a/layer.tar", "gzip", "sha256:y"],
+    ]);
+  });
+
+  it("returns undefined for compressed files and fails clearly on broken ones", async () => {
+    const fx = dockerArchive([layerTar(34, 10)]);
+    await writeFile(join(dir, "index.tar.gz"), gzipSync(fx.bytes));
+    expect(await indexDockerArchiveFile(join(dir, "index.tar.gz"))).toBeUndefined();
+    await writeFile(join(dir, "index-nomanifest.tar"), tarBytes([{ name: "a/layer.tar", data: "x" }]));
+    await expect(indexDockerArchiveFile(join(dir, "index-nomanifest.tar"))).rejects.toThrow(/no manifest\.json/);
+    await writeFile(join(dir, "index-trunc.tar"), fx.bytes.subarray(0, 700));
+    await expect(indexDockerArchiveFile(join(dir, "index-trunc.tar"))).rejects.toThrow(ImageFormatError);
+    await expect(indexDockerArchiveFile(join(dir, "missing.tar"))).rejects.toThrow(/cannot open/);
   });
 });
 

@@ -27,6 +27,10 @@
 //   }
 //   const image = await archive.image(); // manifest order: image.layers[i].{path,digest,size,...}
 //
+// For an UNCOMPRESSED archive file there is a better way: indexDockerArchiveFile() walks the tar
+// headers only (seeking over layer data), so manifest and config are known first; each layer's
+// diff_id is then its digest, the pusher can HEAD it and stream only missing layers by offset.
+//
 // `reopen()` is set when the source can be read again at the entry's offset (an uncompressed
 // archive file), so a failed upload can be retried; otherwise a retry means re-reading the whole
 // archive. For uncompressed layers the digests are checked against the config's rootfs.diff_ids.
@@ -42,7 +46,7 @@ import { posix } from "node:path";
 import { pipeline, Readable, Transform } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ImageFormatError } from "./format-error.ts";
-import { TarFormatError, TarReader, type TarEntryInfo } from "./tar-reader.ts";
+import { FileByteSource, TarFormatError, TarReader, type TarEntryInfo } from "./tar-reader.ts";
 
 export type Sha256Digest = `sha256:${string}`;
 export type ArchiveCompression = "none" | "gzip" | "zstd";
@@ -658,4 +662,129 @@ export function layerBlobStreamSource(layer: ArchiveLayer): { open(): { stream: 
       return { stream, result };
     },
   };
+}
+
+export interface IndexedLayer {
+  /** Entry name as manifest.json lists it. */
+  path: string;
+  /** The entry holding the bytes (differs from `path` through links). */
+  source: string;
+  size: number;
+  /** Byte offset of the layer's bytes in the archive file. */
+  offset: number;
+  compression: LayerCompression;
+  /**
+   * rootfs.diff_ids[i]. For an uncompressed layer this is the digest the blob must have, so the
+   * pusher can ask the registry for it before reading anything, and pass it as the upload digest.
+   */
+  diffId?: string;
+  /** Streams the layer's bytes from the file. */
+  open(): Readable;
+}
+
+export interface IndexedDockerArchive {
+  repoTags: string[];
+  configPath: string;
+  configBytes: Buffer;
+  configDigest: Sha256Digest;
+  config: Record<string, unknown>;
+  /** In manifest order (bottom layer first). */
+  layers: IndexedLayer[];
+}
+
+/**
+ * Indexes an UNCOMPRESSED docker-archive file by walking its tar headers only (seeking over layer
+ * data), so manifest.json and the config are known before any layer is read, wherever they are
+ * in the archive. Returns undefined for a gzip/zstd file (no seeking there: use openDockerArchive).
+ * Layer digests are not verified here (nothing is read); the registry checks the digest given at
+ * upload, and the pusher should compare what it hashed with `diffId`.
+ */
+export async function indexDockerArchiveFile(
+  path: string,
+  options: Pick<DockerArchiveOptions, "metadataLimit" | "imageIndex"> = {},
+): Promise<IndexedDockerArchive | undefined> {
+  const metadataLimit = options.metadataLimit ?? 16 * 1024 * 1024;
+  let source: FileByteSource;
+  try {
+    source = await FileByteSource.open(path);
+  } catch (e) {
+    throw formatError(path, `cannot open: ${(e as Error).message}`, e);
+  }
+  try {
+    const head = await source.readExact(4);
+    if (head && sniffCompression(head) !== "none") return undefined;
+    source.rewind();
+    const reader = new TarReader(source);
+    const buffered = new Map<string, Buffer>();
+    const entries = new Map<string, { offset: number; size: number; compression: LayerCompression }>();
+    const links = new Map<string, { kind: "symlink" | "hardlink"; target: string }>();
+    for (let entry = await reader.next(); entry; entry = await reader.next()) {
+      if (entry.kind === "symlink" || entry.kind === "hardlink") {
+        links.set(entry.name, { kind: entry.kind, target: entry.linkName });
+        continue;
+      }
+      if (entry.kind !== "file") continue;
+      if (metadataNames.test(entry.name)) {
+        if (entry.size > metadataLimit) throw formatError(path, `metadata entry ${entry.name} is ${entry.size} bytes, more than ${metadataLimit}`);
+        buffered.set(entry.name, await reader.readAll(metadataLimit));
+        continue;
+      }
+      const first = entry.size > 0 ? await reader.readData(4) : undefined;
+      const compression = first ? sniffCompression(first) : "none";
+      entries.set(entry.name, { offset: entry.dataOffset, size: entry.size, compression });
+      if (entry.size <= metadataLimit && looksLikeJson(first)) {
+        const rest = await reader.readAll(metadataLimit);
+        buffered.set(entry.name, first ? Buffer.concat([first, rest]) : rest);
+      }
+    }
+    const manifestBytes = buffered.get("manifest.json");
+    if (!manifestBytes) throw formatError(path, "no manifest.json in the archive");
+    const manifest = parseArchiveManifest(manifestBytes, path);
+    const imageIndex = options.imageIndex ?? 0;
+    const item = manifest[imageIndex];
+    if (!item) throw formatError(path, `manifest.json has ${manifest.length} images; image ${imageIndex} does not exist`);
+    const configBytes = buffered.get(resolveLinks(item.Config, links));
+    if (!configBytes) throw formatError(path, `config ${item.Config} named by manifest.json is not in the archive`);
+    let config: unknown;
+    try {
+      config = JSON.parse(configBytes.toString("utf8"));
+    } catch {
+      throw formatError(path, `config ${item.Config} is not valid JSON`);
+    }
+    if (!isRecord(config)) throw formatError(path, `config ${item.Config} is not a JSON object`);
+    const rootfs = isRecord(config.rootfs) ? config.rootfs : undefined;
+    const diffIds = Array.isArray(rootfs?.diff_ids) ? (rootfs.diff_ids as unknown[]) : undefined;
+    if (diffIds !== undefined && diffIds.length !== item.Layers.length) {
+      throw formatError(path, `config lists ${diffIds.length} diff_ids but manifest.json ${item.Layers.length} layers`);
+    }
+    const layers = item.Layers.map((l, i): IndexedLayer => {
+      const src = resolveLinks(l, links);
+      const e = entries.get(src);
+      if (!e) throw formatError(path, `layer ${l} named by manifest.json is not in the archive`);
+      const layer: IndexedLayer = {
+        path: l,
+        source: src,
+        size: e.size,
+        offset: e.offset,
+        compression: e.compression,
+        open: () => (e.size === 0 ? Readable.from([]) : createReadStream(path, { start: e.offset, end: e.offset + e.size - 1, highWaterMark: 1024 * 1024 })),
+      };
+      const diffId = diffIds?.[i];
+      if (typeof diffId === "string") layer.diffId = diffId;
+      return layer;
+    });
+    return {
+      repoTags: item.RepoTags,
+      configPath: item.Config,
+      configBytes,
+      configDigest: `sha256:${createHash("sha256").update(configBytes).digest("hex")}`,
+      config,
+      layers,
+    };
+  } catch (e) {
+    if (e instanceof ImageFormatError) throw e;
+    throw formatError(path, e instanceof TarFormatError ? e.message : `reading the archive failed: ${(e as Error).message}`, e);
+  } finally {
+    await source.close();
+  }
 }

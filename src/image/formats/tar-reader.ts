@@ -2,6 +2,7 @@
 // in chunks straight from the source, so a multi-GB layer inside a docker-archive is never held in
 // memory. Understands ustar (name prefix), GNU long names/links (`L`/`K`), PAX extended headers
 // (`x`; `g` is skipped), base-256 sizes, and verifies each header checksum.
+import { open, type FileHandle } from "node:fs/promises";
 import type { Readable } from "node:stream";
 
 export const TAR_BLOCK = 512;
@@ -23,8 +24,21 @@ export class TarFormatError extends Error {
   override name = "TarFormatError";
 }
 
+/** Sequential byte access as the tar reader needs it. */
+export interface ByteSource {
+  /** Bytes handed out (or skipped) so far. */
+  readonly position: number;
+  /** Exactly n bytes, or undefined when the source ends first. */
+  readExact(n: number): Promise<Buffer | undefined>;
+  /** 1..max bytes, or undefined at the end. */
+  readSome(max: number): Promise<Buffer | undefined>;
+  /** Discards n bytes; false when the source ended first. */
+  skip(n: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
 /** Reads bytes from an async chunk source with exact-size and bounded reads. */
-export class ByteReader {
+export class ByteReader implements ByteSource {
   private readonly source: AsyncIterator<Buffer | string>;
   private pending: Buffer = Buffer.alloc(0);
   private ended = false;
@@ -150,6 +164,73 @@ export function parsePaxRecords(data: Buffer): Map<string, string> {
   return out;
 }
 
+/**
+ * Positional reads of a file: `skip` only moves the position, so walking a tar's headers costs
+ * one small read per entry however large the entries are.
+ */
+export class FileByteSource implements ByteSource {
+  private readonly handle: FileHandle;
+  private readonly size: number;
+  position = 0;
+
+  private constructor(handle: FileHandle, size: number) {
+    this.handle = handle;
+    this.size = size;
+  }
+
+  static async open(path: string): Promise<FileByteSource> {
+    const handle = await open(path, "r");
+    try {
+      const st = await handle.stat();
+      return new FileByteSource(handle, st.size);
+    } catch (e) {
+      await handle.close();
+      throw e;
+    }
+  }
+
+  async readExact(n: number): Promise<Buffer | undefined> {
+    if (this.position + n > this.size) return undefined;
+    const buf = Buffer.alloc(n);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await this.handle.read(buf, got, n - got, this.position + got);
+      if (bytesRead === 0) return undefined;
+      got += bytesRead;
+    }
+    this.position += n;
+    return buf;
+  }
+
+  async readSome(max: number): Promise<Buffer | undefined> {
+    const n = Math.min(max, this.size - this.position);
+    if (n <= 0) return undefined;
+    return this.readExact(n);
+  }
+
+  /** Back to the start of the file. */
+  rewind(): void {
+    this.position = 0;
+  }
+
+  async skip(n: number): Promise<boolean> {
+    if (this.position + n > this.size) {
+      this.position = this.size;
+      return false;
+    }
+    this.position += n;
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close().catch(() => undefined);
+  }
+}
+
+function isByteSource(v: unknown): v is ByteSource {
+  return typeof v === "object" && v !== null && typeof (v as ByteSource).readExact === "function" && typeof (v as ByteSource).skip === "function";
+}
+
 export function normaliseEntryName(name: string): string {
   let n = name;
   while (n.startsWith("./")) n = n.slice(2);
@@ -165,15 +246,15 @@ const metaLimit = 1024 * 1024;
  * through `readData`/`skipData` (or is skipped by the following `next()`).
  */
 export class TarReader {
-  readonly bytes: ByteReader;
+  readonly bytes: ByteSource;
   private remaining = 0;
   private padding = 0;
   private done = false;
   /** Entries read so far (for error messages). */
   count = 0;
 
-  constructor(source: AsyncIterable<Buffer | string> | Readable) {
-    this.bytes = new ByteReader(source);
+  constructor(source: AsyncIterable<Buffer | string> | Readable | ByteSource) {
+    this.bytes = isByteSource(source) ? source : new ByteReader(source);
   }
 
   /** Bytes of the current entry not read yet. */
