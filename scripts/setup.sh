@@ -69,7 +69,8 @@ if ! command -v node >/dev/null || [ "$(node_major)" -lt 22 ]; then
   # ensure-node.sh brings Node 24 from the npm registry, so it needs some npm to start from.
   command -v npm >/dev/null || apt_install nodejs npm
 fi
-node_dir=$(bash "$here/scripts/ensure-node.sh")
+# --link puts Node 24 on /usr/local/bin (as root) so that `npm test` finds it in this shell.
+node_dir=$(bash "$here/scripts/ensure-node.sh" --link)
 export PATH="$node_dir/bin:$PATH"
 info "node $(node --version) in $node_dir/bin (add it to PATH: export PATH=\$(bash scripts/ensure-node.sh)/bin:\$PATH)"
 
@@ -132,6 +133,16 @@ else
   flock 9
   bash "$here/scripts/build-k8s.sh"
   exec 9>&-
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "Helm"
+helm_version=$(sed -n 's/^helm_version=//p' "$here/scripts/build-helm.sh")
+if [ -x "$cache/helm-$helm_version/helm" ]; then
+  info "$helm_version present in $cache/helm-$helm_version"
+else
+  command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build Helm (see the Kubernetes step)"
+  PATH="$PATH:/usr/local/go/bin" bash "$here/scripts/build-helm.sh" >/dev/null
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 // A component that cannot start fails the run with what is missing and how to get it.
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { spawn } from "node:child_process";
@@ -65,7 +65,17 @@ function missingPrerequisites(binDir: string): string[] {
         "(or scripts/build-k8s.sh; it builds Kubernetes from Go modules once, tens of minutes, and caches the binaries)",
     );
   }
+  const helm = helmBinary();
+  if (!existsSync(helm)) missing.push(`helm not found at ${helm}: ${setupHint} (or scripts/build-helm.sh)`);
   return missing;
+}
+
+/** Helm built by scripts/build-helm.sh (version pinned there). */
+export function helmBinary(): string {
+  const script = readFileSync(join(repoRoot, "scripts/build-helm.sh"), "utf8");
+  const version = /^helm_version=(\S+)$/m.exec(script)?.[1] ?? "unknown";
+  const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
+  return join(cache, "nix-image-operator", `helm-${version}`, "helm");
 }
 
 interface PidsFile {
@@ -324,6 +334,7 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
       version: kubernetesVersion(repoRoot),
       binDir,
       kubectl: join(binDir, "kubectl"),
+      helm: helmBinary(),
       kubeconfig: adminKubeconfig,
       server: a.url,
       caFile: k.ca.certFile,

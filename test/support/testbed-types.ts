@@ -18,6 +18,8 @@ export interface TestBed {
     binDir: string;
     /** `${binDir}/kubectl`. */
     kubectl: string;
+    /** Helm (scripts/build-helm.sh), for rendering the chart exactly as users install it. */
+    helm: string;
     /** Admin kubeconfig (system:masters, client certificate; all data embedded). */
     kubeconfig: string;
     /** e.g. https://127.0.0.1:PORT */
