@@ -2,11 +2,12 @@
 import { createLogger } from "../log/logger.ts";
 import { UsageError, type Command, type CommandContext } from "./command.ts";
 import { crdCommand } from "./crd-command.ts";
+import { controllerCommand } from "./controller-command.ts";
 import { validateCommand } from "./validate-command.ts";
 import { ConfigError } from "../config/operator-config.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
-const commands: Command[] = [validateCommand, crdCommand];
+const commands: Command[] = [controllerCommand, validateCommand, crdCommand];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
