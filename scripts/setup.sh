@@ -36,7 +36,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 step "Debian packages"
 [ -r /etc/debian_version ] || info "warning: not a Debian system; package names are Debian 12's"
-pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci)
+pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci busybox-static)
 if [ "$with_e2e" = 1 ]; then pkgs+=(containerd runc containernetworking-plugins debootstrap iptables); fi
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()

@@ -46,6 +46,10 @@ export interface RunningOperator {
   isLeader(): boolean;
   /** API writes made by reconciles, by "VERB resource". */
   readonly writes: Map<string, number>;
+  /** Queues every NixImage for a reconcile now (a manual resync). */
+  enqueueAll(): void;
+  /** Resolves when the queue is empty and no reconcile runs. */
+  idle(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -128,13 +132,21 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       });
 
   let workers: Workers | undefined;
+  let busy = 0;
   const startWorkers = async (signal: AbortSignal) => {
     await Promise.all(all.map((i) => i.waitForSync(signal)));
     log.info({ identity }, "leading: caches synced, starting workers");
     for (const image of merged.images.list()) enqueueImage(image);
     workers = runWorkers({
       queue,
-      reconcile: (key, context) => reconciler.reconcile(key, context),
+      reconcile: async (key, context) => {
+        busy++;
+        try {
+          return await reconciler.reconcile(key, context);
+        } finally {
+          busy--;
+        }
+      },
       concurrency: config.concurrency.reconcilers,
       logger: log,
       metrics: controllerMetrics.workers,
@@ -176,6 +188,16 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     identity,
     writes,
     isLeader: () => leading,
+    enqueueAll: () => {
+      for (const image of merged.images.list()) enqueueImage(image);
+    },
+    async idle() {
+      // Two empty looks in a row: a reconcile that just finished may have queued a follow-up.
+      for (let quiet = 0; quiet < 2; ) {
+        await clock.sleep(50);
+        quiet = queue.length === 0 && busy === 0 ? quiet + 1 : 0;
+      }
+    },
     async stop() {
       await queue.shutDownWithDrain();
       await workers?.finished;
