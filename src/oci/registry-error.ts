@@ -52,7 +52,12 @@ const MAX_TEXT = 300;
 
 function clip(text: string): string {
   // Control characters could forge log lines; long texts are cut.
-  const clean = text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+  let clean = "";
+  for (const ch of text) {
+    const code = ch.codePointAt(0)!;
+    clean += code < 0x20 || code === 0x7f ? " " : ch;
+  }
+  clean = clean.replace(/ {2,}/g, " ").trim();
   return clean.length > MAX_TEXT ? `${clean.slice(0, MAX_TEXT)}…` : clean;
 }
 

@@ -332,9 +332,9 @@ describe("RegistryClient authentication", () => {
     expect(err).toBeInstanceOf(RegistryError);
     expect(err.message).toMatch(/HTTP 401/);
     expect(err.message).toMatch(/rejected the credentials/);
-    const head = await client(host, { credentials: { username: "bob", password } })
+    const head = (await client(host, { credentials: { username: "bob", password } })
       .putManifest("acme/web", "v1", { bytes: Buffer.from("{}"), mediaType: "x" })
-      .catch((e: unknown) => e as Error);
+      .catch((e: unknown) => e)) as Error;
     for (const m of [err.message, head.message, JSON.stringify(head), String(head.stack)]) {
       expect(m).not.toContain(password);
       expect(m).not.toContain(basic.slice(6));
