@@ -4,10 +4,14 @@ import { UsageError, type Command, type CommandContext } from "./command.ts";
 import { crdCommand } from "./crd-command.ts";
 import { controllerCommand } from "./controller-command.ts";
 import { validateCommand } from "./validate-command.ts";
+import { buildCommand } from "./build-command.ts";
+import { buildStepCommand } from "./build-step-command.ts";
+import { pushStepCommand } from "./push-step-command.ts";
+import { prepareStoreCommand } from "./prepare-store-command.ts";
 import { ConfigError } from "../config/operator-config.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
-const commands: Command[] = [controllerCommand, validateCommand, crdCommand];
+const commands: Command[] = [controllerCommand, validateCommand, crdCommand, buildCommand, buildStepCommand, pushStepCommand, prepareStoreCommand];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -1,0 +1,177 @@
+// The builder Job's push step (design.md section 3), also the second half of `build`: reads ONLY
+// the build step's directory (result.json, closure.json) and the store, assembles the image for
+// the detected format and pushes it:
+//   package         layers planned from the closure (push-closure.ts), config with defaults
+//   nix2container   the JSON's layers of store paths, tarred by us, its config (+ user settings)
+//   docker-archive  the tarball's layers and config as they are (push-archive.ts)
+//   stream-layered  the script's stdout, consumed while it runs (push-archive.ts)
+// Tags: the immutable `rev-…` tag plus the requested ones.
+import { stat } from "node:fs/promises";
+import { readNix2Container, nix2ContainerFeatures } from "../image/formats/nix2container.ts";
+import type { DockerArchiveSource } from "../image/formats/docker-archive.ts";
+import { noLayerCache, type LayerCache } from "../image/layer-cache.ts";
+import { pushClosure, type PushClosureResult, type RegistryPusher } from "../image/push-closure.ts";
+import type { Logger } from "../log/logger.ts";
+import type { ImageRuntimeConfig, LayerCompression } from "../oci/image-manifest.ts";
+import { fromOciConfig, mergeImageConfig, packageDefaults } from "./image-config.ts";
+import { imageTags } from "./image-tags.ts";
+import { pushDockerArchive } from "./push-archive.ts";
+import type { PushStepResult } from "./push-result.ts";
+import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
+import { readStepFiles, type StepFiles } from "./step-files.ts";
+
+export class PushStepError extends Error {
+  override name = "PushStepError";
+}
+
+export interface PushStepOptions {
+  /** The build step's directory. */
+  from: string;
+  registry: RegistryPusher;
+  repository: string;
+  /** Tags besides the immutable one. */
+  tags?: readonly string[];
+  maxLayers?: number;
+  compression?: LayerCompression;
+  /** The user's image settings (spec.image.config / flags); they win over defaults. */
+  imageConfig?: ImageRuntimeConfig;
+  cache?: LayerCache;
+  onCacheMiss?: "upload" | "hash-first";
+  /** Layers processed at once (default 3). */
+  concurrency?: number;
+  /** uid/gid a streamLayeredImage script runs as when this process is root (default 65534). */
+  scriptUser?: { uid: number; gid: number };
+  progress?: ProgressSink;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+export interface PushStepOutput {
+  result: PushStepResult;
+  push: PushClosureResult;
+  files: StepFiles;
+}
+
+/** OCI architecture of a Nix system. */
+export function ociPlatform(system: string): { architecture: string; variant?: string } {
+  const arch = system.split("-")[0] ?? "";
+  switch (arch) {
+    case "x86_64":
+      return { architecture: "amd64" };
+    case "aarch64":
+      return { architecture: "arm64", variant: "v8" };
+    case "i686":
+      return { architecture: "386" };
+    case "armv7l":
+      return { architecture: "arm", variant: "v7" };
+    case "riscv64":
+      return { architecture: "riscv64" };
+    default:
+      return { architecture: arch || "amd64" };
+  }
+}
+
+function onlyLabels(config: ImageRuntimeConfig | undefined): string[] {
+  return Object.keys(config ?? {}).filter((k) => k !== "labels" && (config as Record<string, unknown>)[k] !== undefined);
+}
+
+export async function runPushStep(options: PushStepOptions): Promise<PushStepOutput> {
+  const progress = options.progress ?? silentProgress;
+  const log = options.logger;
+  const files = await readStepFiles(options.from);
+  const { result: built, closure } = files;
+  const tags = imageTags(built.revision, built.outPath, options.tags ?? []);
+  const cache = options.cache ?? noLayerCache;
+  const onProgress = (p: Parameters<ProgressSink["push"]>[0]) => progress.push(p);
+  const common = {
+    registry: options.registry,
+    repository: options.repository,
+    tags,
+    cache,
+    ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    onProgress,
+  };
+  const closureOptions = {
+    ...common,
+    closure,
+    ...(options.maxLayers !== undefined ? { maxLayers: options.maxLayers } : {}),
+    ...(options.compression !== undefined ? { compression: options.compression } : {}),
+    ...(options.onCacheMiss !== undefined ? { onCacheMiss: options.onCacheMiss } : {}),
+    ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
+  };
+  const platform = ociPlatform(built.system);
+  progress.phase("push", `${options.repository} (${built.format})`);
+
+  let push: PushClosureResult;
+  switch (built.format) {
+    case "package": {
+      const info = { ...(built.mainProgram ? { mainProgram: built.mainProgram } : {}), ...(built.pname ? { pname: built.pname } : {}), ...(built.name ? { name: built.name } : {}) };
+      const defaults = await packageDefaults({ outPath: built.outPath, info, closure });
+      const config = mergeImageConfig(defaults.config, options.imageConfig ?? {});
+      if (defaults.warning && config.entrypoint === undefined) log?.warn({ outPath: built.outPath }, `no entrypoint: ${defaults.warning}`);
+      push = await pushClosure({ ...closureOptions, roots: [built.outPath], image: { config, ...platform } });
+      break;
+    }
+    case "nix2container": {
+      const image = await readNix2Container(built.outPath);
+      const unsupported = nix2ContainerFeatures(image);
+      if (unsupported.length > 0) {
+        throw new PushStepError(
+          `nix2container image ${built.outPath} uses ${unsupported.join(", ")}, which this pusher does not reproduce yet; build the image without them, or push the attribute as a plain package`,
+        );
+      }
+      const known = new Set(closure.map((p) => p.path));
+      const missing = image.layers.flatMap((l) => l.paths).filter((p) => !known.has(p));
+      if (missing.length > 0) throw new PushStepError(`nix2container image ${built.outPath} lists ${missing[0]}, which is not in its closure`);
+      const oci = fromOciConfig(image.config);
+      if (oci.ignored.length > 0) log?.warn({ keys: oci.ignored }, "nix2container image-config keys not carried over");
+      const config = mergeImageConfig(oci.config, options.imageConfig ?? {});
+      const arch = image.architecture !== undefined ? { architecture: image.architecture } : platform;
+      push = await pushClosure({
+        ...closureOptions,
+        roots: [built.outPath],
+        layers: image.layers.map((l) => ({ paths: l.paths })),
+        image: { config, ...arch, ...(image.created !== undefined ? { created: image.created } : {}) },
+      });
+      break;
+    }
+    case "docker-archive":
+    case "stream-layered": {
+      const ignored = onlyLabels(options.imageConfig);
+      if (ignored.length > 0) log?.warn({ settings: ignored }, `only labels are applied to a prebuilt ${built.format} image; ignoring the other settings`);
+      let source: DockerArchiveSource;
+      let totalBytes: number | undefined;
+      if (built.format === "docker-archive") {
+        source = { kind: "file", path: built.outPath };
+        totalBytes = (await stat(built.outPath)).size;
+      } else {
+        // The script is code from the flake: a clean environment, no credentials readable.
+        const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
+        const user = options.scriptUser ?? { uid: 65534, gid: 65534 };
+        source = { kind: "command", argv: [built.outPath], env: { PATH: "/usr/bin:/bin" }, cwd: "/", ...(asRoot ? user : {}) };
+      }
+      if (options.compression === "gzip") log?.warn({}, `layers of a prebuilt ${built.format} image are pushed as stored; --compression does not apply`);
+      push = await pushDockerArchive({
+        ...common,
+        source,
+        cacheId: built.outPath,
+        ...(options.imageConfig?.labels ? { labels: options.imageConfig.labels } : {}),
+        ...(totalBytes !== undefined ? { totalBytes } : {}),
+      });
+      break;
+    }
+  }
+  progress.done();
+  const result: PushStepResult = {
+    image: `${options.registry.host}/${options.repository}@${push.digest}`,
+    digest: push.digest,
+    tags: push.tags,
+    format: built.format,
+    revision: built.revision,
+    layers: push.layers,
+    bytesPushed: push.bytesPushed,
+    seconds: { ...push.seconds },
+  };
+  return { result, push, files };
+}

@@ -1,0 +1,145 @@
+// The contract between the builder Job's build step and its push step (design.md section 3): the
+// build step writes two files into a shared directory, the push step reads only those and the
+// store.
+//
+//   result.json   what was built: the locked revision, the out paths, the detected image format,
+//                 what the default entrypoint needs (mainProgram, pname, name), closure totals,
+//                 GC roots, seconds per phase (BuildResult below, `version: 1`)
+//   closure.json  `nix path-info --json --recursive <outPath>` in the array form
+//                 [{path, narSize, narHash, references}], sorted by path
+//
+// The push step holds the push credentials and treats both files as untrusted input: they are
+// validated here (store paths only, bounded sizes) before anything is read from the store.
+import { randomBytes } from "node:crypto";
+import { readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+import type { ClosurePath } from "../image/path-info.ts";
+import { parsePathInfo, PathInfoError } from "../image/path-info.ts";
+
+export const RESULT_FILE = "result.json";
+export const CLOSURE_FILE = "closure.json";
+
+/** Store paths as the push step accepts them: `/nix/store/<32 chars>-<name>`, nothing below. */
+export const storePathPattern = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,211}$/;
+
+const storePath = z.string().regex(storePathPattern, "must be a store path /nix/store/<hash>-<name>");
+
+export const imageFormats = ["package", "docker-archive", "stream-layered", "nix2container"] as const;
+
+export const revisionSchema = z.strictObject({
+  /** The locked flake URL (pinned revision). */
+  url: z.string().min(1).max(2048),
+  rev: z.string().regex(/^[0-9a-f]{40}$/).optional(),
+  lastModified: z.number().int().min(0),
+  narHash: z.string().min(1).max(128),
+});
+export type Revision = z.output<typeof revisionSchema>;
+
+export const buildResultSchema = z.strictObject({
+  version: z.literal(1),
+  /** The flake ref as given to the build step. */
+  flake: z.string().max(4096),
+  attribute: z.string().max(256),
+  revision: revisionSchema,
+  /** e.g. x86_64-linux. */
+  system: z.string().max(64),
+  drvPath: z.string().max(512).optional(),
+  /** All outputs of the attribute, `out` first. */
+  outPaths: z.array(storePath).min(1).max(64),
+  /** The output the image is made from (outPaths[0]). */
+  outPath: storePath,
+  format: z.enum(imageFormats),
+  formatReason: z.string().max(1024),
+  archiveCompression: z.enum(["none", "gzip", "zstd"]).optional(),
+  mainProgram: z.string().max(256).optional(),
+  pname: z.string().max(256).optional(),
+  name: z.string().max(256).optional(),
+  closure: z.strictObject({ paths: z.number().int().min(0), narSize: z.number().int().min(0) }),
+  /** Warm builds: further attributes built into the store (kept alive by GC roots). */
+  extraAttributes: z.array(z.strictObject({ attribute: z.string().max(256), outPaths: z.array(storePath).max(64) })).max(64).default([]),
+  gcRoots: z.array(z.string().max(4096)).max(256).default([]),
+  seconds: z.record(z.string().max(32), z.number()),
+});
+export type BuildResult = z.output<typeof buildResultSchema>;
+
+export class StepFilesError extends Error {
+  override name = "StepFilesError";
+}
+
+/** Writes a file atomically (temp file + rename) so a reader never sees half of it. */
+export async function writeFileAtomic(file: string, text: string, mode = 0o644): Promise<void> {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  try {
+    await writeFile(tmp, text, { mode });
+    await rename(tmp, file);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+}
+
+export async function writeStepFiles(dir: string, result: BuildResult, closure: readonly ClosurePath[]): Promise<void> {
+  const paths = [...closure].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const closureDoc = paths.map((p) => ({ path: p.path, narSize: p.narSize, ...(p.narHash ? { narHash: p.narHash } : {}), references: [...p.references].sort() }));
+  // closure.json first: a result.json always has its closure next to it.
+  await writeFileAtomic(join(dir, CLOSURE_FILE), `${JSON.stringify(closureDoc)}\n`);
+  await writeFileAtomic(join(dir, RESULT_FILE), `${JSON.stringify(buildResultSchema.parse(result), null, 2)}\n`);
+}
+
+const MAX_RESULT_BYTES = 1024 * 1024;
+const MAX_CLOSURE_BYTES = 256 * 1024 * 1024;
+
+async function readBounded(file: string, limit: number): Promise<string> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "error";
+    throw new StepFilesError(`cannot read ${file} (${code}): did the build step finish successfully?`);
+  }
+  if (bytes.length > limit) throw new StepFilesError(`${file} is ${bytes.length} bytes, more than ${limit}`);
+  return bytes.toString("utf8");
+}
+
+function parseJson(text: string, file: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    // JSON.parse errors echo their input: never show it.
+    throw new StepFilesError(`${file} is not valid JSON (${text.length} characters)`);
+  }
+}
+
+export interface StepFiles {
+  result: BuildResult;
+  closure: ClosurePath[];
+}
+
+/** Reads and validates result.json and closure.json from the build step's directory. */
+export async function readStepFiles(dir: string): Promise<StepFiles> {
+  const resultFile = join(dir, RESULT_FILE);
+  const closureFile = join(dir, CLOSURE_FILE);
+  const parsed = buildResultSchema.safeParse(parseJson(await readBounded(resultFile, MAX_RESULT_BYTES), resultFile));
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new StepFilesError(`${resultFile} is not a build result: ${first ? `${first.path.join(".") || "(root)"}: ${first.message}` : "invalid"}`);
+  }
+  const result = parsed.data;
+  let closure: ClosurePath[];
+  try {
+    closure = parsePathInfo(parseJson(await readBounded(closureFile, MAX_CLOSURE_BYTES), closureFile));
+  } catch (e) {
+    if (e instanceof PathInfoError) throw new StepFilesError(`${closureFile}: ${e.message}`);
+    throw e;
+  }
+  for (const p of closure) {
+    if (!storePathPattern.test(p.path)) throw new StepFilesError(`${closureFile} lists ${JSON.stringify(p.path.slice(0, 200))}, which is not a store path`);
+    for (const r of p.references) {
+      if (!storePathPattern.test(r)) throw new StepFilesError(`${closureFile}: ${p.path} references ${JSON.stringify(r.slice(0, 200))}, which is not a store path`);
+    }
+  }
+  if (!closure.some((p) => p.path === result.outPath)) throw new StepFilesError(`${closureFile} does not contain the out path ${result.outPath}`);
+  if (result.outPaths[0] !== result.outPath) throw new StepFilesError(`${resultFile}: outPath is not the first of outPaths`);
+  return { result, closure };
+}

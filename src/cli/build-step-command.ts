@@ -1,0 +1,130 @@
+import { runBuildStep } from "../builder/build-step.ts";
+import { ProgressReporter } from "../builder/progress-reporter.ts";
+import { writeTerminationMessage } from "../builder/push-result.ts";
+import { NixCommand } from "../nix/nix-command.ts";
+import { parseDuration } from "../api/duration.ts";
+import { parseFlags, UsageError, type Command } from "./command.ts";
+import { loadOperatorConfig } from "../config/operator-config.ts";
+import { checkRefAllowed, parseFormat, pipelineLogger, positiveInt, reportFailure } from "./builder-flags.ts";
+
+export const buildStepCommand: Command = {
+  name: "build-step",
+  summary: "builder Job step: lock and build a flake attribute, write result.json and closure.json",
+  help: `Usage: nix-image-operator build-step --flake REF --attribute ATTR --out DIR [flags]
+
+The build step of the builder Job. Locks the flake ref (nix flake metadata), builds the attribute
+from the locked URL (nix build, argv only, with safety options: no flake nixConfig, no flake
+registry, no sandbox fallback, no import-from-derivation unless allowed), detects the image format,
+reads the closure and writes into DIR:
+
+  result.json   {version, flake, attribute, revision: {url, rev, lastModified, narHash}, system,
+                 drvPath, outPaths, outPath, format, formatReason, archiveCompression?,
+                 mainProgram?, pname?, name?, closure: {paths, narSize}, extraAttributes,
+                 gcRoots, seconds}
+  closure.json  nix path-info --json --recursive of outPath: [{path, narSize, narHash, references}]
+
+Untrusted flake code runs in this step: it gets no secrets. The ref is not checked against the
+flake ref policy here (the controller did that); give --config to check it again.
+
+Exit code 0 on success; 1 with a message on stderr (and in --termination-message) on failure.
+
+Flags:
+  --flake REF                  flake ref without #attribute (required)
+  --attribute ATTR             flake output attribute, e.g. default or packages.x86_64-linux.web (required)
+  --out DIR                    directory for result.json and closure.json (required)
+  --format F                   auto (default), package, docker-archive, stream-layered, nix2container
+  --gc-root-dir DIR            per-image GC root directory; one generation of roots per build
+  --keep N                     generations of GC roots kept in --gc-root-dir (default 5)
+  --generation N               generation number of this build's roots (default: next)
+  --substituter URL            extra https:// binary cache (repeatable)
+  --trusted-public-key KEY     its public key, name:base64 (repeatable)
+  --allow-import-from-derivation
+                               allow IFD for this flake
+  --extra-attribute ATTR       warm builds: another attribute to build and keep alive (repeatable)
+  --update-inputs              lock the flake's inputs afresh (--recreate-lock-file)
+  --timeout DURATION           give up after this long, e.g. 45m (default: no limit)
+  --termination-message PATH   write a short error here on failure (Kubernetes: /dev/termination-log)
+  --config FILE                operator config: check the ref against its flakeRefPolicy too
+  -h, --help                   this help`,
+  async run(context) {
+    const { values, positionals } = parseFlags(
+      context.argv,
+      {
+        flake: { type: "string" },
+        attribute: { type: "string" },
+        out: { type: "string" },
+        format: { type: "string" },
+        "gc-root-dir": { type: "string" },
+        keep: { type: "string" },
+        generation: { type: "string" },
+        substituter: { type: "string", multiple: true },
+        "trusted-public-key": { type: "string", multiple: true },
+        "allow-import-from-derivation": { type: "boolean" },
+        "extra-attribute": { type: "string", multiple: true },
+        "update-inputs": { type: "boolean" },
+        timeout: { type: "string" },
+        "termination-message": { type: "string" },
+        config: { type: "string" },
+      },
+      "build-step",
+    );
+    if (values.help) {
+      context.stdout.write(`${this.help}\n`);
+      return 0;
+    }
+    const terminationMessage = values["termination-message"];
+    const log = pipelineLogger(context);
+    const progress = new ProgressReporter({ stream: context.stderr, logger: log });
+    try {
+      if (positionals.length > 0) throw new UsageError(`build-step: unexpected argument ${JSON.stringify(positionals[0])}`);
+      for (const f of ["flake", "attribute", "out"] as const) if (values[f] === undefined) throw new UsageError(`build-step: --${f} is required`);
+      const format = parseFormat(values.format);
+      const keep = positiveInt("--keep", values.keep, 1, 100);
+      const generation = positiveInt("--generation", values.generation, 0, 999_999_999);
+      let timeoutMs: number | undefined;
+      if (values.timeout !== undefined) {
+        try {
+          timeoutMs = parseDuration(values.timeout);
+        } catch (e) {
+          throw new UsageError(`--timeout: ${(e as Error).message}`);
+        }
+      }
+      if (values.config !== undefined) {
+        checkRefAllowed(values.flake!, (await loadOperatorConfig({ file: values.config, env: {} })).flakeRefPolicy);
+      }
+      const nix = new NixCommand({
+        baseEnv: context.env,
+        logger: log,
+        settings: {
+          allowImportFromDerivation: values["allow-import-from-derivation"] === true,
+          extraSubstituters: values.substituter ?? [],
+          extraTrustedPublicKeys: values["trusted-public-key"] ?? [],
+        },
+      });
+      const out = await runBuildStep({
+        nix,
+        flake: values.flake!,
+        attribute: values.attribute!,
+        format,
+        outDir: values.out!,
+        ...(values["gc-root-dir"] !== undefined ? { gcRootDir: values["gc-root-dir"] } : {}),
+        ...(keep !== undefined ? { keep } : {}),
+        ...(generation !== undefined ? { generation } : {}),
+        ...(values["extra-attribute"] ? { extraAttributes: values["extra-attribute"] } : {}),
+        ...(values["update-inputs"] ? { updateInputs: true } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        signal: context.signal,
+        progress,
+        logger: log,
+      });
+      progress.done();
+      const r = out.result;
+      const summary = { outPath: r.outPath, format: r.format, revision: r.revision, closure: r.closure };
+      await writeTerminationMessage(terminationMessage, JSON.stringify(summary));
+      context.stdout.write(`${JSON.stringify(summary)}\n`);
+      return 0;
+    } catch (error) {
+      return reportFailure(context, error, { terminationMessage, progress });
+    }
+  },
+};

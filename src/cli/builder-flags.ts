@@ -1,0 +1,151 @@
+// Flags and helpers shared by the builder commands (build, build-step, push-step, prepare-store):
+// strict value parsing with messages that name the flag, the push target's flags, the image
+// settings, and one way to report a failure (stderr + termination message + exit code 1).
+import { imageConfigSchema } from "../api/niximage.ts";
+import { describeZodError } from "../api/describe-issues.ts";
+import { errorMessage, FlakeRefDeniedError, shortErrorMessage } from "../builder/error-message.ts";
+import { checkFlakeRef, type FlakeRefPolicy } from "../flake/flake-ref-policy.ts";
+import { fromSpecConfig, mergeImageConfig } from "../builder/image-config.ts";
+import { writeTerminationMessage } from "../builder/push-result.ts";
+import type { ProgressSink } from "../builder/progress-reporter.ts";
+import { DirectoryLayerCache, noLayerCache, type LayerCache } from "../image/layer-cache.ts";
+import type { ImageFormat } from "../image/formats/format-error.ts";
+import type { Logger } from "../log/logger.ts";
+import type { ImageRuntimeConfig, LayerCompression } from "../oci/image-manifest.ts";
+import { UsageError, type CommandContext } from "./command.ts";
+
+export const formatChoices = ["auto", "package", "docker-archive", "stream-layered", "nix2container"] as const;
+
+/** Flags of every command that pushes. */
+export const pushFlags = {
+  image: { type: "string" },
+  tag: { type: "string", multiple: true },
+  "auth-file": { type: "string" },
+  "plain-http": { type: "boolean" },
+  "ca-file": { type: "string" },
+  "max-layers": { type: "string" },
+  compression: { type: "string" },
+  "image-config": { type: "string" },
+  "layer-cache": { type: "string" },
+  "on-cache-miss": { type: "string" },
+  config: { type: "string" },
+  json: { type: "boolean" },
+} as const;
+
+export const pushFlagsHelp = `  --image REPO            registry host and repository, e.g. registry.example.com/acme/web (required)
+  --tag T                 an extra tag (repeatable); an immutable rev-<commit>-<out hash> tag is always pushed
+  --auth-file FILE        dockerconfigjson with credentials for the registry (e.g. ~/.docker/config.json)
+  --plain-http            talk plain HTTP to the registry (local test registries only)
+  --ca-file FILE          PEM CA bundle to trust for the registry's TLS certificate
+  --max-layers N          upper bound on image layers, 1..125 (default 100); the app's paths are last
+  --compression C         layer compression: none (default; digests equal diff_ids) or gzip
+  --image-config JSON     image settings as spec.image.config: {"entrypoint":[..],"cmd":[..],
+                          "env":[{"name":..,"value":..}],"workingDir":..,"user":..,"exposedPorts":[..],"labels":{..}}
+  --layer-cache DIR       cache of store-path set -> layer digest (unchanged layers are not re-read)
+  --on-cache-miss M       upload (default: stream new layers straight to the registry) or hash-first
+                          (hash, ask the registry, upload only what it lacks: reads new layers twice)
+  --config FILE           operator config (flakeRefPolicy, registries[].plainHttp/caFile)
+  --json                  print the result as JSON instead of the image reference`;
+
+export function positiveInt(flag: string, value: string | undefined, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(value) || Number(value) < min || Number(value) > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(value.slice(0, 50))})`);
+  return Number(value);
+}
+
+export function oneOf<T extends string>(flag: string, value: string | undefined, choices: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(choices as readonly string[]).includes(value)) throw new UsageError(`${flag} must be one of ${choices.join(", ")} (got ${JSON.stringify(value.slice(0, 50))})`);
+  return value as T;
+}
+
+export function parseFormat(value: string | undefined): ImageFormat | "auto" {
+  return oneOf("--format", value, formatChoices) ?? "auto";
+}
+
+export function parseCompression(value: string | undefined): LayerCompression | undefined {
+  return oneOf("--compression", value, ["none", "gzip"] as const);
+}
+
+/** `--image-config` JSON in the shape of spec.image.config. */
+export function parseImageConfigJson(text: string | undefined): ImageRuntimeConfig {
+  if (text === undefined) return {};
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new UsageError(`--image-config is not valid JSON (${text.length} characters)`);
+  }
+  const parsed = imageConfigSchema.safeParse(json);
+  if (!parsed.success) throw new UsageError(`--image-config: ${describeZodError(parsed.error).join("; ")}`);
+  return fromSpecConfig(parsed.data);
+}
+
+function keyValues(flag: string, values: readonly string[] | undefined): Array<[string, string]> {
+  return (values ?? []).map((kv) => {
+    const eq = kv.indexOf("=");
+    if (eq <= 0) throw new UsageError(`${flag} must look like NAME=value (got ${JSON.stringify(kv.slice(0, 50))})`);
+    return [kv.slice(0, eq), kv.slice(eq + 1)];
+  });
+}
+
+/** The image settings of `build`: --image-config, then the single flags on top. */
+export function imageConfigFromFlags(values: {
+  "image-config"?: string | undefined;
+  entrypoint?: string[] | undefined;
+  cmd?: string[] | undefined;
+  env?: string[] | undefined;
+  workdir?: string | undefined;
+  user?: string | undefined;
+  expose?: string[] | undefined;
+  label?: string[] | undefined;
+}): ImageRuntimeConfig {
+  const base = parseImageConfigJson(values["image-config"]);
+  const flags: ImageRuntimeConfig = {};
+  if (values.entrypoint !== undefined) flags.entrypoint = values.entrypoint;
+  if (values.cmd !== undefined) flags.cmd = values.cmd;
+  if (values.env !== undefined) flags.env = keyValues("--env", values.env).map(([k, v]) => `${k}=${v}`);
+  if (values.workdir !== undefined) flags.workingDir = values.workdir;
+  if (values.user !== undefined) flags.user = values.user;
+  if (values.expose !== undefined) flags.exposedPorts = values.expose;
+  if (values.label !== undefined) flags.labels = Object.fromEntries(keyValues("--label", values.label));
+  const spec = imageConfigSchema.safeParse({
+    ...(flags.env ? { env: keyValues("--env", values.env).map(([name, value]) => ({ name, value })) } : {}),
+    ...(flags.user ? { user: flags.user } : {}),
+    ...(flags.exposedPorts ? { exposedPorts: flags.exposedPorts } : {}),
+  });
+  if (!spec.success) throw new UsageError(describeZodError(spec.error).join("; "));
+  return mergeImageConfig(base, flags);
+}
+
+/** Throws FlakeRefDeniedError when the policy does not allow `ref` (an ssh key is assumed to exist). */
+export function checkRefAllowed(ref: string, policy: FlakeRefPolicy): void {
+  const verdict = checkFlakeRef(ref, policy, { hasSshKey: true });
+  if (!verdict.ok) throw new FlakeRefDeniedError(verdict.code, verdict.reason);
+}
+
+export function layerCacheFrom(dir: string | undefined): LayerCache {
+  return dir === undefined ? noLayerCache : new DirectoryLayerCache(dir);
+}
+
+/** On a terminal only warnings are logged (the progress line shows the rest); JSON lines otherwise. */
+export function pipelineLogger(context: CommandContext): Logger {
+  return context.stderr.isTTY === true ? context.logger.child({}, { level: "warn" }) : context.logger;
+}
+
+/**
+ * Reports a failure: the full message on stderr, a short one in the termination message file,
+ * exit code 1. Usage errors are re-thrown (exit code 2) after the termination message is written.
+ */
+export async function reportFailure(
+  context: CommandContext,
+  error: unknown,
+  options: { terminationMessage?: string | undefined; secrets?: readonly string[]; progress?: ProgressSink },
+): Promise<number> {
+  options.progress?.done();
+  const secrets = options.secrets ?? [];
+  await writeTerminationMessage(options.terminationMessage, shortErrorMessage(error, secrets));
+  if (error instanceof UsageError) throw error;
+  context.stderr.write(`error: ${errorMessage(error, secrets)}\n`);
+  return 1;
+}

@@ -1,0 +1,49 @@
+import { prepareStore } from "../builder/prepare-store.ts";
+import { writeTerminationMessage } from "../builder/push-result.ts";
+import { parseFlags, UsageError, type Command } from "./command.ts";
+import { reportFailure } from "./builder-flags.ts";
+
+export const prepareStoreCommand: Command = {
+  name: "prepare-store",
+  summary: "builder Job step: seed a store volume from the image's /nix, or check its Nix version",
+  help: `Usage: nix-image-operator prepare-store --volume DIR [--nix-root DIR] [--termination-message PATH]
+
+The prepare step of the builder Job. The store volume is mounted at DIR while the builder
+image's own /nix is still visible (later steps mount the volume at /nix):
+
+  - a volume without a Nix database gets a copy of the image's /nix (store, database, var),
+    preserving modes, symlinks, hard links and mtimes; the copy is moved into place at the end,
+    the database last, so an interrupted copy is redone on the next run;
+  - a volume with a database must have the same Nix database schema version
+    (var/nix/db/schema) as the image's Nix; otherwise the step fails with a message saying so.
+
+Prints {"action":"seeded"|"checked","schema":...} on success. Exit code 1 on failure.
+
+Flags:
+  --volume DIR                 where the store volume is mounted in this step (required)
+  --nix-root DIR               the image's own Nix root (default /nix)
+  --termination-message PATH   write a short error here on failure (Kubernetes: /dev/termination-log)
+  -h, --help                   this help`,
+  async run(context) {
+    const { values, positionals } = parseFlags(
+      context.argv,
+      { volume: { type: "string" }, "nix-root": { type: "string" }, "termination-message": { type: "string" } },
+      "prepare-store",
+    );
+    if (values.help) {
+      context.stdout.write(`${this.help}\n`);
+      return 0;
+    }
+    const terminationMessage = values["termination-message"];
+    try {
+      if (positionals.length > 0) throw new UsageError(`prepare-store: unexpected argument ${JSON.stringify(positionals[0])}`);
+      if (values.volume === undefined) throw new UsageError("prepare-store: --volume is required");
+      const result = await prepareStore({ volume: values.volume, ...(values["nix-root"] !== undefined ? { nixRoot: values["nix-root"] } : {}), logger: context.logger });
+      await writeTerminationMessage(terminationMessage, JSON.stringify(result));
+      context.stdout.write(`${JSON.stringify(result)}\n`);
+      return 0;
+    } catch (error) {
+      return reportFailure(context, error, { terminationMessage });
+    }
+  },
+};

@@ -1,0 +1,83 @@
+import { loadOperatorConfig } from "../config/operator-config.ts";
+import { ProgressReporter } from "../builder/progress-reporter.ts";
+import { fitResult, writeTerminationMessage } from "../builder/push-result.ts";
+import { runPushStep } from "../builder/push-step.ts";
+import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
+import { parseFlags, UsageError, type Command } from "./command.ts";
+import { layerCacheFrom, oneOf, parseCompression, parseImageConfigJson, pipelineLogger, positiveInt, pushFlags, pushFlagsHelp, reportFailure } from "./builder-flags.ts";
+
+export const pushStepCommand: Command = {
+  name: "push-step",
+  summary: "builder Job step: push the image of a build step's result to a registry",
+  help: `Usage: nix-image-operator push-step --from DIR --image REPO [flags]
+
+The push step of the builder Job. Reads ONLY the build step's directory (result.json,
+closure.json) and the Nix store, makes the image for the detected format and pushes it:
+layers straight from the store (one pass: tar -> sha256 -> upload, no temp files), blobs the
+registry has are skipped, then config, manifest and tags.
+
+On success it prints the pushed reference (repository@sha256:...; with --json the result) and
+writes the result as JSON (at most 4096 bytes) to --termination-message:
+
+  {"image","digest","tags","format","revision":{"url","rev","lastModified","narHash"},
+   "layers":{"total","pushed","skipped","mounted"},"bytesPushed","seconds":{...}}
+
+On failure: a short message there, the full one on stderr, exit code 1.
+
+Flags:
+  --from DIR                   the build step's directory (required)
+${pushFlagsHelp}
+  --termination-message PATH   where the JSON result (or the failure) goes (Kubernetes: /dev/termination-log)
+  -h, --help                   this help`,
+  async run(context) {
+    const { values, positionals } = parseFlags(context.argv, { ...pushFlags, from: { type: "string" }, "termination-message": { type: "string" } }, "push-step");
+    if (values.help) {
+      context.stdout.write(`${this.help}\n`);
+      return 0;
+    }
+    const terminationMessage = values["termination-message"];
+    const log = pipelineLogger(context);
+    const progress = new ProgressReporter({ stream: context.stderr, logger: log });
+    let target: RegistryTarget | undefined;
+    try {
+      if (positionals.length > 0) throw new UsageError(`push-step: unexpected argument ${JSON.stringify(positionals[0])}`);
+      if (values.from === undefined) throw new UsageError("push-step: --from is required");
+      if (values.image === undefined) throw new UsageError("push-step: --image is required");
+      const maxLayers = positiveInt("--max-layers", values["max-layers"], 1, 125);
+      const compression = parseCompression(values.compression);
+      const onCacheMiss = oneOf("--on-cache-miss", values["on-cache-miss"], ["upload", "hash-first"] as const);
+      const imageConfig = parseImageConfigJson(values["image-config"]);
+      const config = values.config !== undefined ? await loadOperatorConfig({ file: values.config, env: {} }) : undefined;
+      target = await openRegistryTarget({
+        image: values.image,
+        ...(values["auth-file"] !== undefined ? { authFile: values["auth-file"] } : {}),
+        ...(values["plain-http"] ? { plainHttp: true } : {}),
+        ...(values["ca-file"] !== undefined ? { caFile: values["ca-file"] } : {}),
+        ...(config ? { config } : {}),
+        logger: log,
+      });
+      const out = await runPushStep({
+        from: values.from,
+        registry: target.client,
+        repository: target.repository,
+        tags: [...(target.tag !== undefined ? [target.tag] : []), ...(values.tag ?? [])],
+        ...(maxLayers !== undefined ? { maxLayers } : {}),
+        ...(compression !== undefined ? { compression } : {}),
+        ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),
+        imageConfig,
+        cache: layerCacheFrom(values["layer-cache"]),
+        progress,
+        logger: log,
+        signal: context.signal,
+      });
+      const json = fitResult(out.result);
+      await writeTerminationMessage(terminationMessage, json);
+      context.stdout.write(values.json ? `${JSON.stringify(out.result, null, 2)}\n` : `${out.result.image}\n`);
+      return 0;
+    } catch (error) {
+      return reportFailure(context, error, { terminationMessage, progress, secrets: target?.secrets ?? [] });
+    } finally {
+      target?.client.close();
+    }
+  },
+};
