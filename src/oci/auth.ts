@@ -59,7 +59,7 @@ export class RegistryAuthenticator {
   readonly #clock: Clock;
   readonly #logger: Logger | undefined;
   readonly #clientId: string;
-  #scheme: "anonymous" | "basic" | "bearer" | undefined;
+  #scheme: "basic" | "bearer" | undefined;
   #bearer: BearerChallenge | undefined;
   readonly #tokens = new Map<string, CachedToken>();
   readonly #inflight = new Map<string, Promise<CachedToken>>();

@@ -48,23 +48,17 @@ export class HttpTimeoutError extends Error {
 
 export const DEFAULT_USER_AGENT = "nix-image-operator";
 
-/** Reads a response body up to `limit` bytes (the rest is discarded). */
+/** Reads a response body up to `limit` bytes (the rest is read and discarded). */
 export async function readBody(res: IncomingMessage, limit = 4 * 1024 * 1024): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
-  let truncated = false;
   for await (const chunk of res as AsyncIterable<Buffer>) {
-    if (total + chunk.length > limit) {
-      truncated = true;
-      if (total < limit) chunks.push(chunk.subarray(0, limit - total));
-      total = limit;
-      continue;
-    }
-    chunks.push(chunk);
-    total += chunk.length;
+    if (total >= limit) continue;
+    const part = total + chunk.length > limit ? chunk.subarray(0, limit - total) : chunk;
+    chunks.push(part);
+    total += part.length;
   }
-  const out = Buffer.concat(chunks);
-  return truncated ? Object.assign(out, { truncated: true }) : out;
+  return Buffer.concat(chunks);
 }
 
 /** Consumes and discards a response body so the connection can be reused. */
