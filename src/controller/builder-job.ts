@@ -179,8 +179,10 @@ export function builderJob(input: BuilderJobInput): V1Job {
       ],
     },
     spec: {
-      // One retry for node trouble; a failed build is not retried blindly.
-      backoffLimit: 1,
+      // A failed build is not retried blindly: the same inputs fail the same way. A pod lost to
+      // node trouble (eviction, preemption, drain) does not count as a failure and is replaced.
+      backoffLimit: 0,
+      podFailurePolicy: { rules: [{ action: "Ignore", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] }] },
       // Never two pods of one build at once: they would share the store volume.
       podReplacementPolicy: "Failed",
       activeDeadlineSeconds: Math.round(parseDuration(spec.build.timeout) / 1000),

@@ -79,10 +79,15 @@ export class NixImageReconciler {
       decision = decide(observed);
     }
     context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
-    const requeueSoon = await this.#apply(image, decision.actions, context.log);
-    await this.#writeStatus(raw, image.status ?? {}, decision.status);
-    const requeueAfterMs = requeueSoon ? 1000 : decision.requeueAfterMs;
-    return requeueAfterMs === undefined ? {} : { requeueAfterMs };
+    const lostRace = await this.#apply(image, decision.actions, context.log);
+    // A lost race for a store volume means the decided status (a build started) is not true;
+    // a stale cache means another reconcile already wrote what we saw. Either way: write
+    // nothing, announce nothing, and decide again from fresh caches.
+    if (lostRace || !(await this.#writeStatus(raw, image.status ?? {}, decision.status))) return { requeueAfterMs: 500 };
+    for (const action of decision.actions) {
+      if (action.type === "event") await this.#recordEvent(image, action).catch((error: unknown) => context.log.warn({ err: String(error) }, "could not record event"));
+    }
+    return decision.requeueAfterMs === undefined ? {} : { requeueAfterMs: decision.requeueAfterMs };
   }
 
   async #gather(image: NixImage, now: Date, context: ReconcileContext): Promise<Observed> {
@@ -183,8 +188,7 @@ export class NixImageReconciler {
           }
           break;
         case "event":
-          await this.#recordEvent(image, action).catch((error: unknown) => log.warn({ err: String(error) }, "could not record event"));
-          break;
+          break; // after the status write, so a stale reconcile announces nothing
       }
     }
     return retrySoon;
@@ -206,11 +210,22 @@ export class NixImageReconciler {
     });
   }
 
-  async #writeStatus(raw: KubernetesObject, previous: NixImageStatus, next: NixImageStatus): Promise<void> {
+  /** False when the cached object was stale (someone wrote since): nothing was written. */
+  async #writeStatus(raw: KubernetesObject, previous: NixImageStatus, next: NixImageStatus): Promise<boolean> {
     const patch = mergePatch(previous, next);
-    if (patch === undefined) return;
-    const { namespace, name } = raw.metadata!;
-    await this.#write("PATCH", "niximages/status", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/${name}/status`, { status: patch });
+    if (patch === undefined) return true;
+    const { namespace, name, resourceVersion } = raw.metadata!;
+    try {
+      // The resourceVersion makes the patch conditional on what this reconcile saw.
+      await this.#write("PATCH", "niximages/status", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/${name}/status`, {
+        metadata: { resourceVersion },
+        status: patch,
+      });
+      return true;
+    } catch (error) {
+      if (error instanceof KubeHttpError && error.statusCode === 409) return false;
+      throw error;
+    }
   }
 
   async #write(verb: "POST" | "PATCH" | "DELETE", resource: string, path: string, body: unknown): Promise<void> {

@@ -133,6 +133,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
   let workers: Workers | undefined;
   let busy = 0;
+  let stopped: Promise<void> | undefined;
   const startWorkers = async (signal: AbortSignal) => {
     await Promise.all(all.map((i) => i.waitForSync(signal)));
     log.info({ identity }, "leading: caches synced, starting workers");
@@ -198,14 +199,19 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         quiet = queue.length === 0 && busy === 0 ? quiet + 1 : 0;
       }
     },
-    async stop() {
+    stop() {
+      stopped ??= stopAll();
+      return stopped;
+    },
+  };
+
+  async function stopAll(): Promise<void> {
       await queue.shutDownWithDrain();
       await workers?.finished;
       await elector?.stop();
       await Promise.all(all.map((informer) => informer.stop()));
       await health?.close();
-    },
-  };
+  }
 }
 
 /** A read view over the same resource's informers in several namespaces. */

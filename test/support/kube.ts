@@ -82,7 +82,7 @@ export interface WaitOptions {
 function show(v: unknown): string {
   let s: string;
   try {
-    s = typeof v === "string" ? v : JSON.stringify(v);
+    s = typeof v === "string" ? v : (JSON.stringify(v) ?? String(v));
   } catch {
     s = String(v);
   }
