@@ -46,7 +46,8 @@ export function errorMessage(e: unknown, secrets: readonly string[] = []): strin
     text = e.message;
   } else if (e instanceof RegistryError) {
     const hint = registryHint(e);
-    text = hint ? `${e.message}. What to do: ${hint}` : e.message;
+    const message = e.message.replace(/\s+/g, " ").trim();
+    text = hint ? `${message}. What to do: ${hint}` : message;
   } else if (e instanceof Error) {
     text = e.message;
   } else {

@@ -126,7 +126,8 @@ export class ProgressReporter implements ProgressSink {
       if (!force && now - this.#lastDraw < this.#redrawIntervalMs) return;
       this.#lastDraw = now;
       let line = describeProgress(this.#phase, this.#detail, elapsed);
-      const width = this.#stream.columns ?? 120;
+      const columns = this.#stream.columns;
+      const width = columns !== undefined && columns >= 20 ? columns : 120;
       if (line.length > width - 1) line = `${line.slice(0, Math.max(10, width - 2))}…`;
       this.#stream.write(`\r\u001b[2K${line}`);
       this.#drawn = true;
