@@ -485,16 +485,16 @@ async function discover(cloneUrl: string, refText: string, options: ResolveRevis
           break;
         }
         total += chunk.value.length;
-        if (total > maxBytes) {
+        for (const ev of parser.push(chunk.value)) {
+          matcher.accept(ev);
+          if (matcher.result !== undefined) break;
+        }
+        if (total > maxBytes && matcher.result === undefined && !matcher.complete) {
           throw new RevisionResolveError(
             "too-large",
             `the ref advertisement of ${shownRepo} is larger than ${maxBytes} bytes before ref "${refText}" turned up; the repository advertises too many refs for polling`,
             { url: shown, ref: refText },
           );
-        }
-        for (const ev of parser.push(chunk.value)) {
-          matcher.accept(ev);
-          if (matcher.result !== undefined) break;
         }
       }
     } finally {

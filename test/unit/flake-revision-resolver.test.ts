@@ -253,9 +253,26 @@ describe("resolveRevision: errors", () => {
 
   it("caps the response size", async () => {
     const refs: [string, string][] = [["HEAD", A], ...Array.from({ length: 2000 }, (_, i): [string, string] => [`refs/pull/${i}/head`, B])];
-    const e = await errorOf(resolveWith("github:o/r/absent", () => smart(advertisement(refs)), { maxResponseBytes: 10_000 }));
+    const wire = advertisement(refs);
+    let sent = 0;
+    const chunked = () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (sent >= wire.length) return controller.close();
+            controller.enqueue(wire.subarray(sent, sent + 1000));
+            sent += 1000;
+          },
+        }),
+        { headers: { "content-type": ADV_TYPE } },
+      );
+    const e = await errorOf(resolveWith("github:o/r/absent", chunked, { maxResponseBytes: 10_000 }));
     expect(e.kind).toBe("too-large");
     expect(e.message).toMatch(/larger than 10000 bytes before ref "absent" turned up/);
+    expect(sent).toBeLessThan(20_000); // stopped reading soon after the cap
+    // A ref found in the chunk that crosses the cap still counts; so does a whole small answer.
+    sent = 0;
+    expect(await resolveRevision("github:o/r", { fetchImpl: chunked, maxResponseBytes: 10 })).toEqual({ rev: A, refName: "refs/heads/main" });
   });
 
   it("times out, also while the body is read", async () => {
