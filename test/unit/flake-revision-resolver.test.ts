@@ -255,7 +255,7 @@ describe("resolveRevision: errors", () => {
     const refs: [string, string][] = [["HEAD", A], ...Array.from({ length: 2000 }, (_, i): [string, string] => [`refs/pull/${i}/head`, B])];
     const wire = advertisement(refs);
     let sent = 0;
-    const chunked = () =>
+    const chunked = async () =>
       new Response(
         new ReadableStream<Uint8Array>({
           pull(controller) {
