@@ -62,7 +62,8 @@ Examples:
 Flags:
 ${pushFlagsHelp}
   --format F              auto (default), package, docker-archive, stream-layered, nix2container
-  --entrypoint ARG        image entrypoint, one argv element per flag (repeatable);
+  --entrypoint ARG        image entrypoint, one argv element per flag (repeatable; write
+                          --entrypoint=-c for an element starting with a dash);
                           default for a package: <out>/bin/<meta.mainProgram or pname or name>
   --cmd ARG               image cmd, one argv element per flag (repeatable)
   --env NAME=VALUE        image environment (repeatable); PATH and SSL_CERT_FILE get defaults
