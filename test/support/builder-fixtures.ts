@@ -160,3 +160,25 @@ export function completedUploads(logFile: string, repository: string): number {
   const path = `/v2/${repository}/blobs/uploads/`;
   return lines.filter((l) => l.includes('msg="response completed"') && l.includes("http.request.method=PUT") && l.includes(path) && /http\.response\.status=201/.test(l)).length;
 }
+
+export interface RawManifest {
+  mediaType: string;
+  config: { digest: string; size: number };
+  layers: Array<{ mediaType: string; digest: string; size: number }>;
+}
+
+/** The manifest exactly as the registry serves it (skopeo inspect --raw). */
+export async function rawManifest(ref: string, access: RegistryAccess): Promise<RawManifest> {
+  return JSON.parse(await run("skopeo", ["inspect", "--raw", ...access.skopeo, `docker://${ref}`])) as RawManifest;
+}
+
+/** Waits until `read()` returns `expected` (the registry logs a request just after answering it). */
+export async function settle<T>(read: () => T, expected: T, timeoutMs = 3000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let value = read();
+  while (value !== expected && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 100));
+    value = read();
+  }
+  return value;
+}
