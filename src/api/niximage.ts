@@ -282,6 +282,8 @@ export const rolloutTargetSchema = z.strictObject({
   updatedReplicas: z.number().int().optional(),
   readyReplicas: z.number().int().optional(),
   message: z.string().max(1024).optional(),
+  previousImage: z.string().max(512).optional().describe("Image before the operator's last patch (for rollback)"),
+  rolledBackFrom: z.string().max(512).optional().describe("Digest rolled back after ProgressDeadlineExceeded; not rolled out again"),
 });
 
 export const closureChangeSchema = z.strictObject({

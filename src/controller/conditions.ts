@@ -15,10 +15,14 @@ export const reasons = {
   RevisionUnavailable: "RevisionUnavailable",
   Suspended: "Suspended",
   NotBuilt: "NotBuilt",
+  RolledOut: "RolledOut",
+  RollingOut: "RollingOut",
+  RolloutFailed: "RolloutFailed",
+  RolloutRefused: "RolloutRefused",
 } as const;
 export type Reason = (typeof reasons)[keyof typeof reasons];
 
-export type ConditionType = "Ready" | "Reconciling" | "Stalled";
+export type ConditionType = "Ready" | "Reconciling" | "Stalled" | "RolledOut";
 
 export interface DesiredCondition {
   type: ConditionType;
@@ -65,4 +69,20 @@ export function mergeConditions(current: readonly Condition[] | undefined, desir
     const lastTransitionTime = had && had.status === want.status ? had.lastTransitionTime : now.toISOString().replace(/\.\d{3}Z$/, "Z");
     return { type: want.type, status: want.status, observedGeneration: generation, lastTransitionTime, reason: want.reason, message: want.message };
   });
+}
+
+/** The RolledOut view: do the opted-in workloads run the latest image? Undefined without targets. */
+export function rolledOutCondition(
+  targets: readonly { kind: string; name: string; ready?: boolean; message?: string }[],
+  latestImage: string | undefined,
+): DesiredCondition | undefined {
+  if (targets.length === 0 || !latestImage) return undefined;
+  const failed = targets.filter((t) => t.message?.startsWith("rollout failed"));
+  const refused = targets.filter((t) => t.message && !t.message.startsWith("rollout failed") && !t.ready);
+  const pending = targets.filter((t) => !t.ready);
+  const list = (ts: typeof targets) => ts.map((t) => `${t.kind}/${t.name}`).join(", ");
+  if (failed.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RolloutFailed, message: `${list(failed)}: ${failed[0]!.message}` };
+  if (refused.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RolloutRefused, message: `${list(refused)}: ${refused[0]!.message}` };
+  if (pending.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RollingOut, message: `waiting for ${list(pending)} to run ${latestImage}` };
+  return { type: "RolledOut", status: "True", reason: reasons.RolledOut, message: `${targets.length} workload(s) run ${latestImage}` };
 }

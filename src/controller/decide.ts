@@ -30,6 +30,8 @@ export interface Observed {
   storeVolumes: readonly StoreVolumeView[];
   /** The branch's current commit, when polling is on and it was resolved. */
   polledRevision?: string;
+  /** The full ref name it was found under (refs/heads/main). */
+  polledRefName?: string;
   /** Why polling failed, when it did. */
   pollError?: string;
   /** Whether the push Secret exists; undefined when not checked (no build pending). */
@@ -83,11 +85,17 @@ function recordOf(view: JobView): BuildRecord {
   return record;
 }
 
-/** The flake ref a build uses: pinned to the polled commit when polling found one. */
-function flakeToBuild(image: NixImage, polledRevision: string | undefined): string {
+/**
+ * The flake ref a build uses: pinned to the polled commit when polling found one. A git ref
+ * without ?ref= also gets the full ref name the commit was found under: Nix would otherwise
+ * fetch `master`, which need not hold that commit.
+ */
+function flakeToBuild(image: NixImage, polledRevision: string | undefined, polledRefName: string | undefined): string {
   if (!polledRevision) return image.spec.flake;
   try {
-    return formatFlakeRef(withRevision(parseFlakeRef(image.spec.flake), polledRevision));
+    const ref = parseFlakeRef(image.spec.flake);
+    const named = ref.type === "git" && !ref.ref && polledRefName && polledRefName !== "HEAD" ? { ...ref, ref: polledRefName } : ref;
+    return formatFlakeRef(withRevision(named, polledRevision));
   } catch {
     return image.spec.flake;
   }
@@ -190,7 +198,7 @@ export function decide(observed: Observed): Decision {
       kind,
       number,
       reasons: why,
-      flake: flakeToBuild(image, observed.polledRevision),
+      flake: flakeToBuild(image, observed.polledRevision, observed.polledRefName),
       storeVolume: "",
       ...current,
       ...(rebuildToken !== undefined ? { rebuildToken } : {}),
@@ -214,7 +222,7 @@ export function decide(observed: Observed): Decision {
     });
     actions.push({ type: "event", eventType: "Normal", reason: "BuildStarted", message: `started ${jobName} on store volume ${volume} (${why.join(", ")})` });
     status.buildCount = number;
-    status.lastBuild = kind === "Image" ? { job: jobName, number, kind, reasons: why, result: "Running", ...current, ...(rebuildToken !== undefined ? { rebuildToken } : {}), flake: flakeToBuild(image, observed.polledRevision) } : status.lastBuild;
+    status.lastBuild = kind === "Image" ? { job: jobName, number, kind, reasons: why, result: "Running", ...current, ...(rebuildToken !== undefined ? { rebuildToken } : {}), flake: flakeToBuild(image, observed.polledRevision, observed.polledRefName) } : status.lastBuild;
     if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running" };
     return finish("InProgress", reasons.Building, `started ${jobName} (${why.join(", ")})`);
   }

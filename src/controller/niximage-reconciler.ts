@@ -8,7 +8,8 @@ import type { Clock } from "../runtime/clock.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { KubeHttpError, kubeRequestJson } from "../runtime/kube-request.ts";
 import type { ReconcileContext, ReconcileResult } from "../runtime/workers.ts";
-import { conditionsFor, mergeConditions, reasons } from "./conditions.ts";
+import { conditionsFor, mergeConditions, reasons, rolledOutCondition } from "./conditions.ts";
+import { applyBody, planRollout, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 import { decide, type Action, type Observed } from "./decide.ts";
 import { jobView } from "./job-outcome.ts";
 import { fieldManager, labels } from "./names.ts";
@@ -31,12 +32,14 @@ export interface ReconcilerDeps {
   jobs: Informer<V1Job>;
   pods: Informer<V1Pod>;
   volumes: Informer<V1PersistentVolumeClaim>;
+  /** Deployments, StatefulSets, DaemonSets and CronJobs, indexed by `niximage.io/from`. */
+  workloads: Informer<Workload>;
   polls: RevisionPolls;
   /** Counts API writes by verb and resource (metrics, and tests that assert "no writes"). */
   onWrite?: (verb: string, resource: string) => void;
 }
 
-export const indexes = { jobsByImage: "image", podsByJob: "job" } as const;
+export const indexes = { jobsByImage: "image", podsByJob: "job", workloadsByImage: "from" } as const;
 
 const isRunning = (job: V1Job) => jobView(job, []).state === "Running";
 
@@ -45,6 +48,8 @@ export class NixImageReconciler {
   readonly #schema: ReturnType<typeof makeNixImageSchema>;
   /** Jobs this process created that the informer may not show yet (for the global build cap). */
   readonly #justCreated = new Map<string, number>();
+  /** Refusal events already sent (workload uid + message), so each is said once. */
+  readonly #refusalsSent = new Set<string>();
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
@@ -55,7 +60,9 @@ export class NixImageReconciler {
     const raw = this.#deps.images.getByKey(key);
     if (!raw || raw.metadata?.deletionTimestamp) {
       // Jobs are owned by the NixImage (garbage collected with it); leases end with their Jobs.
+      // Workloads are left as they are: they keep running the last digest.
       this.#deps.polls.forget(key);
+      if (!raw) await this.#refuseOrphans(key, context.log);
       return {};
     }
     const now = this.#deps.clock.now();
@@ -80,12 +87,42 @@ export class NixImageReconciler {
     }
     context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
     const lostRace = await this.#apply(image, decision.actions, context.log);
-    // A lost race for a store volume means the decided status (a build started) is not true;
-    // a stale cache means another reconcile already wrote what we saw. Either way: write
-    // nothing, announce nothing, and decide again from fresh caches.
-    if (lostRace || !(await this.#writeStatus(raw, image.status ?? {}, decision.status))) return { requeueAfterMs: 500 };
-    for (const action of decision.actions) {
-      if (action.type === "event") await this.#recordEvent(image, action).catch((error: unknown) => context.log.warn({ err: String(error) }, "could not record event"));
+    // A lost race for a store volume means the decided status (a build started) is not true.
+    if (lostRace) return { requeueAfterMs: 500 };
+
+    // Rollout to the workloads that opted in, from the status just decided.
+    const status = decision.status;
+    const plan = planRollout({ image: { ...image, status }, workloads: this.#deps.workloads.byIndex(indexes.workloadsByImage, key) });
+    const events = decision.actions.filter((a): a is Extract<Action, { type: "event" }> => a.type === "event");
+    for (const patch of plan.patches) {
+      const target = plan.targets.find((t) => t.kind === patch.workload.kind && t.name === patch.workload.metadata?.name && t.container === patch.container)!;
+      const what = `${patch.workload.kind}/${patch.workload.metadata?.name} container ${patch.container}`;
+      try {
+        await this.#applyContainerImage(patch);
+        target.image = patch.image;
+        target.ready = false;
+        events.push(patch.rollback
+          ? { type: "event", eventType: "Warning", reason: "RolledBack", message: `${what}: rollout of ${patch.previous} failed; restored ${patch.image}` }
+          : { type: "event", eventType: "Normal", reason: "RolledOut", message: `${what} set to ${patch.image}${patch.revision ? ` (revision ${patch.revision.slice(0, 12)})` : ""}` });
+      } catch (error) {
+        target.message = `could not update ${what}: ${(error as Error).message}`;
+        events.push({ type: "event", eventType: "Warning", reason: "RolloutFailed", message: target.message });
+      }
+    }
+    for (const refusal of plan.refusals) await this.#refuse(refusal, context.log);
+    if (plan.targets.length > 0) status.rollout = plan.targets;
+    else delete status.rollout;
+    const rolledOut = rolledOutCondition(plan.targets, status.latestImage);
+    status.conditions = [
+      ...(status.conditions ?? []).filter((c) => c.type !== "RolledOut"),
+      ...(rolledOut ? mergeConditions(image.status?.conditions, [rolledOut], image.metadata.generation ?? 0, this.#deps.clock.now()) : []),
+    ];
+
+    // A stale cache means another reconcile already wrote what we saw: write nothing,
+    // announce nothing, and decide again from fresh caches.
+    if (!(await this.#writeStatus(raw, image.status ?? {}, status))) return { requeueAfterMs: 500 };
+    for (const event of events) {
+      await this.#recordEvent(image, event).catch((error: unknown) => context.log.warn({ err: String(error) }, "could not record event"));
     }
     return decision.requeueAfterMs === undefined ? {} : { requeueAfterMs: decision.requeueAfterMs };
   }
@@ -117,6 +154,7 @@ export class NixImageReconciler {
     if (interval && !image.spec.suspend) {
       const poll = await this.#deps.polls.poll(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), now, context.signal);
       if (poll.rev) observed.polledRevision = poll.rev;
+      if (poll.refName) observed.polledRefName = poll.refName;
       if (poll.error) observed.pollError = poll.error;
       observed.nextPollInMs = poll.nextInMs;
     }
@@ -194,12 +232,56 @@ export class NixImageReconciler {
     return retrySoon;
   }
 
+  /**
+   * Sets one container's image by server-side apply as field manager nix-image-operator: the
+   * operator owns that one field and nothing else of the workload. `force` takes the field over
+   * from a manager that set it before (the workload asked for this by opting in).
+   */
+  async #applyContainerImage(patch: ContainerPatch): Promise<void> {
+    const { kind, metadata } = patch.workload;
+    this.#deps.onWrite?.("PATCH", kind.toLowerCase());
+    await kubeRequestJson(this.#deps.kc, "PATCH", workloadPath(kind, metadata!.namespace!, metadata!.name!), {
+      body: applyBody(patch),
+      contentType: "application/apply-patch+yaml",
+      query: { fieldManager, force: "true" },
+    });
+  }
+
+  /** Tells a workload (once per problem) why it is not updated. */
+  async #refuse(refusal: Refusal, log: Logger): Promise<void> {
+    const { workload, message } = refusal;
+    const once = `${workload.metadata?.uid}:${message}`;
+    if (this.#refusalsSent.has(once)) return;
+    this.#refusalsSent.add(once);
+    log.warn({ workload: `${workload.kind}/${workload.metadata?.name}`, reason: message }, "rollout refused");
+    const ref = { apiVersion: workload.apiVersion ?? (workload.kind === "CronJob" ? "batch/v1" : "apps/v1"), kind: workload.kind, name: workload.metadata?.name, namespace: workload.metadata?.namespace, uid: workload.metadata?.uid };
+    await this.#recordEventFor(ref, { type: "event", eventType: "Warning", reason: "RolloutRefused", message }).catch(() => undefined);
+  }
+
+  /** Workloads that name a NixImage that does not exist (or one in another namespace). */
+  async #refuseOrphans(key: string, log: Logger): Promise<void> {
+    for (const workload of this.#deps.workloads.byIndex(indexes.workloadsByImage, key)) {
+      const named = workload.metadata?.annotations?.[rolloutAnnotations.from] ?? "";
+      const message = named.includes("/")
+        ? `${rolloutAnnotations.from}: "${named}" names a NixImage in another namespace; only a NixImage in this namespace (${workload.metadata?.namespace}) can update this workload`
+        : `${rolloutAnnotations.from}: NixImage "${named}" does not exist in namespace ${workload.metadata?.namespace}`;
+      await this.#refuse({ workload, message }, log);
+    }
+  }
+
   async #recordEvent(image: NixImage, event: Extract<Action, { type: "event" }>): Promise<void> {
+    await this.#recordEventFor({ apiVersion: image.apiVersion, kind: image.kind, name: image.metadata.name, namespace: image.metadata.namespace, uid: image.metadata.uid }, event);
+  }
+
+  async #recordEventFor(
+    involved: { apiVersion?: string; kind?: string; name?: string; namespace?: string; uid?: string },
+    event: Extract<Action, { type: "event" }>,
+  ): Promise<void> {
     const now = this.#deps.clock.now().toISOString();
-    const namespace = image.metadata.namespace!;
+    const namespace = involved.namespace!;
     await this.#write("POST", "events", `/api/v1/namespaces/${namespace}/events`, {
-      metadata: { generateName: `${image.metadata.name}.`, namespace },
-      involvedObject: { apiVersion: image.apiVersion, kind: image.kind, name: image.metadata.name, namespace, uid: image.metadata.uid },
+      metadata: { generateName: `${involved.name}.`, namespace },
+      involvedObject: involved,
       type: event.eventType,
       reason: event.reason,
       message: event.message.slice(0, 1024),

@@ -18,6 +18,7 @@ import { jobView } from "./job-outcome.ts";
 import { labels } from "./names.ts";
 import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
 import { RevisionPolls } from "./revision-polls.ts";
+import { rolloutAnnotations, workloadKinds, type Workload } from "../rollout/rollout-plan.ts";
 
 /**
  * Wires the NixImage controller: informers (NixImages, builder Jobs and their pods, store
@@ -73,14 +74,23 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     jobs: createInformer<V1Job>(kc, { path: pathFor(scope, "/apis/batch/v1", "jobs"), labelSelector: managed, logger: log, clock }),
     pods: createInformer<V1Pod>(kc, { path: pathFor(scope, "/api/v1", "pods"), labelSelector: managed, logger: log, clock }),
     volumes: createInformer<V1PersistentVolumeClaim>(kc, { path: pathFor(scope, "/api/v1", "persistentvolumeclaims"), labelSelector: labels.store, logger: log, clock }),
+    // Consent is an annotation, which no selector can filter on: these watch all workloads.
+    workloads: workloadKinds.map((kind) =>
+      createInformer<Workload>(kc, { path: kind === "CronJob" ? pathFor(scope, "/apis/batch/v1", "cronjobs") : pathFor(scope, "/apis/apps/v1", `${kind.toLowerCase()}s`), logger: log, clock }),
+    ),
   }));
   const merged = {
     images: mergeInformers(informerSets.map((s) => s.images)),
     jobs: mergeInformers(informerSets.map((s) => s.jobs)),
     pods: mergeInformers(informerSets.map((s) => s.pods)),
     volumes: mergeInformers(informerSets.map((s) => s.volumes)),
+    workloads: mergeInformers(informerSets.flatMap((s) => s.workloads)),
   };
-  const all = informerSets.flatMap((s) => [s.images, s.jobs, s.pods, s.volumes]);
+  const all = informerSets.flatMap((s) => [s.images, s.jobs, s.pods, s.volumes, ...s.workloads] as Informer<KubernetesObject>[]);
+  const fromKey = (workload: KubernetesObject) => {
+    const from = workload.metadata?.annotations?.[rolloutAnnotations.from];
+    return from ? [`${workload.metadata?.namespace}/${from}`] : [];
+  };
   for (const set of informerSets) {
     set.jobs.addIndex(indexes.jobsByImage, (job) => (job.metadata?.labels?.[labels.image] ? [`${job.metadata.namespace}/${job.metadata.labels[labels.image]}`] : []));
     set.pods.addIndex(indexes.podsByJob, (pod) => {
@@ -101,6 +111,15 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       for (const image of merged.images.list(job.metadata?.namespace)) enqueueImage(image);
     }
   };
+  for (const informer of informerSets.flatMap((s) => s.workloads)) {
+    informer.addIndex(indexes.workloadsByImage, fromKey);
+    // A workload that opts in, changes its mind or changes its status wakes its NixImage.
+    informer.addEventHandler({
+      add: (w) => fromKey(w).forEach((k) => queue.add(k)),
+      update: (old, w) => new Set([...fromKey(old), ...fromKey(w)]).forEach((k) => queue.add(k)),
+      delete: (w) => fromKey(w).forEach((k) => queue.add(k)),
+    });
+  }
   for (const set of informerSets) {
     set.images.addEventHandler({ add: enqueueImage, update: (_old, obj) => enqueueImage(obj), delete: enqueueImage });
     set.jobs.addEventHandler({ add: enqueueOwner, update: (old, job) => (enqueueOwner(job), enqueueNamespaceOnFinish(old, job)), delete: enqueueOwner });

@@ -126,14 +126,14 @@ describe("NixImage controller", () => {
     await waitForStatus(namespace, "app", "first image", (i) => i.status?.latestImage?.endsWith(hex("1")) ?? false);
 
     // Same commit, interval passed: one poll, no build.
-    clock.advance(61_000);
+    clock.advance(70_000);
     operator.enqueueAll();
     await operator.idle();
     expect((await buildJobs(namespace)).length).toBe(1);
 
     // A new commit: the next poll sees it and builds exactly that revision.
     const second = await repo.commit({ "message.txt": "two" });
-    clock.advance(61_000);
+    clock.advance(70_000);
     operator.enqueueAll();
     const job2 = await waitForJob(namespace, "app-build-2");
     expect(job2.metadata?.annotations?.["niximage.io/reasons"]).toBe("RevisionChanged");
@@ -155,7 +155,7 @@ describe("NixImage controller", () => {
     expect((await events(namespace, "BuildFailed"))[0]?.message).toContain("step build (exit 1)");
 
     // The failure is not retried in a loop: the same inputs start no new build.
-    clock.advance(61_000);
+    clock.advance(70_000);
     operator.enqueueAll();
     await operator.idle();
     expect((await buildJobs(namespace)).length).toBe(3);
