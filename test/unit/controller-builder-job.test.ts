@@ -1,0 +1,178 @@
+// The builder Job manifest is a pure function: its exact shape is pinned by snapshots, and the
+// security properties that matter are asserted one by one, so a snapshot update cannot quietly
+// give the untrusted build step a Secret or a token.
+import type { V1Container, V1Job } from "@kubernetes/client-node";
+import { describe, expect, it } from "vitest";
+import { builderJob, type BuilderJobInput } from "../../src/controller/builder-job.ts";
+import { buildJobName } from "../../src/controller/names.ts";
+import { testConfig, testImage, repository } from "./controller-fixtures.ts";
+
+const config = testConfig({ registries: [{ host: "registry.example.com", plainHttp: true }] });
+
+const fullImage = testImage({
+  attribute: "packages.x86_64-linux.web",
+  image: {
+    repository,
+    tags: ["latest", "stable"],
+    pushSecretRef: { name: "regcred" },
+    config: { cmd: ["--port", "8080"], env: [{ name: "MODE", value: "prod" }], exposedPorts: ["8080"] },
+    maxLayers: 80,
+  },
+  build: {
+    timeout: "45m",
+    resources: { requests: { cpu: "2", memory: "4Gi" }, limits: { memory: "8Gi" } },
+    nodeSelector: { "kubernetes.io/arch": "amd64" },
+    tolerations: [{ key: "builders", operator: "Exists", effect: "NoSchedule" }],
+    nixConfig: { substituters: ["https://cache.example.com"], trustedPublicKeys: ["cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="] },
+  },
+  warm: { schedule: "0 3 * * *", timeZone: "Europe/Berlin", attributes: ["devShells.x86_64-linux.default", "checks.x86_64-linux.unit"], updateInputs: true },
+});
+
+function input(kind: "Image" | "Warm", over: Partial<BuilderJobInput> = {}): BuilderJobInput {
+  return {
+    image: fullImage,
+    kind,
+    number: 7,
+    reasons: kind === "Image" ? ["RevisionChanged", "RebuildRequested"] : ["WarmSchedule"],
+    flake: `github:acme/shop/${"1".repeat(40)}`,
+    storeVolume: "niximage-store-1",
+    specHash: "0123456789abcdef",
+    builderHash: "fedcba9876543210",
+    rebuildToken: "2026-11-22",
+    config,
+    ...over,
+  };
+}
+
+const podOf = (job: V1Job) => job.spec!.template.spec!;
+const allContainers = (job: V1Job): V1Container[] => [...(podOf(job).initContainers ?? []), ...podOf(job).containers];
+const container = (job: V1Job, name: string) => allContainers(job).find((c) => c.name === name)!;
+
+describe("builderJob", () => {
+  it("image build: snapshot", () => {
+    expect(builderJob(input("Image"))).toMatchSnapshot();
+  });
+
+  it("warm build: snapshot", () => {
+    expect(builderJob(input("Warm"))).toMatchSnapshot();
+  });
+
+  it("minimal spec: snapshot", () => {
+    expect(builderJob(input("Image", { image: testImage(), rebuildToken: undefined, reasons: ["SpecChanged"], number: 1, flake: "github:acme/shop?ref=main" }))).toMatchSnapshot();
+  });
+
+  describe("security", () => {
+    for (const kind of ["Image", "Warm"] as const) {
+      const job = builderJob(input(kind));
+      const pod = podOf(job);
+
+      it(`${kind}: no service account token, no service links, restartPolicy Never`, () => {
+        expect(pod.automountServiceAccountToken).toBe(false);
+        expect(pod.enableServiceLinks).toBe(false);
+        expect(pod.restartPolicy).toBe("Never");
+        expect(pod.securityContext?.seccompProfile?.type).toBe("RuntimeDefault");
+      });
+
+      it(`${kind}: the build step has no env, no envFrom and no Secret mount`, () => {
+        const build = container(job, "build");
+        expect(build.env).toBeUndefined();
+        expect(build.envFrom).toBeUndefined();
+        const secretVolumes = new Set((pod.volumes ?? []).filter((v) => v.secret || v.projected).map((v) => v.name));
+        expect((build.volumeMounts ?? []).filter((m) => secretVolumes.has(m.name))).toEqual([]);
+        expect(build.securityContext?.allowPrivilegeEscalation).toBe(false);
+      });
+
+      it(`${kind}: every step runs argv, never a shell`, () => {
+        for (const c of allContainers(job)) {
+          const argv = [...(c.command ?? []), ...(c.args ?? [])];
+          expect(argv[0], c.name).toBe("nix-image-operator");
+          expect(argv.some((a) => /^(\/bin\/)?(ba)?sh$/.test(a) || a === "-c"), c.name).toBe(false);
+        }
+      });
+
+      it(`${kind}: failed steps report their last log lines`, () => {
+        for (const c of allContainers(job)) expect(c.terminationMessagePolicy, c.name).toBe("FallbackToLogsOnError");
+      });
+
+      it(`${kind}: never two pods, no blind retry, deadline from spec.build.timeout`, () => {
+        expect(job.spec).toMatchObject({ backoffLimit: 0, podReplacementPolicy: "Failed", activeDeadlineSeconds: 45 * 60 });
+        expect(job.spec?.podFailurePolicy?.rules).toEqual([{ action: "Ignore", onPodConditions: [{ type: "DisruptionTarget", status: "True" }] }]);
+      });
+    }
+
+    it("only the push step mounts the push Secret, read-only, and it is the only Secret volume", () => {
+      const job = builderJob(input("Image"));
+      const secretVolumes = (podOf(job).volumes ?? []).filter((v) => v.secret);
+      expect(secretVolumes).toEqual([{ name: "push-secret", secret: { secretName: "regcred", items: [{ key: ".dockerconfigjson", path: "config.json" }] } }]);
+      const mounting = allContainers(job).filter((c) => (c.volumeMounts ?? []).some((m) => m.name === "push-secret"));
+      expect(mounting.map((c) => c.name)).toEqual(["push"]);
+      expect(container(job, "push").volumeMounts?.find((m) => m.name === "push-secret")?.readOnly).toBe(true);
+      expect(container(job, "push").args).toEqual(expect.arrayContaining(["--auth-file", "/var/run/niximage/push/config.json"]));
+    });
+
+    it("the push step reads the store and the build result read-only, with a read-only root filesystem", () => {
+      const push = container(builderJob(input("Image")), "push");
+      expect(push.volumeMounts?.filter((m) => m.mountPath === "/nix" || m.mountPath === "/work").map((m) => m.readOnly)).toEqual([true, true]);
+      expect(push.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } });
+    });
+
+    it("a warm build has no push step and no Secret at all", () => {
+      const job = builderJob(input("Warm"));
+      expect(podOf(job).containers.map((c) => c.name)).toEqual(["report"]);
+      expect((podOf(job).volumes ?? []).filter((v) => v.secret)).toEqual([]);
+      expect(container(job, "report").volumeMounts).toEqual([{ name: "work", mountPath: "/work", readOnly: true }]);
+    });
+
+    it("without a pushSecretRef there is no Secret volume", () => {
+      const job = builderJob(input("Image", { image: testImage() }));
+      expect((podOf(job).volumes ?? []).filter((v) => v.secret)).toEqual([]);
+      expect(container(job, "push").args).not.toContain("--auth-file");
+    });
+  });
+
+  describe("arguments", () => {
+    it("image build: flake, attribute, nix settings; the warm flags only on warm builds", () => {
+      const args = container(builderJob(input("Image")), "build").args!;
+      expect(args.slice(0, 5)).toEqual(["build-step", "--flake", `github:acme/shop/${"1".repeat(40)}`, "--attribute", "packages.x86_64-linux.web"]);
+      expect(args).toEqual(expect.arrayContaining(["--substituter", "https://cache.example.com", "--trusted-public-key", "cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]));
+      expect(args).not.toContain("--extra-attribute");
+      expect(args).not.toContain("--update-inputs");
+    });
+
+    it("warm build: extra attributes and --update-inputs; the report step reads the result", () => {
+      const job = builderJob(input("Warm"));
+      const args = container(job, "build").args!;
+      expect(args.join(" ")).toContain("--extra-attribute devShells.x86_64-linux.default --extra-attribute checks.x86_64-linux.unit --update-inputs");
+      expect(container(job, "report").command).toEqual(["nix-image-operator", "warm-report", "--from", "/work/result", "--termination-message", "/dev/termination-log"]);
+    });
+
+    it("push: tags, image config, plain HTTP for a registry configured so", () => {
+      const args = container(builderJob(input("Image")), "push").args!;
+      expect(args).toEqual(expect.arrayContaining(["--tag", "latest", "--tag", "stable", "--plain-http", "--max-layers", "80"]));
+      expect(JSON.parse(args[args.indexOf("--image-config") + 1]!)).toEqual({ cmd: ["--port", "8080"], env: [{ name: "MODE", value: "prod" }], exposedPorts: ["8080"] });
+      expect(container(builderJob(input("Image", { config: testConfig() })), "push").args).not.toContain("--plain-http");
+    });
+
+    it("labels, annotations and the owner reference", () => {
+      const job = builderJob(input("Image"));
+      expect(job.metadata?.labels).toEqual({ "app.kubernetes.io/managed-by": "nix-image-operator", "niximage.io/image": "web", "niximage.io/build-kind": "Image", "niximage.io/build-number": "7" });
+      expect(job.spec?.template.metadata?.labels).toEqual(job.metadata?.labels);
+      expect(job.metadata?.ownerReferences).toEqual([{ apiVersion: "niximage.io/v1alpha1", kind: "NixImage", name: "web", uid: fullImage.metadata.uid, controller: true, blockOwnerDeletion: true }]);
+      expect(builderJob(input("Image", { rebuildToken: undefined })).metadata?.annotations).not.toHaveProperty("niximage.io/rebuild-token");
+    });
+  });
+});
+
+describe("buildJobName", () => {
+  it.each([
+    ["web", "Image", 7, "web-build-7"],
+    ["web", "Warm", 3, "web-warm-3"],
+    ["a".repeat(70), "Image", 12, `${"a".repeat(54)}-build-12`],
+    // Cut to fit: no "-" or "." left dangling before the suffix.
+    [`${"a".repeat(53)}-.xyz`, "Image", 1, `${"a".repeat(53)}-build-1`],
+  ] as const)("%s %s %d -> %s", (name, kind, number, expected) => {
+    const out = buildJobName(name, kind, number);
+    expect(out).toBe(expected);
+    expect(out.length).toBeLessThanOrEqual(63);
+  });
+});
