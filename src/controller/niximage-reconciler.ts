@@ -13,7 +13,7 @@ import { applyBody, planRollout, rolloutAnnotations, workloadPath, type Containe
 import { decide, type Action, type Observed } from "./decide.ts";
 import { jobView } from "./job-outcome.ts";
 import { fieldManager, labels } from "./names.ts";
-import { RevisionPolls } from "./revision-polls.ts";
+import type { RevisionPolls } from "./revision-polls.ts";
 import { mergePatch } from "./status-patch.ts";
 import { storeVolumeView } from "./store-pool.ts";
 import { isWarmDue, nextWarmTime } from "./warm-schedule.ts";
@@ -183,7 +183,6 @@ export class NixImageReconciler {
 
   /** Carries out the actions; true when a lost race means "look again soon". */
   async #apply(image: NixImage, actions: readonly Action[], log: Logger): Promise<boolean> {
-    const { kc } = this.#deps;
     const namespace = image.metadata.namespace!;
     let retrySoon = false;
     for (const action of actions) {
