@@ -27,6 +27,8 @@ export interface BuilderJobInput {
   specHash: string;
   builderHash: string;
   rebuildToken?: string;
+  /** The controller's time when it decided on this build (RFC 3339). */
+  requestedAt?: string;
   config: OperatorConfig;
 }
 
@@ -166,6 +168,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
         [annotations.builderHash]: input.builderHash,
         ...(input.rebuildToken !== undefined ? { [annotations.rebuildToken]: input.rebuildToken } : {}),
         [annotations.revision]: input.flake,
+        ...(input.requestedAt !== undefined ? { [annotations.requestedAt]: input.requestedAt } : {}),
       },
       ownerReferences: [
         {

@@ -58,14 +58,50 @@ export interface Decision {
 
 const waitRetryMs = 10_000;
 
+const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
+
+type Revision = NonNullable<BuildRecord["revision"]>;
+type ClosureDiff = NonNullable<NonNullable<NixImageStatus["lastWarmBuild"]>["closureDiff"]>;
+
+/**
+ * Termination messages are written by steps that read what the untrusted build step left in the
+ * shared directory: what goes into status is cut to the bounds of the status schema, so a
+ * strange result can never make the API server reject every status write.
+ */
+function boundedRevision(r: Revision): Revision {
+  return {
+    url: r.url.slice(0, 2048),
+    ...(r.rev !== undefined ? { rev: r.rev.slice(0, 64) } : {}),
+    ...(r.lastModified !== undefined && Number.isFinite(r.lastModified) ? { lastModified: Math.trunc(r.lastModified) } : {}),
+    ...(r.narHash !== undefined ? { narHash: r.narHash.slice(0, 128) } : {}),
+  };
+}
+
+function boundedDurations(seconds: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(seconds).filter(([k, v]) => k.length <= 32 && Number.isFinite(v)).slice(0, 32));
+}
+
+function boundedClosureDiff(diff: NonNullable<NonNullable<JobView["warmResult"]>["closureDiff"]>): ClosureDiff {
+  const entry = (e: { name: string; from?: string; to?: string }) => ({
+    name: e.name.slice(0, 256),
+    ...(e.from !== undefined ? { from: e.from.slice(0, 128) } : {}),
+    ...(e.to !== undefined ? { to: e.to.slice(0, 128) } : {}),
+  });
+  return { added: diff.added.slice(0, 256).map(entry), removed: diff.removed.slice(0, 256).map(entry), changed: diff.changed.slice(0, 256).map(entry) };
+}
+
 function recordOf(view: JobView): BuildRecord {
+  // A warm build's start is the controller's time (requestedAt): the warm schedule counts from
+  // it, and the Job's startTime (the API server's clock, set a moment later, or not yet) can lie
+  // before the slot the build was for, which would start a second warm build in the same slot.
+  const startTime = view.kind === "Warm" ? (view.requestedAt ?? view.startTime) : view.startTime;
   const record: BuildRecord = {
     job: view.name,
     number: view.number,
     kind: view.kind,
     reasons: view.reasons,
     result: view.state,
-    ...(view.startTime ? { startTime: view.startTime } : {}),
+    ...(startTime ? { startTime } : {}),
     ...(view.completionTime ? { completionTime: view.completionTime } : {}),
     ...(view.specHash ? { specHash: view.specHash } : {}),
     ...(view.builderHash ? { builderHash: view.builderHash } : {}),
@@ -74,10 +110,14 @@ function recordOf(view: JobView): BuildRecord {
   };
   if (view.result) {
     record.digest = view.result.digest;
-    if (view.result.revision) record.revision = view.result.revision;
+    if (view.result.revision) record.revision = boundedRevision(view.result.revision);
     record.layers = view.result.layers;
     record.bytesPushed = view.result.bytesPushed;
-    if (view.result.seconds) record.durations = view.result.seconds;
+    if (view.result.seconds) record.durations = boundedDurations(view.result.seconds);
+  }
+  if (view.warmResult) {
+    if (view.warmResult.revision) record.revision = boundedRevision(view.warmResult.revision);
+    if (view.warmResult.seconds) record.durations = boundedDurations(view.warmResult.seconds);
   }
   if (view.failure) {
     record.failure = { ...view.failure, message: view.failure.message.slice(-4000) };
@@ -116,11 +156,16 @@ export function decide(observed: Observed): Decision {
     return { actions, status, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
   };
 
-  // 1. What the Jobs say: the newest of each kind is the build of record.
-  const newest = (kind: JobView["kind"]) => observed.jobs.filter((j) => j.kind === kind).sort((a, b) => b.number - a.number)[0];
-  const imageJob = newest("Image");
-  const warmJob = newest("Warm");
-  const highest = Math.max(previous.buildCount ?? 0, ...observed.jobs.map((j) => j.number));
+  // 1. What the Jobs say: the newest of each kind is the build of record. Image and warm builds
+  // are numbered separately: web-build-7 is the seventh image build, however many nights warmed
+  // the store in between, and web-warm-3 the third warm build.
+  const imageJobs = observed.jobs.filter((j) => j.kind === "Image");
+  const warmJobs = observed.jobs.filter((j) => j.kind === "Warm");
+  const newest = (jobs: readonly JobView[]) => [...jobs].sort((a, b) => b.number - a.number)[0];
+  const imageJob = newest(imageJobs);
+  const warmJob = newest(warmJobs);
+  const highest = Math.max(previous.buildCount ?? 0, ...imageJobs.map((j) => j.number));
+  const highestWarm = Math.max(previous.lastWarmBuild?.number ?? 0, ...warmJobs.map((j) => j.number));
   status.buildCount = highest;
   if (imageJob && (!previous.lastBuild || imageJob.number >= previous.lastBuild.number)) {
     const record = recordOf(imageJob);
@@ -136,21 +181,34 @@ export function decide(observed: Observed): Decision {
     }
   }
   if (warmJob && (!previous.lastWarmBuild || warmJob.number >= previous.lastWarmBuild.number)) {
-    status.lastWarmBuild = { ...recordOf(warmJob), ...(warmJob.warmResult?.closureDiff ? { closureDiff: warmJob.warmResult.closureDiff } : {}) };
+    const record = recordOf(warmJob);
+    const diff = warmJob.warmResult?.closureDiff;
+    status.lastWarmBuild = { ...record, ...(diff ? { closureDiff: boundedClosureDiff(diff) } : {}) };
+    const finishedNow = previous.lastWarmBuild?.job !== record.job || previous.lastWarmBuild.result !== record.result;
+    if (record.result === "Succeeded" && finishedNow) {
+      const summary = diff ? `; with updated inputs ${diff.added.length} packages would be added, ${diff.removed.length} removed, ${diff.changed.length} changed` : "";
+      actions.push({ type: "event", eventType: "Normal", reason: "WarmBuildSucceeded", message: `warm build ${record.job} filled the store${summary}` });
+    } else if (record.result === "Failed" && finishedNow) {
+      const f = record.failure;
+      actions.push({ type: "event", eventType: "Warning", reason: "WarmBuildFailed", message: `warm build ${record.job} failed in step ${f?.step ?? "?"}${f?.exitCode !== undefined ? ` (exit ${f.exitCode})` : ""}: ${(f?.message ?? "").slice(-900)}` });
+    }
   }
   if (observed.nextWarm) {
-    status.nextWarmBuild = observed.nextWarm.toISOString().replace(/\.\d{3}Z$/, "Z");
+    status.nextWarmBuild = rfc3339(observed.nextWarm);
     requeue(Math.max(0, observed.nextWarm.getTime() - now.getTime()));
   } else delete status.nextWarmBuild;
   if (observed.nextPollInMs !== undefined && !image.spec.suspend) requeue(observed.nextPollInMs);
 
-  // 2. Old Jobs beyond the history limits go.
-  const finished = [...observed.jobs].filter((j) => j.state !== "Running").sort((a, b) => b.number - a.number);
+  // 2. Old Jobs beyond the history limits go (per kind); the builds of record stay.
   const keep = { Succeeded: image.spec.historyLimit.successful, Failed: image.spec.historyLimit.failed };
-  const seen = { Succeeded: 0, Failed: 0 };
-  for (const job of finished) {
-    const state = job.state as "Succeeded" | "Failed";
-    if (++seen[state] > keep[state] && job.name !== status.lastBuild?.job) actions.push({ type: "deleteJob", name: job.name });
+  const ofRecord = new Set([status.lastBuild?.job, status.lastWarmBuild?.job]);
+  for (const jobs of [imageJobs, warmJobs]) {
+    const finished = jobs.filter((j) => j.state !== "Running").sort((a, b) => b.number - a.number);
+    const seen = { Succeeded: 0, Failed: 0 };
+    for (const job of finished) {
+      const state = job.state as "Succeeded" | "Failed";
+      if (++seen[state] > keep[state] && !ofRecord.has(job.name)) actions.push({ type: "deleteJob", name: job.name });
+    }
   }
 
   if (observed.invalid) return finish("Stalled", reasons.InvalidSpec, observed.invalid);
@@ -191,8 +249,10 @@ export function decide(observed: Observed): Decision {
       requeue(waitRetryMs);
       return finish("InProgress", reasons.WaitingForCapacity, `${observed.runningBuildsEverywhere} builds are running, the operator's limit (concurrency.builds) is ${config.concurrency.builds}`);
     }
-    const number = highest + 1;
-    const preferred = [...observed.jobs].sort((a, b) => b.number - a.number).find((j) => j.storeVolume)?.storeVolume;
+    const number = (kind === "Image" ? highest : highestWarm) + 1;
+    // The volume this image's most recent build used has the warmest store for it.
+    const startedAt = (j: JobView) => Date.parse(j.requestedAt ?? j.startTime ?? "") || 0;
+    const preferred = observed.jobs.filter((j) => j.storeVolume).sort((a, b) => startedAt(b) - startedAt(a) || b.number - a.number)[0]?.storeVolume;
     const job = builderJob({
       image,
       kind,
@@ -202,6 +262,7 @@ export function decide(observed: Observed): Decision {
       storeVolume: "",
       ...current,
       ...(rebuildToken !== undefined ? { rebuildToken } : {}),
+      requestedAt: rfc3339(now),
       config,
     });
     const jobName = job.metadata!.name!;
@@ -221,9 +282,9 @@ export function decide(observed: Observed): Decision {
           : { create: storeVolumeClaim(image.metadata.namespace!, volume, jobName, now, config) },
     });
     actions.push({ type: "event", eventType: "Normal", reason: "BuildStarted", message: `started ${jobName} on store volume ${volume} (${why.join(", ")})` });
-    status.buildCount = number;
+    if (kind === "Image") status.buildCount = number;
     status.lastBuild = kind === "Image" ? { job: jobName, number, kind, reasons: why, result: "Running", ...current, ...(rebuildToken !== undefined ? { rebuildToken } : {}), flake: flakeToBuild(image, observed.polledRevision, observed.polledRefName) } : status.lastBuild;
-    if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running" };
+    if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running", startTime: rfc3339(now) };
     return finish("InProgress", reasons.Building, `started ${jobName} (${why.join(", ")})`);
   }
 

@@ -54,6 +54,8 @@ export interface JobView {
   rebuildToken?: string;
   flake?: string;
   storeVolume?: string;
+  /** When the controller started the build, by its clock (the Job's startTime is the API server's). */
+  requestedAt?: string;
   startTime?: string;
   completionTime?: string;
   result?: PushResult;
@@ -125,6 +127,7 @@ export function jobView(job: V1Job, pods: readonly V1Pod[]): JobView {
     rebuildToken: meta.annotations?.[annotations.rebuildToken],
     flake: meta.annotations?.[annotations.revision],
     storeVolume: job.spec?.template.spec?.volumes?.find((v) => v.name === "store")?.persistentVolumeClaim?.claimName,
+    requestedAt: meta.annotations?.[annotations.requestedAt],
     startTime: asTime(job.status?.startTime),
     completionTime: asTime(job.status?.completionTime),
   };

@@ -22,6 +22,8 @@ export const annotations = {
   builderHash: "niximage.io/builder-hash",
   rebuildToken: "niximage.io/rebuild-token",
   revision: "niximage.io/revision",
+  /** When the controller started the build, by its own clock (warm schedules count from it). */
+  requestedAt: "niximage.io/requested-at",
   /** On a store PVC: the Job that holds it, and since when. */
   leaseHolder: "niximage.io/lease-holder",
   leaseTime: "niximage.io/lease-time",

@@ -39,6 +39,7 @@ function input(kind: "Image" | "Warm", over: Partial<BuilderJobInput> = {}): Bui
     specHash: "0123456789abcdef",
     builderHash: "fedcba9876543210",
     rebuildToken: "2026-11-22",
+    requestedAt: "2026-11-22T02:00:05Z",
     config,
     ...over,
   };
@@ -58,7 +59,7 @@ describe("builderJob", () => {
   });
 
   it("minimal spec: snapshot", () => {
-    expect(builderJob(input("Image", { image: testImage(), rebuildToken: undefined, reasons: ["SpecChanged"], number: 1, flake: "github:acme/shop?ref=main" }))).toMatchSnapshot();
+    expect(builderJob(input("Image", { image: testImage(), rebuildToken: undefined, requestedAt: undefined, reasons: ["SpecChanged"], number: 1, flake: "github:acme/shop?ref=main" }))).toMatchSnapshot();
   });
 
   describe("security", () => {

@@ -25,6 +25,7 @@ function job(name: string, kind: "Image" | "Warm", status: V1Job["status"]): V1J
         "niximage.io/builder-hash": "fedcba9876543210",
         "niximage.io/rebuild-token": "2026-11-22",
         "niximage.io/revision": `github:acme/shop/${rev}`,
+        "niximage.io/requested-at": "2026-11-22T09:00:00Z",
       },
     },
     spec: {
@@ -123,6 +124,7 @@ describe("jobView", () => {
       rebuildToken: "2026-11-22",
       flake: `github:acme/shop/${rev}`,
       storeVolume: "niximage-store-1",
+      requestedAt: "2026-11-22T09:00:00Z",
       startTime: "2026-11-22T09:00:01Z",
       completionTime: undefined,
     });
