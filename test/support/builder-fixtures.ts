@@ -128,16 +128,22 @@ export async function skopeoInspect(ref: string, access: RegistryAccess, config 
  * image's entrypoint + cmd (+ `args`) in it under chroot; returns what it printed.
  */
 export async function runImage(bed: TestBed, ref: string, access: RegistryAccess, args: string[] = []): Promise<string> {
+  const rootfs = await unpackImage(bed, ref, access);
+  const config = (await skopeoInspect(ref, access, true)).config as { Entrypoint?: string[]; Cmd?: string[] };
+  const argv = [...(config.Entrypoint ?? []), ...(config.Cmd ?? []), ...args];
+  if (argv.length === 0) throw new Error(`image ${ref} has no entrypoint or cmd`);
+  return run("chroot", [rootfs, ...argv], { env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
+}
+
+/** skopeo copy to an OCI layout, then umoci's rootfs of it; returns the rootfs directory. */
+export async function unpackImage(bed: TestBed, ref: string, access: RegistryAccess): Promise<string> {
   const dir = join(bed.tmpDir, "builder-images", randomBytes(6).toString("hex"));
   await mkdir(dir, { recursive: true });
   const srcFlags = access.skopeo.map((f) => f.replace(/^--tls-verify/, "--src-tls-verify").replace(/^--cert-dir/, "--src-cert-dir").replace(/^--authfile/, "--src-authfile"));
   await run("skopeo", ["copy", "-q", ...srcFlags, `docker://${ref}`, `oci:${join(dir, "oci")}:image`]);
   const rootfs = join(dir, "rootfs");
   await run("umoci", ["raw", "unpack", "--rootless", "--image", `${join(dir, "oci")}:image`, rootfs]);
-  const config = (await skopeoInspect(ref, access, true)).config as { Entrypoint?: string[]; Cmd?: string[] };
-  const argv = [...(config.Entrypoint ?? []), ...(config.Cmd ?? []), ...args];
-  if (argv.length === 0) throw new Error(`image ${ref} has no entrypoint or cmd`);
-  return run("chroot", [rootfs, ...argv], { env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
+  return rootfs;
 }
 
 /** Digests (hex) of every blob in a distribution registry's filesystem storage. */
