@@ -155,6 +155,16 @@ export function decide(observed: Observed): Decision {
     status.conditions = mergeConditions(previous.conditions, conditionsFor({ phase, reason, message }), generation, now);
     return { actions, status, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
   };
+  /** The conditions the image's own state calls for, when no image build is running or due. */
+  const settled = (): Decision => {
+    if (status.lastBuild?.result === "Failed") {
+      const f = status.lastBuild.failure;
+      const kept = status.latestImage ? ` ${status.latestImage} stays in use.` : "";
+      return finish("Stalled", reasons.BuildFailed, `build ${status.lastBuild.job} failed in step ${f?.step ?? "?"}: ${(f?.message ?? "").slice(-600)}.${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`);
+    }
+    if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build`);
+    return finish("InProgress", reasons.NotBuilt, "no build yet");
+  };
 
   // 1. What the Jobs say: the newest of each kind is the build of record. Image and warm builds
   // are numbered separately: web-build-7 is the seventh image build, however many nights warmed
@@ -213,8 +223,11 @@ export function decide(observed: Observed): Decision {
 
   if (observed.invalid) return finish("Stalled", reasons.InvalidSpec, observed.invalid);
 
+  // A running image build is the image being reconciled. A running warm build is not: it only
+  // fills the store, so the conditions stay what the image's state says (a Ready image stays
+  // Ready overnight), but no other build of this image starts until it is done.
   const running = observed.jobs.find((j) => j.state === "Running");
-  if (running) {
+  if (running && running.kind === "Image") {
     return finish("InProgress", reasons.Building, `build ${running.name} is running (${running.reasons.join(", ") || "no reason recorded"})`);
   }
   if (image.spec.suspend) return finish("Suspended", reasons.Suspended, "spec.suspend is true: no polling and no new builds");
@@ -235,7 +248,10 @@ export function decide(observed: Observed): Decision {
     actions.push({ type: "event", eventType: "Warning", reason: reasons.RevisionUnavailable, message: observed.pollError });
   }
 
-  if (buildFor.length > 0 || warmWanted) {
+  if (running && buildFor.length > 0) {
+    return finish("InProgress", reasons.Building, `waiting for warm build ${running.name} to finish, then building (${buildFor.join(", ")})`);
+  }
+  if (!running && (buildFor.length > 0 || warmWanted)) {
     const kind = buildFor.length > 0 ? "Image" : "Warm";
     const why = kind === "Image" ? buildFor : ["WarmSchedule"];
     if (kind === "Image" && image.spec.image.pushSecretRef && observed.pushSecretFound === undefined) {
@@ -247,6 +263,8 @@ export function decide(observed: Observed): Decision {
     }
     if (observed.runningBuildsEverywhere >= config.concurrency.builds) {
       requeue(waitRetryMs);
+      // A warm build waits quietly: it is no change to the image.
+      if (kind === "Warm") return settled();
       return finish("InProgress", reasons.WaitingForCapacity, `${observed.runningBuildsEverywhere} builds are running, the operator's limit (concurrency.builds) is ${config.concurrency.builds}`);
     }
     const number = (kind === "Image" ? highest : highestWarm) + 1;
@@ -269,6 +287,7 @@ export function decide(observed: Observed): Decision {
     const choice = chooseStoreVolume(observed.storeVolumes, observed.namespaceJobs, config.store.poolSize, now, preferred);
     if (choice.kind === "wait") {
       requeue(waitRetryMs);
+      if (kind === "Warm") return settled();
       return finish("InProgress", reasons.WaitingForStoreVolume, choice.message);
     }
     const volume = choice.kind === "lease" ? choice.volume.name : choice.name;
@@ -285,14 +304,9 @@ export function decide(observed: Observed): Decision {
     if (kind === "Image") status.buildCount = number;
     status.lastBuild = kind === "Image" ? { job: jobName, number, kind, reasons: why, result: "Running", ...current, ...(rebuildToken !== undefined ? { rebuildToken } : {}), flake: flakeToBuild(image, observed.polledRevision, observed.polledRefName) } : status.lastBuild;
     if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running", startTime: rfc3339(now) };
+    if (kind === "Warm") return settled();
     return finish("InProgress", reasons.Building, `started ${jobName} (${why.join(", ")})`);
   }
 
-  if (status.lastBuild?.result === "Failed") {
-    const f = status.lastBuild.failure;
-    const kept = status.latestImage ? ` ${status.latestImage} stays in use.` : "";
-    return finish("Stalled", reasons.BuildFailed, `build ${status.lastBuild.job} failed in step ${f?.step ?? "?"}: ${(f?.message ?? "").slice(-600)}.${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`);
-  }
-  if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build`);
-  return finish("InProgress", reasons.NotBuilt, "no build yet");
+  return settled();
 }
