@@ -1,0 +1,625 @@
+// decide() is the reconciler's pure brain: observed state + now -> actions, status, requeueAfter.
+// Every branch is driven here with a fixed `now`, no timers and no API server.
+import { describe, expect, it } from "vitest";
+import type { NixImage, NixImageStatus } from "../../src/api/niximage.ts";
+import { buildReasons, detectors } from "../../src/controller/build-reasons.ts";
+import { builderHash, specHash } from "../../src/controller/build-inputs.ts";
+import { decide, type Action, type Decision, type Observed } from "../../src/controller/decide.ts";
+import type { JobView } from "../../src/controller/job-outcome.ts";
+import { mergePatch } from "../../src/controller/status-patch.ts";
+import { leaseGraceMs } from "../../src/controller/store-pool.ts";
+import { digest1, imageJob, now, nowIso, observe, pushResultFor, repository, rev1, rev2, testConfig, testImage, volume } from "./controller-fixtures.ts";
+
+const config = testConfig();
+
+const conditionOf = (d: Decision, type: string) => d.status.conditions?.find((c) => c.type === type);
+const ofType = <T extends Action["type"]>(d: Decision, type: T) => d.actions.filter((a): a is Extract<Action, { type: T }> => a.type === type);
+const createdJobs = (d: Decision) => ofType(d, "createJob");
+const createdJob = (d: Decision) => {
+  const jobs = createdJobs(d);
+  expect(jobs).toHaveLength(1);
+  return jobs[0]!;
+};
+const state = (d: Decision) => {
+  const ready = conditionOf(d, "Ready");
+  const reconciling = conditionOf(d, "Reconciling");
+  const stalled = conditionOf(d, "Stalled");
+  return `Ready=${ready?.status}/${ready?.reason} Reconciling=${reconciling?.status} Stalled=${stalled?.status}`;
+};
+
+/** The status a controller would have written after `web-build-1` succeeded with `rev1`. */
+function builtStatus(image: NixImage, job: JobView): NixImageStatus {
+  const first = decide(observe(image, { jobs: [job] }));
+  expect(state(first)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+  return first.status;
+}
+
+/** An image whose build of record (web-build-1) succeeded from the current spec, and that Job. */
+function builtImage(spec: Parameters<typeof testImage>[0] = {}, annotations?: Record<string, string>) {
+  const bare = testImage(spec, annotations ? { annotations } : {});
+  const job = imageJob(bare, config, { number: 1, flake: `github:acme/shop/${rev1}`, result: pushResultFor(digest1, rev1), completionTime: "2026-11-22T09:10:00Z" });
+  const status = builtStatus(bare, job);
+  const image = testImage(spec, { status, ...(annotations ? { annotations } : {}) });
+  return { image, job, status };
+}
+
+describe("decide: first build", () => {
+  it("starts build 1 on a new store volume, records it as Running, and says InProgress/Building", () => {
+    const d = decide(observe(testImage()));
+    const create = createdJob(d);
+    expect(create.job.metadata?.name).toBe("web-build-1");
+    expect(create.job.metadata?.annotations?.["niximage.io/reasons"]).toBe("SpecChanged");
+    expect(create.lease).toEqual({ create: expect.objectContaining({ metadata: expect.objectContaining({ name: "niximage-store-0" }) }) });
+    expect(create.job.spec?.template.spec?.volumes?.find((v) => v.name === "store")?.persistentVolumeClaim?.claimName).toBe("niximage-store-0");
+    expect(ofType(d, "event")).toEqual([expect.objectContaining({ eventType: "Normal", reason: "BuildStarted" })]);
+    expect(d.status).toMatchObject({
+      buildCount: 1,
+      observedGeneration: 1,
+      lastBuild: { job: "web-build-1", number: 1, kind: "Image", reasons: ["SpecChanged"], result: "Running", specHash: specHash(testImage()), builderHash: builderHash(config) },
+    });
+    expect(d.status.latestImage).toBeUndefined();
+    expect(state(d)).toBe("Ready=Unknown/Building Reconciling=True Stalled=False");
+    for (const c of d.status.conditions ?? []) expect(c).toMatchObject({ lastTransitionTime: nowIso, observedGeneration: 1 });
+    expect(d.requeueAfterMs).toBeUndefined();
+  });
+
+  it("pins the build to the polled revision", () => {
+    const image = testImage({ triggers: { interval: "5m" } });
+    const d = decide(observe(image, { polledRevision: rev1, nextPollInMs: 300_000 }));
+    expect(createdJob(d).job.metadata?.annotations?.["niximage.io/revision"]).toBe(`github:acme/shop/${rev1}`);
+    expect(d.status.lastBuild?.flake).toBe(`github:acme/shop/${rev1}`);
+    expect(d.requeueAfterMs).toBe(300_000);
+  });
+
+  it("with a push Secret: asks for the Secret check first and acts on nothing until then", () => {
+    const image = testImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
+    const unknown = decide(observe(image));
+    expect(unknown.needsPushSecretCheck).toBe(true);
+    expect(unknown.actions).toEqual([]);
+    const found = decide(observe(image, { pushSecretFound: true }));
+    expect(found.needsPushSecretCheck).toBeUndefined();
+    expect(createdJob(found).job.metadata?.name).toBe("web-build-1");
+  });
+});
+
+describe("decide: steady state", () => {
+  it("records a succeeded build once (event), then does nothing: Ready, no actions, an identical status", () => {
+    const bare = testImage();
+    const job = imageJob(bare, config, { number: 1, result: pushResultFor(), completionTime: "2026-11-22T09:10:00Z" });
+    const first = decide(observe(bare, { jobs: [job] }));
+    expect(first.status).toMatchObject({
+      latestImage: `${repository}@${digest1}`,
+      latestRevision: { rev: rev1 },
+      lastBuild: { job: "web-build-1", result: "Succeeded", digest: digest1, layers: { pushed: 2, skipped: 40 }, bytesPushed: 4096, durations: { build: 12, push: 3 } },
+    });
+    expect(ofType(first, "event")).toEqual([expect.objectContaining({ reason: "BuildSucceeded", eventType: "Normal" })]);
+    expect(ofType(first, "event")[0]!.message).toContain(`${repository}@${digest1}`);
+
+    const image = testImage({}, { status: first.status });
+    const again = decide(observe(image, { jobs: [job], now: new Date(now.getTime() + 3_600_000) }));
+    expect(again.actions).toEqual([]);
+    expect(state(again)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+    expect(mergePatch(first.status, again.status)).toBeUndefined();
+    expect(again.requeueAfterMs).toBeUndefined();
+  });
+
+  it("keeps the status of a build whose Job was pruned or lost", () => {
+    const { image, status } = builtImage();
+    const d = decide(observe(image, { jobs: [] }));
+    expect(d.actions).toEqual([]);
+    expect(mergePatch(status, d.status)).toBeUndefined();
+  });
+
+  it("a running build: InProgress/Building, no second Job", () => {
+    const image = testImage({}, { status: { buildCount: 1, lastBuild: { job: "web-build-1", number: 1, kind: "Image", reasons: ["SpecChanged"], result: "Running" } } });
+    const running = imageJob(image, config, { number: 1, state: "Running" });
+    const d = decide(observe(image, { jobs: [running], namespaceJobs: new Map([["web-build-1", true]]), storeVolumes: [volume("niximage-store-0", "web-build-1", nowIso)] }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(state(d)).toBe("Ready=Unknown/Building Reconciling=True Stalled=False");
+    expect(conditionOf(d, "Reconciling")?.message).toContain("web-build-1 is running (SpecChanged)");
+  });
+
+  it("a running build started by a controller that crashed before its status write is adopted", () => {
+    // No status at all, but the Job exists: record it, start nothing.
+    const image = testImage();
+    const d = decide(observe(image, { jobs: [imageJob(image, config, { number: 1, state: "Running" })] }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(d.status.lastBuild).toMatchObject({ job: "web-build-1", result: "Running" });
+    expect(d.status.buildCount).toBe(1);
+  });
+});
+
+describe("decide: build reasons", () => {
+  const table: { name: string; change: (b: ReturnType<typeof builtImage>) => { image: NixImage; over?: Partial<Observed> }; reasons: string[] }[] = [
+    { name: "spec changed (attribute)", change: ({ status }) => ({ image: testImage({ attribute: "web" }, { status }) }), reasons: ["SpecChanged"] },
+    { name: "spec changed (image config)", change: ({ status }) => ({ image: testImage({ image: { repository, config: { cmd: ["--port", "80"] } } }, { status }) }), reasons: ["SpecChanged"] },
+    { name: "new revision polled", change: ({ image }) => ({ image, over: { polledRevision: rev2 } }), reasons: ["RevisionChanged"] },
+    { name: "rebuild annotation", change: ({ status }) => ({ image: testImage({}, { status, annotations: { "niximage.io/rebuild": "now" } }) }), reasons: ["RebuildRequested"] },
+    { name: "builder image changed", change: ({ image }) => ({ image, over: { config: testConfig({ builder: { nixImage: "nix.test/nix:2.29" } }) } }), reasons: ["BuilderImageChanged"] },
+    {
+      name: "several at once, in detector order",
+      change: ({ status }) => ({ image: testImage({ attribute: "web" }, { status, annotations: { "niximage.io/rebuild": "x" } }), over: { polledRevision: rev2 } }),
+      reasons: ["SpecChanged", "RevisionChanged", "RebuildRequested"],
+    },
+  ];
+  it.each(table)("$name -> build 2 with $reasons", ({ change, reasons }) => {
+    const built = builtImage();
+    const { image, over } = change(built);
+    const d = decide(observe(image, { jobs: [built.job], ...over }));
+    const job = createdJob(d).job;
+    expect(job.metadata?.name).toBe("web-build-2");
+    expect(job.metadata?.annotations?.["niximage.io/reasons"]).toBe(reasons.join(","));
+    expect(d.status.lastBuild).toMatchObject({ job: "web-build-2", number: 2, reasons, result: "Running" });
+    // The previous image stays the latest until the new one is pushed.
+    expect(d.status.latestImage).toBe(`${repository}@${digest1}`);
+  });
+
+  it("nothing changed: no detector fires", () => {
+    const built = builtImage({}, { "niximage.io/rebuild": "" });
+    expect(decide(observe(built.image, { jobs: [built.job], polledRevision: rev1 })).actions).toEqual([]);
+  });
+
+  it("fields that only steer the controller do not rebuild", () => {
+    const built = builtImage();
+    for (const spec of [{ triggers: { interval: "10m" } }, { historyLimit: { successful: 1, failed: 1 } }, { build: { timeout: "2h" } }, { rollout: { policy: "Disabled" as const } }]) {
+      const image = testImage(spec, { status: built.status });
+      expect(createdJobs(decide(observe(image, { jobs: [built.job], polledRevision: rev1 })))).toEqual([]);
+    }
+  });
+
+  describe("detectors", () => {
+    const last = { job: "web-build-1", number: 1, reasons: [], result: "Succeeded" as const, specHash: "s", builderHash: "b", rebuildToken: "t1" };
+    const base = { specHash: "s", builderHash: "b", rebuildToken: "t1", polledRevision: undefined, last };
+    const table: [string, Partial<Parameters<typeof buildReasons>[0]>, string[]][] = [
+      ["no build yet", { last: undefined, rebuildToken: undefined }, ["SpecChanged"]],
+      ["no build yet, with a token and a revision", { last: undefined, rebuildToken: "t", polledRevision: rev1 }, ["SpecChanged", "RebuildRequested"]],
+      ["same inputs", {}, []],
+      ["spec hash differs", { specHash: "s2" }, ["SpecChanged"]],
+      ["revision from the result", { polledRevision: rev2, last: { ...last, revision: { url: "u", rev: rev1 } } }, ["RevisionChanged"]],
+      ["same revision from the result", { polledRevision: rev1, last: { ...last, revision: { url: "u", rev: rev1 } } }, []],
+      ["revision from a pinned github ref (a failed build has no result)", { polledRevision: rev1, last: { ...last, flake: `github:acme/shop/${rev1}` } }, []],
+      ["revision from a pinned git ref", { polledRevision: rev1, last: { ...last, flake: `git+https://example.com/x.git?ref=main&rev=${rev1}` } }, []],
+      ["other revision than the pinned ref", { polledRevision: rev2, last: { ...last, flake: `git+https://example.com/x.git?rev=${rev1}` } }, ["RevisionChanged"]],
+      ["unpinned last build and a polled revision", { polledRevision: rev1, last: { ...last, flake: "github:acme/shop" } }, ["RevisionChanged"]],
+      ["no poll", { polledRevision: undefined, last: { ...last, flake: `github:acme/shop/${rev1}` } }, []],
+      ["rebuild token changed", { rebuildToken: "t2" }, ["RebuildRequested"]],
+      ["rebuild token removed", { rebuildToken: undefined }, []],
+      ["empty rebuild token", { rebuildToken: "" }, []],
+      ["builder changed", { builderHash: "b2" }, ["BuilderImageChanged"]],
+      ["last build without a builder hash", { builderHash: "b2", last: { ...last, builderHash: undefined } }, []],
+    ];
+    it.each(table)("%s", (_name, inputs, expected) => {
+      expect(buildReasons({ ...base, ...inputs })).toEqual(expected);
+    });
+    it("has one detector per reason", () => {
+      expect(Object.keys(detectors).sort()).toEqual(["BuilderImageChanged", "RebuildRequested", "RevisionChanged", "SpecChanged"]);
+    });
+  });
+});
+
+describe("decide: failed builds", () => {
+  function failedImage() {
+    const built = builtImage({ triggers: { interval: "5m" } });
+    const failedJob = imageJob(built.image, config, {
+      number: 2,
+      state: "Failed",
+      reasons: ["RevisionChanged"],
+      flake: `github:acme/shop/${rev2}`,
+      failure: { step: "build", exitCode: 1, reason: "Error", message: "error: builder for '/nix/store/x-web.drv' failed with exit code 2" },
+    });
+    const first = decide(observe(built.image, { jobs: [built.job, failedJob], polledRevision: rev2 }));
+    return { built, failedJob, first, image: testImage({ triggers: { interval: "5m" } }, { status: first.status }) };
+  }
+
+  it("records the failure with details, warns once, keeps the previous image, and is Stalled", () => {
+    const { first } = failedImage();
+    expect(first.status.lastBuild).toMatchObject({ job: "web-build-2", result: "Failed", failure: { step: "build", exitCode: 1 } });
+    expect(first.status.latestImage).toBe(`${repository}@${digest1}`);
+    expect(state(first)).toBe("Ready=False/BuildFailed Reconciling=False Stalled=True");
+    expect(conditionOf(first, "Stalled")?.message).toContain("stays in use");
+    expect(conditionOf(first, "Stalled")?.message).toContain("niximage.io/rebuild");
+    expect(createdJobs(first)).toEqual([]);
+    const events = ofType(first, "event");
+    expect(events).toEqual([expect.objectContaining({ eventType: "Warning", reason: "BuildFailed" })]);
+    expect(events[0]!.message).toContain("failed in step build (exit 1)");
+  });
+
+  it("is not retried with the same inputs (and warns no more)", () => {
+    const { image, failedJob, built, first } = failedImage();
+    const again = decide(observe(image, { jobs: [built.job, failedJob], polledRevision: rev2 }));
+    expect(again.actions).toEqual([]);
+    expect(mergePatch(first.status, again.status)).toBeUndefined();
+  });
+
+  const retries: [string, (image: NixImage, status: NixImageStatus) => { image: NixImage; over?: Partial<Observed> }, string][] = [
+    ["a new revision", (image) => ({ image, over: { polledRevision: "3".repeat(40) } }), "RevisionChanged"],
+    ["a spec change", (_image, status) => ({ image: testImage({ triggers: { interval: "5m" }, attribute: "fixed" }, { status }) }), "SpecChanged"],
+    ["a rebuild token", (_image, status) => ({ image: testImage({ triggers: { interval: "5m" } }, { status, annotations: { "niximage.io/rebuild": "retry" } }) }), "RebuildRequested"],
+  ];
+  it.each(retries)("is retried on %s", (_name, change, reason) => {
+    const { image, failedJob, built } = failedImage();
+    const next = change(image, image.status!);
+    const d = decide(observe(next.image, { jobs: [built.job, failedJob], polledRevision: rev2, ...next.over }));
+    expect(createdJob(d).job.metadata?.name).toBe("web-build-3");
+    expect(d.status.lastBuild).toMatchObject({ job: "web-build-3", reasons: [reason] });
+  });
+
+  it("a failure of the very first build: Stalled without an image to keep", () => {
+    const image = testImage();
+    const failed = imageJob(image, config, { number: 1, state: "Failed", failure: { step: "push", exitCode: 1, message: "unauthorized" } });
+    const d = decide(observe(image, { jobs: [failed] }));
+    expect(state(d)).toBe("Ready=False/BuildFailed Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Stalled")?.message).not.toContain("stays in use");
+  });
+});
+
+describe("decide: suspend, invalid spec, push Secret", () => {
+  it("suspend: no new build even though one is called for, no polling requeue", () => {
+    const built = builtImage();
+    const image = testImage({ suspend: true, attribute: "other", triggers: { interval: "5m" } }, { status: built.status });
+    const d = decide(observe(image, { jobs: [built.job], nextPollInMs: 1000 }));
+    expect(d.actions).toEqual([]);
+    expect(state(d)).toBe("Ready=Unknown/Suspended Reconciling=False Stalled=False");
+    expect(d.requeueAfterMs).toBeUndefined();
+  });
+
+  it("suspend lets a running build finish (it is still shown as running)", () => {
+    const image = testImage({ suspend: true });
+    const d = decide(observe(image, { jobs: [imageJob(image, config, { number: 1, state: "Running" })] }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(conditionOf(d, "Reconciling")?.reason).toBe("Building");
+  });
+
+  it("invalid spec: Stalled/InvalidSpec with the reason, no build", () => {
+    const d = decide(observe(testImage(), { invalid: "flake ref scheme path: is not allowed" }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(state(d)).toBe("Ready=False/InvalidSpec Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Stalled")?.message).toBe("flake ref scheme path: is not allowed");
+  });
+
+  it("push Secret missing: Stalled/PushSecretNotFound, checked again in 30 s", () => {
+    const image = testImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
+    const d = decide(observe(image, { pushSecretFound: false }));
+    expect(d.actions).toEqual([]);
+    expect(state(d)).toBe("Ready=False/PushSecretNotFound Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Stalled")?.message).toContain("Secret regcred");
+    expect(conditionOf(d, "Stalled")?.message).toContain("namespace shop");
+    expect(d.requeueAfterMs).toBe(30_000);
+  });
+
+  it("no Secret check while nothing is to be built", () => {
+    const built = builtImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
+    const d = decide(observe(built.image, { jobs: [built.job] }));
+    expect(d.needsPushSecretCheck).toBeUndefined();
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+  });
+});
+
+describe("decide: capacity and store volumes", () => {
+  const storeOf = (d: Decision) => createdJob(d).job.spec?.template.spec?.volumes?.find((v) => v.name === "store")?.persistentVolumeClaim?.claimName;
+
+  it("global cap reached: WaitingForCapacity, look again in 10 s", () => {
+    const d = decide(observe(testImage(), { runningBuildsEverywhere: 4 }));
+    expect(d.actions).toEqual([]);
+    expect(conditionOf(d, "Reconciling")).toMatchObject({ status: "True", reason: "WaitingForCapacity" });
+    expect(conditionOf(d, "Reconciling")?.message).toContain("limit (concurrency.builds) is 4");
+    expect(d.requeueAfterMs).toBe(10_000);
+    expect(d.status.lastBuild).toBeUndefined();
+    expect(d.status.buildCount).toBe(0);
+  });
+
+  it("pool exhausted: WaitingForStoreVolume, look again in 10 s", () => {
+    const d = decide(
+      observe(testImage(), {
+        config: testConfig({ store: { poolSize: 2 } }),
+        storeVolumes: [volume("niximage-store-0", "api-build-3", nowIso), volume("niximage-store-1", "db-build-1", nowIso)],
+        namespaceJobs: new Map([["api-build-3", true], ["db-build-1", true]]),
+      }),
+    );
+    expect(d.actions).toEqual([]);
+    expect(conditionOf(d, "Reconciling")).toMatchObject({ status: "True", reason: "WaitingForStoreVolume" });
+    expect(d.requeueAfterMs).toBe(10_000);
+  });
+
+  it("leases a free volume with its resourceVersion as the precondition", () => {
+    const d = decide(observe(testImage(), { storeVolumes: [volume("niximage-store-0", "api-build-3", "2026-11-22T08:00:00Z", "42")], namespaceJobs: new Map([["api-build-3", false]]) }));
+    expect(createdJob(d).lease).toEqual({
+      volume: "niximage-store-0",
+      resourceVersion: "42",
+      annotations: { "niximage.io/lease-holder": "web-build-1", "niximage.io/lease-time": now.toISOString() },
+    });
+    expect(storeOf(d)).toBe("niximage-store-0");
+  });
+
+  it("creates the next volume of the pool when all existing ones are held", () => {
+    const d = decide(observe(testImage(), { storeVolumes: [volume("niximage-store-0", "api-build-3", nowIso)], namespaceJobs: new Map([["api-build-3", true]]) }));
+    const lease = createdJob(d).lease;
+    expect("create" in lease && lease.create.metadata).toMatchObject({
+      name: "niximage-store-1",
+      namespace: "shop",
+      annotations: { "niximage.io/lease-holder": "web-build-1" },
+      labels: { "niximage.io/store": "true" },
+    });
+    expect(storeOf(d)).toBe("niximage-store-1");
+  });
+
+  it("a lease younger than the grace period is honoured even when its Job is not visible yet", () => {
+    const young = new Date(now.getTime() - leaseGraceMs + 1000).toISOString();
+    const d = decide(observe(testImage(), { config: testConfig({ store: { poolSize: 1 } }), storeVolumes: [volume("niximage-store-0", "api-build-9", young)] }));
+    expect(conditionOf(d, "Reconciling")?.reason).toBe("WaitingForStoreVolume");
+  });
+
+  it("prefers the volume this image built on last (its store is warm)", () => {
+    const built = builtImage({ attribute: "x" });
+    const job = { ...built.job, storeVolume: "niximage-store-1" };
+    const image = testImage({ attribute: "y" }, { status: built.status });
+    const d = decide(observe(image, { jobs: [job], storeVolumes: [volume("niximage-store-0"), volume("niximage-store-1")], namespaceJobs: new Map([["web-build-1", false]]) }));
+    expect(storeOf(d)).toBe("niximage-store-1");
+  });
+
+  it("takes another free volume when the preferred one is held", () => {
+    const built = builtImage({ attribute: "x" });
+    const job = { ...built.job, storeVolume: "niximage-store-1" };
+    const image = testImage({ attribute: "y" }, { status: built.status });
+    const d = decide(
+      observe(image, {
+        jobs: [job],
+        storeVolumes: [volume("niximage-store-0"), volume("niximage-store-1", "api-build-2", nowIso)],
+        namespaceJobs: new Map([["web-build-1", false], ["api-build-2", true]]),
+      }),
+    );
+    expect(storeOf(d)).toBe("niximage-store-0");
+  });
+});
+
+describe("decide: history limits", () => {
+  const finishedJobs = (image: NixImage, states: ("Succeeded" | "Failed")[]) =>
+    states.map((s, i) => imageJob(image, config, { number: i + 1, state: s, ...(s === "Succeeded" ? { result: pushResultFor() } : { failure: { step: "build", message: "x" } }) }));
+  const deleted = (d: Decision) => ofType(d, "deleteJob").map((a) => a.name);
+
+  it("deletes the oldest finished Jobs beyond each limit", () => {
+    const image = testImage({ historyLimit: { successful: 2, failed: 1 } });
+    const jobs = finishedJobs(image, ["Succeeded", "Failed", "Succeeded", "Failed", "Succeeded", "Succeeded"]);
+    expect(deleted(decide(observe(image, { jobs })))).toEqual(["web-build-3", "web-build-2", "web-build-1"]);
+  });
+
+  it("never deletes the build of record, even with limits of 0", () => {
+    const image = testImage({ historyLimit: { successful: 0, failed: 0 } });
+    const jobs = finishedJobs(image, ["Succeeded", "Failed", "Succeeded"]);
+    const d = decide(observe(image, { jobs }));
+    expect(d.status.lastBuild?.job).toBe("web-build-3");
+    expect(deleted(d)).toEqual(["web-build-2", "web-build-1"]);
+  });
+
+  it("never deletes a failed build of record", () => {
+    const image = testImage({ historyLimit: { successful: 1, failed: 0 } });
+    const jobs = finishedJobs(image, ["Succeeded", "Failed"]);
+    const d = decide(observe(image, { jobs }));
+    expect(d.status.lastBuild?.job).toBe("web-build-2");
+    expect(deleted(d)).toEqual([]);
+  });
+
+  it("counts warm builds on their own and keeps the warm build of record", () => {
+    const image = testImage({ historyLimit: { successful: 1, failed: 0 } });
+    const warm = (n: number, s: "Succeeded" | "Failed"): JobView => ({ name: `web-warm-${n}`, kind: "Warm", number: n, state: s, reasons: ["WarmSchedule"] });
+    const jobs = [...finishedJobs(image, ["Succeeded", "Succeeded"]), warm(1, "Succeeded"), warm(2, "Succeeded"), warm(3, "Failed")];
+    const d = decide(observe(image, { jobs }));
+    expect(d.status.lastWarmBuild?.job).toBe("web-warm-3");
+    expect(deleted(d)).toEqual(["web-build-1", "web-warm-1"]);
+  });
+
+  it("never deletes running Jobs", () => {
+    const image = testImage({ historyLimit: { successful: 0, failed: 0 } });
+    const d = decide(observe(image, { jobs: [imageJob(image, config, { number: 1, state: "Running" })] }));
+    expect(deleted(d)).toEqual([]);
+  });
+});
+
+describe("decide: warm builds", () => {
+  const warm = { schedule: "0 3 * * *", timeZone: "Europe/Berlin", attributes: ["devShells.x86_64-linux.default"] };
+
+  it("warm due: starts a Warm Job that builds the extra attributes and leaves lastBuild and latestImage alone", () => {
+    const built = builtImage({ warm });
+    const d = decide(observe(built.image, { jobs: [built.job], warmDue: true, nextWarm: new Date("2026-11-23T02:00:00Z") }));
+    const job = createdJob(d).job;
+    expect(job.metadata?.labels?.["niximage.io/build-kind"]).toBe("Warm");
+    expect(job.metadata?.annotations?.["niximage.io/reasons"]).toBe("WarmSchedule");
+    expect(job.spec?.template.spec?.containers.map((c) => c.name)).toEqual(["report"]);
+    expect(job.spec?.template.spec?.initContainers?.[1]?.args).toEqual(expect.arrayContaining(["--extra-attribute", "devShells.x86_64-linux.default"]));
+    expect(d.status.lastBuild).toEqual(built.status.lastBuild);
+    expect(d.status.latestImage).toBe(built.status.latestImage);
+    expect(d.status.lastWarmBuild).toMatchObject({ job: job.metadata?.name, kind: "Warm", reasons: ["WarmSchedule"], result: "Running" });
+    expect(d.status.nextWarmBuild).toBe("2026-11-23T02:00:00Z");
+    // Starting it is no change to the image: Ready stays, with its transition time.
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+    expect(mergePatch(built.status.conditions, d.status.conditions)).toBeUndefined();
+  });
+
+  it("a due warm build waiting for capacity or a volume leaves the conditions alone and looks again", () => {
+    const built = builtImage({ warm });
+    const capped = decide(observe(built.image, { jobs: [built.job], warmDue: true, runningBuildsEverywhere: 4 }));
+    const noVolume = decide(
+      observe(built.image, {
+        jobs: [built.job],
+        warmDue: true,
+        config: testConfig({ store: { poolSize: 1 } }),
+        storeVolumes: [volume("niximage-store-0", "api-build-1", nowIso)],
+        namespaceJobs: new Map([["api-build-1", true]]),
+      }),
+    );
+    for (const d of [capped, noVolume]) {
+      expect(d.actions).toEqual([]);
+      expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+      expect(d.requeueAfterMs).toBe(10_000);
+      expect(d.status.lastWarmBuild).toBeUndefined();
+    }
+  });
+
+  it("a warm build is numbered on its own: the first one is warm-1, after image builds too", () => {
+    const built = builtImage({ warm });
+    const d = decide(observe(built.image, { jobs: [built.job], warmDue: true }));
+    expect(createdJob(d).job.metadata?.name).toBe("web-warm-1");
+    expect(d.status.lastWarmBuild).toMatchObject({ job: "web-warm-1", number: 1 });
+    expect(d.status.buildCount).toBe(1);
+  });
+
+  it("records when it started the warm build (the schedule counts from there), on the Job too", () => {
+    const built = builtImage({ warm });
+    const d = decide(observe(built.image, { jobs: [built.job], warmDue: true }));
+    expect(d.status.lastWarmBuild?.startTime).toBe(nowIso);
+    expect(createdJob(d).job.metadata?.annotations?.["niximage.io/requested-at"]).toBe(nowIso);
+  });
+
+  it("the warm build's start stays the controller's time when the Job reports its own (later or earlier) startTime", () => {
+    const built = builtImage({ warm });
+    const started = decide(observe(built.image, { jobs: [built.job], warmDue: true }));
+    const image = testImage({ warm }, { status: started.status });
+    // The API server's clock is 3 s behind: its startTime lies before the 03:00 slot.
+    const job: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Succeeded", reasons: ["WarmSchedule"], requestedAt: nowIso, startTime: "2026-11-22T09:59:57.000Z" };
+    const d = decide(observe(image, { jobs: [built.job, job], now: new Date(now.getTime() + 600_000) }));
+    expect(d.status.lastWarmBuild).toMatchObject({ job: "web-warm-1", result: "Succeeded", startTime: nowIso });
+  });
+
+  it("the next warm build gets the next warm number, also when the old warm Jobs were pruned", () => {
+    const built = builtImage({ warm });
+    const status = { ...built.status, lastWarmBuild: { job: "web-warm-4", number: 4, kind: "Warm" as const, reasons: ["WarmSchedule"], result: "Succeeded" as const, startTime: "2026-11-21T02:00:00Z" } };
+    const d = decide(observe(testImage({ warm }, { status }), { jobs: [built.job], warmDue: true }));
+    expect(createdJob(d).job.metadata?.name).toBe("web-warm-5");
+    expect(d.status.buildCount).toBe(1);
+  });
+
+  it("an image build after warm builds keeps counting image builds", () => {
+    const built = builtImage({ warm });
+    const warmJob: JobView = { name: "web-warm-3", kind: "Warm", number: 3, state: "Succeeded", reasons: ["WarmSchedule"], requestedAt: "2026-11-22T09:30:00Z", storeVolume: "niximage-store-1" };
+    const image = testImage({ warm, attribute: "changed" }, { status: built.status });
+    const d = decide(observe(image, { jobs: [built.job, warmJob], storeVolumes: [volume("niximage-store-0"), volume("niximage-store-1")] }));
+    const job = createdJob(d).job;
+    expect(job.metadata?.name).toBe("web-build-2");
+    // The warm build ran after web-build-1: its volume is the warmest.
+    expect(job.spec?.template.spec?.volumes?.find((v) => v.name === "store")?.persistentVolumeClaim?.claimName).toBe("niximage-store-1");
+  });
+
+  it("a failed warm build: recorded with its failure and a Warning event, the image stays Ready", () => {
+    const built = builtImage({ warm });
+    const failed: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Failed", reasons: ["WarmSchedule"], requestedAt: "2026-11-22T02:00:00Z", failure: { step: "build", exitCode: 1, message: "error: cannot update input nixpkgs" } };
+    const d = decide(observe(built.image, { jobs: [built.job, failed] }));
+    expect(d.status.lastWarmBuild).toMatchObject({ job: "web-warm-1", result: "Failed", failure: { step: "build", exitCode: 1 } });
+    expect(ofType(d, "event")).toEqual([expect.objectContaining({ eventType: "Warning", reason: "WarmBuildFailed" })]);
+    expect(ofType(d, "event")[0]!.message).toContain("cannot update input nixpkgs");
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+    expect(createdJobs(d)).toEqual([]);
+  });
+
+  it("a warm report's strings and lists are cut to the status schema's bounds", () => {
+    const built = builtImage({ warm });
+    const many = Array.from({ length: 300 }, (_, i) => ({ name: `p${i}`, to: "1" }));
+    const job: JobView = {
+      name: "web-warm-1",
+      kind: "Warm",
+      number: 1,
+      state: "Succeeded",
+      reasons: ["WarmSchedule"],
+      warmResult: {
+        revision: { url: `u${"x".repeat(3000)}`, rev: "r".repeat(100), lastModified: 1.5, narHash: "h".repeat(200) },
+        closureDiff: { added: many, removed: [{ name: "n".repeat(300), from: "v".repeat(200) }], changed: [{ name: "c", from: "1", to: "2".repeat(200) }] },
+        seconds: { build: 1, ["k".repeat(40)]: 2 },
+      },
+    };
+    const w = decide(observe(built.image, { jobs: [built.job, job] })).status.lastWarmBuild!;
+    expect(w.revision).toEqual({ url: `u${"x".repeat(2047)}`, rev: "r".repeat(64), lastModified: 1, narHash: "h".repeat(128) });
+    expect(w.durations).toEqual({ build: 1 });
+    expect(w.closureDiff?.added).toHaveLength(256);
+    expect(w.closureDiff?.removed).toEqual([{ name: "n".repeat(256), from: "v".repeat(128) }]);
+    expect(w.closureDiff?.changed).toEqual([{ name: "c", from: "1", to: "2".repeat(128) }]);
+  });
+
+  it("an image build comes before a due warm build", () => {
+    const built = builtImage({ warm });
+    const image = testImage({ warm, attribute: "changed" }, { status: built.status });
+    const d = decide(observe(image, { jobs: [built.job], warmDue: true }));
+    expect(createdJob(d).job.metadata?.labels?.["niximage.io/build-kind"]).toBe("Image");
+  });
+
+  it("a finished warm build fills lastWarmBuild with its closure diff, not lastBuild", () => {
+    const built = builtImage({ warm: { ...warm, updateInputs: true } });
+    const warmJob: JobView = {
+      name: "web-warm-1",
+      kind: "Warm",
+      number: 1,
+      state: "Succeeded",
+      reasons: ["WarmSchedule"],
+      startTime: "2026-11-22T02:00:05Z",
+      completionTime: "2026-11-22T02:20:00Z",
+      storeVolume: "niximage-store-0",
+      warmResult: {
+        revision: { url: `github:acme/shop/${rev2}`, rev: rev2 },
+        closureDiff: { added: [{ name: "libfoo", to: "1.0" }], removed: [], changed: [{ name: "openssl", from: "3.0.1", to: "3.0.2" }] },
+        seconds: { build: 900 },
+      },
+    };
+    const d = decide(observe(built.image, { jobs: [built.job, warmJob] }));
+    expect(ofType(d, "event")).toEqual([expect.objectContaining({ eventType: "Normal", reason: "WarmBuildSucceeded" })]);
+    expect(ofType(d, "event")[0]!.message).toContain("1 packages would be added, 0 removed, 1 changed");
+    expect(d.status.lastWarmBuild).toMatchObject({
+      job: "web-warm-1",
+      result: "Succeeded",
+      revision: { rev: rev2 },
+      durations: { build: 900 },
+      closureDiff: { added: [{ name: "libfoo", to: "1.0" }], removed: [], changed: [{ name: "openssl", from: "3.0.1", to: "3.0.2" }] },
+    });
+    expect(d.status.lastBuild).toEqual(built.status.lastBuild);
+    expect(d.status.latestImage).toBe(built.status.latestImage);
+    expect(d.status.latestRevision).toEqual(built.status.latestRevision);
+    expect(createdJobs(d)).toEqual([]);
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+  });
+
+  it("a running warm build does not make the image un-Ready, and is not started twice", () => {
+    const built = builtImage({ warm });
+    const running: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Running", reasons: ["WarmSchedule"] };
+    const d = decide(observe(built.image, { jobs: [built.job, running], warmDue: true }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+  });
+
+  it("an image build waits for a running warm build of the same image", () => {
+    const built = builtImage({ warm });
+    const image = testImage({ warm, attribute: "changed" }, { status: built.status });
+    const running: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Running", reasons: ["WarmSchedule"] };
+    const d = decide(observe(image, { jobs: [built.job, running] }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(conditionOf(d, "Reconciling")).toMatchObject({ status: "True", reason: "Building" });
+    expect(conditionOf(d, "Reconciling")?.message).toContain("web-warm-1");
+  });
+
+  it("warm due but suspended: nothing", () => {
+    const built = builtImage({ warm });
+    const image = testImage({ warm, suspend: true }, { status: built.status });
+    expect(createdJobs(decide(observe(image, { jobs: [built.job], warmDue: true })))).toEqual([]);
+  });
+});
+
+describe("decide: requeueAfter", () => {
+  const table: [string, number | undefined, string | undefined, number | undefined][] = [
+    ["neither", undefined, undefined, undefined],
+    ["poll only", 300_000, undefined, 300_000],
+    ["warm only", undefined, "2026-11-22T11:00:00Z", 3_600_000],
+    ["poll sooner", 60_000, "2026-11-22T11:00:00Z", 60_000],
+    ["warm sooner", 300_000, "2026-11-22T10:01:00Z", 60_000],
+    ["warm in the past counts as now", 300_000, "2026-11-22T09:00:00Z", 0],
+  ];
+  it.each(table)("%s", (_name, poll, warmAt, expected) => {
+    const built = builtImage({ triggers: { interval: "5m" }, warm: { schedule: "0 3 * * *" } });
+    const d = decide(observe(built.image, { jobs: [built.job], polledRevision: rev1, ...(poll !== undefined ? { nextPollInMs: poll } : {}), ...(warmAt ? { nextWarm: new Date(warmAt) } : {}) }));
+    expect(d.actions).toEqual([]);
+    expect(d.requeueAfterMs).toBe(expected);
+  });
+
+  it("a poll error keeps the image and warns", () => {
+    const built = builtImage({ triggers: { interval: "5m" } });
+    const d = decide(observe(built.image, { jobs: [built.job], pollError: "git ref discovery: HTTP 503", nextPollInMs: 30_000 }));
+    expect(ofType(d, "event")).toEqual([expect.objectContaining({ eventType: "Warning", reason: "RevisionUnavailable", message: "git ref discovery: HTTP 503" })]);
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+    expect(d.requeueAfterMs).toBe(30_000);
+  });
+});
