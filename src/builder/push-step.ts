@@ -41,6 +41,11 @@ export interface PushStepOptions {
   concurrency?: number;
   /** uid/gid a streamLayeredImage script runs as when this process is root (default 65534). */
   scriptUser?: { uid: number; gid: number };
+  /**
+   * Files the script must not be able to read (the push credentials). A streamLayeredImage script
+   * is code from the flake: when it could read one of these, it is not run at all.
+   */
+  protectedFiles?: readonly string[];
   progress?: ProgressSink;
   logger?: Logger;
   signal?: AbortSignal;
@@ -69,6 +74,20 @@ export function ociPlatform(system: string): { architecture: string; variant?: s
     default:
       return { architecture: arch || "amd64" };
   }
+}
+
+/** Whether uid/gid can read `file` by its permission bits (ignoring ACLs and directory search rights). */
+export async function readableBy(file: string, uid: number, gid: number): Promise<boolean> {
+  let st;
+  try {
+    st = await stat(file);
+  } catch {
+    return false;
+  }
+  if (uid === 0) return true;
+  if (st.uid === uid) return (st.mode & 0o400) !== 0;
+  if (st.gid === gid) return (st.mode & 0o040) !== 0;
+  return (st.mode & 0o004) !== 0;
 }
 
 function onlyLabels(config: ImageRuntimeConfig | undefined): string[] {
@@ -148,7 +167,15 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
       } else {
         // The script is code from the flake: a clean environment, no credentials readable.
         const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
-        const user = options.scriptUser ?? { uid: 65534, gid: 65534 };
+        const user = asRoot ? (options.scriptUser ?? { uid: 65534, gid: 65534 }) : { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 };
+        for (const file of options.protectedFiles ?? []) {
+          if (await readableBy(file, user.uid, user.gid)) {
+            throw new PushStepError(
+              `refusing to run the streamLayeredImage script ${built.outPath}: it is code from the flake and could read the push credentials ${file} as uid ${user.uid}. ` +
+                "What to do: run the push step as root (it then runs the script as uid 65534) with the credentials readable by root only (Secret volume defaultMode 0400), or build the image as a docker-archive (dockerTools.buildLayeredImage) or a plain package",
+            );
+          }
+        }
         source = { kind: "command", argv: [built.outPath], env: { PATH: "/usr/bin:/bin" }, cwd: "/", ...(asRoot ? user : {}) };
       }
       if (options.compression === "gzip") log?.warn({}, `layers of a prebuilt ${built.format} image are pushed as stored; --compression does not apply`);

@@ -24,6 +24,9 @@ writes the result as JSON (at most 4096 bytes) to --termination-message:
 
 On failure: a short message there, the full one on stderr, exit code 1.
 
+A streamLayeredImage script (code from the flake) runs with a clean environment, as uid/gid
+65534 when this step runs as root; it is refused when it could read the --auth-file.
+
 Flags:
   --from DIR                   the build step's directory (required)
 ${pushFlagsHelp}
@@ -66,6 +69,7 @@ ${pushFlagsHelp}
         ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),
         imageConfig,
         cache: layerCacheFrom(values["layer-cache"]),
+        ...(values["auth-file"] !== undefined ? { protectedFiles: [values["auth-file"]] } : {}),
         progress,
         logger: log,
         signal: context.signal,

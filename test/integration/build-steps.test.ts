@@ -3,7 +3,7 @@
 // Nix on its PATH), pushes with credentials, and writes its JSON result (<= 4096 bytes, in the
 // shape the controller parses) to the termination message file. Failures write a short message
 // there instead.
-import { lstat, mkdir, readFile, readlink, readdir, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, readFile, readlink, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { buildResultSchema, type BuildResult } from "../../src/builder/step-files.ts";
@@ -220,6 +220,18 @@ describe("push-step", () => {
     expect(report).not.toContain(tls.password);
     expect(report).not.toContain("REGISTRY_PASSWORD");
     expect(report).toContain("PATH=/usr/bin:/bin");
+  });
+
+  it("refuses to run a stream script that could read the push credentials (a world-readable auth file)", async () => {
+    const dir = join(work, "push-stream");
+    const readable = join(work, "auth-0644.json");
+    await writeFile(readable, await readFile(tls.authFile), { mode: 0o644 });
+    await chmod(readable, 0o644);
+    const tm = join(work, "readable-auth-tm");
+    const r = await pushStep(["--from", dir, "--image", `${tls.host}/${uniqueRepo("refused")}`, "--auth-file", readable, "--ca-file", tls.caFile, "--termination-message", tm]);
+    expect(r.code).toBe(1);
+    expect(await readFile(tm, "utf8")).toMatch(/refusing to run the streamLayeredImage script .* could read the push credentials .*auth-0644\.json as uid 65534/);
+    expect(r.stdout + r.stderr).not.toContain(tls.password);
   });
 
   it("treats the directory as untrusted: a result.json naming a non-store path is refused", async () => {
