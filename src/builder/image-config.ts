@@ -4,7 +4,7 @@
 //     has a CA bundle (nixpkgs' cacert);
 //   - a nix2container image brings its own (OCI-style `image-config`);
 //   - the user's settings (spec.image.config / CLI flags) win field by field; env by name.
-import { access, constants, readdir } from "node:fs/promises";
+import { access, constants, readdir, stat } from "node:fs/promises";
 import type { z } from "zod";
 import type { imageConfigSchema } from "../api/niximage.ts";
 import type { ImageRuntimeConfig } from "../oci/image-manifest.ts";
@@ -116,7 +116,11 @@ export async function packageDefaults(input: PackageDefaultsInput): Promise<Pack
   let warning: string | undefined;
   const bin = `${input.outPath}/bin`;
   const program = defaultProgram(input.info);
-  if (program !== undefined && !program.includes("/") && (await exists(`${root}${bin}/${program}`, constants.X_OK))) {
+  const outStat = await stat(`${root}${input.outPath}`).catch(() => undefined);
+  if (outStat?.isFile() && (outStat.mode & 0o111) !== 0) {
+    // The out path itself is a program (writeShellScript, a static binary).
+    config.entrypoint = [input.outPath];
+  } else if (program !== undefined && !program.includes("/") && (await exists(`${root}${bin}/${program}`, constants.X_OK))) {
     config.entrypoint = [`${bin}/${program}`];
   } else {
     // No such program: a package with exactly one executable still has an obvious entrypoint.

@@ -71,6 +71,16 @@ describe("package defaults", () => {
     expect((await packageDefaults({ outPath: app, info: { mainProgram: "helper", pname: "app" }, closure, readRoot: root })).config.entrypoint).toEqual([`${app}/bin/helper`]);
   });
 
+  it("runs the out path itself when it is an executable file", async () => {
+    const script = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-run.sh";
+    await mkdir(join(root, "nix/store"), { recursive: true });
+    await writeFile(join(root, script), "#!/bin/sh\n");
+    await chmod(join(root, script), 0o555);
+    const d = await packageDefaults({ outPath: script, info: { name: "run.sh" }, closure: [{ path: script, narSize: 1, references: [] }], readRoot: root });
+    expect(d.config.entrypoint).toEqual([script]);
+    expect(d.config.env).toEqual(["PATH=/usr/local/bin:/usr/bin:/bin"]);
+  });
+
   it("warns instead of guessing when the program does not exist", async () => {
     const d = await packageDefaults({ outPath: app, info: { mainProgram: "nope" }, closure, readRoot: root });
     expect(d.config.entrypoint).toBeUndefined();
