@@ -37,7 +37,11 @@ export interface BuildStepOptions {
   generation?: number;
   /** Warm builds: more attributes to build into the store and keep alive. */
   extraAttributes?: readonly string[];
-  /** Lock inputs afresh (`--recreate-lock-file`), for warm builds with updateInputs. */
+  /**
+   * Warm builds with updateInputs: build against freshly locked inputs (`--recreate-lock-file`
+   * with `--no-write-lock-file`: the source is never written), and also build the attribute from
+   * the committed lock file, whose closure goes to locked-closure.json for the closure diff.
+   */
   updateInputs?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -50,6 +54,8 @@ export interface BuildStepOutput {
   closure: ClosurePath[];
   detected: DetectedFormat;
   info: AttributeInfo;
+  /** With updateInputs: the closure of the attribute built from the committed lock file. */
+  lockedClosure?: ClosurePath[];
 }
 
 /** x86_64-linux, aarch64-linux, ... of this machine (builds are for the local system). */
@@ -113,6 +119,23 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
   const closure = await queryClosure(options.nix, [outPath], options.signal ? { signal: options.signal } : {});
   seconds.closure = secondsSince(t);
 
+  // With updated inputs, the same attribute from the committed lock file too: what the next image
+  // build makes (so it is warm as well), and the "before" of the warm report's closure diff.
+  let lockedClosure: ClosurePath[] | undefined;
+  let lockedOutPaths: string[] = [];
+  if (options.updateInputs) {
+    t = performance.now();
+    progress.phase("build", `${options.attribute} (committed lock file)`);
+    const { updateInputs: _updated, ...committed } = common;
+    const lockedBuild = await buildFlakeAttribute(options.nix, locked.url, options.attribute, committed);
+    lockedOutPaths = lockedBuild.outPaths;
+    const lockedOut = lockedBuild.outPaths[0];
+    if (lockedOut === undefined) throw new BuildStepError(`nix build of ${options.attribute} from the committed lock file returned no out path`);
+    lockedClosure = await queryClosure(options.nix, [lockedOut], options.signal ? { signal: options.signal } : {});
+    log?.info({ attribute: options.attribute, outPath: lockedOut, updatedOutPath: outPath }, "built from the committed lock file too");
+    seconds.lockedBuild = secondsSince(t);
+  }
+
   const extraAttributes: BuildResult["extraAttributes"] = [];
   if ((options.extraAttributes ?? []).length > 0) {
     t = performance.now();
@@ -131,7 +154,7 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
     const rootsDir = dirname(options.gcRootDir);
     const image = basename(options.gcRootDir);
     const generation = options.generation ?? Math.max(0, ...(await listGcRoots(rootsDir, image)).map((e) => e.generation + 1));
-    const paths = [...new Set([...built.outPaths, ...extraAttributes.flatMap((e) => e.outPaths)])];
+    const paths = [...new Set([...built.outPaths, ...lockedOutPaths, ...extraAttributes.flatMap((e) => e.outPaths)])];
     const registered = await registerGcRoots(options.nix, {
       rootsDir,
       image,
@@ -169,6 +192,6 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
   if (info.name !== undefined) result.name = info.name;
 
   await mkdir(options.outDir, { recursive: true });
-  await writeStepFiles(options.outDir, result, closure);
-  return { result, closure, detected, info };
+  await writeStepFiles(options.outDir, result, closure, lockedClosure);
+  return { result, closure, detected, info, ...(lockedClosure ? { lockedClosure } : {}) };
 }

@@ -7,17 +7,22 @@
 //                 GC roots, seconds per phase (BuildResult below, `version: 1`)
 //   closure.json  `nix path-info --json --recursive <outPath>` in the array form
 //                 [{path, narSize, narHash, references}], sorted by path
+//   locked-closure.json
+//                 warm builds with --update-inputs only: the same for the attribute built from
+//                 the flake's committed lock file (closure.json is then the updated inputs' one),
+//                 so the warm report can say what updating the inputs would change
 //
 // The push step holds the push credentials and treats both files as untrusted input: they are
 // validated here (store paths only, bounded sizes) before anything is read from the store.
 import { randomBytes } from "node:crypto";
-import { readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import type { ClosurePath } from "../image/path-info.ts";
 import { parsePathInfo, PathInfoError } from "../image/path-info.ts";
 
 export const RESULT_FILE = "result.json";
+export const LOCKED_CLOSURE_FILE = "locked-closure.json";
 export const CLOSURE_FILE = "closure.json";
 
 /** Store paths as the push step accepts them: `/nix/store/<32 chars>-<name>`, nothing below. */
@@ -79,11 +84,15 @@ export async function writeFileAtomic(file: string, text: string, mode = 0o644):
   }
 }
 
-export async function writeStepFiles(dir: string, result: BuildResult, closure: readonly ClosurePath[]): Promise<void> {
+function closureDocument(closure: readonly ClosurePath[]): string {
   const paths = [...closure].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const closureDoc = paths.map((p) => ({ path: p.path, narSize: p.narSize, ...(p.narHash ? { narHash: p.narHash } : {}), references: [...p.references].sort() }));
+  return `${JSON.stringify(paths.map((p) => ({ path: p.path, narSize: p.narSize, ...(p.narHash ? { narHash: p.narHash } : {}), references: [...p.references].sort() })))}\n`;
+}
+
+export async function writeStepFiles(dir: string, result: BuildResult, closure: readonly ClosurePath[], lockedClosure?: readonly ClosurePath[]): Promise<void> {
+  if (lockedClosure !== undefined) await writeFileAtomic(join(dir, LOCKED_CLOSURE_FILE), closureDocument(lockedClosure));
   // closure.json first: a result.json always has its closure next to it.
-  await writeFileAtomic(join(dir, CLOSURE_FILE), `${JSON.stringify(closureDoc)}\n`);
+  await writeFileAtomic(join(dir, CLOSURE_FILE), closureDocument(closure));
   await writeFileAtomic(join(dir, RESULT_FILE), `${JSON.stringify(buildResultSchema.parse(result), null, 2)}\n`);
 }
 
@@ -126,6 +135,14 @@ export async function readStepFiles(dir: string): Promise<StepFiles> {
     throw new StepFilesError(`${resultFile} is not a build result: ${first ? `${first.path.join(".") || "(root)"}: ${first.message}` : "invalid"}`);
   }
   const result = parsed.data;
+  const closure = await readClosureFile(closureFile);
+  if (!closure.some((p) => p.path === result.outPath)) throw new StepFilesError(`${closureFile} does not contain the out path ${result.outPath}`);
+  if (result.outPaths[0] !== result.outPath) throw new StepFilesError(`${resultFile}: outPath is not the first of outPaths`);
+  return { result, closure };
+}
+
+/** Reads and validates a closure file (store paths only, bounded size). */
+export async function readClosureFile(closureFile: string): Promise<ClosurePath[]> {
   let closure: ClosurePath[];
   try {
     closure = parsePathInfo(parseJson(await readBounded(closureFile, MAX_CLOSURE_BYTES), closureFile));
@@ -139,7 +156,17 @@ export async function readStepFiles(dir: string): Promise<StepFiles> {
       if (!storePathPattern.test(r)) throw new StepFilesError(`${closureFile}: ${p.path} references ${JSON.stringify(r.slice(0, 200))}, which is not a store path`);
     }
   }
-  if (!closure.some((p) => p.path === result.outPath)) throw new StepFilesError(`${closureFile} does not contain the out path ${result.outPath}`);
-  if (result.outPaths[0] !== result.outPath) throw new StepFilesError(`${resultFile}: outPath is not the first of outPaths`);
-  return { result, closure };
+  return closure;
+}
+
+/** The closure of the build from the committed lock file, when the build step updated the inputs. */
+export async function readLockedClosure(dir: string): Promise<ClosurePath[] | undefined> {
+  const file = join(dir, LOCKED_CLOSURE_FILE);
+  try {
+    await stat(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
+  }
+  return readClosureFile(file);
 }

@@ -22,6 +22,9 @@ reads the closure and writes into DIR:
                  mainProgram?, pname?, name?, closure: {paths, narSize}, extraAttributes,
                  gcRoots, seconds}
   closure.json  nix path-info --json --recursive of outPath: [{path, narSize, narHash, references}]
+  locked-closure.json
+                with --update-inputs: the same for the attribute built from the committed
+                flake.lock (closure.json is then the build against the updated inputs)
 
 Untrusted flake code runs in this step: it gets no secrets. The ref is not checked against the
 flake ref policy here (the controller did that); give --config to check it again.
@@ -41,7 +44,8 @@ Flags:
   --allow-import-from-derivation
                                allow IFD for this flake
   --extra-attribute ATTR       warm builds: another attribute to build and keep alive (repeatable)
-  --update-inputs              lock the flake's inputs afresh (--recreate-lock-file)
+  --update-inputs              build against freshly locked inputs (--recreate-lock-file, never
+                               written back) and also from the committed lock file
   --timeout DURATION           give up after this long, e.g. 45m (default: no limit)
   --termination-message PATH   write a short error here on failure (Kubernetes: /dev/termination-log)
   --config FILE                operator config: check the ref against its flakeRefPolicy too
