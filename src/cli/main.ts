@@ -8,10 +8,11 @@ import { buildCommand } from "./build-command.ts";
 import { buildStepCommand } from "./build-step-command.ts";
 import { pushStepCommand } from "./push-step-command.ts";
 import { prepareStoreCommand } from "./prepare-store-command.ts";
+import { warmReportCommand } from "./warm-report-command.ts";
 import { ConfigError } from "../config/operator-config.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
-const commands: Command[] = [controllerCommand, validateCommand, crdCommand, buildCommand, buildStepCommand, pushStepCommand, prepareStoreCommand];
+const commands: Command[] = [controllerCommand, validateCommand, crdCommand, buildCommand, buildStepCommand, pushStepCommand, prepareStoreCommand, warmReportCommand];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
