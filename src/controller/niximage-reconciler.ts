@@ -161,9 +161,13 @@ export class NixImageReconciler {
 
     const warm = image.spec.warm;
     if (warm && !image.spec.suspend) {
-      const created = new Date(String(image.metadata.creationTimestamp ?? now.toISOString()));
+      // The schedule applies from the first slot this controller announced in status.nextWarmBuild,
+      // not from the NixImage's creation: a schedule added to an old NixImage (or resumed after
+      // suspend) waits for its next slot instead of starting a warm build at once.
+      const announced = image.status?.nextWarmBuild ? Date.parse(image.status.nextWarmBuild) : Number.NaN;
+      const since = Number.isNaN(announced) ? now : new Date(announced - 1);
       const lastWarm = image.status?.lastWarmBuild?.startTime ? new Date(image.status.lastWarmBuild.startTime) : undefined;
-      observed.warmDue = isWarmDue(warm.schedule, warm.timeZone, lastWarm, created, now);
+      observed.warmDue = isWarmDue(warm.schedule, warm.timeZone, lastWarm, since, now);
       observed.nextWarm = nextWarmTime(warm.schedule, warm.timeZone, now);
     }
     return observed;
