@@ -135,4 +135,35 @@ describe("NixImage controller: warm builds", () => {
     const volumeOf = (j: typeof second) => j.spec!.template.spec!.volumes!.find((v) => v.name === "store")!.persistentVolumeClaim!.claimName;
     expect(volumeOf(second)).toBe(volumeOf(job));
   });
+
+  it("a warm schedule added to an existing NixImage waits for its next slot", async () => {
+    const flake = await createGitRepo(minimalFlake({ marker: "warm-later" }), { prefix: "ctl-warm-add" });
+    const namespace = await testNamespace("ctl-warm-add");
+    const access = await chartServiceAccount();
+    const clock = new OffsetClock();
+    const operator = await startTestOperator({ access, namespaces: [namespace], clock });
+    const path = `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages`;
+    await kubeRequestJson(kubeClients().kc, "POST", path, { body: { apiVersion: "niximage.io/v1alpha1", kind: "NixImage", metadata: { name: "web" }, spec: { flake: flake.flakeUrl, image: { repository } } } });
+    await waitForJob(namespace, "web-build-1");
+    await finishBuildPod(namespace, "web-build-1", { succeed: { message: pushResult(repository, digestHex, flake.rev) } });
+    await waitForStatus(namespace, "web", "Ready", (i) => condition(i, "Ready")?.status === "True");
+
+    // Two days later, someone adds a nightly schedule at midday: no warm build before the night.
+    clock.advance(2 * 86_400_000);
+    const noon = new Date(clock.now());
+    noon.setUTCHours(11, 0, 0, 0);
+    if (noon.getTime() < clock.now().getTime()) noon.setUTCDate(noon.getUTCDate() + 1);
+    clock.advance(noon.getTime() - clock.now().getTime());
+    await kubeRequestJson(kubeClients().kc, "PATCH", `${path}/web`, { body: { spec: { warm: { schedule, timeZone } } }, contentType: "application/merge-patch+json" });
+    const slot = nextWarmTime(schedule, timeZone, clock.now());
+    await waitForStatus(namespace, "web", "next warm build announced", (i) => i.status?.nextWarmBuild === rfc3339(slot));
+    operator.enqueueAll();
+    await operator.idle();
+    expect((await buildJobs(namespace)).map((j) => j.metadata?.name)).toEqual(["web-build-1"]);
+
+    // At the slot it runs.
+    clock.advance(slot.getTime() - clock.now().getTime() + 1_000);
+    operator.enqueueAll();
+    await waitForJob(namespace, "web-warm-1");
+  });
 });
