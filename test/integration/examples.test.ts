@@ -1,0 +1,327 @@
+// Every file under examples/ is checked three ways:
+//   1. `nix-image-operator validate` (the real CLI, as a GitOps repo's CI would run it) passes;
+//   2. every Kubernetes object in it is accepted by the test bed's API server (server-side dry
+//      run, the NixImage CRD installed first), in a fresh namespace;
+//   3. objects of kinds the test bed has no CRD for (Argo CD Application, Flux GitRepository and
+//      Kustomization, kustomize's kustomization.yaml) are checked against a zod schema of the
+//      fields the examples rely on, since no API server here can check them.
+// Plus what ties an example together: each opted-in workload names a NixImage of its example and
+// runs an image of its repository, Secrets are where the NixImage and the pods look for them, the
+// GitOps manifests point at directories that exist and leave the operator's field manager alone.
+// Last, the reason for the Flux annotation, shown on the real API server: after the operator's
+// server-side apply, re-applying the Git manifest conflicts on exactly the image field.
+import { existsSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseAllDocuments } from "yaml";
+import { beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { fieldManager } from "../../src/controller/names.ts";
+import { applyBody, rolloutAnnotations, type Workload } from "../../src/rollout/rollout-plan.ts";
+import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
+import { kubeClients, testbed, testNamespace } from "../support/kube.ts";
+import { installTestCrd } from "../support/operator-harness.ts";
+import { run } from "../support/process.ts";
+
+const repo = fileURLToPath(new URL("../../", import.meta.url));
+const examplesDir = join(repo, "examples");
+
+interface Doc {
+  file: string;
+  index: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  object: { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; annotations?: Record<string, string> }; [key: string]: any };
+}
+
+async function yamlFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await yamlFiles(path)));
+    else if (/\.ya?ml$/.test(entry.name)) out.push(path);
+  }
+  return out.sort();
+}
+
+async function loadDocs(): Promise<Doc[]> {
+  const docs: Doc[] = [];
+  for (const file of await yamlFiles(examplesDir)) {
+    parseAllDocuments(await readFile(file, "utf8")).forEach((d, index) => {
+      expect(d.errors, `${file}#${index}`).toEqual([]);
+      const object = d.toJS() as Doc["object"] | null;
+      if (object) docs.push({ file: relative(examplesDir, file), index, object });
+    });
+  }
+  return docs;
+}
+
+/** Kinds the test bed's API server knows (built-in, or the NixImage CRD). */
+const served = new Set(["niximage.io/v1alpha1 NixImage", "apps/v1 Deployment", "v1 Service", "v1 Secret", "v1 Namespace"]);
+const key = (d: Doc) => `${d.object.apiVersion} ${d.object.kind}`;
+
+// ---- shapes of the objects no API server here can check ----------------------------------------
+
+const name = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+const gitUrl = z.string().regex(/^(https:\/\/|ssh:\/\/|git@)/);
+
+/** Argo CD Application (argoproj.io/v1alpha1): the fields these examples use. */
+const argoApplication = z.strictObject({
+  apiVersion: z.literal("argoproj.io/v1alpha1"),
+  kind: z.literal("Application"),
+  metadata: z.strictObject({ name, namespace: name, finalizers: z.array(z.literal("resources-finalizer.argocd.argoproj.io")).optional() }),
+  spec: z.strictObject({
+    project: name,
+    source: z.strictObject({ repoURL: gitUrl, targetRevision: z.string().min(1), path: z.string().min(1) }),
+    destination: z.strictObject({ server: z.string().url(), namespace: name }),
+    ignoreDifferences: z
+      .array(z.strictObject({ group: z.string(), kind: z.string().min(1), managedFieldsManagers: z.array(z.string().min(1)).min(1) }))
+      .min(1),
+    syncPolicy: z.strictObject({
+      automated: z.strictObject({ prune: z.boolean(), selfHeal: z.boolean() }).optional(),
+      syncOptions: z.array(z.string().regex(/^[A-Za-z]+=(true|false)$/)),
+    }),
+  }),
+});
+
+/** Flux GitRepository (source.toolkit.fluxcd.io/v1). */
+const fluxGitRepository = z.strictObject({
+  apiVersion: z.literal("source.toolkit.fluxcd.io/v1"),
+  kind: z.literal("GitRepository"),
+  metadata: z.strictObject({ name, namespace: name }),
+  spec: z.strictObject({
+    interval: z.string().regex(/^(\d+(ms|s|m|h))+$/),
+    url: gitUrl,
+    ref: z.strictObject({ branch: z.string().min(1) }),
+  }),
+});
+
+/** Flux Kustomization (kustomize.toolkit.fluxcd.io/v1). */
+const fluxKustomization = z.strictObject({
+  apiVersion: z.literal("kustomize.toolkit.fluxcd.io/v1"),
+  kind: z.literal("Kustomization"),
+  metadata: z.strictObject({ name, namespace: name }),
+  spec: z.strictObject({
+    interval: z.string().regex(/^(\d+(ms|s|m|h))+$/),
+    sourceRef: z.strictObject({ kind: z.literal("GitRepository"), name }),
+    path: z.string().startsWith("./"),
+    targetNamespace: name.optional(),
+    prune: z.boolean(),
+    wait: z.boolean().optional(),
+    timeout: z.string().regex(/^(\d+(ms|s|m|h))+$/).optional(),
+  }),
+});
+
+/** kustomize's own kustomization.yaml (kustomize.config.k8s.io/v1beta1). */
+const kustomizeFile = z.strictObject({
+  apiVersion: z.literal("kustomize.config.k8s.io/v1beta1"),
+  kind: z.literal("Kustomization"),
+  resources: z.array(z.string().min(1)).min(1),
+});
+
+const shapes: Record<string, z.ZodType> = {
+  "argoproj.io/v1alpha1 Application": argoApplication,
+  "source.toolkit.fluxcd.io/v1 GitRepository": fluxGitRepository,
+  "kustomize.toolkit.fluxcd.io/v1 Kustomization": fluxKustomization,
+  "kustomize.config.k8s.io/v1beta1 Kustomization": kustomizeFile,
+};
+
+// ---- tests -------------------------------------------------------------------------------------------
+
+describe("examples/", () => {
+  let docs: Doc[] = [];
+  beforeAll(async () => {
+    docs = await loadDocs();
+  });
+
+  it("has the documented examples", async () => {
+    const dirs = new Set(docs.map((d) => d.file.split("/")[0]));
+    expect([...dirs].sort()).toEqual(["gitops", "hello-world", "nightly-warm", "private-registry", "self-hosting.yaml"]);
+    // Every document is either served by the test bed or has a shape check below.
+    for (const d of docs) expect(served.has(key(d)) || key(d) in shapes, `${d.file}#${d.index}: ${key(d)}`).toBe(true);
+  });
+
+  it("passes `nix-image-operator validate` (the CLI, as CI of a GitOps repository runs it)", async () => {
+    const { stdout, stderr } = await run(process.execPath, [join(repo, "src/cli/main.ts"), "validate", "--json", "examples/**/*.yaml"], { cwd: repo });
+    const report = JSON.parse(stdout) as { files: number; nixImages: number; invalid: number; results: Array<{ file: string; problems: unknown[] }> };
+    expect(report.invalid, stdout).toBe(0);
+    expect(report.files).toBe(new Set(docs.map((d) => d.file)).size);
+    expect(report.nixImages).toBe(docs.filter((d) => d.object.kind === "NixImage").length);
+    expect(report.results.flatMap((r) => r.problems)).toEqual([]);
+    expect(stderr).toBe("");
+    // And without --json, the way a person runs it: exit code 0 and the summary.
+    const plain = await run(process.execPath, [join(repo, "src/cli/main.ts"), "validate", "examples/**/*.yaml"], { cwd: repo });
+    expect(plain.stdout).toBe("");
+    expect(plain.stderr).toMatch(/^\d+ file\(s\), 6 NixImage\(s\), 0 invalid\n$/);
+  });
+
+  it("every Kubernetes object is accepted by the API server (server-side dry run)", async () => {
+    await installTestCrd();
+    const namespace = await testNamespace("examples-dry-run");
+    const bed = testbed();
+    for (const d of docs.filter((x) => served.has(key(x)))) {
+      // Namespaced example objects carry no namespace: `kubectl apply -n <yours> -f <dir>`.
+      if (d.object.kind !== "Namespace") expect(d.object.metadata.namespace, `${d.file}#${d.index}`).toBeUndefined();
+      const { stdout } = await run(
+        bed.kube.kubectl,
+        ["--kubeconfig", bed.kube.kubeconfig, "apply", "--server-side", "--dry-run=server", "--field-manager", "examples-test", "--namespace", namespace, "-o", "json", "-f", "-"],
+        { input: JSON.stringify(d.object) },
+      );
+      const accepted = JSON.parse(stdout) as { kind: string; metadata: { name: string } };
+      expect([accepted.kind, accepted.metadata.name], `${d.file}#${d.index}`).toEqual([d.object.kind, d.object.metadata.name]);
+    }
+  });
+
+  it("Argo CD and Flux objects match the shapes of the fields they rely on (no such CRDs on the test bed)", () => {
+    const checked = docs.filter((d) => key(d) in shapes);
+    expect(checked.map((d) => key(d)).sort()).toEqual(
+      ["argoproj.io/v1alpha1 Application", "kustomize.config.k8s.io/v1beta1 Kustomization", "kustomize.toolkit.fluxcd.io/v1 Kustomization", "source.toolkit.fluxcd.io/v1 GitRepository"].sort(),
+    );
+    for (const d of checked) {
+      const result = shapes[key(d)]!.safeParse(d.object);
+      expect(result.success ? [] : result.error.issues, `${d.file}#${d.index}`).toEqual([]);
+    }
+  });
+
+  it("opted-in workloads name a NixImage of their example and start from an image of its repository", () => {
+    const workloads = docs.filter((d) => d.object.metadata?.annotations?.[rolloutAnnotations.from]);
+    expect(workloads.map((w) => w.file).sort()).toEqual(["gitops/apps/shop/deployment.yaml", "hello-world/deployment.yaml", "private-registry/deployment.yaml"]);
+    for (const w of workloads) {
+      const from = w.object.metadata.annotations![rolloutAnnotations.from]!;
+      const image = docs.find((d) => d.object.kind === "NixImage" && d.object.metadata.name === from && dirname(d.file) === dirname(w.file));
+      expect(image, `${w.file}: NixImage ${from} in ${dirname(w.file)}`).toBeDefined();
+      const containers = w.object.spec.template.spec.containers as Array<{ name: string; image: string }>;
+      const wanted = w.object.metadata.annotations![rolloutAnnotations.container];
+      if (containers.length > 1) expect(wanted, `${w.file}: several containers need ${rolloutAnnotations.container}`).toBeDefined();
+      const container = wanted ? containers.find((c) => c.name === wanted) : containers[0];
+      expect(container, `${w.file}: container ${wanted}`).toBeDefined();
+      expect(container!.image.startsWith(`${image!.object.spec.image.repository}:`), `${w.file}: ${container!.image}`).toBe(true);
+    }
+  });
+
+  it("hello-world: a Deployment and a Service that selects its pods", () => {
+    const here = docs.filter((d) => d.file.startsWith("hello-world/"));
+    expect(here.map((d) => d.object.kind).sort()).toEqual(["Deployment", "NixImage", "Service"]);
+    const deployment = here.find((d) => d.object.kind === "Deployment")!.object;
+    const service = here.find((d) => d.object.kind === "Service")!.object;
+    expect(deployment.spec.template.metadata.labels).toMatchObject(service.spec.selector);
+    const ports = (deployment.spec.template.spec.containers[0].ports as Array<{ name: string }>).map((p) => p.name);
+    expect(ports).toContain(service.spec.ports[0].targetPort);
+  });
+
+  it("nightly-warm: a warm schedule with a time zone and extra attributes", () => {
+    const image = docs.find((d) => d.file === "nightly-warm/niximage.yaml")!.object;
+    expect(image.spec.warm).toMatchObject({ schedule: "0 3 * * *", timeZone: "Europe/Berlin" });
+    expect(image.spec.warm.attributes.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("private-registry: the push Secret goes to the NixImage, the pull Secret to the pods, both for the image's registry", () => {
+    const here = docs.filter((d) => d.file.startsWith("private-registry/"));
+    const secrets = new Map(here.filter((d) => d.object.kind === "Secret").map((d) => [d.object.metadata.name, d.object]));
+    const image = here.find((d) => d.object.kind === "NixImage")!.object;
+    const deployment = here.find((d) => d.object.kind === "Deployment")!.object;
+    const host = (image.spec.image.repository as string).split("/")[0]!;
+    const push = secrets.get(image.spec.image.pushSecretRef.name);
+    const pullName = deployment.spec.template.spec.imagePullSecrets[0].name as string;
+    const pull = secrets.get(pullName);
+    expect(push, "push Secret").toBeDefined();
+    expect(pull, "pull Secret").toBeDefined();
+    expect(pullName).not.toBe(image.spec.image.pushSecretRef.name);
+    for (const secret of [push!, pull!]) {
+      expect(secret.type).toBe("kubernetes.io/dockerconfigjson");
+      const config = JSON.parse(secret.stringData[".dockerconfigjson"]) as { auths: Record<string, { auth: string }> };
+      expect(Object.keys(config.auths)).toEqual([host]);
+      expect(Buffer.from(config.auths[host]!.auth, "base64").toString()).toMatch(/^[^:]+:CHANGE-ME$/);
+    }
+  });
+
+  it("gitops: Argo CD and Flux both point at the app directory and leave the operator's field alone", () => {
+    const gitopsRoot = join(examplesDir, "gitops");
+    const application = docs.find((d) => d.object.kind === "Application")!.object;
+    const flux = docs.find((d) => key(d) === "kustomize.toolkit.fluxcd.io/v1 Kustomization")!.object;
+    const repoSource = docs.find((d) => d.object.kind === "GitRepository")!.object;
+    // Paths are relative to the GitOps repository's root (examples/gitops here).
+    expect(existsSync(join(gitopsRoot, application.spec.source.path, "kustomization.yaml"))).toBe(true);
+    expect(existsSync(join(gitopsRoot, flux.spec.path, "kustomization.yaml"))).toBe(true);
+    expect(join(application.spec.source.path)).toBe(join(flux.spec.path));
+    expect(flux.spec.sourceRef.name).toBe(repoSource.metadata.name);
+    expect(repoSource.spec.url).toBe(application.spec.source.repoURL);
+    expect(application.spec.destination.namespace).toBe(flux.spec.targetNamespace);
+    const namespaces = docs.filter((d) => d.object.kind === "Namespace").map((d) => d.object.metadata.name);
+    expect(namespaces).toContain(flux.spec.targetNamespace);
+
+    // Argo CD: every workload kind the operator patches is ignored for its field manager, and
+    // syncs respect that (server-side apply, so managers are tracked).
+    const ignored = (application.spec.ignoreDifferences as Array<{ group: string; kind: string; managedFieldsManagers: string[] }>).map((i) => `${i.group}/${i.kind}`);
+    expect(ignored.sort()).toEqual(["apps/DaemonSet", "apps/Deployment", "apps/StatefulSet", "batch/CronJob"]);
+    for (const rule of application.spec.ignoreDifferences) expect(rule.managedFieldsManagers).toEqual([fieldManager]);
+    expect(application.spec.syncPolicy.syncOptions).toEqual(expect.arrayContaining(["ServerSideApply=true", "RespectIgnoreDifferences=true"]));
+
+    // The app directory: kustomization.yaml lists exactly its other files.
+    const appDir = join("gitops", flux.spec.path);
+    const kustomization = docs.find((d) => d.file === join(appDir, "kustomization.yaml"))!.object;
+    const others = [...new Set(docs.filter((d) => dirname(d.file) === appDir && !d.file.endsWith("kustomization.yaml")).map((d) => d.file.slice(appDir.length + 1)))];
+    expect([...kustomization.resources].sort()).toEqual(others.sort());
+
+    // Flux: workloads are created from Git once, then left to the operator.
+    const workloads = docs.filter((d) => dirname(d.file) === appDir && ["Deployment", "StatefulSet", "DaemonSet", "CronJob"].includes(d.object.kind));
+    expect(workloads.length).toBeGreaterThan(0);
+    for (const w of workloads) expect(w.object.metadata.annotations?.["kustomize.toolkit.fluxcd.io/ssa"]).toBe("IfNotPresent");
+  });
+
+  it("self-hosting: builds the flake's own image attribute and never rolls the operator out by itself", async () => {
+    const images = docs.filter((d) => d.file === "self-hosting.yaml").map((d) => d.object);
+    expect(images.map((i) => i.spec.attribute)).toEqual(["packages.x86_64-linux.image", "packages.x86_64-linux.nix-image-operator"]);
+    const flake = await readFile(join(repo, "flake.nix"), "utf8");
+    expect(flake).toMatch(/^\s*image = pkgs\.dockerTools\.streamLayeredImage \{/m);
+    expect(flake).toMatch(/^\s*nix-image-operator = operator;/m);
+    expect(images[0]!.spec.format).toBe("stream-layered");
+    for (const image of images) expect(image.spec.rollout.policy).toBe("Disabled");
+  });
+
+  it("gitops on the API server: after the operator's apply, the Git manifest conflicts on the image field only (why Flux needs IfNotPresent)", async () => {
+    const namespace = await testNamespace("examples-gitops");
+    const deployment = docs.find((d) => d.file === "gitops/apps/shop/deployment.yaml" && d.object.kind === "Deployment")!.object;
+    const { kc } = kubeClients();
+    const path = `/apis/apps/v1/namespaces/${namespace}/deployments/${deployment.metadata.name}`;
+    const gitApply = (force: boolean) =>
+      kubeRequestJson<Workload>(kc, "PATCH", path, {
+        body: { ...deployment, metadata: { ...deployment.metadata, namespace } },
+        contentType: "application/apply-patch+yaml",
+        query: { fieldManager: "kustomize-controller", force: String(force) },
+      });
+    // The GitOps tool creates the Deployment from Git.
+    const created = await gitApply(false);
+    // The operator sets the digest exactly as the reconciler does (src/rollout/rollout-plan.ts).
+    const digest = `registry.example.com/acme/shop-web@sha256:${"a".repeat(64)}`;
+    await kubeRequestJson(kc, "PATCH", path, {
+      body: applyBody({ workload: created, container: "web", init: false, image: digest, revision: "github:acme/shop/0123456789abcdef", previous: undefined, rollback: false }),
+      contentType: "application/apply-patch+yaml",
+      query: { fieldManager, force: "true" },
+    });
+    const live = await kubeRequestJson<Workload>(kc, "GET", path);
+    expect(live.spec!.template!.spec!.containers[0]!.image).toBe(digest);
+    const managers = (live.metadata!.managedFields ?? []).map((m) => m.manager);
+    expect(managers).toEqual(expect.arrayContaining(["kustomize-controller", fieldManager]));
+
+    // Re-applying the Git manifest (what Flux does every interval with the default policy)
+    // conflicts on the image, owned by nix-image-operator now; Flux forces, which would put the
+    // Git value back. With `kustomize.toolkit.fluxcd.io/ssa: IfNotPresent` Flux skips this apply.
+    const conflict = await gitApply(false).then(
+      () => undefined,
+      (e: Error) => e.message,
+    );
+    expect(conflict).toMatch(/conflict/i);
+    expect(conflict).toContain('"nix-image-operator"');
+    expect(conflict).toMatch(/\.image/);
+    expect(conflict).not.toMatch(/replicas|ports|securityContext/);
+    // With Argo CD's RespectIgnoreDifferences the desired image is the live one: no conflict,
+    // no change (the generation stays), and the operator's value stays.
+    const respectful: Doc["object"] = { ...deployment, metadata: { ...deployment.metadata, namespace }, spec: structuredClone(deployment.spec) };
+    respectful.spec.template.spec.containers[0].image = digest;
+    respectful.spec.template.metadata.annotations = { [rolloutAnnotations.revision]: "github:acme/shop/0123456789abcdef" };
+    const synced = await kubeRequestJson<Workload>(kc, "PATCH", path, { body: respectful, contentType: "application/apply-patch+yaml", query: { fieldManager: "argocd-controller" } });
+    expect(synced.metadata!.generation).toBe(live.metadata!.generation);
+    expect(synced.spec!.template!.spec!.containers[0]!.image).toBe(digest);
+  });
+});
