@@ -190,6 +190,9 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
     }
   }
   progress.done();
+  // The build step's phases (lock, build, closure, ...) and the push's, as `build` reports them:
+  // the controller copies these into status.lastBuild.durations.
+  const { total: pushTotal, ...pushPhases } = push.seconds;
   const result: PushStepResult = {
     image: `${options.registry.host}/${options.repository}@${push.digest}`,
     digest: push.digest,
@@ -198,7 +201,7 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
     revision: built.revision,
     layers: push.layers,
     bytesPushed: push.bytesPushed,
-    seconds: { ...push.seconds },
+    seconds: { ...built.seconds, ...pushPhases, push: pushTotal ?? 0 },
   };
   return { result, push, files };
 }
