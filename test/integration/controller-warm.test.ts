@@ -67,7 +67,8 @@ describe("NixImage controller: warm builds", () => {
     // The image build first, as always.
     await waitForJob(namespace, "web-build-1");
     await finishBuildPod(namespace, "web-build-1", { succeed: { message: pushResult(repository, digestHex, flake.rev) } });
-    const built = await waitForStatus(namespace, "web", "Ready", (i) => condition(i, "Ready")?.status === "True");
+    // Ready comes with SuccessCriteriaMet; the completionTime follows with Complete a moment later.
+    const built = await waitForStatus(namespace, "web", "Ready", (i) => condition(i, "Ready")?.status === "True" && i.status?.lastBuild?.completionTime !== undefined);
     const slot = nextWarmTime(schedule, timeZone, clock.now());
     expect(built.status?.nextWarmBuild).toBe(rfc3339(slot));
     expect(new Intl.DateTimeFormat("en-GB", { timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(slot)).toBe("03:00");
