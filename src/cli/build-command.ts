@@ -148,7 +148,7 @@ ${pushFlagsHelp}
         },
       });
       workDir = values.out ?? (await mkdtemp(join(tmpdir(), "nix-image-build-")));
-      const built = await runBuildStep({
+      await runBuildStep({
         nix,
         flake,
         attribute,
@@ -175,11 +175,8 @@ ${pushFlagsHelp}
         signal: context.signal,
       });
       progress.done();
-      const { total: pushTotal, ...pushPhases } = pushed.result.seconds;
-      const result: PushStepResult = {
-        ...pushed.result,
-        seconds: { ...built.result.seconds, ...pushPhases, push: pushTotal ?? 0, total: Math.round(performance.now() - started) / 1000 },
-      };
+      // push-step already reports the build step's phases with its own (push = its total).
+      const result: PushStepResult = { ...pushed.result, seconds: { ...pushed.result.seconds, total: Math.round(performance.now() - started) / 1000 } };
       context.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.image}\n`);
       return 0;
     } catch (error) {

@@ -177,6 +177,8 @@ describe("push-step", () => {
       layers: { pushed: 3, skipped: 0, mounted: 0 },
     });
     expect(result.bytesPushed).toBeGreaterThan(1_000_000);
+    // The build step's phases come along with the push's (status.lastBuild.durations).
+    for (const phase of ["lock", "build", "closure", "layers", "push"]) expect(result.seconds?.[phase], phase).toBeTypeOf("number");
     expect(r.stdout.trim()).toBe(result.image);
     expect(r.stdout + r.stderr + text).not.toContain(tls.password);
 
