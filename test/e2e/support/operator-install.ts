@@ -1,0 +1,85 @@
+// Installs the operator into the e2e cluster the way users do: `helm template` of the chart with
+// values pointing at the locally built images and the cluster's plain-HTTP registry, the CRD made
+// by `nix-image-operator crd` from the very config the chart renders (so its CEL rules carry the
+// widened flake ref policy that allows the local git+http server), then `kubectl apply`.
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseAllDocuments, stringify } from "yaml";
+import { DEFAULT_ALLOWED_SCHEMES } from "../../../src/flake/flake-ref-policy.ts";
+import { run } from "../../support/process.ts";
+import type { ClusterInfo } from "./cluster.ts";
+import { repoRoot } from "./cluster.ts";
+
+export interface InstalledOperator {
+  namespace: string;
+  release: string;
+  deployment: string;
+  /** The operator config as rendered into the chart's ConfigMap. */
+  configYaml: string;
+  manifestsFile: string;
+  crdFile: string;
+}
+
+export interface InstallOptions {
+  namespace?: string;
+  release?: string;
+  replicas?: number;
+  logLevel?: string;
+  storeSize?: string;
+  poolSize?: number;
+}
+
+export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}): Record<string, unknown> {
+  const op = cluster.images.operator;
+  return {
+    image: { repository: `${cluster.registry.host}/${op.repository}`, tag: op.tag, pullPolicy: "IfNotPresent" },
+    replicaCount: opts.replicas ?? 1,
+    config: {
+      store: {
+        poolSize: opts.poolSize ?? 2,
+        size: opts.storeSize ?? "2Gi",
+        storageClassName: cluster.storageClassName,
+        // hostPath volumes do not support ReadWriteOncePod (CSI only).
+        accessMode: "ReadWriteOnce",
+      },
+      builder: { nixImage: cluster.images.builder.reference, imagePullPolicy: "IfNotPresent" },
+      flakeRefPolicy: { allowedSchemes: [...DEFAULT_ALLOWED_SCHEMES, "git+http"] },
+      registries: [{ host: cluster.registry.host, plainHttp: true }],
+      logLevel: opts.logLevel ?? "debug",
+    },
+  };
+}
+
+export async function installOperator(cluster: ClusterInfo, opts: InstallOptions = {}): Promise<InstalledOperator> {
+  const namespace = opts.namespace ?? "nix-image-operator";
+  const release = opts.release ?? "nio";
+  const dir = cluster.runDir;
+  const valuesFile = join(dir, "operator-values.yaml");
+  await writeFile(valuesFile, stringify(operatorValues(cluster, opts)));
+  const chart = join(repoRoot, "charts/nix-image-operator");
+  const { stdout: manifests } = await run(cluster.helm, ["template", release, chart, "--namespace", namespace, "--kube-version", cluster.kubeVersion, "-f", valuesFile], {
+    timeoutMs: 60_000,
+  });
+  const docs = parseAllDocuments(manifests).map((d) => d.toJSON() as { kind?: string; metadata?: { name?: string }; data?: Record<string, string> } | null);
+  const configMap = docs.find((d) => d?.kind === "ConfigMap" && d.data?.["config.yaml"] !== undefined);
+  const deployment = docs.find((d) => d?.kind === "Deployment");
+  if (!configMap?.data || !deployment?.metadata?.name) throw new Error("helm template rendered no ConfigMap with config.yaml or no Deployment");
+  const configYaml = configMap.data["config.yaml"]!;
+  const configFile = join(dir, "operator-config.yaml");
+  await writeFile(configFile, configYaml);
+  const manifestsFile = join(dir, "operator-manifests.yaml");
+  await writeFile(manifestsFile, manifests);
+  const { stdout: crd } = await run(process.execPath, [join(repoRoot, "src/cli/main.ts"), "crd", "--config", configFile], { timeoutMs: 60_000 });
+  const crdFile = join(dir, "niximage-crd.yaml");
+  await writeFile(crdFile, crd);
+
+  const kubectl = (args: string[], timeoutMs = 120_000) => run(cluster.kubectl, ["--kubeconfig", cluster.kubeconfig, ...args], { timeoutMs });
+  await kubectl(["apply", "--server-side", "-f", crdFile]);
+  await kubectl(["wait", "--for=condition=Established", "crd/niximages.niximage.io", "--timeout=60s"]);
+  await kubectl(["create", "namespace", namespace]).catch((e: unknown) => {
+    if (!/AlreadyExists/.test((e as Error).message)) throw e;
+  });
+  await kubectl(["apply", "-f", manifestsFile]);
+  await kubectl(["-n", namespace, "rollout", "status", `deployment/${deployment.metadata.name}`, "--timeout=300s"], 320_000);
+  return { namespace, release, deployment: deployment.metadata.name, configYaml, manifestsFile, crdFile };
+}
