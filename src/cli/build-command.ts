@@ -12,6 +12,7 @@ import { NixCommand } from "../nix/nix-command.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
 import {
   checkRefAllowed,
+  defaultLayerCacheDir,
   imageConfigFromFlags,
   layerCacheFrom,
   oneOf,
@@ -71,6 +72,7 @@ ${pushFlagsHelp}
   --user USER[:GROUP]     image user
   --expose PORT[/PROTO]   exposed port (repeatable)
   --label KEY=VALUE       image label (repeatable; the only setting applied to prebuilt images)
+  --no-layer-cache        use no layer cache (every new layer is uploaded; see --on-cache-miss)
   --out DIR               keep the build step's result.json and closure.json in DIR
   --gc-root-dir DIR       register GC roots for the build under DIR (kept: --keep generations)
   --keep N                generations of GC roots kept (default 5)
@@ -98,6 +100,7 @@ ${pushFlagsHelp}
         substituter: { type: "string", multiple: true },
         "trusted-public-key": { type: "string", multiple: true },
         "allow-import-from-derivation": { type: "boolean" },
+        "no-layer-cache": { type: "boolean" },
       },
       "build",
       true,
@@ -169,7 +172,7 @@ ${pushFlagsHelp}
         ...(compression !== undefined ? { compression } : {}),
         ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),
         imageConfig,
-        cache: layerCacheFrom(values["layer-cache"]),
+        cache: layerCacheFrom(values["no-layer-cache"] ? undefined : (values["layer-cache"] ?? defaultLayerCacheDir(context.env))),
         progress,
         logger: log,
         signal: context.signal,

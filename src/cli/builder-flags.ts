@@ -1,6 +1,8 @@
 // Flags and helpers shared by the builder commands (build, build-step, push-step, prepare-store):
 // strict value parsing with messages that name the flag, the push target's flags, the image
 // settings, and one way to report a failure (stderr + termination message + exit code 1).
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { imageConfigSchema } from "../api/niximage.ts";
 import { describeZodError } from "../api/describe-issues.ts";
 import { errorMessage, FlakeRefDeniedError, shortErrorMessage } from "../builder/error-message.ts";
@@ -41,7 +43,8 @@ export const pushFlagsHelp = `  --image REPO            registry host and reposi
   --compression C         layer compression: none (default; digests equal diff_ids) or gzip
   --image-config JSON     image settings as spec.image.config: {"entrypoint":[..],"cmd":[..],
                           "env":[{"name":..,"value":..}],"workingDir":..,"user":..,"exposedPorts":[..],"labels":{..}}
-  --layer-cache DIR       cache of store-path set -> layer digest (unchanged layers are not re-read)
+  --layer-cache DIR       cache of store-path set -> layer digest (unchanged layers are not re-read;
+                          build: default $NIX_IMAGE_OPERATOR_CACHE or ~/.cache/nix-image-operator/layers)
   --on-cache-miss M       upload (default: stream new layers straight to the registry) or hash-first
                           (hash, ask the registry, upload only what it lacks: reads new layers twice)
   --config FILE           operator config (flakeRefPolicy, registries[].plainHttp/caFile)
@@ -122,6 +125,16 @@ export function imageConfigFromFlags(values: {
 export function checkRefAllowed(ref: string, policy: FlakeRefPolicy): void {
   const verdict = checkFlakeRef(ref, policy, { hasSshKey: true });
   if (!verdict.ok) throw new FlakeRefDeniedError(verdict.code, verdict.reason);
+}
+
+/**
+ * Where `build` keeps its layer cache unless told otherwise: $NIX_IMAGE_OPERATOR_CACHE, else
+ * $XDG_CACHE_HOME/nix-image-operator/layers, else ~/.cache/nix-image-operator/layers.
+ */
+export function defaultLayerCacheDir(env: NodeJS.ProcessEnv): string {
+  if (env.NIX_IMAGE_OPERATOR_CACHE) return env.NIX_IMAGE_OPERATOR_CACHE;
+  const base = env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache");
+  return join(base, "nix-image-operator", "layers");
 }
 
 export function layerCacheFrom(dir: string | undefined): LayerCache {

@@ -126,6 +126,20 @@ describe("incremental pushes", () => {
     expect(storedBlobs(plain.rootDir).size).toBeGreaterThanOrEqual(blobsBefore);
   });
 
+  it("build keeps a layer cache by default ($NIX_IMAGE_OPERATOR_CACHE): the second push of the same image uploads nothing", async () => {
+    const repo = uniqueRepo("default-cache");
+    const env = { NIX_IMAGE_OPERATOR_CACHE: join(bed.tmpDir, "default-cache") };
+    const results: PushStepResult[] = [];
+    for (let i = 0; i < 2; i++) {
+      const r = await runCli(bed, ["build", `${hello.flakeUrl}#default`, "--image", `${plain.host}/${repo}`, "--plain-http", "--config", config, "--json"], { env });
+      expect(r.code, r.stderr).toBe(0);
+      results.push(lastJson<PushStepResult>(r.stdout));
+    }
+    expect(results[0]!.layers.pushed).toBe(4);
+    expect(results[1]!.layers).toEqual({ total: 4, pushed: 0, skipped: 4, mounted: 0 });
+    expect(await settle(() => completedUploads(registryLog, repo), 5)).toBe(5);
+  });
+
   it("another repository of the same registry gets the layers by cross-repository mount", async () => {
     const other = uniqueRepo("incremental-copy");
     const result = await build(`${hello.flakeUrl}#default`, other, ["--layer-cache", cache()]);

@@ -61,7 +61,8 @@ export function runCli(bed: TestBed, args: string[], opts: { cwd?: string; env?:
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [cliPath, ...args], {
       cwd: opts.cwd ?? repoRoot,
-      env: { ...process.env, ...bed.nix.env, LOG_LEVEL: "info", ...opts.env },
+      // A layer cache of its own per run unless the test shares one: no test sees another's cache.
+      env: { ...process.env, ...bed.nix.env, LOG_LEVEL: "info", NIX_IMAGE_OPERATOR_CACHE: join(bed.tmpDir, "layer-caches", randomBytes(6).toString("hex")), ...opts.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
