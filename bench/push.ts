@@ -130,6 +130,14 @@ async function floor(paths: string[]): Promise<number> {
 async function main(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), "nio-bench-push-"));
   console.error(`work dir ${work}`);
+  try {
+    await bench(work);
+  } finally {
+    if (!values.keep) await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function bench(work: string): Promise<void> {
   const nix = await prepareNixEnv(join(work, "nix"));
   const env = { ...process.env, ...nix.env };
 
@@ -246,7 +254,6 @@ async function main(): Promise<void> {
   for (const r of rows) console.log(line(r));
   console.log("\nours s: the push-step process (node start-up included); push phases: what it reports for plan + layers + config + manifest + tags.");
   console.log(`\nraw (all runs): ${JSON.stringify({ seconds: t, bytes })}`);
-  if (!values.keep) await rm(work, { recursive: true, force: true });
 }
 
 await main();
