@@ -40,6 +40,21 @@ interface BearerChallenge {
 const TOKEN_MARGIN_MS = 15_000;
 const DEFAULT_TOKEN_LIFETIME_S = 60;
 
+/** Scopes with the same `type:name` merged into one with the union of actions (pull first). */
+export function mergeScopes(scopes: readonly string[]): string[] {
+  const byResource = new Map<string, Set<string>>();
+  for (const scope of scopes) {
+    const cut = scope.lastIndexOf(":");
+    if (cut <= 0) continue;
+    const resource = scope.slice(0, cut);
+    const actions = byResource.get(resource) ?? new Set<string>();
+    for (const action of scope.slice(cut + 1).split(",")) if (action) actions.add(action);
+    byResource.set(resource, actions);
+  }
+  const order = (a: string) => (a === "pull" ? 0 : a === "push" ? 1 : 2);
+  return [...byResource].map(([resource, actions]) => `${resource}:${[...actions].sort((a, b) => order(a) - order(b) || a.localeCompare(b)).join(",")}`);
+}
+
 function scopeKey(scopes: readonly string[]): string {
   return [...new Set(scopes)].sort().join(" ");
 }
@@ -120,9 +135,9 @@ export class RegistryAuthenticator {
       }
       this.#scheme = "bearer";
       this.#bearer = { realm, ...(bearer.params.service !== undefined ? { service: bearer.params.service } : {}) };
-      const wanted = [...scopes];
-      const extra = bearer.params.scope;
-      if (extra) for (const s of extra.split(" ")) if (s && !wanted.includes(s)) wanted.push(s);
+      // The registry's challenge may name the same repository with its own action order
+      // (push,pull): merge per resource so one token covers both, in one canonical form.
+      const wanted = mergeScopes([...scopes, ...(bearer.params.scope ?? "").split(" ").filter(Boolean)]);
       this.#tokens.delete(scopeKey(scopes));
       const token = await this.#token(wanted, scopes);
       return token.header !== used;
