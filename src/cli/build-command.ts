@@ -34,7 +34,6 @@ export function splitInstallable(text: string): { flake: string; attribute: stri
 
 export const buildCommand: Command = {
   name: "build",
-  summary: "build a flake output with the local Nix and push it as an OCI image",
   help: `Usage: nix-image-operator build <flake-ref>[#<attribute>] --image <registry>/<repository> [flags]
 
 Builds a flake output with the local Nix and pushes it as an OCI image straight from the Nix

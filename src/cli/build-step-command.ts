@@ -9,7 +9,6 @@ import { checkRefAllowed, parseFormat, pipelineLogger, positiveInt, reportFailur
 
 export const buildStepCommand: Command = {
   name: "build-step",
-  summary: "builder Job step: lock and build a flake attribute, write result.json and closure.json",
   help: `Usage: nix-image-operator build-step --flake REF --attribute ATTR --out DIR [flags]
 
 The build step of the builder Job. Locks the flake ref (nix flake metadata), builds the attribute

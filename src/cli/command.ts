@@ -14,7 +14,6 @@ export interface CommandContext {
 
 export interface Command {
   name: string;
-  summary: string;
   /** Full help: usage line, description, flags. */
   help: string;
   /** Resolves to the process exit code. */

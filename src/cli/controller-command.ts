@@ -6,7 +6,6 @@ import { parseFlags, UsageError, type Command } from "./command.ts";
 
 export const controllerCommand: Command = {
   name: "controller",
-  summary: "run the NixImage controller against the current kubeconfig or in-cluster config",
   help: `Usage: nix-image-operator controller [--config FILE] [--kubeconfig FILE] [--metrics-address HOST:PORT]
 
 Watches NixImages, runs builder Jobs on leased Nix store volumes, records results in status.

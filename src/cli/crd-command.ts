@@ -4,7 +4,6 @@ import { parseFlags, type Command } from "./command.ts";
 
 export const crdCommand: Command = {
   name: "crd",
-  summary: "print the NixImage CustomResourceDefinition (generated from the API schema)",
   help: `Usage: nix-image-operator crd [--config FILE]
 
 Prints the NixImage CRD as YAML. Its CEL rules carry the flake ref policy of the operator

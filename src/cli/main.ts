@@ -1,18 +1,23 @@
 #!/usr/bin/env node
 import { createLogger } from "../log/logger.ts";
 import { UsageError, type Command, type CommandContext } from "./command.ts";
-import { crdCommand } from "./crd-command.ts";
-import { controllerCommand } from "./controller-command.ts";
-import { validateCommand } from "./validate-command.ts";
-import { buildCommand } from "./build-command.ts";
-import { buildStepCommand } from "./build-step-command.ts";
-import { pushStepCommand } from "./push-step-command.ts";
-import { prepareStoreCommand } from "./prepare-store-command.ts";
-import { warmReportCommand } from "./warm-report-command.ts";
 import { ConfigError } from "../config/operator-config.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
-const commands: Command[] = [controllerCommand, validateCommand, crdCommand, buildCommand, buildStepCommand, pushStepCommand, prepareStoreCommand, warmReportCommand];
+/**
+ * Commands load on demand: a builder step should not pay for the Kubernetes client the
+ * controller needs (about a second of start-up on a small machine).
+ */
+const commands: { name: string; summary: string; load: () => Promise<Command> }[] = [
+  { name: "controller", summary: "run the NixImage controller against the current kubeconfig or in-cluster config", load: async () => (await import("./controller-command.ts")).controllerCommand },
+  { name: "validate", summary: "check NixImage manifests in YAML files (for CI of GitOps repos)", load: async () => (await import("./validate-command.ts")).validateCommand },
+  { name: "crd", summary: "print the NixImage CustomResourceDefinition (generated from the API schema)", load: async () => (await import("./crd-command.ts")).crdCommand },
+  { name: "build", summary: "build a flake output with the local Nix and push it as an OCI image", load: async () => (await import("./build-command.ts")).buildCommand },
+  { name: "build-step", summary: "builder Job step: lock and build a flake attribute, write result.json and closure.json", load: async () => (await import("./build-step-command.ts")).buildStepCommand },
+  { name: "push-step", summary: "builder Job step: push the image of a build step's result to a registry", load: async () => (await import("./push-step-command.ts")).pushStepCommand },
+  { name: "prepare-store", summary: "builder Job step: seed a store volume from the image's /nix, or check its Nix version", load: async () => (await import("./prepare-store-command.ts")).prepareStoreCommand },
+  { name: "warm-report", summary: "builder Job step of warm builds: report the revision, timings and closure diff", load: async () => (await import("./warm-report-command.ts")).warmReportCommand },
+];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -36,7 +41,8 @@ export async function main(argv: string[], context: Omit<CommandContext, "argv">
     context.stdout.write(`${packageJson.version}\n`);
     return 0;
   }
-  const command = commands.find((c) => c.name === name);
+  const entry = commands.find((c) => c.name === name);
+  const command = entry ? await entry.load() : undefined;
   try {
     if (!command) throw new UsageError(`unknown command "${name}"; commands: ${commands.map((c) => c.name).join(", ")}`);
     return await command.run({ ...context, argv: rest });

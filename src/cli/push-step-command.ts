@@ -8,7 +8,6 @@ import { layerCacheFrom, oneOf, parseCompression, parseImageConfigJson, pipeline
 
 export const pushStepCommand: Command = {
   name: "push-step",
-  summary: "builder Job step: push the image of a build step's result to a registry",
   help: `Usage: nix-image-operator push-step --from DIR --image REPO [flags]
 
 The push step of the builder Job. Reads ONLY the build step's directory (result.json,

@@ -7,7 +7,6 @@ import { parseFlags, UsageError, type Command } from "./command.ts";
 
 export const validateCommand: Command = {
   name: "validate",
-  summary: "check NixImage manifests in YAML files (for CI of GitOps repos)",
   help: `Usage: nix-image-operator validate [--config FILE] [--json] <glob>... [!<glob>]...
 
 Loads every YAML file matching the globs (multi-document files are fine; other kinds are

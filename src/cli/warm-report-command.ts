@@ -5,7 +5,6 @@ import { reportFailure } from "./builder-flags.ts";
 
 export const warmReportCommand: Command = {
   name: "warm-report",
-  summary: "builder Job step of warm builds: report the revision, timings and closure diff",
   help: `Usage: nix-image-operator warm-report --from DIR [--termination-message PATH]
 
 The last step of a warm build's Job (which pushes nothing). Reads the build step's directory

@@ -68,7 +68,8 @@ export function builderJob(input: BuilderJobInput): V1Job {
   const prepare = step({
     name: "prepare",
     image: config.builder.nixImage,
-    command: ["nix-image-operator", "prepare-store", "--volume", paths.seedMount],
+    // The push step runs as the operator image's non-root user and keeps its layer cache here.
+    command: ["nix-image-operator", "prepare-store", "--volume", paths.seedMount, "--layer-cache-owner", "65532", "--termination-message", "/dev/termination-log"],
     volumeMounts: [{ name: "store", mountPath: paths.seedMount }],
     securityContext: restricted,
   });
@@ -127,6 +128,8 @@ export function builderJob(input: BuilderJobInput): V1Job {
     if (spec.image.pushSecretRef) {
       volumes.push({
         name: "push-secret",
+        // Default mode 0644 so the non-root push step can read it; for that reason the push step
+        // refuses to run a streamLayeredImage script (flake code) next to it.
         secret: { secretName: spec.image.pushSecretRef.name, items: [{ key: ".dockerconfigjson", path: "config.json" }] },
       });
       pushMounts.push({ name: "push-secret", mountPath: paths.pushSecret, readOnly: true });
