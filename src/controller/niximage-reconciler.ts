@@ -37,7 +37,16 @@ export interface ReconcilerDeps {
   polls: RevisionPolls;
   /** Counts API writes by verb and resource (metrics, and tests that assert "no writes"). */
   onWrite?: (verb: string, resource: string) => void;
+  /** A build finished (counted once, after its status was written): for metrics. */
+  onBuildFinished?: (build: { kind: "Image" | "Warm"; result: "Succeeded" | "Failed"; seconds: Record<string, number> }) => void;
 }
+
+const finishedBuildEvents: Record<string, { kind: "Image" | "Warm"; result: "Succeeded" | "Failed" }> = {
+  BuildSucceeded: { kind: "Image", result: "Succeeded" },
+  BuildFailed: { kind: "Image", result: "Failed" },
+  WarmBuildSucceeded: { kind: "Warm", result: "Succeeded" },
+  WarmBuildFailed: { kind: "Warm", result: "Failed" },
+};
 
 export const indexes = { jobsByImage: "image", podsByJob: "job", workloadsByImage: "from" } as const;
 
@@ -123,6 +132,11 @@ export class NixImageReconciler {
     if (!(await this.#writeStatus(raw, image.status ?? {}, status))) return { requeueAfterMs: 500 };
     for (const event of events) {
       await this.#recordEvent(image, event).catch((error: unknown) => context.log.warn({ err: String(error) }, "could not record event"));
+      const finished = finishedBuildEvents[event.reason];
+      if (finished) {
+        const record = finished.kind === "Image" ? status.lastBuild : status.lastWarmBuild;
+        this.#deps.onBuildFinished?.({ ...finished, seconds: record?.durations ?? {} });
+      }
     }
     return decision.requeueAfterMs === undefined ? {} : { requeueAfterMs: decision.requeueAfterMs };
   }

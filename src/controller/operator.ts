@@ -63,6 +63,13 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const controllerMetrics = controllerMetricsFactory(metrics)("niximage");
   const writeCounter = metrics.counter({ name: "niximage_api_writes_total", help: "API writes made by reconciles, by verb and resource.", labelNames: ["verb", "resource"] });
   const writes = new Map<string, number>();
+  const buildsTotal = metrics.counter({ name: "niximage_builds_total", help: "Finished builds by kind (Image, Warm) and result.", labelNames: ["kind", "result"] });
+  const phaseSeconds = metrics.histogram({
+    name: "niximage_build_phase_seconds",
+    help: "Seconds per phase of finished builds (lock, build, push, ...), from the builder's own timings.",
+    labelNames: ["kind", "phase"],
+    buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600],
+  });
   const resyncPeriodMs = parseDuration(config.resyncPeriod);
 
   // One informer per resource per watched namespace ("" = all namespaces).
@@ -133,6 +140,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     logger: log,
     ...merged,
     polls: options.polls ?? new RevisionPolls(),
+    onBuildFinished: ({ kind, result, seconds }) => {
+      buildsTotal.inc({ kind, result });
+      for (const [phase, value] of Object.entries(seconds)) phaseSeconds.observe({ kind, phase }, value);
+    },
     onWrite: (verb, resource) => {
       writeCounter.inc({ verb, resource });
       writes.set(`${verb} ${resource}`, (writes.get(`${verb} ${resource}`) ?? 0) + 1);

@@ -98,6 +98,12 @@ describe("NixImage controller", () => {
     });
     expect(condition(done, "Stalled")?.status).toBe("False");
     expect((await events(namespace, "BuildSucceeded")).length).toBe(1);
+    // /metrics over HTTP, as Prometheus scrapes it.
+    const metrics = await (await fetch(`http://127.0.0.1:${operator.health!.port}/metrics`)).text();
+    expect(metrics).toMatch(/^niximage_builds_total\{kind="Image",result="Succeeded"\} 1$/m);
+    expect(metrics).toMatch(/^niximage_build_phase_seconds_count\{kind="Image",phase="build"\} 1$/m);
+    expect(metrics).toMatch(/^controller_reconcile_total\{controller="niximage",result="[a-z_]+"\} \d+$/m);
+    expect(await (await fetch(`http://127.0.0.1:${operator.health!.port}/readyz`)).text()).toMatch(/ok/);
 
     // Nothing changed: reconciles happen, but no Job, no status write, no write at all.
     await operator.idle();
