@@ -11,6 +11,7 @@ import type { Logger } from "../log/logger.ts";
 import { closureNarSize, queryClosure } from "../nix/closure.ts";
 import { lockFlake, type LockedFlake } from "../nix/flake-metadata.ts";
 import { listGcRoots, registerGcRoots } from "../nix/gc-root.ts";
+import { collectGarbageIfFull } from "../nix/store-gc.ts";
 import { buildFlakeAttribute, evalAttributeInfo, type AttributeInfo } from "../nix/nix-build.ts";
 import type { NixCommand } from "../nix/nix-command.ts";
 import { checkAttribute } from "../flake/flake-ref-policy.ts";
@@ -33,6 +34,8 @@ export interface BuildStepOptions {
   gcRootDir?: string;
   /** Generations of roots kept in gcRootDir (default 5). */
   keep?: number;
+  /** Collect garbage after rooting this build when the store's filesystem is fuller than this. */
+  gcThresholdPercent?: number;
   /** Generation number of this build's roots; default: one more than the highest present. */
   generation?: number;
   /** Warm builds: more attributes to build into the store and keep alive. */
@@ -166,6 +169,15 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
     gcRoots.push(...registered.created);
     if (registered.removed.length > 0) log?.info({ removed: registered.removed.length }, "old GC roots removed");
     seconds.gcRoots = secondsSince(t);
+  }
+  if (options.gcThresholdPercent !== undefined) {
+    t = performance.now();
+    progress.phase("gc", `store use above ${options.gcThresholdPercent}%?`);
+    const gc = await collectGarbageIfFull(options.nix, { thresholdPercent: options.gcThresholdPercent, ...(options.signal ? { signal: options.signal } : {}) });
+    if (gc.collected) {
+      log?.info({ usedPercent: gc.usedPercent, freedBytes: gc.freedBytes }, "store above the threshold: garbage collected");
+      seconds.gc = secondsSince(t);
+    }
   }
 
   seconds.buildStep = secondsSince(started);

@@ -37,6 +37,7 @@ Flags:
   --format F                   auto (default), package, docker-archive, stream-layered, nix2container
   --gc-root-dir DIR            per-image GC root directory; one generation of roots per build
   --keep N                     generations of GC roots kept in --gc-root-dir (default 5)
+  --gc-threshold-percent P     after rooting, collect garbage when the store's filesystem is over P% full
   --generation N               generation number of this build's roots (default: next)
   --substituter URL            extra https:// binary cache (repeatable)
   --trusted-public-key KEY     its public key, name:base64 (repeatable)
@@ -59,6 +60,7 @@ Flags:
         format: { type: "string" },
         "gc-root-dir": { type: "string" },
         keep: { type: "string" },
+        "gc-threshold-percent": { type: "string" },
         generation: { type: "string" },
         substituter: { type: "string", multiple: true },
         "trusted-public-key": { type: "string", multiple: true },
@@ -83,6 +85,7 @@ Flags:
       for (const f of ["flake", "attribute", "out"] as const) if (values[f] === undefined) throw new UsageError(`build-step: --${f} is required`);
       const format = parseFormat(values.format);
       const keep = positiveInt("--keep", values.keep, 1, 100);
+      const gcThresholdPercent = positiveInt("--gc-threshold-percent", values["gc-threshold-percent"], 1, 100);
       const generation = positiveInt("--generation", values.generation, 0, 999_999_999);
       let timeoutMs: number | undefined;
       if (values.timeout !== undefined) {
@@ -112,6 +115,7 @@ Flags:
         outDir: values.out!,
         ...(values["gc-root-dir"] !== undefined ? { gcRootDir: values["gc-root-dir"] } : {}),
         ...(keep !== undefined ? { keep } : {}),
+        ...(gcThresholdPercent !== undefined ? { gcThresholdPercent } : {}),
         ...(generation !== undefined ? { generation } : {}),
         ...(values["extra-attribute"] ? { extraAttributes: values["extra-attribute"] } : {}),
         ...(values["update-inputs"] ? { updateInputs: true } : {}),

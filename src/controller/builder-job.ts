@@ -82,6 +82,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
     "--out", paths.result,
     "--gc-root-dir", `/nix/var/nix/gcroots/niximage/${image.metadata.namespace}/${image.metadata.name}`,
     "--keep", String(config.store.keepSuccessful),
+    "--gc-threshold-percent", String(config.store.gcThresholdPercent),
     "--termination-message", "/dev/termination-log",
   ];
   for (const url of spec.build.nixConfig?.substituters ?? []) buildArgs.push("--substituter", url);
