@@ -8,7 +8,6 @@ import { runPushStep } from "../builder/push-step.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { checkAttribute } from "../flake/flake-ref-policy.ts";
-import { NixCommand } from "../nix/nix-command.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
 import {
   checkRefAllowed,
@@ -22,6 +21,7 @@ import {
   positiveInt,
   pushFlags,
   pushFlagsHelp,
+  nixFromFlags,
   reportFailure,
 } from "./builder-flags.ts";
 
@@ -140,15 +140,7 @@ ${pushFlagsHelp}
       progress.phase("registry", target.host);
       await target.client.ping();
 
-      const nix = new NixCommand({
-        baseEnv: context.env,
-        logger: log,
-        settings: {
-          allowImportFromDerivation: values["allow-import-from-derivation"] === true,
-          extraSubstituters: values.substituter ?? [],
-          extraTrustedPublicKeys: values["trusted-public-key"] ?? [],
-        },
-      });
+      const nix = nixFromFlags(values, context.env, log);
       workDir = values.out ?? (await mkdtemp(join(tmpdir(), "nix-image-build-")));
       await runBuildStep({
         nix,

@@ -1,11 +1,10 @@
 import { runBuildStep } from "../builder/build-step.ts";
 import { ProgressReporter } from "../builder/progress-reporter.ts";
 import { writeTerminationMessage } from "../builder/push-result.ts";
-import { NixCommand } from "../nix/nix-command.ts";
 import { parseDuration } from "../api/duration.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
 import { loadOperatorConfig } from "../config/operator-config.ts";
-import { checkRefAllowed, parseFormat, pipelineLogger, positiveInt, reportFailure } from "./builder-flags.ts";
+import { checkRefAllowed, nixFromFlags, parseFormat, pipelineLogger, positiveInt, reportFailure } from "./builder-flags.ts";
 
 export const buildStepCommand: Command = {
   name: "build-step",
@@ -98,15 +97,7 @@ Flags:
       if (values.config !== undefined) {
         checkRefAllowed(values.flake!, (await loadOperatorConfig({ file: values.config, env: {} })).flakeRefPolicy);
       }
-      const nix = new NixCommand({
-        baseEnv: context.env,
-        logger: log,
-        settings: {
-          allowImportFromDerivation: values["allow-import-from-derivation"] === true,
-          extraSubstituters: values.substituter ?? [],
-          extraTrustedPublicKeys: values["trusted-public-key"] ?? [],
-        },
-      });
+      const nix = nixFromFlags(values, context.env, log);
       const out = await runBuildStep({
         nix,
         flake: values.flake!,

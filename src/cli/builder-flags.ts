@@ -13,6 +13,7 @@ import type { ProgressSink } from "../builder/progress-reporter.ts";
 import { DirectoryLayerCache, noLayerCache, type LayerCache } from "../image/layer-cache.ts";
 import type { ImageFormat } from "../image/formats/format-error.ts";
 import type { Logger } from "../log/logger.ts";
+import { NixCommand } from "../nix/nix-command.ts";
 import type { ImageRuntimeConfig, LayerCompression } from "../oci/image-manifest.ts";
 import { UsageError, type CommandContext } from "./command.ts";
 
@@ -161,4 +162,21 @@ export async function reportFailure(
   if (error instanceof UsageError) throw error;
   context.stderr.write(`error: ${errorMessage(error, secrets)}\n`);
   return 1;
+}
+
+/** The Nix runner for a build from the flags every build command shares (allowlisted settings only). */
+export function nixFromFlags(
+  values: { "allow-import-from-derivation"?: boolean; substituter?: string[]; "trusted-public-key"?: string[] },
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+): NixCommand {
+  return new NixCommand({
+    baseEnv: env,
+    logger,
+    settings: {
+      allowImportFromDerivation: values["allow-import-from-derivation"] === true,
+      extraSubstituters: values.substituter ?? [],
+      extraTrustedPublicKeys: values["trusted-public-key"] ?? [],
+    },
+  });
 }
