@@ -11,6 +11,7 @@ const e2eRequested =
 // global setup starts once per run on loopback.
 export default defineConfig({
   test: {
+    reporters: ["default", "./test/support/summary-reporter.ts"],
     projects: [
       {
         test: { name: "unit", include: ["test/unit/**/*.test.ts"] },
