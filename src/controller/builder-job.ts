@@ -71,7 +71,9 @@ export function builderJob(input: BuilderJobInput): V1Job {
     // The push step runs as the operator image's non-root user and keeps its layer cache here.
     command: ["nix-image-operator", "prepare-store", "--volume", paths.seedMount, "--layer-cache-owner", "65532", "--termination-message", "/dev/termination-log"],
     volumeMounts: [{ name: "store", mountPath: paths.seedMount }],
-    securityContext: restricted,
+    // CHOWN only: --layer-cache-owner hands the layer cache directory to the push step's uid
+    // (without it the step fails with EPERM in a real pod; seen on the e2e cluster).
+    securityContext: { ...restricted, capabilities: { drop: ["ALL"], add: ["CHOWN"] } },
   });
 
   const buildArgs = [
