@@ -198,6 +198,18 @@ function runId(): string {
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}-${process.pid}`;
 }
 
+async function helmPath(): Promise<string> {
+  const { helmBinary } = await import("../../support/global-setup.ts");
+  return helmBinary();
+}
+
+/** What this machine lacks for the cluster (empty: it can start). debootstrap only matters until the images are cached. */
+export async function clusterPrerequisites(): Promise<string[]> {
+  const layersDir = join(e2eCacheDir(), "layers");
+  const haveBase = existsSync(layersDir) && readdirSync(layersDir).some((f) => f.startsWith("debian-nix-") && f.endsWith(".json"));
+  return missingPrerequisites({ binDir: kubeBinDir(repoRoot), helm: await helmPath(), net: defaultNetwork, needDebootstrap: !haveBase });
+}
+
 export interface StartClusterOptions {
   log?: (message: string) => void;
   /** Keep the run directory after stop (logs are kept in any case). */
@@ -211,12 +223,9 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
   const mark = (name: string) => (timings[name] = Math.round(performance.now() - t0));
   const net = defaultNetwork;
   const binDir = kubeBinDir(repoRoot);
-  const { helmBinary } = await import("../../support/global-setup.ts");
-  const helm = helmBinary();
-  const layersDir = join(e2eCacheDir(), "layers");
-  const haveBase = existsSync(layersDir) && readdirSync(layersDir).some((f) => f.startsWith("debian-nix-") && f.endsWith(".json"));
+  const helm = await helmPath();
   reapStaleCluster(log);
-  const missing = missingPrerequisites({ binDir, helm, net, needDebootstrap: !haveBase });
+  const missing = await clusterPrerequisites();
   if (missing.length) throw new StartError(`The e2e cluster cannot start on this machine; missing:\n  - ${missing.join("\n  - ")}`);
 
   const id = runId();

@@ -368,7 +368,9 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
       operator: {
         name: "nix-image-operator",
         layers: [base, node, app],
-        config: { entrypoint: ["/usr/local/bin/nix-image-operator"], env: [systemPath, "NODE_ENV=production"] },
+        // Like the project's own operator image (flake.nix): non-root uid 65532. The push step of
+        // builder pods runs as this user.
+        config: { entrypoint: ["/usr/local/bin/nix-image-operator"], env: [systemPath, "NODE_ENV=production"], user: "65532:65532" },
       },
       builder: {
         name: "nix-builder",

@@ -9,6 +9,7 @@ import { DEFAULT_ALLOWED_SCHEMES } from "../../../src/flake/flake-ref-policy.ts"
 import { run } from "../../support/process.ts";
 import type { ClusterInfo } from "./cluster.ts";
 import { repoRoot } from "./cluster.ts";
+import { waitFor } from "./kube.ts";
 
 export interface InstalledOperator {
   namespace: string;
@@ -75,7 +76,15 @@ export async function installOperator(cluster: ClusterInfo, opts: InstallOptions
 
   const kubectl = (args: string[], timeoutMs = 120_000) => run(cluster.kubectl, ["--kubeconfig", cluster.kubeconfig, ...args], { timeoutMs });
   await kubectl(["apply", "--server-side", "-f", crdFile]);
-  await kubectl(["wait", "--for=condition=Established", "crd/niximages.niximage.io", "--timeout=60s"]);
+  // `kubectl wait` fails outright while the CRD has no status.conditions yet: poll instead.
+  await waitFor(
+    "the NixImage CRD to be Established",
+    async () => {
+      const { stdout } = await kubectl(["get", "crd", "niximages.niximage.io", "-o", 'jsonpath={.status.conditions[?(@.type=="Established")].status}']);
+      return stdout.trim() === "True" ? true : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 500 },
+  );
   await kubectl(["create", "namespace", namespace]).catch((e: unknown) => {
     if (!/AlreadyExists/.test((e as Error).message)) throw e;
   });
