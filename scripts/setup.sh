@@ -6,8 +6,8 @@
 # binaries (scripts/build-k8s.sh, built once and cached by version).
 #
 # Usage: scripts/setup.sh [--with-e2e]
-#   --with-e2e   also install what the e2e tier's single-node cluster needs
-#                (containerd, runc, CNI plugins, debootstrap, iptables)
+#   --with-e2e   also what the e2e tier's single-node cluster needs (containerd, runc, CNI,
+#                debootstrap, iptables, gcc) and its images, built once (~/.cache/.../e2e)
 # Environment: NIO_SETUP_NPM_CI=1 forces `npm ci`; NIO_SETUP_SKIP_K8S=1 skips the Kubernetes build.
 set -euo pipefail
 
@@ -37,7 +37,7 @@ fi
 step "Debian packages"
 [ -r /etc/debian_version ] || info "warning: not a Debian system; package names are Debian 12's"
 pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci busybox-static)
-if [ "$with_e2e" = 1 ]; then pkgs+=(containerd runc containernetworking-plugins debootstrap iptables); fi
+if [ "$with_e2e" = 1 ]; then pkgs+=(containerd runc containernetworking-plugins debootstrap iptables iproute2 gcc libc6-dev); fi
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
@@ -146,6 +146,14 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+if [ "$with_e2e" = 1 ]; then
+  step "e2e cluster images (pause, Nix builder, operator; first time: debootstrap, ~2 min)"
+  [ "$(id -u)" -eq 0 ] || die "the e2e cluster (kubelet, containerd, debootstrap) needs root"
+  node "$here/test/e2e/support/cluster-cli.ts" images 2>&1 | sed 's/^/    /'
+  node "$here/test/e2e/support/cluster-cli.ts" check 2>&1 | sed 's/^/    /' || die "the e2e cluster cannot start here (see above)"
+fi
+
+# ---------------------------------------------------------------------------------------------
 step "Versions"
 first() { "$@" 2>&1 | head -n1; }
 info "node            $(node --version)"
@@ -156,5 +164,9 @@ info "skopeo          $(first skopeo --version)"
 info "umoci           $(first umoci --version)"
 info "git             $(first git --version)"
 info "openssl         $(first openssl version)"
+if [ "$with_e2e" = 1 ]; then
+  info "containerd      $(first containerd --version)"
+  info "runc            $(first runc --version)"
+fi
 if [ -x "$k8s_dir/kube-apiserver" ]; then info "kubernetes      $(first "$k8s_dir/kube-apiserver" --version) in $k8s_dir"; fi
 step "done in $(( $(date +%s) - start ))s. Run the tests: export PATH=\$(bash scripts/ensure-node.sh)/bin:\$PATH && npm test"

@@ -11,7 +11,7 @@
 // Each layer is an uncompressed, name-sorted tar made by GNU tar from a directory; images are
 // pushed with the project's own registry client (src/oci). Tags are content hashes, never latest.
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { chmod, copyFile, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join, relative } from "node:path";
@@ -127,6 +127,21 @@ async function cachedLayer(
     return { name, file, ...info };
   } finally {
     if (!opts.keepRoot) removeTree(root);
+  }
+}
+
+/** Keeps the `keep` newest layers named `<name>-*` (the source changes often; each is ~100 MB). */
+function pruneLayers(name: string, keep: number, current: string): void {
+  const dir = join(e2eCacheDir(), "layers");
+  const re = new RegExp(`^${name}-[0-9a-f]{16}\\.tar$`);
+  const files = readdirSync(dir)
+    .filter((f) => re.test(f))
+    .map((f) => join(dir, f))
+    .filter((f) => f !== current)
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  for (const f of files.slice(Math.max(0, keep - 1))) {
+    rmSync(f, { force: true });
+    rmSync(f.replace(/\.tar$/, ".json"), { force: true });
   }
 }
 
@@ -362,6 +377,7 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
       await chmod(join(root, "usr/local/bin/node"), 0o755);
     });
     const app = await cachedLayer("operator-app", appKey(repoRoot), log, (root) => buildApp(root, repoRoot, log));
+    pruneLayers("operator-app", 3, app.file);
     const pauseLayer = await pause;
     return {
       pause: { name: "pause", layers: [pauseLayer], config: { entrypoint: ["/pause"] } },
