@@ -47,6 +47,7 @@ const cyan = color(36);
 const t0 = Date.now();
 const clock = () => dim(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s]`);
 let statusText = "";
+const ansi = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 const spinner = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 let spin = 0;
 
@@ -56,9 +57,11 @@ function clearStatus(): void {
 
 function drawStatus(): void {
   if (!tty || !statusText) return;
+  // One line, never wrapped: cut the plain text to the terminal width (colours dropped).
   const width = process.stdout.columns || 100;
-  const line = `${cyan(spinner[spin++ % spinner.length]!)} ${statusText}`;
-  process.stdout.write(`\r\x1b[2K${line.slice(0, width + 20)}`);
+  const plain = statusText.replace(ansi, "");
+  const text = plain.length > width - 3 ? `${plain.slice(0, width - 4)}…` : plain;
+  process.stdout.write(`\r\x1b[2K${cyan(spinner[spin++ % spinner.length]!)} ${text}`);
 }
 
 /** A permanent line (above the live status line). */
