@@ -127,11 +127,16 @@ export function sweepHost(state: StateFile): string[] {
   removeCgroupTree("kubepods");
   const leftMounts = unmountUnder(state.runDir);
   removeSymlinksInto("/var/log/containers", state.runDir);
-  // libcni's result cache (named <network>-<container>-<ifname>).
-  try {
-    for (const f of readdirSync("/var/lib/cni/results")) if (f.startsWith("nio-e2e-")) rmSync(join("/var/lib/cni/results", f), { force: true });
-  } catch {
-    // none
+  // libcni's result cache (<network>-<container>-<ifname>): all of it when the run created
+  // /var/lib/cni (containerd's loopback network, cni-loopback-*, also leaves entries there when
+  // its sandboxes were not stopped), else only our network's.
+  if (state.hostDirsBefore["/var/lib/cni"] === false) rmSync("/var/lib/cni", { recursive: true, force: true });
+  else {
+    try {
+      for (const f of readdirSync("/var/lib/cni/results")) if (f.startsWith("nio-e2e-")) rmSync(join("/var/lib/cni/results", f), { force: true });
+    } catch {
+      // none
+    }
   }
   const leftNet = tearDownNetwork(state.net);
   restoreSysctls(state.sysctls);
