@@ -41,6 +41,13 @@ const paths = {
   layerCache: "/var/cache/niximage",
 };
 
+/**
+ * What lives where on a store volume: the Nix tree (mounted at /nix) and, beside it, the push
+ * step's layer cache. The build step runs flake code as root on /nix, so the cache must not be
+ * inside that tree: a forged entry could make the push step mount another repository's blob.
+ */
+export const volumeLayout = { nix: "nix", layerCache: "layer-cache" } as const;
+
 const restricted = {
   allowPrivilegeEscalation: false,
   capabilities: { drop: ["ALL"] },
@@ -68,9 +75,13 @@ export function builderJob(input: BuilderJobInput): V1Job {
   const prepare = step({
     name: "prepare",
     image: config.builder.nixImage,
-    // The push step runs as the operator image's non-root user and keeps its layer cache here.
-    command: ["nix-image-operator", "prepare-store", "--volume", paths.seedMount, "--layer-cache-owner", "65532", "--termination-message", "/dev/termination-log"],
-    volumeMounts: [{ name: "store", mountPath: paths.seedMount }],
+    // The push step runs as the operator image's non-root user and keeps its layer cache in its
+    // own sub-directory of the volume, which the build step (flake code) never mounts.
+    command: ["nix-image-operator", "prepare-store", "--volume", paths.seedMount, "--layer-cache", paths.layerCache, "--layer-cache-owner", "65532", "--termination-message", "/dev/termination-log"],
+    volumeMounts: [
+      { name: "store", mountPath: paths.seedMount, subPath: volumeLayout.nix },
+      { name: "store", mountPath: paths.layerCache, subPath: volumeLayout.layerCache },
+    ],
     // CHOWN only: --layer-cache-owner hands the layer cache directory to the push step's uid
     // (without it the step fails with EPERM in a real pod; seen on the e2e cluster).
     securityContext: { ...restricted, capabilities: { drop: ["ALL"], add: ["CHOWN"] } },
@@ -101,7 +112,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
     args: buildArgs,
     // Untrusted code: argv only, no env from Secrets, no token (automount is off for the pod).
     volumeMounts: [
-      { name: "store", mountPath: paths.storeMount },
+      { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix },
       { name: "work", mountPath: paths.work },
     ],
     resources: spec.build.resources,
@@ -124,8 +135,8 @@ export function builderJob(input: BuilderJobInput): V1Job {
     const registry = config.registries.find((r) => spec.image.repository.startsWith(`${r.host}/`));
     if (registry?.plainHttp) pushArgs.push("--plain-http");
     const pushMounts: V1VolumeMount[] = [
-      { name: "store", mountPath: paths.storeMount, readOnly: true },
-      { name: "store", mountPath: paths.layerCache, subPath: "niximage/layer-cache" },
+      { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix, readOnly: true },
+      { name: "store", mountPath: paths.layerCache, subPath: volumeLayout.layerCache },
       { name: "work", mountPath: paths.work, readOnly: true },
     ];
     if (spec.image.pushSecretRef) {

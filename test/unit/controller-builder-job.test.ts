@@ -83,6 +83,11 @@ describe("builderJob", () => {
         expect(build.securityContext?.allowPrivilegeEscalation).toBe(false);
       });
 
+      it(`${kind}: the build step sees only the Nix tree of the store volume, not the push step's layer cache`, () => {
+        const build = container(job, "build");
+        expect((build.volumeMounts ?? []).filter((m) => m.name === "store")).toEqual([{ name: "store", mountPath: "/nix", subPath: "nix" }]);
+      });
+
       it(`${kind}: every step runs argv, never a shell`, () => {
         for (const c of allContainers(job)) {
           const argv = [...(c.command ?? []), ...(c.args ?? [])];
