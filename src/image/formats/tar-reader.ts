@@ -33,7 +33,7 @@ export interface ByteSource {
   /** 1..max bytes, or undefined at the end. */
   readSome(max: number): Promise<Buffer | undefined>;
   /** Discards n bytes; false when the source ended first. */
-  skip(n: number): Promise<boolean>;
+  discard(n: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -83,7 +83,7 @@ export class ByteReader implements ByteSource {
   }
 
   /** Discards n bytes; false when the source ended first. */
-  async skip(n: number): Promise<boolean> {
+  async discard(n: number): Promise<boolean> {
     let left = n;
     while (left > 0) {
       const chunk = await this.readSome(left);
@@ -165,7 +165,7 @@ export function parsePaxRecords(data: Buffer): Map<string, string> {
 }
 
 /**
- * Positional reads of a file: `skip` only moves the position, so walking a tar's headers costs
+ * Positional reads of a file: `discard` only moves the position, so walking a tar's headers costs
  * one small read per entry however large the entries are.
  */
 export class FileByteSource implements ByteSource {
@@ -213,7 +213,7 @@ export class FileByteSource implements ByteSource {
     this.position = 0;
   }
 
-  async skip(n: number): Promise<boolean> {
+  async discard(n: number): Promise<boolean> {
     if (this.position + n > this.size) {
       this.position = this.size;
       return false;
@@ -228,7 +228,7 @@ export class FileByteSource implements ByteSource {
 }
 
 function isByteSource(v: unknown): v is ByteSource {
-  return typeof v === "object" && v !== null && typeof (v as ByteSource).readExact === "function" && typeof (v as ByteSource).skip === "function";
+  return typeof v === "object" && v !== null && typeof (v as ByteSource).readExact === "function" && typeof (v as ByteSource).discard === "function";
 }
 
 export function normaliseEntryName(name: string): string {
@@ -266,7 +266,7 @@ export class TarReader {
     if (this.done) return undefined;
     await this.skipData();
     if (this.padding > 0) {
-      if (!(await this.bytes.skip(this.padding))) throw new TarFormatError("tar: archive ends inside entry padding");
+      if (!(await this.bytes.discard(this.padding))) throw new TarFormatError("tar: archive ends inside entry padding");
       this.padding = 0;
     }
     let longName: string | undefined;
@@ -294,7 +294,7 @@ export class TarReader {
         const data = await this.bytes.readExact(size);
         if (!data) throw new TarFormatError("tar: archive ends inside an extended header");
         const pad = (TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK;
-        if (!(await this.bytes.skip(pad))) throw new TarFormatError("tar: archive ends inside an extended header");
+        if (!(await this.bytes.discard(pad))) throw new TarFormatError("tar: archive ends inside an extended header");
         if (typeFlag === "L") longName = cString(data, 0, data.length);
         else if (typeFlag === "K") longLink = cString(data, 0, data.length);
         else if (typeFlag === "x") pax = parsePaxRecords(data);
@@ -375,7 +375,7 @@ export class TarReader {
 
   async skipData(): Promise<void> {
     if (this.remaining === 0) return;
-    if (!(await this.bytes.skip(this.remaining))) throw new TarFormatError("tar: archive ends inside an entry");
+    if (!(await this.bytes.discard(this.remaining))) throw new TarFormatError("tar: archive ends inside an entry");
     this.remaining = 0;
   }
 
