@@ -121,6 +121,9 @@ export interface ApiServerOptions {
   timeoutMs?: number;
   extraArgs?: string[];
   signal?: AbortSignal;
+  /** Where it listens and what it advertises; 127.0.0.1 for the test bed, the node IP for e2e. */
+  bindAddress?: string;
+  serviceClusterIpRange?: string;
 }
 
 export interface ApiServer {
@@ -144,7 +147,8 @@ export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiSer
   const port = await freePort();
   const certDir = join(opts.stateDir, "apiserver-certs");
   await mkdir(certDir, { recursive: true });
-  const url = `https://127.0.0.1:${port}`;
+  const address = opts.bindAddress ?? "127.0.0.1";
+  const url = `https://${address}:${port}`;
   const { pki } = opts;
   const ca = readFileSync(pki.ca.certFile);
   const cert = readFileSync(pki.admin.certFile);
@@ -160,9 +164,9 @@ export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiSer
       `--client-ca-file=${pki.ca.certFile}`,
       `--token-auth-file=${pki.tokenFile}`,
       `--secure-port=${port}`,
-      "--bind-address=127.0.0.1",
-      "--advertise-address=127.0.0.1",
-      `--service-cluster-ip-range=${serviceClusterIpRange}`,
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
+      `--service-cluster-ip-range=${opts.serviceClusterIpRange ?? serviceClusterIpRange}`,
       "--authorization-mode=Node,RBAC",
       `--service-account-issuer=${serviceAccountIssuer}`,
       `--service-account-key-file=${pki.serviceAccount.publicKeyFile}`,

@@ -2,10 +2,9 @@
 // the integration test bed's starters). The API server listens on the node IP (the bridge
 // address), so pods reach it through the `kubernetes` Service DNAT and the host through the same
 // address; it talks to the kubelet with its own client certificate (logs, exec).
-import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { requireKubeBinary, serviceAccountIssuer, writeKubeconfig } from "../../support/kube-apiserver.ts";
+import { requireKubeBinary, startKubeApiserver, writeKubeconfig } from "../../support/kube-apiserver.ts";
 import { freePort, httpGet, startDaemon, type Daemon } from "../../support/process.ts";
 import type { ClusterPki } from "./cluster-pki.ts";
 import type { ClusterNetwork } from "./network.ts";
@@ -16,6 +15,7 @@ export interface E2eApiServer {
   daemon: Daemon;
 }
 
+/** The test bed's kube-apiserver, on the node IP and talking to the kubelet with its own client certificate. */
 export async function startApiServer(opts: {
   binDir: string;
   etcdUrl: string;
@@ -25,58 +25,23 @@ export async function startApiServer(opts: {
   logFile: string;
   signal?: AbortSignal;
 }): Promise<E2eApiServer> {
-  const binary = requireKubeBinary(opts.binDir, "kube-apiserver");
   const { pki, net } = opts;
-  const port = await freePort();
-  const certDir = join(opts.stateDir, "apiserver-certs");
-  await mkdir(certDir, { recursive: true });
-  const url = `https://${net.nodeIp}:${port}`;
-  const ca = readFileSync(pki.ca.certFile);
-  const cert = readFileSync(pki.admin.certFile);
-  const key = readFileSync(pki.admin.keyFile);
-  const daemon = await startDaemon({
-    name: "kube-apiserver",
-    command: binary,
-    args: [
-      `--etcd-servers=${opts.etcdUrl}`,
-      `--cert-dir=${certDir}`,
-      `--tls-cert-file=${pki.serving.certFile}`,
-      `--tls-private-key-file=${pki.serving.keyFile}`,
-      `--client-ca-file=${pki.ca.certFile}`,
-      `--secure-port=${port}`,
-      `--bind-address=${net.nodeIp}`,
-      `--advertise-address=${net.nodeIp}`,
-      `--service-cluster-ip-range=${net.serviceCidr}`,
-      "--authorization-mode=Node,RBAC",
-      `--service-account-issuer=${serviceAccountIssuer}`,
-      `--service-account-key-file=${pki.serviceAccount.publicKeyFile}`,
-      `--service-account-signing-key-file=${pki.serviceAccount.privateKeyFile}`,
+  return startKubeApiserver({
+    binDir: opts.binDir,
+    etcdUrl: opts.etcdUrl,
+    pki,
+    stateDir: opts.stateDir,
+    logFile: opts.logFile,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    bindAddress: net.nodeIp,
+    serviceClusterIpRange: net.serviceCidr,
+    extraArgs: [
       `--kubelet-client-certificate=${pki.apiserverKubeletClient.certFile}`,
       `--kubelet-client-key=${pki.apiserverKubeletClient.keyFile}`,
       `--kubelet-certificate-authority=${pki.ca.certFile}`,
       "--kubelet-preferred-address-types=InternalIP",
-      `--requestheader-client-ca-file=${pki.ca.certFile}`,
-      "--requestheader-allowed-names=front-proxy-client",
-      "--requestheader-username-headers=X-Remote-User",
-      "--requestheader-group-headers=X-Remote-Group",
-      "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-      `--proxy-client-cert-file=${pki.frontProxyClient.certFile}`,
-      `--proxy-client-key-file=${pki.frontProxyClient.keyFile}`,
-      "--allow-privileged=true",
-      "--profiling=false",
-      "--event-ttl=1h",
     ],
-    logFile: opts.logFile,
-    signal: opts.signal,
-    timeoutMs: 120_000,
-    intervalMs: 250,
-    ready: async () => {
-      const r = await httpGet(`${url}/readyz?verbose`, { ca, cert, key, timeoutMs: 5000 });
-      if (r.status === 200) return true;
-      throw new Error(`/readyz ${r.status}: ${r.body.split("\n").filter((l) => l.includes("[-]")).join("; ")}`);
-    },
   });
-  return { url, port, daemon };
 }
 
 export interface Scheduler {
