@@ -25,6 +25,7 @@ import { startGitServer } from "../test/support/git-server.ts";
 import { prepareNixEnv } from "../test/support/nix-env.ts";
 import { killAllDaemonsSync } from "../test/support/process.ts";
 import { startRegistry } from "../test/support/registry.ts";
+import { webDeploymentYaml, webNixImageYaml } from "../test/e2e/support/web-example.ts";
 import { clusterPrerequisites, leftovers, onInterrupt, startCluster, type Cluster } from "../test/e2e/support/cluster.ts";
 import { createFlakeRepo, startPodGitServer } from "../test/e2e/support/git.ts";
 import { httpText } from "../test/e2e/support/kube.ts";
@@ -264,41 +265,9 @@ async function runClusterExample(
   const workDir = join(cluster.runDir, "demo");
   const repo = await phase(`serve the example flake from a git server pods reach (${git.baseUrl})`, createFlakeRepo(git, "demo-web", exampleFlake, workDir));
   await phase("install the operator from the Helm chart (helm template + kubectl apply; it runs as a pod)", installOperator(cluster, { logLevel: "info" }));
-  const manifests = `apiVersion: v1
-kind: Namespace
-metadata: { name: ${demoNamespace} }
----
-# The workload opts in; its image is a placeholder until the first build.
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: ${demoNamespace}
-  annotations: { niximage.io/from: ${imageName} }
-spec:
-  replicas: 1
-  selector: { matchLabels: { app: web } }
-  strategy: { type: RollingUpdate, rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }
-  template:
-    metadata: { labels: { app: web } }
-    spec:
-      containers:
-        - name: web
-          image: ${cluster.images.pause.reference}
-          ports: [{ containerPort: 8080 }]
-          readinessProbe: { httpGet: { path: /message.txt, port: 8080 }, periodSeconds: 2 }
----
-apiVersion: niximage.io/v1alpha1
-kind: NixImage
-metadata: { name: ${imageName}, namespace: ${demoNamespace} }
-spec:
-  flake: ${repo.flakeUrl}
-  attribute: default
-  image:
-    repository: ${cluster.registry.host}/demo/web
-    config: { exposedPorts: ["8080"] }
-  triggers: { interval: 30s }
-`;
+  const example = { namespace: demoNamespace, imageName, flakeUrl: repo.flakeUrl, repository: `${cluster.registry.host}/demo/web`, placeholderImage: cluster.images.pause.reference };
+  // The workload opts in; its image is a placeholder until the first build.
+  const manifests = `apiVersion: v1\nkind: Namespace\nmetadata: { name: ${demoNamespace} }\n---\n${webDeploymentYaml(example)}---\n${webNixImageYaml(example)}`;
   const manifestFile = join(cluster.runDir, "demo-example.yaml");
   await writeFile(manifestFile, manifests);
   await phase(`kubectl apply -f ${manifestFile} (a NixImage + an opted-in Deployment)`, cluster.kubectl_(["apply", "-f", manifestFile]));

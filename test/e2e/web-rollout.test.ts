@@ -9,6 +9,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
 import "./support/e2e-types.ts";
+import { webDeploymentYaml, webNixImageYaml } from "./support/web-example.ts";
 import { createFlakeRepo, type FlakeRepo } from "./support/git.ts";
 import { diagnostics, httpText, kube, waitFor } from "./support/kube.ts";
 import { installOperator, type InstalledOperator } from "./support/operator-install.ts";
@@ -146,40 +147,10 @@ describe.sequential("a NixImage on a real cluster: builder pod -> registry -> De
     await k.kubectl(["create", "namespace", ns]);
     // The workload asks for the image (consent lives on the workload); until the first build it
     // runs a placeholder that never becomes ready.
-    await k.apply(`
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: ${ns}
-  annotations: { niximage.io/from: ${imageName} }
-spec:
-  replicas: 1
-  selector: { matchLabels: { app: web } }
-  strategy: { type: RollingUpdate, rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }
-  template:
-    metadata: { labels: { app: web } }
-    spec:
-      containers:
-        - name: web
-          image: ${cluster.images.pause.reference}
-          ports: [{ containerPort: 8080 }]
-          readinessProbe: { httpGet: { path: /message.txt, port: 8080 }, periodSeconds: 2 }
-`);
+    const example = { namespace: ns, imageName, flakeUrl: repo.flakeUrl, repository, placeholderImage: cluster.images.pause.reference };
+    await k.apply(webDeploymentYaml(example));
     const applied = Date.now();
-    await k.apply(`
-apiVersion: niximage.io/v1alpha1
-kind: NixImage
-metadata: { name: ${imageName}, namespace: ${ns} }
-spec:
-  flake: ${repo.flakeUrl}
-  attribute: default
-  image:
-    repository: ${repository}
-    config: { exposedPorts: ["8080"] }
-  triggers: { interval: 30s }
-  build: { timeout: 15m }
-`);
+    await k.apply(webNixImageYaml(example));
     const job = await waitFor("builder Job 1", () => k.get("job", `${imageName}-build-1`, ns), { timeoutMs: 60_000, describe: describeImage });
     expect(job).toBeDefined();
     const jobSeen = Date.now();
