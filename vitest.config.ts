@@ -3,8 +3,7 @@ import { defineConfig } from "vitest/config";
 // The e2e tier (a real single-node cluster: kubelet, containerd, builder pods; root only) is
 // included only when asked for: `vitest run --project e2e` (npm run test:e2e) or NIO_E2E=1.
 const argv = process.argv.slice(2);
-const e2eRequested =
-  process.env.NIO_E2E === "1" || argv.some((a, i) => a === "--project=e2e" || (a === "--project" && argv[i + 1] === "e2e"));
+const e2eRequested = process.env.NIO_E2E === "1" || argv.some((a, i) => a === "--project=e2e" || (a === "--project" && argv[i + 1] === "e2e"));
 
 // Two tiers run by `npm test`: pure unit tests, and integration tests against real components
 // (kube-apiserver, etcd, kube-controller-manager, docker-registry, Nix, git over HTTP) that the

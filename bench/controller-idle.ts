@@ -33,8 +33,15 @@ try {
   const schema = makeNixImageSchema(defaultFlakeRefPolicy);
   const t0 = performance.now();
   for (let i = 0; i < count; i++) {
-    const body = { apiVersion: "niximage.io/v1alpha1", kind: "NixImage", metadata: { name: `app-${i}`, namespace }, spec: { flake: `github:acme/app-${i}`, image: { repository: `registry.example.com/acme/app-${i}` } } };
-    const created = await kubeRequestJson<{ metadata: { generation: number } }>(kc, "POST", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages`, { body });
+    const body = {
+      apiVersion: "niximage.io/v1alpha1",
+      kind: "NixImage",
+      metadata: { name: `app-${i}`, namespace },
+      spec: { flake: `github:acme/app-${i}`, image: { repository: `registry.example.com/acme/app-${i}` } },
+    };
+    const created = await kubeRequestJson<{ metadata: { generation: number } }>(kc, "POST", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages`, {
+      body,
+    });
     const parsed = schema.parse({ ...body, metadata: { ...body.metadata, generation: created.metadata.generation } });
     const digest = `sha256:${i.toString(16).padStart(64, "0")}`;
     await kubeRequestJson(kc, "PATCH", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/app-${i}/status`, {
@@ -43,7 +50,16 @@ try {
         status: {
           buildCount: 1,
           latestImage: `${body.spec.image.repository}@${digest}`,
-          lastBuild: { job: `app-${i}-build-1`, number: 1, kind: "Image", reasons: ["SpecChanged"], result: "Succeeded", digest, specHash: specHash(parsed), builderHash: builderHash(config) },
+          lastBuild: {
+            job: `app-${i}-build-1`,
+            number: 1,
+            kind: "Image",
+            reasons: ["SpecChanged"],
+            result: "Succeeded",
+            digest,
+            specHash: specHash(parsed),
+            builderHash: builderHash(config),
+          },
         },
       },
     });
@@ -55,7 +71,10 @@ try {
   subscribe("http.client.request.start", (message) => {
     const { request } = message as { request: { method: string; path: string } };
     requests++;
-    const kind = `${request.method} ${request.path.split("?")[0]!.replace(/\/namespaces\/[^/]+/, "/namespaces/*").replace(/niximages\/[^/]+/, "niximages/*")}${request.path.includes("watch=") ? " (watch)" : ""}`;
+    const kind = `${request.method} ${request.path
+      .split("?")[0]!
+      .replace(/\/namespaces\/[^/]+/, "/namespaces/*")
+      .replace(/niximages\/[^/]+/, "niximages/*")}${request.path.includes("watch=") ? " (watch)" : ""}`;
     byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
   });
 
@@ -81,9 +100,13 @@ try {
   const writes = [...operator.writes.values()].reduce((a, b) => a + b, 0) - writesAfterStart;
   const metrics = operator.metrics.render();
   const reconciles = [...metrics.matchAll(/^controller_reconcile_total\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
-  console.log(`idle window ${windowMs / 1000}s (resync every 30s): ${requests} HTTP requests (${((requests * 60_000) / windowMs).toFixed(1)}/min), ${writes} writes, ${reconciles} reconciles in total`);
+  console.log(
+    `idle window ${windowMs / 1000}s (resync every 30s): ${requests} HTTP requests (${((requests * 60_000) / windowMs).toFixed(1)}/min), ${writes} writes, ${reconciles} reconciles in total`,
+  );
   for (const [kind, n] of [...byKind].sort((a, b) => b[1] - a[1])) console.log(`  ${n}  ${kind}`);
-  console.log(`rss ${(rssBefore / 2 ** 20).toFixed(0)} MiB at start of window, ${(rss / 2 ** 20).toFixed(0)} MiB at end; heap used ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB`);
+  console.log(
+    `rss ${(rssBefore / 2 ** 20).toFixed(0)} MiB at start of window, ${(rss / 2 ** 20).toFixed(0)} MiB at end; heap used ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB`,
+  );
   await operator.stop();
 } finally {
   await bed.stop();

@@ -31,7 +31,12 @@ import { prepareNixEnv } from "../test/support/nix-env.ts";
 import { startRegistry } from "../test/support/registry.ts";
 
 const { values } = parseArgs({
-  options: { runs: { type: "string", default: "3" }, paths: { type: "string", default: "60" }, mib: { type: "string", default: "300" }, keep: { type: "boolean" } },
+  options: {
+    runs: { type: "string", default: "3" },
+    paths: { type: "string", default: "60" },
+    mib: { type: "string", default: "300" },
+    keep: { type: "boolean" },
+  },
 });
 const runs = Number(values.runs);
 const repoRoot = new URL("../", import.meta.url).pathname;
@@ -107,11 +112,21 @@ async function writeDockerArchive(files: StepFiles, file: string): Promise<numbe
     for await (const chunk of tarStorePaths(layer.paths)) await write(out, chunk as Buffer);
     await write(out, Buffer.alloc(paddingFor(info.tarSize)));
   }
-  const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", config: { Entrypoint: [`${files.result.outPath}/bin/big`] }, rootfs: { type: "layers", diff_ids: diffIds } }));
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      config: { Entrypoint: [`${files.result.outPath}/bin/big`] },
+      rootfs: { type: "layers", diff_ids: diffIds },
+    }),
+  );
   const { createHash } = await import("node:crypto");
   const configName = `${createHash("sha256").update(config).digest("hex")}.json`;
   const manifest = Buffer.from(JSON.stringify([{ Config: configName, RepoTags: ["big:latest"], Layers: diffIds.map((d) => `${d.slice(7)}/layer.tar`) }]));
-  for (const [name, bytes] of [[configName, config], ["manifest.json", manifest]] as const) {
+  for (const [name, bytes] of [
+    [configName, config],
+    ["manifest.json", manifest],
+  ] as const) {
     await write(out, encodeEntryHeader({ name: Buffer.from(name), type: "file", mode: 0o644, size: bytes.length, mtime }));
     await write(out, Buffer.concat([bytes, Buffer.alloc(paddingFor(bytes.length))]));
   }
@@ -144,8 +159,16 @@ async function bench(work: string): Promise<void> {
   // The fixture as a git repository (git+file; the bench's own operator config allows it).
   const flakeDir = join(work, "big");
   await cp(join(repoRoot, "test/fixtures/flakes/big"), flakeDir, { recursive: true });
-  const conf = (appVersion: number) => JSON.stringify({ paths: Number(values.paths), totalMiB: Number(values.mib), seed: "niximage-bench-1", appVersion }, null, 2) + "\n";
-  const gitEnv = { ...env, GIT_AUTHOR_NAME: "bench", GIT_AUTHOR_EMAIL: "b@b", GIT_COMMITTER_NAME: "bench", GIT_COMMITTER_EMAIL: "b@b", GIT_CONFIG_GLOBAL: "/dev/null" };
+  const conf = (appVersion: number) =>
+    JSON.stringify({ paths: Number(values.paths), totalMiB: Number(values.mib), seed: "niximage-bench-1", appVersion }, null, 2) + "\n";
+  const gitEnv = {
+    ...env,
+    GIT_AUTHOR_NAME: "bench",
+    GIT_AUTHOR_EMAIL: "b@b",
+    GIT_COMMITTER_NAME: "bench",
+    GIT_COMMITTER_EMAIL: "b@b",
+    GIT_CONFIG_GLOBAL: "/dev/null",
+  };
   await writeFile(join(flakeDir, "big.json"), conf(1));
   await must("git", ["init", "-q", "--initial-branch=master"], gitEnv, flakeDir);
   await must("git", ["add", "-A"], gitEnv, flakeDir);
@@ -154,7 +177,9 @@ async function bench(work: string): Promise<void> {
   await writeFile(config, "flakeRefPolicy:\n  allowedSchemes: [git+file]\n");
 
   const buildStep = async (out: string) => {
-    const r = await timed(() => must(process.execPath, [cli, "build-step", "--flake", `git+file://${flakeDir}`, "--attribute", "default", "--out", out, "--config", config], env));
+    const r = await timed(() =>
+      must(process.execPath, [cli, "build-step", "--flake", `git+file://${flakeDir}`, "--attribute", "default", "--out", out, "--config", config], env),
+    );
     return r.seconds;
   };
   const dir1 = join(work, "step-v1");
@@ -166,7 +191,9 @@ async function bench(work: string): Promise<void> {
   const v1 = await readStepFiles(dir1);
   const v2 = await readStepFiles(dir2);
   const narTotal = v1.result.closure.narSize;
-  console.error(`closure: ${v1.result.closure.paths} store paths, ${(narTotal / 2 ** 20).toFixed(1)} MiB (NAR); nix build ${build1.toFixed(1)} s, rebuild after the app-only commit ${build2.toFixed(1)} s`);
+  console.error(
+    `closure: ${v1.result.closure.paths} store paths, ${(narTotal / 2 ** 20).toFixed(1)} MiB (NAR); nix build ${build1.toFixed(1)} s, rebuild after the app-only commit ${build2.toFixed(1)} s`,
+  );
 
   type Row = Record<string, number[]>;
   const t: Row = {};
@@ -181,20 +208,29 @@ async function bench(work: string): Promise<void> {
     try {
       const push = async (from: string, key: string) => {
         const before = await dirBytes(reg.rootDir);
-        const r = await timed(() => must(process.execPath, [cli, "push-step", "--from", from, "--image", `${reg.host}/ours`, "--plain-http", "--layer-cache", cache, "--json"], { ...process.env, LOG_LEVEL: "warn" }));
+        const r = await timed(() =>
+          must(process.execPath, [cli, "push-step", "--from", from, "--image", `${reg.host}/ours`, "--plain-http", "--layer-cache", cache, "--json"], {
+            ...process.env,
+            LOG_LEVEL: "warn",
+          }),
+        );
         const result = JSON.parse(r.value) as { bytesPushed: number; layers: { pushed: number; total: number }; seconds: { push: number } };
         add(t, key, r.seconds);
         add(t, `${key}: push phases`, result.seconds.push);
         add(bytes, key, result.bytesPushed);
         add(bytes, `${key} (registry storage growth)`, (await dirBytes(reg.rootDir)) - before);
-        console.error(`run ${run}: ours ${key}: ${r.seconds.toFixed(2)} s, ${result.layers.pushed}/${result.layers.total} layers pushed, ${(result.bytesPushed / 2 ** 20).toFixed(1)} MiB`);
+        console.error(
+          `run ${run}: ours ${key}: ${r.seconds.toFixed(2)} s, ${result.layers.pushed}/${result.layers.total} layers pushed, ${(result.bytesPushed / 2 ** 20).toFixed(1)} MiB`,
+        );
       };
       await push(dir1, "cold");
       await push(dir1, "warm no-op");
       await push(dir2, "one path changed");
 
       const skopeo = async (archive: string) =>
-        timed(() => must("skopeo", ["copy", "-q", "--dest-tls-verify=false", `docker-archive:${archive}`, `docker://${reg.host}/baseline:latest`], process.env));
+        timed(() =>
+          must("skopeo", ["copy", "-q", "--dest-tls-verify=false", `docker-archive:${archive}`, `docker://${reg.host}/baseline:latest`], process.env),
+        );
       const baseline = async (files: StepFiles | undefined, archive: string, key: string) => {
         const before = await dirBytes(reg.rootDir);
         const w = files ? await timed(() => writeDockerArchive(files, archive)) : { seconds: 0, value: 0 };
@@ -231,8 +267,12 @@ async function bench(work: string): Promise<void> {
   const mib = (xs: number[] | undefined) => (xs ? (median(xs) / 2 ** 20).toFixed(1) : "-");
   const ratio = (a: number[] | undefined, b: number[] | undefined) => (a && b && median(b) > 0 ? `${(median(a) / median(b)).toFixed(1)}x` : "-");
   console.log(`\nbig fixture: ${v1.result.closure.paths} store paths, ${(narTotal / 2 ** 20).toFixed(1)} MiB; median of ${runs} run(s); seconds`);
-  console.log(`floor (tar | sha256sum of the whole closure): ${f(t["floor: tar | sha256sum (whole closure)"])} s; of the changed path(s): ${f(t["floor: tar | sha256sum (changed paths)"])} s`);
-  console.log(`ours without the registry (tar + sha256 of every layer, 3 at once): ${f(t["ours: tar + sha256 of every layer, no upload"])} s; push-step process start-up (--help): ${f(t["ours: process start-up (push-step --help)"])} s\n`);
+  console.log(
+    `floor (tar | sha256sum of the whole closure): ${f(t["floor: tar | sha256sum (whole closure)"])} s; of the changed path(s): ${f(t["floor: tar | sha256sum (changed paths)"])} s`,
+  );
+  console.log(
+    `ours without the registry (tar + sha256 of every layer, 3 at once): ${f(t["ours: tar + sha256 of every layer, no upload"])} s; push-step process start-up (--help): ${f(t["ours: process start-up (push-step --help)"])} s\n`,
+  );
   const header = ["scenario", "ours s (push phases)", "ours MiB sent", "baseline s (tarball + skopeo)", "baseline MiB stored", "baseline/ours", "ours/floor"];
   const rows: string[][] = [];
   for (const key of ["cold", "warm no-op", "one path changed"]) {

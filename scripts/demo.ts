@@ -124,7 +124,11 @@ function stepState(pod: V1Pod, name: string): string {
   return "pending";
 }
 
-const stepTitles: Record<string, string> = { prepare: "prepare (seed the Nix store volume)", build: "build (nix build in the builder pod)", push: "push (layers straight from the store)" };
+const stepTitles: Record<string, string> = {
+  prepare: "prepare (seed the Nix store volume)",
+  build: "build (nix build in the builder pod)",
+  push: "push (layers straight from the store)",
+};
 
 /** Polls the NixImage, its builder pods and the Deployment; prints each change once. */
 function watchProgress(kc: KubeConfig, onServing: (podIp: string, text: string, image: string) => void): () => void {
@@ -143,7 +147,13 @@ function watchProgress(kc: KubeConfig, onServing: (podIp: string, text: string, 
   const loop = async () => {
     while (!stopped) {
       try {
-        const nimg = (await custom.getNamespacedCustomObject({ group: "niximage.io", version: "v1alpha1", namespace: demoNamespace, plural: "niximages", name: imageName })) as {
+        const nimg = (await custom.getNamespacedCustomObject({
+          group: "niximage.io",
+          version: "v1alpha1",
+          namespace: demoNamespace,
+          plural: "niximages",
+          name: imageName,
+        })) as {
           status?: NixImageStatus;
         };
         const st = nimg.status ?? {};
@@ -160,13 +170,16 @@ function watchProgress(kc: KubeConfig, onServing: (podIp: string, text: string, 
               if (state === "running") {
                 live = `${name}: ${stepTitles[step]}`;
                 if (step === "build") {
-                  const logTail = await core.readNamespacedPodLog({ namespace: demoNamespace, name: pod.metadata!.name!, container: step, tailLines: 1 }).catch(() => "");
+                  const logTail = await core
+                    .readNamespacedPodLog({ namespace: demoNamespace, name: pod.metadata!.name!, container: step, tailLines: 1 })
+                    .catch(() => "");
                   const last = String(logTail).trim().split("\n").pop() ?? "";
                   if (last) live += dim(` | ${summariseLogLine(last)}`);
                 }
               }
               if (state === "running") once(`${name}/${step}/running`, `  ${step.padEnd(8)} running   ${dim(stepTitles[step] ?? "")}`);
-              if (state === "done" || state.startsWith("failed")) once(`${name}/${step}/end`, `  ${step.padEnd(8)} ${state === "done" ? green("done") : red(state)}`);
+              if (state === "done" || state.startsWith("failed"))
+                once(`${name}/${step}/end`, `  ${step.padEnd(8)} ${state === "done" ? green("done") : red(state)}`);
               if (state === "ErrImagePull" || state === "ImagePullBackOff") once(`${name}/${step}/pull`, `  ${step.padEnd(8)} ${red(state)}`);
             }
           }
@@ -182,7 +195,10 @@ function watchProgress(kc: KubeConfig, onServing: (podIp: string, text: string, 
                 `nix lock ${d.lock ?? "?"}s, nix build ${d.build ?? "?"}s, push ${d.push ?? "?"}s`,
             );
           } else {
-            once(`result/${b.number}`, `${red("✗")} build ${b.number} failed in step ${b.failure?.step ?? "?"}: ${(b.failure?.message ?? "").trim().split("\n").slice(-3).join(" | ")}\n           the workload keeps its current image`);
+            once(
+              `result/${b.number}`,
+              `${red("✗")} build ${b.number} failed in step ${b.failure?.step ?? "?"}: ${(b.failure?.message ?? "").trim().split("\n").slice(-3).join(" | ")}\n           the workload keeps its current image`,
+            );
           }
         }
         const dep = await apps.readNamespacedDeployment({ namespace: demoNamespace, name: "web" });
@@ -257,44 +273,51 @@ async function clusterDemo(): Promise<void> {
   }
 }
 
-async function runClusterExample(
-  cluster: Cluster,
-  git: Awaited<ReturnType<typeof startPodGitServer>>,
-  setStopWatch: (fn: () => void) => void,
-): Promise<void> {
+async function runClusterExample(cluster: Cluster, git: Awaited<ReturnType<typeof startPodGitServer>>, setStopWatch: (fn: () => void) => void): Promise<void> {
   const workDir = join(cluster.runDir, "demo");
   const repo = await phase(`serve the example flake from a git server pods reach (${git.baseUrl})`, createFlakeRepo(git, "demo-web", exampleFlake, workDir));
   await phase("install the operator from the Helm chart (helm template + kubectl apply; it runs as a pod)", installOperator(cluster, { logLevel: "info" }));
-  const example = { namespace: demoNamespace, imageName, flakeUrl: repo.flakeUrl, repository: `${cluster.registry.host}/demo/web`, placeholderImage: cluster.images.pause.reference };
+  const example = {
+    namespace: demoNamespace,
+    imageName,
+    flakeUrl: repo.flakeUrl,
+    repository: `${cluster.registry.host}/demo/web`,
+    placeholderImage: cluster.images.pause.reference,
+  };
   // The workload opts in; its image is a placeholder until the first build.
   const manifests = `apiVersion: v1\nkind: Namespace\nmetadata: { name: ${demoNamespace} }\n---\n${webDeploymentYaml(example)}---\n${webNixImageYaml(example)}`;
   const manifestFile = join(cluster.runDir, "demo-example.yaml");
   await writeFile(manifestFile, manifests);
   await phase(`kubectl apply -f ${manifestFile} (a NixImage + an opted-in Deployment)`, cluster.kubectl_(["apply", "-f", manifestFile]));
   // Commits in the demo repository: a normal git identity for the user's own commits.
-  for (const [k, v] of [["user.name", "demo"], ["user.email", "demo@niximage.io"]] as const) {
+  for (const [k, v] of [
+    ["user.name", "demo"],
+    ["user.email", "demo@niximage.io"],
+  ] as const) {
     await runGit(repo.workDir, ["config", k, v]);
   }
   let shownHelp = false;
-  setStopWatch(watchProgress(cluster.kc, (podIp) => {
-    if (shownHelp) return;
-    shownHelp = true;
-    clearStatus();
-    process.stdout.write(
-      `\n${bold("The app is running.")}\n` +
-        `  curl http://${podIp}:8080/             ${dim("# from this machine (pod IPs are routed to the node bridge)")}\n` +
-        `  ${cluster.kubectl} --kubeconfig ${cluster.kubeconfig} -n ${demoNamespace} port-forward deploy/web 8080:8080\n\n` +
-        `${bold("Explore with kubectl:")}\n` +
-        `  export KUBECONFIG=${cluster.kubeconfig}\n` +
-        `  alias kubectl=${cluster.kubectl}\n` +
-        `  kubectl -n ${demoNamespace} get niximages,jobs,pods,pvc\n` +
-        `  kubectl -n ${demoNamespace} get niximage ${imageName} -o yaml     ${dim("# status.lastBuild: digest, layers, seconds per phase")}\n\n` +
-        `${bold("Change the app and watch it roll out:")}\n` +
-        `  cd ${repo.workDir}\n` +
-        `  echo "Hello again" > message.txt && git commit -qam "new text" && git push -q origin HEAD:master\n\n` +
-        `${dim(`Logs: ${cluster.logDir}.`)} ${bold("Ctrl-C")} tears everything down.\n\n`,
-    );
-  }));
+  setStopWatch(
+    watchProgress(cluster.kc, (podIp) => {
+      if (shownHelp) return;
+      shownHelp = true;
+      clearStatus();
+      process.stdout.write(
+        `\n${bold("The app is running.")}\n` +
+          `  curl http://${podIp}:8080/             ${dim("# from this machine (pod IPs are routed to the node bridge)")}\n` +
+          `  ${cluster.kubectl} --kubeconfig ${cluster.kubeconfig} -n ${demoNamespace} port-forward deploy/web 8080:8080\n\n` +
+          `${bold("Explore with kubectl:")}\n` +
+          `  export KUBECONFIG=${cluster.kubeconfig}\n` +
+          `  alias kubectl=${cluster.kubectl}\n` +
+          `  kubectl -n ${demoNamespace} get niximages,jobs,pods,pvc\n` +
+          `  kubectl -n ${demoNamespace} get niximage ${imageName} -o yaml     ${dim("# status.lastBuild: digest, layers, seconds per phase")}\n\n` +
+          `${bold("Change the app and watch it roll out:")}\n` +
+          `  cd ${repo.workDir}\n` +
+          `  echo "Hello again" > message.txt && git commit -qam "new text" && git push -q origin HEAD:master\n\n` +
+          `${dim(`Logs: ${cluster.logDir}.`)} ${bold("Ctrl-C")} tears everything down.\n\n`,
+      );
+    }),
+  );
   await new Promise(() => {});
 }
 
@@ -344,7 +367,19 @@ async function localDemo(): Promise<void> {
     const config = join(dir, "operator.yaml");
     await writeFile(config, "flakeRefPolicy:\n  allowedSchemes: [github, git+https, git+http]\n");
     const image = `${registry.host}/demo/web`;
-    const argv = [join(repoRoot, "src/cli/main.ts"), "build", `${repo.flakeUrl}#default`, "--image", image, "--plain-http", "--config", config, "--expose", "8080", "--json"];
+    const argv = [
+      join(repoRoot, "src/cli/main.ts"),
+      "build",
+      `${repo.flakeUrl}#default`,
+      "--image",
+      image,
+      "--plain-http",
+      "--config",
+      config,
+      "--expose",
+      "8080",
+      "--json",
+    ];
     say(`${bold("$")} nix-image-operator build ${argv.slice(2).join(" ")}`);
     const started = Date.now();
     const out = await new Promise<string>((resolve, reject) => {
@@ -352,16 +387,33 @@ async function localDemo(): Promise<void> {
       let stdout = "";
       child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
       child.stderr.on("data", (c: Buffer) => {
-        for (const line of c.toString().split(/\r|\n/).filter((l) => l.trim())) status(summariseLogLine(line));
+        for (const line of c
+          .toString()
+          .split(/\r|\n/)
+          .filter((l) => l.trim()))
+          status(summariseLogLine(line));
       });
       child.once("error", reject);
       child.once("exit", (code) => (code === 0 ? resolve(stdout) : reject(new Error(`nix-image-operator build exited ${code}`))));
     });
     status("");
-    const result = JSON.parse(out) as { image: string; digest: string; layers: { pushed: number; skipped: number }; bytesPushed: number; seconds: Record<string, number>; tags: string[] };
+    const result = JSON.parse(out) as {
+      image: string;
+      digest: string;
+      layers: { pushed: number; skipped: number };
+      bytesPushed: number;
+      seconds: Record<string, number>;
+      tags: string[];
+    };
     say(`${green("✓")} built and pushed in ${((Date.now() - started) / 1000).toFixed(1)}s: ${bold(result.image)}`);
-    say(`  digest ${result.digest}; layers ${result.layers.pushed} pushed, ${result.layers.skipped} skipped; ${(result.bytesPushed / 1e6).toFixed(2)} MB; tags ${result.tags.join(", ")}`);
-    say(`  seconds: ${Object.entries(result.seconds).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+    say(
+      `  digest ${result.digest}; layers ${result.layers.pushed} pushed, ${result.layers.skipped} skipped; ${(result.bytesPushed / 1e6).toFixed(2)} MB; tags ${result.tags.join(", ")}`,
+    );
+    say(
+      `  seconds: ${Object.entries(result.seconds)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ")}`,
+    );
     process.stdout.write(
       `\nInspect it while this runs:\n  skopeo inspect --tls-verify=false docker://${image}@${result.digest}\n` +
         `  curl -s http://${registry.host}/v2/demo/web/manifests/${result.digest} -H 'Accept: application/vnd.oci.image.manifest.v1+json'\n` +
@@ -379,7 +431,9 @@ async function localDemo(): Promise<void> {
 
 const args = process.argv.slice(2);
 if (args.includes("-h") || args.includes("--help")) {
-  process.stdout.write("Usage: npm run demo [-- --local]\n  (no flag) the cluster demo when this machine can run the e2e cluster, else the local demo\n  --local    only the local demo (local Nix + a registry on 127.0.0.1)\n");
+  process.stdout.write(
+    "Usage: npm run demo [-- --local]\n  (no flag) the cluster demo when this machine can run the e2e cluster, else the local demo\n  --local    only the local demo (local Nix + a registry on 127.0.0.1)\n",
+  );
   process.exit(0);
 }
 try {
@@ -389,7 +443,9 @@ try {
     if (missing.length === 0) {
       await clusterDemo();
     } else {
-      say(`${bold("The cluster demo cannot run here")}; missing:\n  - ${missing.join("\n  - ")}\n  (scripts/setup.sh --with-e2e installs what the cluster needs)\n`);
+      say(
+        `${bold("The cluster demo cannot run here")}; missing:\n  - ${missing.join("\n  - ")}\n  (scripts/setup.sh --with-e2e installs what the cluster needs)\n`,
+      );
     }
   }
   if (args.includes("--local") || missing.length > 0) {

@@ -15,14 +15,7 @@ import {
 } from "./patterns.ts";
 import { refineWith, withRules } from "./validation-rule.ts";
 import { celString } from "./cel.ts";
-import {
-  attributeCelRegex,
-  checkAttribute,
-  checkFlakeRef,
-  defaultFlakeRefPolicy,
-  flakeRefCelRegex,
-  type FlakeRefPolicy,
-} from "../flake/flake-ref-policy.ts";
+import { attributeCelRegex, checkAttribute, checkFlakeRef, defaultFlakeRefPolicy, flakeRefCelRegex, type FlakeRefPolicy } from "../flake/flake-ref-policy.ts";
 
 /**
  * The NixImage API (niximage.io/v1alpha1), defined once. The same schema gives the TypeScript
@@ -41,24 +34,17 @@ export const plural = "niximages";
 const re = (pattern: string) => new RegExp(pattern);
 
 const boundedString = (max: number) => z.string().max(max);
-const objectName = z
-  .string()
-  .min(1)
-  .max(253)
-  .regex(re(dnsSubdomainPattern), "must be a lowercase RFC 1123 name, like regcred");
+const objectName = z.string().min(1).max(253).regex(re(dnsSubdomainPattern), "must be a lowercase RFC 1123 name, like regcred");
 const localObjectReference = z.strictObject({ name: objectName });
 
 const duration = (what: string, min: string, max: string) =>
-  withRules(
-    z.string().max(32).regex(re(durationPattern), `must be a duration like 30s, 5m or 1h (${what})`),
-    [
-      {
-        cel: `duration(self) >= duration('${min}') && duration(self) <= duration('${max}')`,
-        check: (self) => parseDuration(self) >= parseDuration(min) && parseDuration(self) <= parseDuration(max),
-        message: `must be between ${min} and ${max}`,
-      },
-    ],
-  );
+  withRules(z.string().max(32).regex(re(durationPattern), `must be a duration like 30s, 5m or 1h (${what})`), [
+    {
+      cel: `duration(self) >= duration('${min}') && duration(self) <= duration('${max}')`,
+      check: (self) => parseDuration(self) >= parseDuration(min) && parseDuration(self) <= parseDuration(max),
+      message: `must be between ${min} and ${max}`,
+    },
+  ]);
 
 // The API server checks the pattern; `checkAttribute` says which character is wrong.
 const attribute = refineWith(z.string().min(1).max(256), checkAttribute).meta({ pattern: attributeCelRegex });
@@ -68,13 +54,25 @@ export const imageConfigSchema = z
     entrypoint: z.array(boundedString(4096)).max(64).optional().describe("Image Entrypoint; default <out>/bin/<mainProgram or name> for a plain package."),
     cmd: z.array(boundedString(4096)).max(64).optional().describe("Image Cmd (arguments to the entrypoint)."),
     env: z
-      .array(z.strictObject({ name: z.string().min(1).max(256).regex(re(envNamePattern), "must be an environment variable name like APP_PORT"), value: boundedString(8192) }))
+      .array(
+        z.strictObject({
+          name: z.string().min(1).max(256).regex(re(envNamePattern), "must be an environment variable name like APP_PORT"),
+          value: boundedString(8192),
+        }),
+      )
       .max(128)
       .optional()
       .describe("Environment of the image; PATH and SSL_CERT_FILE are set when absent."),
     workingDir: boundedString(1024).optional(),
-    user: z.string().max(64).regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/, "must be a user[:group] name or id, like 65532:65532").optional(),
-    exposedPorts: z.array(z.string().max(12).regex(re(exposedPortPattern), "must be a port with an optional protocol, like 8080 or 53/udp")).max(64).optional(),
+    user: z
+      .string()
+      .max(64)
+      .regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/, "must be a user[:group] name or id, like 65532:65532")
+      .optional(),
+    exposedPorts: z
+      .array(z.string().max(12).regex(re(exposedPortPattern), "must be a port with an optional protocol, like 8080 or 53/udp"))
+      .max(64)
+      .optional(),
     labels: z.record(z.string().max(253).regex(re(labelKeyPattern)), boundedString(1024)).optional(),
   })
   .describe("OCI image configuration for a plain package (ignored for prebuilt image formats except labels).");
@@ -99,14 +97,14 @@ export const imageSchema = z
   .describe("Where and how the image is pushed.");
 
 export const triggersSchema = z.strictObject({
-  interval: duration("revision polling interval", "30s", "168h").optional().describe("Poll the flake ref for a new revision this often; no build when it is unchanged."),
+  interval: duration("revision polling interval", "30s", "168h")
+    .optional()
+    .describe("Poll the flake ref for a new revision this often; no build when it is unchanged."),
 });
 
 export const warmSchema = withRules(
   z.strictObject({
-    schedule: refineWith(z.string().max(128), checkCronSchedule)
-      .meta({ pattern: cronPattern })
-      .describe("When to run the warm build (cron, 5 fields)."),
+    schedule: refineWith(z.string().max(128), checkCronSchedule).meta({ pattern: cronPattern }).describe("When to run the warm build (cron, 5 fields)."),
     timeZone: z
       .string()
       .max(64)
@@ -114,7 +112,11 @@ export const warmSchema = withRules(
       .refine(isKnownTimeZone, "is not a known IANA time zone (like Europe/Berlin or UTC)")
       // CEL has no "is this a zone" test, but evaluating a time in an unknown zone is an error
       // the API server reports as a rejection.
-      .meta({ "x-kubernetes-validations": [{ rule: "timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0", message: "is not a known IANA time zone (like Europe/Berlin or UTC)" }] })
+      .meta({
+        "x-kubernetes-validations": [
+          { rule: "timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0", message: "is not a known IANA time zone (like Europe/Berlin or UTC)" },
+        ],
+      })
       .optional()
       .describe("IANA time zone of the schedule; UTC when absent."),
     attributes: z.array(attribute).max(32).optional().describe("Extra flake outputs to keep warm in the store."),
@@ -168,12 +170,21 @@ export const buildSchema = z.strictObject({
     .optional(),
   nixConfig: z
     .strictObject({
-      substituters: z.array(z.string().max(512).regex(re(substituterPattern), "must be an https:// binary cache URL")).max(16).optional(),
-      trustedPublicKeys: z.array(z.string().max(128).regex(re(trustedPublicKeyPattern), "must be name:base64-key, like cache.example.org-1:AbC...=")).max(16).optional(),
+      substituters: z
+        .array(z.string().max(512).regex(re(substituterPattern), "must be an https:// binary cache URL"))
+        .max(16)
+        .optional(),
+      trustedPublicKeys: z
+        .array(z.string().max(128).regex(re(trustedPublicKeyPattern), "must be name:base64-key, like cache.example.org-1:AbC...="))
+        .max(16)
+        .optional(),
     })
     .optional()
     .describe("Extra binary caches; only these two settings are accepted (no arbitrary nix.conf)."),
-  allowImportFromDerivation: z.boolean().default(false).describe("Allow import-from-derivation during evaluation (off by default: it runs builds at eval time)."),
+  allowImportFromDerivation: z
+    .boolean()
+    .default(false)
+    .describe("Allow import-from-derivation during evaluation (off by default: it runs builds at eval time)."),
 });
 
 export const historyLimitSchema = z.strictObject({
@@ -233,7 +244,10 @@ export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
 // ---- status -------------------------------------------------------------------------------
 
 const time = z.string().max(64).describe("RFC 3339 time");
-const digest = z.string().max(80).regex(/^sha256:[a-f0-9]{64}$/);
+const digest = z
+  .string()
+  .max(80)
+  .regex(/^sha256:[a-f0-9]{64}$/);
 
 export const conditionSchema = z.strictObject({
   type: z.string().max(316),
@@ -294,7 +308,11 @@ export const closureChangeSchema = z.strictObject({
 
 export const nixImageStatusSchema = z.strictObject({
   observedGeneration: z.number().int().min(0).optional(),
-  conditions: z.array(conditionSchema).max(16).optional().meta({ "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"] }),
+  conditions: z
+    .array(conditionSchema)
+    .max(16)
+    .optional()
+    .meta({ "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"] }),
   latestImage: z.string().max(512).optional(),
   latestRevision: revisionSchema.optional(),
   lastBuild: buildRecordSchema.optional(),
@@ -304,7 +322,11 @@ export const nixImageStatusSchema = z.strictObject({
   lastWarmBuild: buildRecordSchema
     .extend({
       closureDiff: z
-        .strictObject({ added: z.array(closureChangeSchema).max(256), removed: z.array(closureChangeSchema).max(256), changed: z.array(closureChangeSchema).max(256) })
+        .strictObject({
+          added: z.array(closureChangeSchema).max(256),
+          removed: z.array(closureChangeSchema).max(256),
+          changed: z.array(closureChangeSchema).max(256),
+        })
         .optional(),
     })
     .optional(),

@@ -147,7 +147,10 @@ export async function packageDefaults(input: PackageDefaultsInput): Promise<Pack
   // CA certificates: nixpkgs' cacert first, then any other path that carries a bundle.
   const candidates = [...input.closure].sort((a, b) => Number(b.path.includes("cacert")) - Number(a.path.includes("cacert")) || (a.path < b.path ? -1 : 1));
   for (const p of candidates) {
-    const found = await firstExisting(CA_BUNDLES.map((f) => `${p.path}/${f}`), root);
+    const found = await firstExisting(
+      CA_BUNDLES.map((f) => `${p.path}/${f}`),
+      root,
+    );
     if (found !== undefined) {
       env.push(`SSL_CERT_FILE=${found}`, `NIX_SSL_CERT_FILE=${found}`);
       break;

@@ -142,7 +142,9 @@ export async function prepareStore(options: PrepareStoreOptions): Promise<Prepar
     return { action: "checked", schema: volumeSchema };
   }
   if (await exists(join(volume, "var/nix/db/db.sqlite"))) {
-    throw new StoreIncompatibleError(`the store volume ${volume} has a Nix database but no ${SCHEMA_FILE}: refusing to touch it. What to do: delete the volume's PVC so it is seeded afresh.`);
+    throw new StoreIncompatibleError(
+      `the store volume ${volume} has a Nix database but no ${SCHEMA_FILE}: refusing to touch it. What to do: delete the volume's PVC so it is seeded afresh.`,
+    );
   }
 
   // Seed: copy into a temporary directory inside the volume, then move into place.

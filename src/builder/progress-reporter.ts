@@ -100,7 +100,13 @@ export class ProgressReporter implements ProgressSink {
 
   nix(p: NixProgress): void {
     this.#detail = nixDetail(p);
-    this.#fields = { nixPhase: p.phase, built: p.builds.done, toBuild: p.builds.expected, downloadedBytes: p.downloadedBytes, running: p.runningBuilds.slice(0, 5) };
+    this.#fields = {
+      nixPhase: p.phase,
+      built: p.builds.done,
+      toBuild: p.builds.expected,
+      downloadedBytes: p.downloadedBytes,
+      running: p.runningBuilds.slice(0, 5),
+    };
     this.#emit(false);
   }
 
@@ -135,7 +141,10 @@ export class ProgressReporter implements ProgressSink {
     }
     if (!force && now - this.#lastLog < this.#logIntervalMs) return;
     this.#lastLog = now;
-    this.#log.info({ phase: this.#phase, elapsedSeconds: Math.round(elapsed / 100) / 10, ...this.#fields }, this.#detail ? `${this.#phase}: ${this.#detail}` : this.#phase);
+    this.#log.info(
+      { phase: this.#phase, elapsedSeconds: Math.round(elapsed / 100) / 10, ...this.#fields },
+      this.#detail ? `${this.#phase}: ${this.#detail}` : this.#phase,
+    );
   }
 }
 

@@ -17,15 +17,15 @@ import { pipeline } from "node:stream/promises";
 import type { Logger } from "../log/logger.ts";
 import type { Digest } from "../oci/digest.ts";
 import { sha256Digest } from "../oci/digest.ts";
-import {
-  buildImageManifest,
-  MEDIA_TYPE_OCI_CONFIG,
-  MEDIA_TYPE_OCI_LAYER,
-  MEDIA_TYPE_OCI_LAYER_GZIP,
-  type Descriptor,
-} from "../oci/image-manifest.ts";
+import { buildImageManifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP, type Descriptor } from "../oci/image-manifest.ts";
 import type { BlobInfo, BlobStreamSource } from "../oci/registry-client.ts";
-import { layerBlobStreamSource, openDockerArchive, type ArchiveLayer, type DockerArchiveSource, type LayerCompression } from "../image/formats/docker-archive.ts";
+import {
+  layerBlobStreamSource,
+  openDockerArchive,
+  type ArchiveLayer,
+  type DockerArchiveSource,
+  type LayerCompression,
+} from "../image/formats/docker-archive.ts";
 import { noLayerCache, type LayerCache, type LayerCacheEntry } from "../image/layer-cache.ts";
 import type { LayerOutcome, PushClosureResult, PushProgress, PushedLayer, RegistryPusher } from "../image/push-closure.ts";
 
@@ -59,7 +59,9 @@ class CacheMismatchError extends Error {
 
 /** PURE: the cache key of one archive entry. */
 export function archiveEntryKey(cacheId: string, entry: string): string {
-  return createHash("sha256").update(JSON.stringify({ v: 1, kind: "docker-archive-entry", archive: cacheId, entry })).digest("hex");
+  return createHash("sha256")
+    .update(JSON.stringify({ v: 1, kind: "docker-archive-entry", archive: cacheId, entry }))
+    .digest("hex");
 }
 
 /** PURE: the archived config with labels merged into its `config.Labels` (bytes unchanged without labels). */
@@ -133,7 +135,8 @@ async function pushOnce(options: PushArchiveOptions, trustCache: boolean): Promi
   let bytesDone = 0;
   const bytesTotal = options.totalBytes ?? 0;
   let bytesPushed = 0;
-  const progress = (phase: PushProgress["phase"], layer?: PushProgress["layer"]) => options.onProgress?.({ phase, bytesDone, bytesTotal, ...(layer ? { layer } : {}) });
+  const progress = (phase: PushProgress["phase"], layer?: PushProgress["layer"]) =>
+    options.onProgress?.({ phase, bytesDone, bytesTotal, ...(layer ? { layer } : {}) });
   const addBytes = (n: number) => {
     bytesDone += n;
     progress("layers");

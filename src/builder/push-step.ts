@@ -125,7 +125,11 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
   let push: PushClosureResult;
   switch (built.format) {
     case "package": {
-      const info = { ...(built.mainProgram ? { mainProgram: built.mainProgram } : {}), ...(built.pname ? { pname: built.pname } : {}), ...(built.name ? { name: built.name } : {}) };
+      const info = {
+        ...(built.mainProgram ? { mainProgram: built.mainProgram } : {}),
+        ...(built.pname ? { pname: built.pname } : {}),
+        ...(built.name ? { name: built.name } : {}),
+      };
       const defaults = await packageDefaults({ outPath: built.outPath, info, closure });
       const config = mergeImageConfig(defaults.config, options.imageConfig ?? {});
       if (defaults.warning && config.entrypoint === undefined) log?.warn({ outPath: built.outPath }, `no entrypoint: ${defaults.warning}`);

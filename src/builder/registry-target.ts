@@ -80,7 +80,13 @@ export async function openRegistryTarget(options: RegistryTargetOptions): Promis
     ...(credentials !== undefined ? { credentials } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
   });
-  const target: RegistryTarget = { client, host: ref.host, repository: ref.repository, secrets: secretsOf(credentials), authenticated: credentials !== undefined };
+  const target: RegistryTarget = {
+    client,
+    host: ref.host,
+    repository: ref.repository,
+    secrets: secretsOf(credentials),
+    authenticated: credentials !== undefined,
+  };
   if (ref.tag !== undefined) target.tag = ref.tag;
   return target;
 }

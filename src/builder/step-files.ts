@@ -35,7 +35,10 @@ export const imageFormats = ["package", "docker-archive", "stream-layered", "nix
 export const revisionSchema = z.strictObject({
   /** The locked flake URL (pinned revision). */
   url: z.string().min(1).max(2048),
-  rev: z.string().regex(/^[0-9a-f]{40}$/).optional(),
+  rev: z
+    .string()
+    .regex(/^[0-9a-f]{40}$/)
+    .optional(),
   lastModified: z.number().int().min(0),
   narHash: z.string().min(1).max(128),
 });
@@ -62,7 +65,10 @@ export const buildResultSchema = z.strictObject({
   name: z.string().max(256).optional(),
   closure: z.strictObject({ paths: z.number().int().min(0), narSize: z.number().int().min(0) }),
   /** Warm builds: further attributes built into the store (kept alive by GC roots). */
-  extraAttributes: z.array(z.strictObject({ attribute: z.string().max(256), outPaths: z.array(storePath).max(64) })).max(64).default([]),
+  extraAttributes: z
+    .array(z.strictObject({ attribute: z.string().max(256), outPaths: z.array(storePath).max(64) }))
+    .max(64)
+    .default([]),
   gcRoots: z.array(z.string().max(4096)).max(256).default([]),
   seconds: z.record(z.string().max(32), z.number()),
 });
@@ -153,7 +159,8 @@ export async function readClosureFile(closureFile: string): Promise<ClosurePath[
   for (const p of closure) {
     if (!storePathPattern.test(p.path)) throw new StepFilesError(`${closureFile} lists ${JSON.stringify(p.path.slice(0, 200))}, which is not a store path`);
     for (const r of p.references) {
-      if (!storePathPattern.test(r)) throw new StepFilesError(`${closureFile}: ${p.path} references ${JSON.stringify(r.slice(0, 200))}, which is not a store path`);
+      if (!storePathPattern.test(r))
+        throw new StepFilesError(`${closureFile}: ${p.path} references ${JSON.stringify(r.slice(0, 200))}, which is not a store path`);
     }
   }
   return closure;

@@ -52,7 +52,12 @@ export function fitWarmReport(report: WarmResult, limit = TERMINATION_MESSAGE_LI
   const full = JSON.stringify(report);
   if (bytes(full) <= limit) return full;
   const withLists = (r: WarmResult, n: number): WarmResult =>
-    r.closureDiff ? { ...r, closureDiff: { added: r.closureDiff.added.slice(0, n), removed: r.closureDiff.removed.slice(0, n), changed: r.closureDiff.changed.slice(0, n) } } : r;
+    r.closureDiff
+      ? {
+          ...r,
+          closureDiff: { added: r.closureDiff.added.slice(0, n), removed: r.closureDiff.removed.slice(0, n), changed: r.closureDiff.changed.slice(0, n) },
+        }
+      : r;
   let r = report;
   if (r.closureDiff) {
     const longest = Math.max(r.closureDiff.added.length, r.closureDiff.removed.length, r.closureDiff.changed.length);
@@ -73,7 +78,11 @@ export function fitWarmReport(report: WarmResult, limit = TERMINATION_MESSAGE_LI
   if (bytes(text) > limit && r.revision) {
     const url = r.revision.url;
     // Characters may take several bytes, and the ellipsis takes three: cut until it fits.
-    for (let keep = Math.max(0, url.length - (bytes(text) - limit) - 3); keep >= 0 && bytes(text) > limit; keep -= Math.max(1, Math.ceil((bytes(text) - limit) / 4))) {
+    for (
+      let keep = Math.max(0, url.length - (bytes(text) - limit) - 3);
+      keep >= 0 && bytes(text) > limit;
+      keep -= Math.max(1, Math.ceil((bytes(text) - limit) / 4))
+    ) {
       r = { ...r, revision: { ...r.revision, url: `${url.slice(0, keep)}…` } };
       text = JSON.stringify(r);
     }
@@ -85,6 +94,11 @@ export function fitWarmReport(report: WarmResult, limit = TERMINATION_MESSAGE_LI
 export async function warmReport(dir: string): Promise<WarmReport> {
   const { result, closure } = await readStepFiles(dir);
   const locked = await readLockedClosure(dir);
-  const diff = locked ? diffClosures(locked.map((p) => p.path), closure.map((p) => p.path)) : undefined;
+  const diff = locked
+    ? diffClosures(
+        locked.map((p) => p.path),
+        closure.map((p) => p.path),
+      )
+    : undefined;
   return { message: warmReportOf(result.revision, result.seconds, diff), ...(diff ? { diff } : {}) };
 }

@@ -53,13 +53,15 @@ export const pushFlagsHelp = `  --image REPO            registry host and reposi
 
 export function positiveInt(flag: string, value: string | undefined, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d{1,9}$/.test(value) || Number(value) < min || Number(value) > max) throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(value.slice(0, 50))})`);
+  if (!/^\d{1,9}$/.test(value) || Number(value) < min || Number(value) > max)
+    throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(value.slice(0, 50))})`);
   return Number(value);
 }
 
 export function oneOf<T extends string>(flag: string, value: string | undefined, choices: readonly T[]): T | undefined {
   if (value === undefined) return undefined;
-  if (!(choices as readonly string[]).includes(value)) throw new UsageError(`${flag} must be one of ${choices.join(", ")} (got ${JSON.stringify(value.slice(0, 50))})`);
+  if (!(choices as readonly string[]).includes(value))
+    throw new UsageError(`${flag} must be one of ${choices.join(", ")} (got ${JSON.stringify(value.slice(0, 50))})`);
   return value as T;
 }
 

@@ -24,7 +24,11 @@ Flags:
 
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a lost lease or a failed shutdown.`,
   async run(context) {
-    const { values } = parseFlags(context.argv, { config: { type: "string" }, kubeconfig: { type: "string" }, "metrics-address": { type: "string" } }, "controller");
+    const { values } = parseFlags(
+      context.argv,
+      { config: { type: "string" }, kubeconfig: { type: "string" }, "metrics-address": { type: "string" } },
+      "controller",
+    );
     if (values.help) {
       context.stdout.write(`${this.help}\n`);
       return 0;

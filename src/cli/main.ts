@@ -9,14 +9,46 @@ import packageJson from "../../package.json" with { type: "json" };
  * controller needs (about a second of start-up on a small machine).
  */
 const commands: { name: string; summary: string; load: () => Promise<Command> }[] = [
-  { name: "controller", summary: "run the NixImage controller against the current kubeconfig or in-cluster config", load: async () => (await import("./controller-command.ts")).controllerCommand },
-  { name: "validate", summary: "check NixImage manifests in YAML files (for CI of GitOps repos)", load: async () => (await import("./validate-command.ts")).validateCommand },
-  { name: "crd", summary: "print the NixImage CustomResourceDefinition (generated from the API schema)", load: async () => (await import("./crd-command.ts")).crdCommand },
-  { name: "build", summary: "build a flake output with the local Nix and push it as an OCI image", load: async () => (await import("./build-command.ts")).buildCommand },
-  { name: "build-step", summary: "builder Job step: lock and build a flake attribute, write result.json and closure.json", load: async () => (await import("./build-step-command.ts")).buildStepCommand },
-  { name: "push-step", summary: "builder Job step: push the image of a build step's result to a registry", load: async () => (await import("./push-step-command.ts")).pushStepCommand },
-  { name: "prepare-store", summary: "builder Job step: seed a store volume from the image's /nix, or check its Nix version", load: async () => (await import("./prepare-store-command.ts")).prepareStoreCommand },
-  { name: "warm-report", summary: "builder Job step of warm builds: report the revision, timings and closure diff", load: async () => (await import("./warm-report-command.ts")).warmReportCommand },
+  {
+    name: "controller",
+    summary: "run the NixImage controller against the current kubeconfig or in-cluster config",
+    load: async () => (await import("./controller-command.ts")).controllerCommand,
+  },
+  {
+    name: "validate",
+    summary: "check NixImage manifests in YAML files (for CI of GitOps repos)",
+    load: async () => (await import("./validate-command.ts")).validateCommand,
+  },
+  {
+    name: "crd",
+    summary: "print the NixImage CustomResourceDefinition (generated from the API schema)",
+    load: async () => (await import("./crd-command.ts")).crdCommand,
+  },
+  {
+    name: "build",
+    summary: "build a flake output with the local Nix and push it as an OCI image",
+    load: async () => (await import("./build-command.ts")).buildCommand,
+  },
+  {
+    name: "build-step",
+    summary: "builder Job step: lock and build a flake attribute, write result.json and closure.json",
+    load: async () => (await import("./build-step-command.ts")).buildStepCommand,
+  },
+  {
+    name: "push-step",
+    summary: "builder Job step: push the image of a build step's result to a registry",
+    load: async () => (await import("./push-step-command.ts")).pushStepCommand,
+  },
+  {
+    name: "prepare-store",
+    summary: "builder Job step: seed a store volume from the image's /nix, or check its Nix version",
+    load: async () => (await import("./prepare-store-command.ts")).prepareStoreCommand,
+  },
+  {
+    name: "warm-report",
+    summary: "builder Job step of warm builds: report the revision, timings and closure diff",
+    load: async () => (await import("./warm-report-command.ts")).warmReportCommand,
+  },
 ];
 
 function usage(): string {

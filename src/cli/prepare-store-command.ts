@@ -33,7 +33,13 @@ Flags:
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,
-      { volume: { type: "string" }, "nix-root": { type: "string" }, "layer-cache": { type: "string" }, "layer-cache-owner": { type: "string" }, "termination-message": { type: "string" } },
+      {
+        volume: { type: "string" },
+        "nix-root": { type: "string" },
+        "layer-cache": { type: "string" },
+        "layer-cache-owner": { type: "string" },
+        "termination-message": { type: "string" },
+      },
       "prepare-store",
     );
     if (values.help) {
@@ -45,8 +51,13 @@ Flags:
       if (positionals.length > 0) throw new UsageError(`prepare-store: unexpected argument ${JSON.stringify(positionals[0])}`);
       if (values.volume === undefined) throw new UsageError("prepare-store: --volume is required");
       const owner = values["layer-cache-owner"];
-      if (owner !== undefined && !/^\d+$/.test(owner)) throw new UsageError(`prepare-store: --layer-cache-owner takes a numeric uid, got ${JSON.stringify(owner)}`);
-      const result = await prepareStore({ volume: values.volume, ...(values["nix-root"] !== undefined ? { nixRoot: values["nix-root"] } : {}), logger: context.logger });
+      if (owner !== undefined && !/^\d+$/.test(owner))
+        throw new UsageError(`prepare-store: --layer-cache-owner takes a numeric uid, got ${JSON.stringify(owner)}`);
+      const result = await prepareStore({
+        volume: values.volume,
+        ...(values["nix-root"] !== undefined ? { nixRoot: values["nix-root"] } : {}),
+        logger: context.logger,
+      });
       const cache = values["layer-cache"];
       if (owner !== undefined && cache === undefined) throw new UsageError("prepare-store: --layer-cache-owner needs --layer-cache");
       if (cache !== undefined) {

@@ -4,7 +4,17 @@ import { fitResult, writeTerminationMessage } from "../builder/push-result.ts";
 import { runPushStep } from "../builder/push-step.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
-import { layerCacheFrom, oneOf, parseCompression, parseImageConfigJson, pipelineLogger, positiveInt, pushFlags, pushFlagsHelp, reportFailure } from "./builder-flags.ts";
+import {
+  layerCacheFrom,
+  oneOf,
+  parseCompression,
+  parseImageConfigJson,
+  pipelineLogger,
+  positiveInt,
+  pushFlags,
+  pushFlagsHelp,
+  reportFailure,
+} from "./builder-flags.ts";
 
 export const pushStepCommand: Command = {
   name: "push-step",
@@ -32,7 +42,11 @@ ${pushFlagsHelp}
   --termination-message PATH   where the JSON result (or the failure) goes (Kubernetes: /dev/termination-log)
   -h, --help                   this help`,
   async run(context) {
-    const { values, positionals } = parseFlags(context.argv, { ...pushFlags, from: { type: "string" }, "termination-message": { type: "string" } }, "push-step");
+    const { values, positionals } = parseFlags(
+      context.argv,
+      { ...pushFlags, from: { type: "string" }, "termination-message": { type: "string" } },
+      "push-step",
+    );
     if (values.help) {
       context.stdout.write(`${this.help}\n`);
       return 0;

@@ -66,7 +66,14 @@ export type OperatorConfigInput = z.input<typeof operatorConfigSchema>;
 /** Environment variables that override single settings (container-friendly). */
 const envOverrides: { env: string; apply: (config: Record<string, unknown>, value: string) => void }[] = [
   { env: "LOG_LEVEL", apply: (c, v) => (c.logLevel = v) },
-  { env: "WATCH_NAMESPACES", apply: (c, v) => (c.namespaces = v.split(",").map((s) => s.trim()).filter(Boolean)) },
+  {
+    env: "WATCH_NAMESPACES",
+    apply: (c, v) =>
+      (c.namespaces = v
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean)),
+  },
   { env: "METRICS_ADDRESS", apply: (c, v) => (c.metrics = { ...(c.metrics as object), address: v }) },
   { env: "LEADER_ELECTION_NAMESPACE", apply: (c, v) => (c.leaderElection = { ...(c.leaderElection as object), namespace: v }) },
 ];
@@ -79,7 +86,11 @@ export class ConfigError extends Error {
 export function parseOperatorConfig(raw: unknown, source = "config"): OperatorConfig {
   const result = operatorConfigSchema.safeParse(raw ?? {});
   if (!result.success) {
-    throw new ConfigError(`invalid ${source}:\n${describeZodError(result.error).map((line) => `  ${line}`).join("\n")}`);
+    throw new ConfigError(
+      `invalid ${source}:\n${describeZodError(result.error)
+        .map((line) => `  ${line}`)
+        .join("\n")}`,
+    );
   }
   return result.data;
 }

@@ -18,12 +18,18 @@ export type BuildReason = "SpecChanged" | "RevisionChanged" | "RebuildRequested"
 
 type Detector = (inputs: BuildInputs) => BuildReason | undefined;
 
-const revisionOf = (last: BuildRecord) => last.revision?.rev ?? /[?&/]rev=([0-9a-f]{40})|\/([0-9a-f]{40})(?:[?]|$)/.exec(last.flake ?? "")?.slice(1).find(Boolean);
+const revisionOf = (last: BuildRecord) =>
+  last.revision?.rev ??
+  /[?&/]rev=([0-9a-f]{40})|\/([0-9a-f]{40})(?:[?]|$)/
+    .exec(last.flake ?? "")
+    ?.slice(1)
+    .find(Boolean);
 
 export const detectors: Record<BuildReason, Detector> = {
   SpecChanged: ({ specHash, last }) => (!last || last.specHash !== specHash ? "SpecChanged" : undefined),
   RevisionChanged: ({ polledRevision, last }) => (last && polledRevision && revisionOf(last) !== polledRevision ? "RevisionChanged" : undefined),
-  RebuildRequested: ({ rebuildToken, last }) => (rebuildToken !== undefined && rebuildToken !== "" && rebuildToken !== last?.rebuildToken ? "RebuildRequested" : undefined),
+  RebuildRequested: ({ rebuildToken, last }) =>
+    rebuildToken !== undefined && rebuildToken !== "" && rebuildToken !== last?.rebuildToken ? "RebuildRequested" : undefined,
   BuilderImageChanged: ({ builderHash, last }) => (last?.builderHash !== undefined && last.builderHash !== builderHash ? "BuilderImageChanged" : undefined),
 };
 

@@ -77,7 +77,18 @@ export function builderJob(input: BuilderJobInput): V1Job {
     image: config.builder.nixImage,
     // The push step runs as the operator image's non-root user and keeps its layer cache in its
     // own sub-directory of the volume, which the build step (flake code) never mounts.
-    command: ["nix-image-operator", "prepare-store", "--volume", paths.seedMount, "--layer-cache", paths.layerCache, "--layer-cache-owner", "65532", "--termination-message", "/dev/termination-log"],
+    command: [
+      "nix-image-operator",
+      "prepare-store",
+      "--volume",
+      paths.seedMount,
+      "--layer-cache",
+      paths.layerCache,
+      "--layer-cache-owner",
+      "65532",
+      "--termination-message",
+      "/dev/termination-log",
+    ],
     volumeMounts: [
       { name: "store", mountPath: paths.seedMount, subPath: volumeLayout.nix },
       { name: "store", mountPath: paths.layerCache, subPath: volumeLayout.layerCache },
@@ -89,14 +100,22 @@ export function builderJob(input: BuilderJobInput): V1Job {
 
   const buildArgs = [
     "build-step",
-    "--flake", input.flake,
-    "--attribute", spec.attribute,
-    "--format", spec.format,
-    "--out", paths.result,
-    "--gc-root-dir", `/nix/var/nix/gcroots/niximage/${image.metadata.namespace}/${image.metadata.name}`,
-    "--keep", String(config.store.keepSuccessful),
-    "--gc-threshold-percent", String(config.store.gcThresholdPercent),
-    "--termination-message", "/dev/termination-log",
+    "--flake",
+    input.flake,
+    "--attribute",
+    spec.attribute,
+    "--format",
+    spec.format,
+    "--out",
+    paths.result,
+    "--gc-root-dir",
+    `/nix/var/nix/gcroots/niximage/${image.metadata.namespace}/${image.metadata.name}`,
+    "--keep",
+    String(config.store.keepSuccessful),
+    "--gc-threshold-percent",
+    String(config.store.gcThresholdPercent),
+    "--termination-message",
+    "/dev/termination-log",
   ];
   for (const url of spec.build.nixConfig?.substituters ?? []) buildArgs.push("--substituter", url);
   for (const key of spec.build.nixConfig?.trustedPublicKeys ?? []) buildArgs.push("--trusted-public-key", key);
@@ -123,12 +142,18 @@ export function builderJob(input: BuilderJobInput): V1Job {
   if (input.kind === "Image") {
     const pushArgs = [
       "push-step",
-      "--from", paths.result,
-      "--image", spec.image.repository,
-      "--max-layers", String(spec.image.maxLayers),
-      "--compression", spec.image.compression,
-      "--layer-cache", paths.layerCache,
-      "--termination-message", "/dev/termination-log",
+      "--from",
+      paths.result,
+      "--image",
+      spec.image.repository,
+      "--max-layers",
+      String(spec.image.maxLayers),
+      "--compression",
+      spec.image.compression,
+      "--layer-cache",
+      paths.layerCache,
+      "--termination-message",
+      "/dev/termination-log",
     ];
     for (const tag of spec.image.tags ?? []) pushArgs.push("--tag", tag);
     if (spec.image.config) pushArgs.push("--image-config", JSON.stringify(spec.image.config));

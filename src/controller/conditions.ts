@@ -83,6 +83,7 @@ export function rolledOutCondition(
   const list = (ts: typeof targets) => ts.map((t) => `${t.kind}/${t.name}`).join(", ");
   if (failed.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RolloutFailed, message: `${list(failed)}: ${failed[0]!.message}` };
   if (refused.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RolloutRefused, message: `${list(refused)}: ${refused[0]!.message}` };
-  if (pending.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RollingOut, message: `waiting for ${list(pending)} to run ${latestImage}` };
+  if (pending.length > 0)
+    return { type: "RolledOut", status: "False", reason: reasons.RollingOut, message: `waiting for ${list(pending)} to run ${latestImage}` };
   return { type: "RolledOut", status: "True", reason: reasons.RolledOut, message: `${targets.length} workload(s) run ${latestImage}` };
 }

@@ -43,7 +43,11 @@ export interface Observed {
 }
 
 export type Action =
-  | { type: "createJob"; job: V1Job; lease: { volume: string; resourceVersion: string; annotations: Record<string, string> } | { create: V1PersistentVolumeClaim } }
+  | {
+      type: "createJob";
+      job: V1Job;
+      lease: { volume: string; resourceVersion: string; annotations: Record<string, string> } | { create: V1PersistentVolumeClaim };
+    }
   | { type: "deleteJob"; name: string }
   | { type: "event"; eventType: "Normal" | "Warning"; reason: string; message: string };
 
@@ -78,7 +82,11 @@ function boundedRevision(r: Revision): Revision {
 }
 
 function boundedDurations(seconds: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(seconds).filter(([k, v]) => k.length <= 32 && Number.isFinite(v)).slice(0, 32));
+  return Object.fromEntries(
+    Object.entries(seconds)
+      .filter(([k, v]) => k.length <= 32 && Number.isFinite(v))
+      .slice(0, 32),
+  );
 }
 
 function boundedClosureDiff(diff: NonNullable<NonNullable<JobView["warmResult"]>["closureDiff"]>): ClosureDiff {
@@ -160,7 +168,11 @@ export function decide(observed: Observed): Decision {
     if (status.lastBuild?.result === "Failed") {
       const f = status.lastBuild.failure;
       const kept = status.latestImage ? ` ${status.latestImage} stays in use.` : "";
-      return finish("Stalled", reasons.BuildFailed, `build ${status.lastBuild.job} failed in step ${f?.step ?? "?"}: ${(f?.message ?? "").slice(-600)}.${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`);
+      return finish(
+        "Stalled",
+        reasons.BuildFailed,
+        `build ${status.lastBuild.job} failed in step ${f?.step ?? "?"}: ${(f?.message ?? "").slice(-600)}.${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`,
+      );
     }
     if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build`);
     return finish("InProgress", reasons.NotBuilt, "no build yet");
@@ -184,10 +196,21 @@ export function decide(observed: Observed): Decision {
     if (record.result === "Succeeded" && record.digest) {
       status.latestImage = `${image.spec.image.repository}@${record.digest}`;
       if (record.revision) status.latestRevision = record.revision;
-      if (finishedNow) actions.push({ type: "event", eventType: "Normal", reason: "BuildSucceeded", message: `pushed ${status.latestImage} (${record.layers?.pushed ?? 0} layers pushed, ${record.layers?.skipped ?? 0} already there)` });
+      if (finishedNow)
+        actions.push({
+          type: "event",
+          eventType: "Normal",
+          reason: "BuildSucceeded",
+          message: `pushed ${status.latestImage} (${record.layers?.pushed ?? 0} layers pushed, ${record.layers?.skipped ?? 0} already there)`,
+        });
     } else if (record.result === "Failed" && finishedNow) {
       const f = record.failure;
-      actions.push({ type: "event", eventType: "Warning", reason: "BuildFailed", message: `build ${record.job} failed in step ${f?.step ?? "?"}${f?.exitCode !== undefined ? ` (exit ${f.exitCode})` : ""}: ${(f?.message ?? "").slice(-900)}` });
+      actions.push({
+        type: "event",
+        eventType: "Warning",
+        reason: "BuildFailed",
+        message: `build ${record.job} failed in step ${f?.step ?? "?"}${f?.exitCode !== undefined ? ` (exit ${f.exitCode})` : ""}: ${(f?.message ?? "").slice(-900)}`,
+      });
     }
   }
   if (warmJob && (!previous.lastWarmBuild || warmJob.number >= previous.lastWarmBuild.number)) {
@@ -196,11 +219,18 @@ export function decide(observed: Observed): Decision {
     status.lastWarmBuild = { ...record, ...(diff ? { closureDiff: boundedClosureDiff(diff) } : {}) };
     const finishedNow = previous.lastWarmBuild?.job !== record.job || previous.lastWarmBuild.result !== record.result;
     if (record.result === "Succeeded" && finishedNow) {
-      const summary = diff ? `; with updated inputs ${diff.added.length} packages would be added, ${diff.removed.length} removed, ${diff.changed.length} changed` : "";
+      const summary = diff
+        ? `; with updated inputs ${diff.added.length} packages would be added, ${diff.removed.length} removed, ${diff.changed.length} changed`
+        : "";
       actions.push({ type: "event", eventType: "Normal", reason: "WarmBuildSucceeded", message: `warm build ${record.job} filled the store${summary}` });
     } else if (record.result === "Failed" && finishedNow) {
       const f = record.failure;
-      actions.push({ type: "event", eventType: "Warning", reason: "WarmBuildFailed", message: `warm build ${record.job} failed in step ${f?.step ?? "?"}${f?.exitCode !== undefined ? ` (exit ${f.exitCode})` : ""}: ${(f?.message ?? "").slice(-900)}` });
+      actions.push({
+        type: "event",
+        eventType: "Warning",
+        reason: "WarmBuildFailed",
+        message: `warm build ${record.job} failed in step ${f?.step ?? "?"}${f?.exitCode !== undefined ? ` (exit ${f.exitCode})` : ""}: ${(f?.message ?? "").slice(-900)}`,
+      });
     }
   }
   if (observed.nextWarm) {
@@ -259,13 +289,21 @@ export function decide(observed: Observed): Decision {
     }
     if (kind === "Image" && observed.pushSecretFound === false) {
       requeue(30_000);
-      return finish("Stalled", reasons.PushSecretNotFound, `Secret ${image.spec.image.pushSecretRef!.name} (spec.image.pushSecretRef) does not exist in namespace ${image.metadata.namespace}: create it with \`kubectl create secret docker-registry\``);
+      return finish(
+        "Stalled",
+        reasons.PushSecretNotFound,
+        `Secret ${image.spec.image.pushSecretRef!.name} (spec.image.pushSecretRef) does not exist in namespace ${image.metadata.namespace}: create it with \`kubectl create secret docker-registry\``,
+      );
     }
     if (observed.runningBuildsEverywhere >= config.concurrency.builds) {
       requeue(waitRetryMs);
       // A warm build waits quietly: it is no change to the image.
       if (kind === "Warm") return settled();
-      return finish("InProgress", reasons.WaitingForCapacity, `${observed.runningBuildsEverywhere} builds are running, the operator's limit (concurrency.builds) is ${config.concurrency.builds}`);
+      return finish(
+        "InProgress",
+        reasons.WaitingForCapacity,
+        `${observed.runningBuildsEverywhere} builds are running, the operator's limit (concurrency.builds) is ${config.concurrency.builds}`,
+      );
     }
     const number = (kind === "Image" ? highest : highestWarm) + 1;
     // The volume this image's most recent build used has the warmest store for it.
@@ -302,7 +340,19 @@ export function decide(observed: Observed): Decision {
     });
     actions.push({ type: "event", eventType: "Normal", reason: "BuildStarted", message: `started ${jobName} on store volume ${volume} (${why.join(", ")})` });
     if (kind === "Image") status.buildCount = number;
-    status.lastBuild = kind === "Image" ? { job: jobName, number, kind, reasons: why, result: "Running", ...current, ...(rebuildToken !== undefined ? { rebuildToken } : {}), flake: flakeToBuild(image, observed.polledRevision, observed.polledRefName) } : status.lastBuild;
+    status.lastBuild =
+      kind === "Image"
+        ? {
+            job: jobName,
+            number,
+            kind,
+            reasons: why,
+            result: "Running",
+            ...current,
+            ...(rebuildToken !== undefined ? { rebuildToken } : {}),
+            flake: flakeToBuild(image, observed.polledRevision, observed.polledRefName),
+          }
+        : status.lastBuild;
     if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running", startTime: rfc3339(now) };
     if (kind === "Warm") return settled();
     return finish("InProgress", reasons.Building, `started ${jobName} (${why.join(", ")})`);

@@ -13,9 +13,7 @@ export const pushResultSchema = z.object({
   image: z.string(),
   digest: z.string().regex(/^sha256:[a-f0-9]{64}$/),
   tags: z.array(z.string()).default([]),
-  revision: z
-    .object({ url: z.string(), rev: z.string().optional(), lastModified: z.number().optional(), narHash: z.string().optional() })
-    .optional(),
+  revision: z.object({ url: z.string(), rev: z.string().optional(), lastModified: z.number().optional(), narHash: z.string().optional() }).optional(),
   layers: z.object({ pushed: z.number(), skipped: z.number(), mounted: z.number().optional() }),
   bytesPushed: z.number(),
   seconds: z.record(z.string(), z.number()).optional(),

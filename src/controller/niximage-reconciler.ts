@@ -110,9 +110,16 @@ export class NixImageReconciler {
         await this.#applyContainerImage(patch);
         target.image = patch.image;
         target.ready = false;
-        events.push(patch.rollback
-          ? { type: "event", eventType: "Warning", reason: "RolledBack", message: `${what}: rollout of ${patch.previous} failed; restored ${patch.image}` }
-          : { type: "event", eventType: "Normal", reason: "RolledOut", message: `${what} set to ${patch.image}${patch.revision ? ` (revision ${patch.revision.slice(0, 12)})` : ""}` });
+        events.push(
+          patch.rollback
+            ? { type: "event", eventType: "Warning", reason: "RolledBack", message: `${what}: rollout of ${patch.previous} failed; restored ${patch.image}` }
+            : {
+                type: "event",
+                eventType: "Normal",
+                reason: "RolledOut",
+                message: `${what} set to ${patch.image}${patch.revision ? ` (revision ${patch.revision.slice(0, 12)})` : ""}`,
+              },
+        );
       } catch (error) {
         target.message = `could not update ${what}: ${(error as Error).message}`;
         events.push({ type: "event", eventType: "Warning", reason: "RolloutFailed", message: target.message });
@@ -145,8 +152,15 @@ export class NixImageReconciler {
     const { jobs, pods, volumes, config } = this.#deps;
     const namespace = image.metadata.namespace!;
     const name = image.metadata.name!;
-    const ownJobs = jobs.byIndex(indexes.jobsByImage, `${namespace}/${name}`).map((job) => jobView(job, pods.byIndex(indexes.podsByJob, `${namespace}/${job.metadata?.name}`)));
-    const namespaceJobs = new Map(jobs.list(namespace).filter((j) => j.metadata?.labels?.[labels.image]).map((j) => [j.metadata!.name!, isRunning(j)]));
+    const ownJobs = jobs
+      .byIndex(indexes.jobsByImage, `${namespace}/${name}`)
+      .map((job) => jobView(job, pods.byIndex(indexes.podsByJob, `${namespace}/${job.metadata?.name}`)));
+    const namespaceJobs = new Map(
+      jobs
+        .list(namespace)
+        .filter((j) => j.metadata?.labels?.[labels.image])
+        .map((j) => [j.metadata!.name!, isRunning(j)]),
+    );
 
     for (const [jobName, at] of this.#justCreated) {
       if (now.getTime() - at > 60_000 || jobs.get(jobName.split("/")[1]!, jobName.split("/")[0])) this.#justCreated.delete(jobName);
@@ -271,7 +285,13 @@ export class NixImageReconciler {
     if (this.#refusalsSent.has(once)) return;
     this.#refusalsSent.add(once);
     log.warn({ workload: `${workload.kind}/${workload.metadata?.name}`, reason: message }, "rollout refused");
-    const ref = { apiVersion: workload.apiVersion ?? (workload.kind === "CronJob" ? "batch/v1" : "apps/v1"), kind: workload.kind, name: workload.metadata?.name, namespace: workload.metadata?.namespace, uid: workload.metadata?.uid };
+    const ref = {
+      apiVersion: workload.apiVersion ?? (workload.kind === "CronJob" ? "batch/v1" : "apps/v1"),
+      kind: workload.kind,
+      name: workload.metadata?.name,
+      namespace: workload.metadata?.namespace,
+      uid: workload.metadata?.uid,
+    };
     await this.#recordEventFor(ref, { type: "event", eventType: "Warning", reason: "RolloutRefused", message }).catch(() => undefined);
   }
 
@@ -287,7 +307,10 @@ export class NixImageReconciler {
   }
 
   async #recordEvent(image: NixImage, event: Extract<Action, { type: "event" }>): Promise<void> {
-    await this.#recordEventFor({ apiVersion: image.apiVersion, kind: image.kind, name: image.metadata.name, namespace: image.metadata.namespace, uid: image.metadata.uid }, event);
+    await this.#recordEventFor(
+      { apiVersion: image.apiVersion, kind: image.kind, name: image.metadata.name, namespace: image.metadata.namespace, uid: image.metadata.uid },
+      event,
+    );
   }
 
   async #recordEventFor(

@@ -61,9 +61,17 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const identity = options.identity ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
   const metrics = new MetricsRegistry();
   const controllerMetrics = controllerMetricsFactory(metrics)("niximage");
-  const writeCounter = metrics.counter({ name: "niximage_api_writes_total", help: "API writes made by reconciles, by verb and resource.", labelNames: ["verb", "resource"] });
+  const writeCounter = metrics.counter({
+    name: "niximage_api_writes_total",
+    help: "API writes made by reconciles, by verb and resource.",
+    labelNames: ["verb", "resource"],
+  });
   const writes = new Map<string, number>();
-  const buildsTotal = metrics.counter({ name: "niximage_builds_total", help: "Finished builds by kind (Image, Warm) and result.", labelNames: ["kind", "result"] });
+  const buildsTotal = metrics.counter({
+    name: "niximage_builds_total",
+    help: "Finished builds by kind (Image, Warm) and result.",
+    labelNames: ["kind", "result"],
+  });
   const phaseSeconds = metrics.histogram({
     name: "niximage_build_phase_seconds",
     help: "Seconds per phase of finished builds (lock, build, push, ...), from the builder's own timings.",
@@ -80,10 +88,19 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     images: createInformer<KubernetesObject>(kc, { path: pathFor(scope, `/apis/${group}/${version}`, plural), logger: log, clock, resyncPeriodMs }),
     jobs: createInformer<V1Job>(kc, { path: pathFor(scope, "/apis/batch/v1", "jobs"), labelSelector: managed, logger: log, clock }),
     pods: createInformer<V1Pod>(kc, { path: pathFor(scope, "/api/v1", "pods"), labelSelector: managed, logger: log, clock }),
-    volumes: createInformer<V1PersistentVolumeClaim>(kc, { path: pathFor(scope, "/api/v1", "persistentvolumeclaims"), labelSelector: labels.store, logger: log, clock }),
+    volumes: createInformer<V1PersistentVolumeClaim>(kc, {
+      path: pathFor(scope, "/api/v1", "persistentvolumeclaims"),
+      labelSelector: labels.store,
+      logger: log,
+      clock,
+    }),
     // Consent is an annotation, which no selector can filter on: these watch all workloads.
     workloads: workloadKinds.map((kind) =>
-      createInformer<Workload>(kc, { path: kind === "CronJob" ? pathFor(scope, "/apis/batch/v1", "cronjobs") : pathFor(scope, "/apis/apps/v1", `${kind.toLowerCase()}s`), logger: log, clock }),
+      createInformer<Workload>(kc, {
+        path: kind === "CronJob" ? pathFor(scope, "/apis/batch/v1", "cronjobs") : pathFor(scope, "/apis/apps/v1", `${kind.toLowerCase()}s`),
+        logger: log,
+        clock,
+      }),
     ),
   }));
   const merged = {
@@ -99,7 +116,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     return from ? [`${workload.metadata?.namespace}/${from}`] : [];
   };
   for (const set of informerSets) {
-    set.jobs.addIndex(indexes.jobsByImage, (job) => (job.metadata?.labels?.[labels.image] ? [`${job.metadata.namespace}/${job.metadata.labels[labels.image]}`] : []));
+    set.jobs.addIndex(indexes.jobsByImage, (job) =>
+      job.metadata?.labels?.[labels.image] ? [`${job.metadata.namespace}/${job.metadata.labels[labels.image]}`] : [],
+    );
     set.pods.addIndex(indexes.podsByJob, (pod) => {
       const job = pod.metadata?.labels?.["batch.kubernetes.io/job-name"] ?? pod.metadata?.labels?.["job-name"];
       return job ? [`${pod.metadata?.namespace}/${job}`] : [];
@@ -151,15 +170,16 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   });
 
   for (const informer of all) informer.start();
-  const health = options.metricsPort === undefined
-    ? undefined
-    : await startHealthServer({
-        port: options.metricsPort,
-        host: options.metricsHost,
-        registry: metrics,
-        logger: log,
-        readinessChecks: { informers: informersSynced(all) },
-      });
+  const health =
+    options.metricsPort === undefined
+      ? undefined
+      : await startHealthServer({
+          port: options.metricsPort,
+          host: options.metricsHost,
+          registry: metrics,
+          logger: log,
+          readinessChecks: { informers: informersSynced(all) },
+        });
 
   let workers: Workers | undefined;
   let busy = 0;
@@ -224,7 +244,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     },
     async idle() {
       // Two empty looks in a row: a reconcile that just finished may have queued a follow-up.
-      for (let quiet = 0; quiet < 2; ) {
+      for (let quiet = 0; quiet < 2;) {
         await clock.sleep(50);
         quiet = queue.length === 0 && busy === 0 ? quiet + 1 : 0;
       }
@@ -236,11 +256,11 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   };
 
   async function stopAll(): Promise<void> {
-      await queue.shutDownWithDrain();
-      await workers?.finished;
-      await elector?.stop();
-      await Promise.all(all.map((informer) => informer.stop()));
-      await health?.close();
+    await queue.shutDownWithDrain();
+    await workers?.finished;
+    await elector?.stop();
+    await Promise.all(all.map((informer) => informer.stop()));
+    await health?.close();
   }
 }
 

@@ -45,7 +45,13 @@ export class RevisionPolls {
       entry = "rev" in resolved ? { at: now, flake, rev: resolved.rev, refName: resolved.refName } : { at: now, flake };
     } catch (error) {
       // Keep the last good answer; say why there is no newer one (never with URL credentials).
-      entry = { at: now, flake, rev: known?.rev, refName: known?.refName, error: redactCredentials(`cannot resolve the revision of ${flake}: ${(error as Error).message}`) };
+      entry = {
+        at: now,
+        flake,
+        rev: known?.rev,
+        refName: known?.refName,
+        error: redactCredentials(`cannot resolve the revision of ${flake}: ${(error as Error).message}`),
+      };
     }
     this.#last.set(key, entry);
     return outcome(entry, nextPollTime(now, intervalMs, now, { key })!.getTime() - now.getTime());

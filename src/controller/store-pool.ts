@@ -28,10 +28,7 @@ export function storeVolumeView(pvc: V1PersistentVolumeClaim): StoreVolumeView {
   };
 }
 
-export type VolumeChoice =
-  | { kind: "lease"; volume: StoreVolumeView }
-  | { kind: "create"; name: string }
-  | { kind: "wait"; message: string };
+export type VolumeChoice = { kind: "lease"; volume: StoreVolumeView } | { kind: "create"; name: string } | { kind: "wait"; message: string };
 
 /**
  * Picks a volume for a new build. `jobs` are the namespace's builder Jobs (any NixImage's) and

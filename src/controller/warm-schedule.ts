@@ -107,7 +107,9 @@ export function nextWarmTime(schedule: string, timeZone: string | undefined, aft
     try {
       candidate = cron.getNextDateFrom(from, zone).toMillis();
     } catch (e) {
-      throw new WarmScheduleError(`warm schedule "${schedule}" in ${zone} has no time after ${after.toISOString()}: ${(e as Error).message.split("\n")[0]}`, { cause: e });
+      throw new WarmScheduleError(`warm schedule "${schedule}" in ${zone} has no time after ${after.toISOString()}: ${(e as Error).message.split("\n")[0]}`, {
+        cause: e,
+      });
     }
     if (candidate <= afterMs || candidate <= from.getTime()) {
       // The library works on local times; around a clock change it can land on or before the start.

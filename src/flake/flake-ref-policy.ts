@@ -16,28 +16,12 @@
  * Nix as argv, never through a shell, so this is safe.
  */
 import { z } from "zod";
-import {
-  FlakeRefError,
-  KNOWN_SCHEMES,
-  describeChar,
-  parseFlakeRef,
-  redactCredentials,
-  splitUrl,
-  type FlakeRef,
-} from "./flake-ref.ts";
+import { FlakeRefError, KNOWN_SCHEMES, describeChar, parseFlakeRef, redactCredentials, splitUrl, type FlakeRef } from "./flake-ref.ts";
 
 export const FLAKE_REF_SCHEMES = KNOWN_SCHEMES as readonly [string, ...string[]];
 
 /** Allowed by default (design.md §6). `git+ssh` additionally needs a key Secret. */
-export const DEFAULT_ALLOWED_SCHEMES: readonly string[] = [
-  "github",
-  "gitlab",
-  "sourcehut",
-  "git+https",
-  "git+ssh",
-  "tarball+https",
-  "https",
-];
+export const DEFAULT_ALLOWED_SCHEMES: readonly string[] = ["github", "gitlab", "sourcehut", "git+https", "git+ssh", "tarball+https", "https"];
 
 export const DEFAULT_FLAKE_REF_MAX_LENGTH = 1024;
 
@@ -52,10 +36,7 @@ export const FlakeRefPolicySchema = z.strictObject({
     .array(z.enum(FLAKE_REF_SCHEMES))
     .default(() => [...DEFAULT_ALLOWED_SCHEMES])
     .describe("Flake ref schemes that NixImages may use."),
-  allowHostOverride: z
-    .boolean()
-    .default(false)
-    .describe("Allow `?host=` on github:/gitlab:/sourcehut: refs (self-hosted instances)."),
+  allowHostOverride: z.boolean().default(false).describe("Allow `?host=` on github:/gitlab:/sourcehut: refs (self-hosted instances)."),
   maxLength: z.number().int().min(16).max(4096).default(DEFAULT_FLAKE_REF_MAX_LENGTH).describe("Longest flake ref accepted."),
 });
 
@@ -72,18 +53,9 @@ export const defaultFlakeRefPolicy: FlakeRefPolicy = (() => {
   return Object.freeze(p);
 })();
 
-export type FlakeRefDenyCode =
-  | "TooLong"
-  | "Invalid"
-  | "UnsafeCharacter"
-  | "SchemeDenied"
-  | "ParameterDenied"
-  | "CredentialsInUrl"
-  | "SshKeyRequired";
+export type FlakeRefDenyCode = "TooLong" | "Invalid" | "UnsafeCharacter" | "SchemeDenied" | "ParameterDenied" | "CredentialsInUrl" | "SshKeyRequired";
 
-export type FlakeRefCheck =
-  | { ok: true; ref: FlakeRef; scheme: string }
-  | { ok: false; code: FlakeRefDenyCode; reason: string };
+export type FlakeRefCheck = { ok: true; ref: FlakeRef; scheme: string } | { ok: false; code: FlakeRefDenyCode; reason: string };
 
 export interface CheckFlakeRefOptions {
   /** The NixImage names an ssh key Secret (required for `git+ssh`). */
@@ -253,11 +225,7 @@ function listSchemes(policy: FlakeRefPolicy): string {
  * Decides whether `input` may be built under `policy`. Reasons name the offending part and what is
  * allowed instead; they never echo a URL password.
  */
-export function checkFlakeRef(
-  input: string,
-  policy: FlakeRefPolicy = defaultFlakeRefPolicy,
-  options: CheckFlakeRefOptions = {},
-): FlakeRefCheck {
+export function checkFlakeRef(input: string, policy: FlakeRefPolicy = defaultFlakeRefPolicy, options: CheckFlakeRefOptions = {}): FlakeRefCheck {
   if (typeof input !== "string" || input === "") {
     return deny("Invalid", "the flake ref is empty; write e.g. github:OWNER/REPO");
   }
@@ -273,7 +241,7 @@ export function checkFlakeRef(
   }
 
   // Characters: a conservative set; %-escapes only of characters from that set (no encoded '&', '?', '%').
-  for (let i = 0; i < input.length; ) {
+  for (let i = 0; i < input.length;) {
     const ch = String.fromCodePoint(input.codePointAt(i)!);
     if (ch === "%") {
       const escape = input.slice(i, i + 3);
@@ -323,8 +291,7 @@ export function checkFlakeRef(
   }
 
   const forms = FORMS[scheme] ?? [];
-  const form =
-    ref.type === "path" || ref.type === "indirect" ? forms[ref.form === "bare" ? 1 : 0] : forms[0];
+  const form = ref.type === "path" || ref.type === "indirect" ? forms[ref.form === "bare" ? 1 : 0] : forms[0];
   if (!form) return deny("SchemeDenied", schemeDeniedReason(scheme, policy, ref));
   const keys = keysOf(form, policy);
 
@@ -366,7 +333,7 @@ export function checkFlakeRef(
       if (!keys.includes(key)) {
         return deny(
           "ParameterDenied",
-          `the query parameter '${key}' is not allowed in ${scheme === "flake" || ref.type === "path" && ref.form === "bare" ? "this kind of" : scheme + ":"} flake ref; allowed: ${keys.length ? keys.join(", ") : "none"}`,
+          `the query parameter '${key}' is not allowed in ${scheme === "flake" || (ref.type === "path" && ref.form === "bare") ? "this kind of" : scheme + ":"} flake ref; allowed: ${keys.length ? keys.join(", ") : "none"}`,
         );
       }
       const value = token.slice(eq + 1);
@@ -421,7 +388,7 @@ export const attributeCelRegex = ATTRIBUTE_REGEX_SOURCE;
 export function checkAttribute(attr: string): string | undefined {
   if (typeof attr !== "string" || attr === "") return "the attribute is empty; write e.g. default or packages.x86_64-linux.web";
   if (attr.length > ATTRIBUTE_MAX_LENGTH) return `the attribute is ${attr.length} characters long; at most ${ATTRIBUTE_MAX_LENGTH} are allowed`;
-  for (let i = 0; i < attr.length; ) {
+  for (let i = 0; i < attr.length;) {
     const ch = String.fromCodePoint(attr.codePointAt(i)!);
     if (!/[A-Za-z0-9_'+.-]/.test(ch)) {
       const what = SHELL_META.has(ch) || ch === "#" ? `the character '${ch}'` : describeChar(ch);

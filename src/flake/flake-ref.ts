@@ -21,16 +21,7 @@
  * A fragment (`#attr`) is never part of a flake ref here: the attribute is a separate field.
  */
 
-export type FlakeRefType =
-  | "github"
-  | "gitlab"
-  | "sourcehut"
-  | "git"
-  | "mercurial"
-  | "tarball"
-  | "file"
-  | "path"
-  | "indirect";
+export type FlakeRefType = "github" | "gitlab" | "sourcehut" | "git" | "mercurial" | "tarball" | "file" | "path" | "indirect";
 
 interface FlakeRefCommon {
   /**
@@ -110,13 +101,7 @@ export interface IndirectFlakeRef extends FlakeRefCommon {
   rev?: string;
 }
 
-export type FlakeRef =
-  | ForgeFlakeRef
-  | GitFlakeRef
-  | MercurialFlakeRef
-  | ArchiveFlakeRef
-  | PathFlakeRef
-  | IndirectFlakeRef;
+export type FlakeRef = ForgeFlakeRef | GitFlakeRef | MercurialFlakeRef | ArchiveFlakeRef | PathFlakeRef | IndirectFlakeRef;
 
 /** The only error `parseFlakeRef` throws. Its message never contains a password from a URL. */
 export class FlakeRefError extends Error {
@@ -134,15 +119,7 @@ export class FlakeRefError extends Error {
 export const MAX_PARSE_LENGTH = 8192;
 
 /** File name endings that make a plain http(s)/file URL an archive (Nix 2.8's list; case-sensitive). */
-export const ARCHIVE_EXTENSIONS: readonly string[] = [
-  ".zip",
-  ".tar",
-  ".tgz",
-  ".tar.gz",
-  ".tar.xz",
-  ".tar.bz2",
-  ".tar.zst",
-];
+export const ARCHIVE_EXTENSIONS: readonly string[] = [".zip", ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst"];
 
 // ---------------------------------------------------------------------------------------------
 // Grammar (the same character classes Nix's URL regexes use).
@@ -161,9 +138,7 @@ const AUTHORITY = `(?:${USERINFO}@)?${HOST}(?::[0-9]+)?`;
 const ABS_PATH = `(?:(?:/${SEGMENT})*/?)`;
 const REL_PATH = `(?:${SEGMENT}(?:/${SEGMENT})*/?)`;
 
-const URL_RE = new RegExp(
-  `^(${SCHEME}):(?://(${AUTHORITY})(${ABS_PATH})|(/?${REL_PATH}))(?:\\?(${QCHAR}*))?(?:#(${QCHAR}*))?$`,
-);
+const URL_RE = new RegExp(`^(${SCHEME}):(?://(${AUTHORITY})(${ABS_PATH})|(/?${REL_PATH}))(?:\\?(${QCHAR}*))?(?:#(${QCHAR}*))?$`);
 
 /** Characters of a bare path segment (Nix's `fnRegex`: no `%`, `:` or `@`). */
 const FN = "[0-9a-zA-Z._~!$&'\"()*+,;=-]+";
@@ -179,9 +154,7 @@ export const REV_REGEX_SOURCE = "[0-9a-fA-F]{40}";
 const FLAKE_ID_RE = new RegExp(`^${FLAKE_ID_REGEX_SOURCE}$`);
 const REF_RE = new RegExp(`^${REF_NAME_REGEX_SOURCE}$`);
 const REV_RE = new RegExp(`^${REV_REGEX_SOURCE}$`);
-const INDIRECT_RE = new RegExp(
-  `^(${FLAKE_ID_REGEX_SOURCE}(?:/(?:${REV_REGEX_SOURCE}|${REF_NAME_REGEX_SOURCE}(?:/${REV_REGEX_SOURCE})?))?)(?:#(${QCHAR}*))?$`,
-);
+const INDIRECT_RE = new RegExp(`^(${FLAKE_ID_REGEX_SOURCE}(?:/(?:${REV_REGEX_SOURCE}|${REF_NAME_REGEX_SOURCE}(?:/${REV_REGEX_SOURCE})?))?)(?:#(${QCHAR}*))?$`);
 /** What Nix 2.8 accepts in `?host=` of github/gitlab/sourcehut refs (no `-`, as observed). */
 const FORGE_HOST_RE = /^[a-zA-Z0-9.]*$/;
 
@@ -236,7 +209,7 @@ const utf8Encoder = new TextEncoder();
 export function percentDecode(s: string): string {
   if (!s.includes("%")) return s;
   const bytes: number[] = [];
-  for (let i = 0; i < s.length; ) {
+  for (let i = 0; i < s.length;) {
     const c = s[i]!;
     if (c === "%" && /^[0-9A-Fa-f]{2}$/.test(s.slice(i + 1, i + 3))) {
       bytes.push(parseInt(s.slice(i + 1, i + 3), 16));
@@ -460,18 +433,17 @@ export function parseFlakeRef(input: string): FlakeRef {
   if (CURL_TRANSPORTS.has(transport)) {
     const app = plus >= 0 ? scheme.slice(0, plus) : undefined;
     if (app === undefined || app === "tarball" || app === "file") {
-      const type: ArchiveFlakeRef["type"] =
-        app === "tarball" ? "tarball" : app === "file" ? "file" : hasArchiveExtension(url.path) ? "tarball" : "file";
+      const type: ArchiveFlakeRef["type"] = app === "tarball" ? "tarball" : app === "file" ? "file" : hasArchiveExtension(url.path) ? "tarball" : "file";
       const dir = takeDir(query);
       const narHash = query.get("narHash");
       query.delete("narHash");
       if (narHash !== undefined && !isValidNarHash(narHash)) {
         fail(`in '${shown}', narHash '${narHash}' is not an SRI SHA-256 hash (sha256-<base64>)`);
       }
-      return withOptional(
-        { type, scheme, url: urlWithoutQuery(transport, url.authority, url.path), params: paramsOf(query) } as ArchiveFlakeRef,
-        { dir, narHash },
-      );
+      return withOptional({ type, scheme, url: urlWithoutQuery(transport, url.authority, url.path), params: paramsOf(query) } as ArchiveFlakeRef, {
+        dir,
+        narHash,
+      });
     }
   }
   return fail(
@@ -483,9 +455,7 @@ function rejectFragment(input: string, fragment: string | undefined, fail: (m: s
   if (fragment === undefined) return;
   const decoded = percentDecode(fragment);
   if (decoded === "") return;
-  fail(
-    `the flake ref contains the fragment '#${decoded}': write the ref without '#...' and put '${decoded}' in the separate attribute field`,
-  );
+  fail(`the flake ref contains the fragment '#${decoded}': write the ref without '#...' and put '${decoded}' in the separate attribute field`);
 }
 
 function describeSyntaxError(input: string, shown: string): string {
@@ -527,13 +497,7 @@ function withOptional<T extends object>(base: T, extra: Record<string, unknown>)
   return out as T;
 }
 
-function parseIndirect(
-  input: string,
-  form: "url" | "bare",
-  path: string,
-  query: Map<string, string>,
-  fail: (m: string) => never,
-): IndirectFlakeRef {
+function parseIndirect(input: string, form: "url" | "bare", path: string, query: Map<string, string>, fail: (m: string) => never): IndirectFlakeRef {
   const shown = redactCredentials(input);
   const parts = path.split("/").filter((p) => p !== "");
   let ref: string | undefined;
@@ -554,19 +518,10 @@ function parseIndirect(
   }
   const id = parts[0]!;
   if (!FLAKE_ID_RE.test(id)) fail(`in '${shown}', '${id}' is not a valid flake id (a letter, then letters, digits, '_' or '-')`);
-  return withOptional(
-    { type: "indirect", scheme: "flake", form, id, params: paramsOf(query) } as IndirectFlakeRef,
-    { ref, rev },
-  );
+  return withOptional({ type: "indirect", scheme: "flake", form, id, params: paramsOf(query) } as IndirectFlakeRef, { ref, rev });
 }
 
-function parseForge(
-  shown: string,
-  type: ForgeFlakeRef["type"],
-  url: UrlParts,
-  query: Map<string, string>,
-  fail: (m: string) => never,
-): ForgeFlakeRef {
+function parseForge(shown: string, type: ForgeFlakeRef["type"], url: UrlParts, query: Map<string, string>, fail: (m: string) => never): ForgeFlakeRef {
   const parts = url.path.split("/").filter((p) => p !== "");
   if (parts.length < 2) fail(`'${shown}' needs an owner and a repository: write ${type}:OWNER/REPO`);
   let ref: string | undefined;
@@ -607,10 +562,7 @@ function parseForge(
   query.delete("ref");
   query.delete("rev");
   const dir = takeDir(query);
-  return withOptional(
-    { type, scheme: type, owner: parts[0]!, repo: parts[1]!, params: paramsOf(query) } as ForgeFlakeRef,
-    { ref, rev, host, dir },
-  );
+  return withOptional({ type, scheme: type, owner: parts[0]!, repo: parts[1]!, params: paramsOf(query) } as ForgeFlakeRef, { ref, rev, host, dir });
 }
 
 function takeRev(shown: string, query: Map<string, string>, fail: (m: string) => never): string | undefined {
@@ -622,14 +574,7 @@ function takeRev(shown: string, query: Map<string, string>, fail: (m: string) =>
   return h.hex;
 }
 
-function parseGit(
-  shown: string,
-  scheme: string,
-  transport: string,
-  url: UrlParts,
-  query: Map<string, string>,
-  fail: (m: string) => never,
-): GitFlakeRef {
+function parseGit(shown: string, scheme: string, transport: string, url: UrlParts, query: Map<string, string>, fail: (m: string) => never): GitFlakeRef {
   const ref = query.get("ref");
   query.delete("ref");
   if (ref !== undefined && BAD_GIT_REF_RE.test(ref)) fail(`in '${shown}', '${ref}' is not a valid git branch/tag name`);
@@ -642,10 +587,13 @@ function parseGit(
   const shallow = bool("shallow");
   const submodules = bool("submodules");
   const dir = takeDir(query);
-  return withOptional(
-    { type: "git", scheme, url: urlWithoutQuery(transport, url.authority, url.path), params: paramsOf(query) } as GitFlakeRef,
-    { ref, rev, shallow, submodules, dir },
-  );
+  return withOptional({ type: "git", scheme, url: urlWithoutQuery(transport, url.authority, url.path), params: paramsOf(query) } as GitFlakeRef, {
+    ref,
+    rev,
+    shallow,
+    submodules,
+    dir,
+  });
 }
 
 function parseMercurial(
@@ -661,10 +609,11 @@ function parseMercurial(
   if (ref !== undefined && !REF_RE.test(ref)) fail(`in '${shown}', '${ref}' is not a valid Mercurial branch/tag name`);
   const rev = takeRev(shown, query, fail);
   const dir = takeDir(query);
-  return withOptional(
-    { type: "mercurial", scheme, url: urlWithoutQuery(transport, url.authority, url.path), params: paramsOf(query) } as MercurialFlakeRef,
-    { ref, rev, dir },
-  );
+  return withOptional({ type: "mercurial", scheme, url: urlWithoutQuery(transport, url.authority, url.path), params: paramsOf(query) } as MercurialFlakeRef, {
+    ref,
+    rev,
+    dir,
+  });
 }
 
 function parsePathUrl(shown: string, url: UrlParts, query: Map<string, string>, fail: (m: string) => never): PathFlakeRef {
@@ -694,10 +643,7 @@ function parsePathUrl(shown: string, url: UrlParts, query: Map<string, string>, 
       fail(`'${shown}' has the parameter '${k}', which path: refs do not take (they take rev, narHash, revCount, lastModified)`);
     }
   }
-  return withOptional(
-    { type: "path", scheme: "path", form: "url", path: url.path, params: {} } as PathFlakeRef,
-    { rev, narHash, revCount, lastModified },
-  );
+  return withOptional({ type: "path", scheme: "path", form: "url", path: url.path, params: {} } as PathFlakeRef, { rev, narHash, revCount, lastModified });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -742,7 +688,17 @@ export function formatFlakeRef(ref: FlakeRef): string {
         if (refFitsInPath(ref.ref)) head += "/" + ref.ref;
         else queryRef = ref.ref;
       }
-      return head + formatQuery([["ref", queryRef], ["dir", ref.dir], ["host", ref.host]], ref.params);
+      return (
+        head +
+        formatQuery(
+          [
+            ["ref", queryRef],
+            ["dir", ref.dir],
+            ["host", ref.host],
+          ],
+          ref.params,
+        )
+      );
     }
     case "git":
       return (
@@ -759,10 +715,29 @@ export function formatFlakeRef(ref: FlakeRef): string {
         )
       );
     case "mercurial":
-      return withScheme(ref.scheme, ref.url) + formatQuery([["ref", ref.ref], ["rev", ref.rev], ["dir", ref.dir]], ref.params);
+      return (
+        withScheme(ref.scheme, ref.url) +
+        formatQuery(
+          [
+            ["ref", ref.ref],
+            ["rev", ref.rev],
+            ["dir", ref.dir],
+          ],
+          ref.params,
+        )
+      );
     case "tarball":
     case "file":
-      return withScheme(ref.scheme, ref.url) + formatQuery([["dir", ref.dir], ["narHash", ref.narHash]], ref.params);
+      return (
+        withScheme(ref.scheme, ref.url) +
+        formatQuery(
+          [
+            ["dir", ref.dir],
+            ["narHash", ref.narHash],
+          ],
+          ref.params,
+        )
+      );
     case "path": {
       const query = formatQuery(
         [

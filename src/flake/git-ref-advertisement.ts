@@ -19,11 +19,7 @@
 // it has no HEAD and no capabilities.
 
 /** A decoded pkt-line packet. */
-export type PktLine =
-  | { type: "data"; payload: Uint8Array }
-  | { type: "flush" }
-  | { type: "delim" }
-  | { type: "response-end" };
+export type PktLine = { type: "data"; payload: Uint8Array } | { type: "flush" } | { type: "delim" } | { type: "response-end" };
 
 /** Largest packet (length prefix included) git writes or accepts. */
 export const MAX_PKT_LENGTH = 65520;

@@ -8,13 +8,7 @@
 // forge API and no API rate limit is involved. Archives (tarball/https) have no revisions to poll:
 // the controller learns their content from `nix flake metadata` during builds.
 import { cloneUrlOf, FlakeRefError, parseFlakeRef, redactCredentials, type FlakeRef } from "./flake-ref.ts";
-import {
-  GitProtocolError,
-  GitServerMessageError,
-  RefAdvertisementParser,
-  type AdvertisementEvent,
-  type AdvertisementFormat,
-} from "./git-ref-advertisement.ts";
+import { GitProtocolError, GitServerMessageError, RefAdvertisementParser, type AdvertisementEvent, type AdvertisementFormat } from "./git-ref-advertisement.ts";
 
 /** The commit a ref points to now. */
 export interface ResolvedRevision {
@@ -290,7 +284,9 @@ function formatOf(contentType: string | null, url: string): AdvertisementFormat 
   if (ct.includes("html")) {
     throw new RevisionResolveError("protocol", `${url} answered with an HTML page, not a git ref advertisement: is this the URL of a git repository?`, { url });
   }
-  throw new RevisionResolveError("protocol", `${url} answered with content type '${ct}', not a git ref advertisement: is this the URL of a git repository?`, { url });
+  throw new RevisionResolveError("protocol", `${url} answered with content type '${ct}', not a git ref advertisement: is this the URL of a git repository?`, {
+    url,
+  });
 }
 
 function statusError(status: number, url: string, repo: string, ref: string): RevisionResolveError {
@@ -299,11 +295,7 @@ function statusError(status: number, url: string, repo: string, ref: string): Re
     return new RevisionResolveError("repository-not-found", `repository ${repo} not found (HTTP ${status} from ${url})`, details);
   }
   if (status === 401 || status === 403) {
-    return new RevisionResolveError(
-      "unauthorized",
-      `${repo} refused anonymous access (HTTP ${status}): the repository is private or does not exist`,
-      details,
-    );
+    return new RevisionResolveError("unauthorized", `${repo} refused anonymous access (HTTP ${status}): the repository is private or does not exist`, details);
   }
   const transient = status === 408 || status === 429 || status >= 500;
   return new RevisionResolveError("http-status", `${url} answered HTTP ${status} to git ref discovery`, { ...details, transient });
@@ -409,13 +401,22 @@ async function discover(cloneUrl: string, refText: string, options: ResolveRevis
     if (options.signal?.aborted) throw options.signal.reason;
     if (e instanceof RevisionResolveError) throw e;
     if (timeout.aborted || isAbortError(e)) {
-      throw new RevisionResolveError("timeout", `git ref discovery at ${shown} timed out after ${timeoutMs} ms`, { url: shown, ref: refText, transient: true, cause: e });
+      throw new RevisionResolveError("timeout", `git ref discovery at ${shown} timed out after ${timeoutMs} ms`, {
+        url: shown,
+        ref: refText,
+        transient: true,
+        cause: e,
+      });
     }
     if (e instanceof GitServerMessageError) {
       throw new RevisionResolveError("protocol", `${shown}: ${e.message}`, { url: shown, ref: refText, cause: e });
     }
     if (e instanceof GitProtocolError) {
-      throw new RevisionResolveError("protocol", `${shown} did not answer with a valid git ref advertisement: ${e.message}`, { url: shown, ref: refText, cause: e });
+      throw new RevisionResolveError("protocol", `${shown} did not answer with a valid git ref advertisement: ${e.message}`, {
+        url: shown,
+        ref: refText,
+        cause: e,
+      });
     }
     throw new RevisionResolveError("network", `cannot reach ${shown}: ${describeNetworkError(e)}`, { url: shown, ref: refText, transient: true, cause: e });
   };
@@ -443,17 +444,29 @@ async function discover(cloneUrl: string, refText: string, options: ResolveRevis
       await res.body?.cancel().catch(() => {});
       const location = res.headers.get("location");
       if (location === null) {
-        throw new RevisionResolveError("redirect", `${shown} answered HTTP ${res.status} without a Location header`, { url: shown, status: res.status, ref: refText });
+        throw new RevisionResolveError("redirect", `${shown} answered HTTP ${res.status} without a Location header`, {
+          url: shown,
+          status: res.status,
+          ref: refText,
+        });
       }
       if (redirects >= maxRedirects) {
-        throw new RevisionResolveError("redirect", `${shownRepo}: more than ${maxRedirects} redirects (last to ${displayUrl(new URL(location, url))})`, { url: shown, status: res.status, ref: refText });
+        throw new RevisionResolveError("redirect", `${shownRepo}: more than ${maxRedirects} redirects (last to ${displayUrl(new URL(location, url))})`, {
+          url: shown,
+          status: res.status,
+          ref: refText,
+        });
       }
       const next = new URL(location, url);
       if (next.protocol !== "https:" && next.protocol !== "http:") {
         throw new RevisionResolveError("redirect", `${shown} redirected to a ${next.protocol} URL`, { url: shown, status: res.status, ref: refText });
       }
       if (url.protocol === "https:" && next.protocol === "http:") {
-        throw new RevisionResolveError("redirect", `${shown} redirected from https to plain http (${displayUrl(next)}); refusing the downgrade`, { url: shown, status: res.status, ref: refText });
+        throw new RevisionResolveError("redirect", `${shown} redirected from https to plain http (${displayUrl(next)}); refusing the downgrade`, {
+          url: shown,
+          status: res.status,
+          ref: refText,
+        });
       }
       next.username = "";
       next.password = "";

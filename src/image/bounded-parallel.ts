@@ -1,12 +1,7 @@
 // Runs async work over a list with at most `limit` tasks at a time, results in input order.
 // After the first failure no new task starts; running ones finish, then the first error is thrown.
 
-export async function mapBounded<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T, index: number) => Promise<R>,
-  signal?: AbortSignal,
-): Promise<R[]> {
+export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>, signal?: AbortSignal): Promise<R[]> {
   if (!Number.isSafeInteger(limit) || limit < 1) throw new Error(`parallelism must be a positive integer (got ${limit})`);
   const results = new Array<R>(items.length);
   let next = 0;

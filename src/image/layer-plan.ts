@@ -138,7 +138,12 @@ export function planLayers(closure: readonly ClosurePath[], roots: readonly stri
   const paths = [...reachable].sort(byName);
   const index = new Map(paths.map((p, i) => [p, i]));
   const refs = paths.map((p) => [
-    ...new Set(byPath.get(p)!.references.filter((r) => r !== p).map((r) => index.get(r)!)),
+    ...new Set(
+      byPath
+        .get(p)!
+        .references.filter((r) => r !== p)
+        .map((r) => index.get(r)!),
+    ),
   ]);
   const counts = dependentCounts(paths, refs);
 

@@ -157,8 +157,7 @@ export async function pushClosure(options: PushClosureOptions): Promise<PushClos
   const bytesTotal = plan.layers.reduce((s, l) => s + l.narSize, 0);
   const perLayerDone = new Array<number>(count).fill(0);
   let bytesDone = 0;
-  const progress = (phase: PushPhase, layer?: PushProgress["layer"]) =>
-    options.onProgress?.({ phase, bytesDone, bytesTotal, ...(layer ? { layer } : {}) });
+  const progress = (phase: PushPhase, layer?: PushProgress["layer"]) => options.onProgress?.({ phase, bytesDone, bytesTotal, ...(layer ? { layer } : {}) });
   const addLayerBytes = (index: number, n: number, phase: PushPhase = "layers") => {
     const l = plan.layers[index]!;
     const before = perLayerDone[index]!;
@@ -218,7 +217,14 @@ export async function pushClosure(options: PushClosureOptions): Promise<PushClos
 
   const processLayer = async (layer: PlannedLayer, index: number): Promise<PushedLayer> => {
     signal?.throwIfAborted();
-    const key = layerCacheKey({ paths: layer.paths, narHashes, compression, ...(options.gzipLevel !== undefined ? { gzipLevel: options.gzipLevel } : {}), mtime, storeDir });
+    const key = layerCacheKey({
+      paths: layer.paths,
+      narHashes,
+      compression,
+      ...(options.gzipLevel !== undefined ? { gzipLevel: options.gzipLevel } : {}),
+      mtime,
+      storeDir,
+    });
     const entry = await cache.get(key);
     const usable = entry !== undefined && entry.mediaType === mediaType ? entry : undefined;
     let result: { digest: Digest; size: number; diffId: Digest; outcome: LayerOutcome };

@@ -51,14 +51,7 @@ export function paxRecord(key: string, value: Buffer): Buffer {
   return Buffer.concat([Buffer.from(String(len), "latin1"), body]);
 }
 
-function headerBlock(fields: {
-  name: Buffer;
-  mode: number;
-  size: number;
-  mtime: number;
-  typeFlag: number;
-  linkName: Buffer;
-}): Buffer {
+function headerBlock(fields: { name: Buffer; mode: number; size: number; mtime: number; typeFlag: number; linkName: Buffer }): Buffer {
   const block = Buffer.alloc(BLOCK_SIZE, 0);
   writeBytes(block, 0, 100, fields.name);
   writeOctal(block, 100, 8, fields.mode);
@@ -108,10 +101,7 @@ export function encodeEntryHeader(entry: TarEntryHeader): Buffer {
   if (entry.mtime < 0 || entry.mtime > MAX_OCTAL_11 || !Number.isInteger(entry.mtime)) {
     throw new Error(`tar: mtime ${entry.mtime} out of range`);
   }
-  const name =
-    entry.type === "directory" && entry.name[entry.name.length - 1] !== 0x2f
-      ? Buffer.concat([entry.name, Buffer.from("/", "latin1")])
-      : entry.name;
+  const name = entry.type === "directory" && entry.name[entry.name.length - 1] !== 0x2f ? Buffer.concat([entry.name, Buffer.from("/", "latin1")]) : entry.name;
   const linkName = entry.type === "symlink" ? (entry.linkName ?? Buffer.alloc(0)) : Buffer.alloc(0);
   if (entry.type === "symlink" && linkName.length === 0) throw new Error("tar: symlink without target");
   const size = entry.type === "file" ? entry.size : 0;

@@ -118,9 +118,7 @@ async function* walk(ctx: WalkContext, name: Buffer): AsyncGenerator<Buffer> {
   const st = await lstat(fsPath);
   if (st.isSymbolicLink()) {
     const target = await readlink(fsPath, { encoding: "buffer" });
-    ctx.batch.add(
-      encodeEntryHeader({ name, type: "symlink", mode: SYMLINK_MODE, size: 0, linkName: target, mtime: ctx.mtime }),
-    );
+    ctx.batch.add(encodeEntryHeader({ name, type: "symlink", mode: SYMLINK_MODE, size: 0, linkName: target, mtime: ctx.mtime }));
   } else if (st.isFile()) {
     // Hard links (Nix's store optimisation) are written as regular files with full content.
     ctx.batch.add(encodeEntryHeader({ name, type: "file", mode: st.mode, size: st.size, mtime: ctx.mtime }));
@@ -139,17 +137,12 @@ async function* walk(ctx: WalkContext, name: Buffer): AsyncGenerator<Buffer> {
  * The tar bytes of `storePaths` (absolute, e.g. `/nix/store/<hash>-name`) as chunks. The same
  * store paths and options give the same bytes on every machine.
  */
-export async function* tarStorePathChunks(
-  storePaths: Iterable<string>,
-  options: TarStorePathsOptions = {},
-): AsyncGenerator<Buffer> {
+export async function* tarStorePathChunks(storePaths: Iterable<string>, options: TarStorePathsOptions = {}): AsyncGenerator<Buffer> {
   const storeDir = (options.storeDir ?? DEFAULT_STORE_DIR).replace(/\/+$/, "");
   const mtime = options.mtime ?? 1;
   const readRoot = (options.readRoot ?? "").replace(/\/+$/, "");
   const storeDirName = Buffer.from(storeDir.slice(1), "utf8");
-  const names = [...new Set([...storePaths].map((p) => storePathBaseName(p, storeDir)))]
-    .map((b) => Buffer.from(b, "utf8"))
-    .sort(Buffer.compare);
+  const names = [...new Set([...storePaths].map((p) => storePathBaseName(p, storeDir)))].map((b) => Buffer.from(b, "utf8")).sort(Buffer.compare);
   const ctx: WalkContext = {
     mtime,
     readRoot: Buffer.from(readRoot, "utf8"),

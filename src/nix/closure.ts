@@ -16,7 +16,12 @@ export async function queryClosure(nix: NixCommand, paths: readonly string[], op
   if (paths.length === 0) return [];
   for (const p of paths) {
     if (!p.startsWith("/") || /[\s\0]/.test(p)) {
-      throw new NixError({ kind: "invalid-settings", what: "query closure", reason: `${JSON.stringify(p.slice(0, 200))} is not a store path`, hint: "Pass store paths from nix build." });
+      throw new NixError({
+        kind: "invalid-settings",
+        what: "query closure",
+        reason: `${JSON.stringify(p.slice(0, 200))} is not a store path`,
+        hint: "Pass store paths from nix build.",
+      });
     }
   }
   const what = `query closure of ${paths.length === 1 ? paths[0] : `${paths.length} paths`}`;

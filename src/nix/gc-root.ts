@@ -99,7 +99,12 @@ export async function listGcRoots(rootsDir: string, image: string): Promise<GcRo
 /** Removes all but the `keep` newest generations of an image; returns the removed links. */
 export async function pruneGcRoots(rootsDir: string, image: string, keep: number): Promise<string[]> {
   const entries = await listGcRoots(rootsDir, image);
-  const drop = new Set(generationsToRemove(entries.map((e) => e.generation), keep));
+  const drop = new Set(
+    generationsToRemove(
+      entries.map((e) => e.generation),
+      keep,
+    ),
+  );
   const removed: string[] = [];
   for (const e of entries) {
     if (!drop.has(e.generation)) continue;
@@ -129,9 +134,7 @@ export async function registerGcRoots(nix: NixCommand, options: RegisterGcRootsO
     created.push(link);
   }
   // Earlier runs of the same generation may have registered more paths than this one.
-  const stale = (await listGcRoots(options.rootsDir, options.image)).filter(
-    (e) => e.generation === options.generation && !created.includes(e.link),
-  );
+  const stale = (await listGcRoots(options.rootsDir, options.image)).filter((e) => e.generation === options.generation && !created.includes(e.link));
   for (const e of stale) await unlink(e.link).catch(() => undefined);
   const removed = await pruneGcRoots(options.rootsDir, options.image, options.keep);
   return { created, removed };

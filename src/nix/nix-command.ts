@@ -106,11 +106,21 @@ const publicKeyPattern = /^[A-Za-z0-9._-]{1,100}:[A-Za-z0-9+/]{20,100}={0,2}$/;
 /** The options every call gets, in order. Exported for tests and for display. */
 export function safetyArgs(settings: NixSettings = {}): string[] {
   const args = [
-    "--option", "extra-experimental-features", "nix-command flakes",
-    "--option", "accept-flake-config", "false",
-    "--option", "flake-registry", "",
-    "--option", "sandbox-fallback", "false",
-    "--option", "allow-import-from-derivation", settings.allowImportFromDerivation === true ? "true" : "false",
+    "--option",
+    "extra-experimental-features",
+    "nix-command flakes",
+    "--option",
+    "accept-flake-config",
+    "false",
+    "--option",
+    "flake-registry",
+    "",
+    "--option",
+    "sandbox-fallback",
+    "false",
+    "--option",
+    "allow-import-from-derivation",
+    settings.allowImportFromDerivation === true ? "true" : "false",
   ];
   const subs = settings.extraSubstituters ?? [];
   const keys = settings.extraTrustedPublicKeys ?? [];

@@ -77,9 +77,7 @@ export function parseImageReference(text: string, what = "image reference"): Ima
     if (!isValidTag(tag)) throw new ImageReferenceError(`${what} ${shown(text)}: bad tag ${shown(tag)}`);
   }
   if (!isValidRepository(path)) {
-    throw new ImageReferenceError(
-      `${what} ${shown(text)}: bad repository ${shown(path)} (lowercase letters, digits, separators . _ __ - and /)`,
-    );
+    throw new ImageReferenceError(`${what} ${shown(text)}: bad repository ${shown(path)} (lowercase letters, digits, separators . _ __ - and /)`);
   }
   if (host.length + 1 + path.length > MAX_NAME_LENGTH) {
     throw new ImageReferenceError(`${what} ${shown(text)}: name longer than ${MAX_NAME_LENGTH} characters`);

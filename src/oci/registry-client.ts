@@ -11,12 +11,7 @@ import { assertDigest, isDigest, sha256Digest, type Digest } from "./digest.ts";
 import type { RegistryCredentials } from "./docker-config.ts";
 import { drain, HttpTransport, readBody, type HttpResponse, type TlsOptions } from "./http-transport.ts";
 import { isValidRepository, isValidTag, registryApiHost } from "./image-reference.ts";
-import {
-  MEDIA_TYPE_DOCKER_MANIFEST,
-  MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-  MEDIA_TYPE_OCI_INDEX,
-  MEDIA_TYPE_OCI_MANIFEST,
-} from "./image-manifest.ts";
+import { MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST } from "./image-manifest.ts";
 import { classifyRegistryFailure, parseRegistryErrors, redactSecrets, RegistryError } from "./registry-error.ts";
 import { DEFAULT_RETRY_POLICY, parseRetryAfter, withRetry, type RetryPolicy } from "./retry.ts";
 
@@ -211,10 +206,7 @@ export class RegistryClient {
       random: this.#random,
       classify: classifyRegistryFailure,
       onRetry: ({ attempt, delayMs, error }) =>
-        this.#logger?.warn(
-          { operation, attempt, delayMs, error: error instanceof Error ? error.message : String(error) },
-          "registry request failed, retrying",
-        ),
+        this.#logger?.warn({ operation, attempt, delayMs, error: error instanceof Error ? error.message : String(error) }, "registry request failed, retrying"),
     });
   }
 
@@ -352,7 +344,10 @@ export class RegistryClient {
         stream.destroy();
         await this.#cancelUpload(repository, location.href);
         // A failing source is the real cause; report it rather than the aborted request.
-        const sourceError = await result.then(() => undefined, (e: unknown) => e);
+        const sourceError = await result.then(
+          () => undefined,
+          (e: unknown) => e,
+        );
         throw sourceError ?? err;
       }
       const info = await result;

@@ -106,7 +106,11 @@ export function workloadProgress(workload: Workload): { ready: boolean; updatedR
     }
     case "DaemonSet": {
       const want = status.desiredNumberScheduled ?? 0;
-      return { ready: observed && (status.updatedNumberScheduled ?? 0) >= want && (status.numberReady ?? 0) >= want, updatedReplicas: status.updatedNumberScheduled, readyReplicas: status.numberReady };
+      return {
+        ready: observed && (status.updatedNumberScheduled ?? 0) >= want && (status.numberReady ?? 0) >= want,
+        updatedReplicas: status.updatedNumberScheduled,
+        readyReplicas: status.numberReady,
+      };
     }
     case "CronJob":
       // The next run uses the new image; there is nothing to wait for.
@@ -144,7 +148,12 @@ export function planRollout(input: PlanInput): RolloutPlan {
     const chosen = chosenContainer(workload);
     if ("problem" in chosen) {
       plan.refusals.push({ workload, message: chosen.problem });
-      plan.targets.push({ kind: workload.kind, name, container: workload.metadata?.annotations?.[rolloutAnnotations.container] ?? "", message: chosen.problem });
+      plan.targets.push({
+        kind: workload.kind,
+        name,
+        container: workload.metadata?.annotations?.[rolloutAnnotations.container] ?? "",
+        message: chosen.problem,
+      });
       continue;
     }
     const { container, init } = chosen;
@@ -184,7 +193,15 @@ export function planRollout(input: PlanInput): RolloutPlan {
     if (container.image === latest) continue;
     if (container.image) target.previousImage = container.image;
     delete target.rolledBackFrom;
-    plan.patches.push({ workload, container: container.name, init, image: latest, revision: image.status?.latestRevision?.rev, previous: container.image, rollback: false });
+    plan.patches.push({
+      workload,
+      container: container.name,
+      init,
+      image: latest,
+      revision: image.status?.latestRevision?.rev,
+      previous: container.image,
+      rollback: false,
+    });
   }
   return plan;
 }

@@ -18,10 +18,19 @@ export function controllerMetricsFactory(registry: MetricsRegistry): (controller
   const seconds = exponentialBuckets(0.001, 4, 12);
   const depth = registry.gauge({ name: "workqueue_depth", help: "Current depth of the work queue.", ...byName });
   const adds = registry.counter({ name: "workqueue_adds_total", help: "Total number of adds handled by the work queue.", ...byName });
-  const latency = registry.histogram({ name: "workqueue_queue_duration_seconds", help: "How long a key stays in the queue before it is processed.", buckets: seconds, ...byName });
+  const latency = registry.histogram({
+    name: "workqueue_queue_duration_seconds",
+    help: "How long a key stays in the queue before it is processed.",
+    buckets: seconds,
+    ...byName,
+  });
   const work = registry.histogram({ name: "workqueue_work_duration_seconds", help: "How long processing a key takes.", buckets: seconds, ...byName });
   const retries = registry.counter({ name: "workqueue_retries_total", help: "Total number of retries handled by the work queue.", ...byName });
-  const reconciles = registry.counter({ name: "controller_reconcile_total", help: "Total number of reconciles per controller and result.", labelNames: ["controller", "result"] });
+  const reconciles = registry.counter({
+    name: "controller_reconcile_total",
+    help: "Total number of reconciles per controller and result.",
+    labelNames: ["controller", "result"],
+  });
   const errors = registry.counter({ name: "controller_reconcile_errors_total", help: "Total number of failed reconciles per controller.", ...byController });
   const time = registry.histogram({ name: "controller_reconcile_time_seconds", help: "Time per reconcile.", buckets: seconds, ...byController });
   const active = registry.gauge({ name: "controller_active_workers", help: "Number of workers reconciling right now.", ...byController });

@@ -112,11 +112,7 @@ export interface ListOptions {
 }
 
 /** Lists every object at a collection path, following `continue` tokens; the list's resourceVersion is kept. */
-export async function kubeListAll<T extends KubernetesObject>(
-  kc: KubeConfig,
-  path: string,
-  options: ListOptions = {},
-): Promise<KubernetesListObject<T>> {
+export async function kubeListAll<T extends KubernetesObject>(kc: KubeConfig, path: string, options: ListOptions = {}): Promise<KubernetesListObject<T>> {
   const items: T[] = [];
   let continueToken: string | undefined;
   let last: KubernetesListObject<T> | undefined;

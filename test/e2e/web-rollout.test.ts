@@ -68,7 +68,12 @@ afterAll(async () => {
   if (failed) process.stderr.write(`\n===== e2e diagnostics\n${await diagnostics(k, [ns], operator?.namespace ?? "nix-image-operator")}\n`);
   const file = join(cluster.logDir, "timings.json");
   writeFileSync(file, JSON.stringify(timings, null, 2) + "\n");
-  const lines = Object.entries(timings).map(([phase, t]) => `  ${phase.padEnd(22)} ${Object.entries(t).map(([key, v]) => `${key}=${v}`).join("  ")}`);
+  const lines = Object.entries(timings).map(
+    ([phase, t]) =>
+      `  ${phase.padEnd(22)} ${Object.entries(t)
+        .map(([key, v]) => `${key}=${v}`)
+        .join("  ")}`,
+  );
   process.stderr.write(`\ne2e timings (seconds; also in ${file}):\n${lines.join("\n")}\n`);
 });
 
@@ -218,7 +223,10 @@ describe.sequential("a NixImage on a real cluster: builder pod -> registry -> De
     expect(build.result).toBe("Failed");
     expect(build.failure?.step).toBe("build");
     expect(build.failure?.message).toContain("intentional e2e build failure");
-    timings.failedBuild = { commitToFailed: seconds(committed), job: seconds(Date.parse(build.startTime!), Date.parse(build.completionTime ?? new Date().toISOString())) };
+    timings.failedBuild = {
+      commitToFailed: seconds(committed),
+      job: seconds(Date.parse(build.startTime!), Date.parse(build.completionTime ?? new Date().toISOString())),
+    };
     const status = (await niximage())!.status!;
     expect(status.latestImage).toBe(image);
     // Same pod, same image, still serving version 2.
@@ -234,10 +242,14 @@ describe.sequential("a NixImage on a real cluster: builder pod -> registry -> De
     await k.kubectl(["-n", ns, "delete", "niximage", imageName, "--wait=true", "--timeout=120s"], undefined, 150_000);
     expect(await niximage()).toBeUndefined();
     // Give the operator and the garbage collector time to act on the deletion.
-    await waitFor("the builder Jobs to be garbage-collected", async () => {
-      const jobs = await k.json<{ items: unknown[] }>(["-n", ns, "get", "jobs"]);
-      return jobs.items.length === 0 ? true : undefined;
-    }, { timeoutMs: 60_000 });
+    await waitFor(
+      "the builder Jobs to be garbage-collected",
+      async () => {
+        const jobs = await k.json<{ items: unknown[] }>(["-n", ns, "get", "jobs"]);
+        return jobs.items.length === 0 ? true : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
     // For a while after the deletion: the same Deployment, image and pod, still serving.
     const watchUntil = Date.now() + 15_000;
     while (Date.now() < watchUntil) {
@@ -258,9 +270,9 @@ interface ContainerState {
 
 /** Where the time of a build went, from its pod: image pulls + scheduling, then each step. */
 async function podPhases(job: string): Promise<Record<string, number>> {
-  const pods = await k.json<{ items: { metadata: { creationTimestamp: string }; status: { initContainerStatuses?: ContainerState[]; containerStatuses?: ContainerState[] } }[] }>([
-    "-n", ns, "get", "pods", "-l", `job-name=${job}`,
-  ]);
+  const pods = await k.json<{
+    items: { metadata: { creationTimestamp: string }; status: { initContainerStatuses?: ContainerState[]; containerStatuses?: ContainerState[] } }[];
+  }>(["-n", ns, "get", "pods", "-l", `job-name=${job}`]);
   const pod = pods.items[0];
   if (!pod) return {};
   const out: Record<string, number> = {};

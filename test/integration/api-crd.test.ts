@@ -27,10 +27,17 @@ async function createRejection(object: KubernetesObject, namespace: string): Pro
   const url = new URL(`/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages?fieldValidation=Strict`, bed.kube.server);
   const ca = await readFile(bed.kube.caFile);
   const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-    const request = https.request(url, { method: "POST", ca, headers: { authorization: `Bearer ${bed.kube.token}`, "content-type": "application/json" } }, (response) => {
-      let text = "";
-      response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk)).on("end", () => resolve({ status: response.statusCode ?? 0, text }));
-    });
+    const request = https.request(
+      url,
+      { method: "POST", ca, headers: { authorization: `Bearer ${bed.kube.token}`, "content-type": "application/json" } },
+      (response) => {
+        let text = "";
+        response
+          .setEncoding("utf8")
+          .on("data", (chunk: string) => (text += chunk))
+          .on("end", () => resolve({ status: response.statusCode ?? 0, text }));
+      },
+    );
     request.on("error", reject).end(body);
   });
   if (status === 201) return undefined;
@@ -63,7 +70,11 @@ describe("NixImage CRD on the API server", () => {
     for (const doc of nixImages) {
       expect(await createRejection(doc, namespace), doc.metadata?.name).toBeUndefined();
     }
-    const stored = (await kubeClients().objects.read({ apiVersion: "niximage.io/v1alpha1", kind: "NixImage", metadata: { name: "ssh", namespace } })) as KubernetesObject & {
+    const stored = (await kubeClients().objects.read({
+      apiVersion: "niximage.io/v1alpha1",
+      kind: "NixImage",
+      metadata: { name: "ssh", namespace },
+    })) as KubernetesObject & {
       spec: Record<string, unknown>;
     };
     expect(stored.spec).toMatchObject({

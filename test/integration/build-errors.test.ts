@@ -63,7 +63,10 @@ describe("build failures: one clear message, exit code 1", () => {
     const auth = Buffer.from(`${tls.username}:${wrong}`).toString("base64");
     await writeFile(authFile, JSON.stringify({ auths: { [tls.host]: { auth } } }), { mode: 0o600 });
     const r = await buildTo(`${broken.flakeUrl}#fails`, `${tls.host}/${uniqueRepo("err")}`, ["--auth-file", authFile, "--ca-file", tls.caFile]);
-    expectOneError(r, /registry 127\.0\.0\.1:\d+: GET \/v2\/ failed: HTTP 401: UNAUTHORIZED: authentication required: the registry rejected the credentials\. What to do: Check the credentials/);
+    expectOneError(
+      r,
+      /registry 127\.0\.0\.1:\d+: GET \/v2\/ failed: HTTP 401: UNAUTHORIZED: authentication required: the registry rejected the credentials\. What to do: Check the credentials/,
+    );
     for (const secret of [wrong, auth, tls.password, Buffer.from(`${tls.username}:${tls.password}`).toString("base64")]) {
       expect(r.stdout + r.stderr).not.toContain(secret);
     }

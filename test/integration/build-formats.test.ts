@@ -28,13 +28,28 @@ const repos: Partial<Record<"hello" | "docker-archive" | "stream-layered" | "nix
 
 beforeAll(async () => {
   config = await testbedConfig(bed);
-  const [hello, archive, stream, n2c] = await Promise.all([fixtureRepo("hello"), fixtureRepo("docker-archive"), fixtureRepo("stream-layered"), fixtureRepo("nix2container")]);
+  const [hello, archive, stream, n2c] = await Promise.all([
+    fixtureRepo("hello"),
+    fixtureRepo("docker-archive"),
+    fixtureRepo("stream-layered"),
+    fixtureRepo("nix2container"),
+  ]);
   Object.assign(repos, { hello, "docker-archive": archive, "stream-layered": stream, nix2container: n2c });
 });
 
 async function buildPlain(fixture: keyof typeof repos, attribute: string, extra: string[] = []): Promise<{ result: PushStepResult; repository: string }> {
   const repository = uniqueRepo(fixture);
-  const r = await runCli(bed, ["build", `${repos[fixture]!.flakeUrl}#${attribute}`, "--image", `${plain.host}/${repository}`, "--plain-http", "--config", config, "--json", ...extra]);
+  const r = await runCli(bed, [
+    "build",
+    `${repos[fixture]!.flakeUrl}#${attribute}`,
+    "--image",
+    `${plain.host}/${repository}`,
+    "--plain-http",
+    "--config",
+    config,
+    "--json",
+    ...extra,
+  ]);
   expect(r.code, r.stderr).toBe(0);
   return { result: lastJson<PushStepResult>(r.stdout), repository };
 }
@@ -58,25 +73,38 @@ describe("build: each input format to the plain registry", () => {
     expect(cfg.Entrypoint).toEqual([expect.stringMatching(/^\/nix\/store\/[0-9a-z]{32}-hello-1\.0\/bin\/hello$/)]);
     expect(cfg.Env[0]).toMatch(/^PATH=\/nix\/store\/[0-9a-z]{32}-hello-1\.0\/bin:/);
 
-    expect(await runImage(bed, `${plain.host}/${repository}@${result.digest}`, plainAccess(), ["one", "two"])).toBe("Hello from nix-image-operator!\narguments: one two\n");
+    expect(await runImage(bed, `${plain.host}/${repository}@${result.digest}`, plainAccess(), ["one", "two"])).toBe(
+      "Hello from nix-image-operator!\narguments: one two\n",
+    );
   });
 
   it("image settings from flags: entrypoint, cmd, env, workdir, labels, ports, gzip layers", async () => {
     const { result, repository } = await buildPlain("hello", "hello", [
-      "--entrypoint", "/bin/sh", "--entrypoint=-c",
-      "--cmd", "echo $GREETING",
-      "--env", "GREETING=hi there",
-      "--workdir", "/tmp",
-      "--label", "org.opencontainers.image.source=https://example.com/hello",
-      "--expose", "8080",
-      "--compression", "gzip",
-      "--max-layers", "2",
+      "--entrypoint",
+      "/bin/sh",
+      "--entrypoint=-c",
+      "--cmd",
+      "echo $GREETING",
+      "--env",
+      "GREETING=hi there",
+      "--workdir",
+      "/tmp",
+      "--label",
+      "org.opencontainers.image.source=https://example.com/hello",
+      "--expose",
+      "8080",
+      "--compression",
+      "gzip",
+      "--max-layers",
+      "2",
     ]);
     expect(result.layers.total).toBe(2);
     const ref = `${plain.host}/${repository}@${result.digest}`;
     const manifest = await skopeoInspect(ref, plainAccess());
     expect(manifest.Labels).toEqual({ "org.opencontainers.image.source": "https://example.com/hello" });
-    const raw = JSON.parse((await import("node:child_process")).execFileSync("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${ref}`], { encoding: "utf8" })) as { layers: Array<{ mediaType: string }> };
+    const raw = JSON.parse(
+      (await import("node:child_process")).execFileSync("skopeo", ["inspect", "--raw", "--tls-verify=false", `docker://${ref}`], { encoding: "utf8" }),
+    ) as { layers: Array<{ mediaType: string }> };
     expect(raw.layers.map((l) => l.mediaType)).toEqual(["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+gzip"]);
     const cfg = (await skopeoInspect(ref, plainAccess(), true)).config as Record<string, unknown>;
     expect(cfg.Entrypoint).toEqual(["/bin/sh", "-c"]);
@@ -113,7 +141,15 @@ describe("build: each input format to the plain registry", () => {
   });
 
   it("a failing streamLayeredImage script: one message with the script's own error", async () => {
-    const r = await runCli(bed, ["build", `${repos["stream-layered"]!.flakeUrl}#failing`, "--image", `${plain.host}/${uniqueRepo("stream")}`, "--plain-http", "--config", config]);
+    const r = await runCli(bed, [
+      "build",
+      `${repos["stream-layered"]!.flakeUrl}#failing`,
+      "--image",
+      `${plain.host}/${uniqueRepo("stream")}`,
+      "--plain-http",
+      "--config",
+      config,
+    ]);
     expect(r.code).toBe(1);
     const lines = messageLines(r.stderr);
     expect(lines[0]).toMatch(/^error: docker-archive .*stream.*: the image script failed \(exit code 3\)/);
@@ -136,11 +172,16 @@ describe("build: TLS registry with htpasswd auth", () => {
   it("pushes with --auth-file and --ca-file; skopeo reads it with the same credentials; it runs", async () => {
     const repository = uniqueRepo("hello-tls");
     const r = await runCli(bed, [
-      "build", `${repos.hello!.flakeUrl}#hello`,
-      "--image", `${tls.host}/${repository}:v1`,
-      "--auth-file", tls.authFile,
-      "--ca-file", tls.caFile,
-      "--config", config,
+      "build",
+      `${repos.hello!.flakeUrl}#hello`,
+      "--image",
+      `${tls.host}/${repository}:v1`,
+      "--auth-file",
+      tls.authFile,
+      "--ca-file",
+      tls.caFile,
+      "--config",
+      config,
       "--json",
     ]);
     expect(r.code, r.stderr).toBe(0);
@@ -150,7 +191,9 @@ describe("build: TLS registry with htpasswd auth", () => {
     const inspected = await skopeoInspect(`${tls.host}/${repository}:v1`, tlsAccess(bed));
     expect(inspected.Digest).toBe(result.digest);
     // Without credentials the registry refuses to serve it.
-    await expect(skopeoInspect(`${tls.host}/${repository}:v1`, { skopeo: ["--cert-dir", tls.certsDir, "--no-creds"] })).rejects.toThrow(/unauthorized|authentication required/i);
+    await expect(skopeoInspect(`${tls.host}/${repository}:v1`, { skopeo: ["--cert-dir", tls.certsDir, "--no-creds"] })).rejects.toThrow(
+      /unauthorized|authentication required/i,
+    );
     expect((await runImage(bed, `${tls.host}/${repository}@${result.digest}`, tlsAccess(bed))).trim()).toBe("Hello from nix-image-operator!");
   });
 });

@@ -38,7 +38,11 @@ beforeAll(async () => {
 });
 
 async function build(ref: string, repository: string, extra: string[], cwd?: string): Promise<PushStepResult> {
-  const r = await runCli(bed, ["build", ref, "--image", `${plain.host}/${repository}`, "--plain-http", "--config", config, "--json", ...extra], cwd ? { cwd } : {});
+  const r = await runCli(
+    bed,
+    ["build", ref, "--image", `${plain.host}/${repository}`, "--plain-http", "--config", config, "--json", ...extra],
+    cwd ? { cwd } : {},
+  );
   expect(r.code, r.stderr).toBe(0);
   return lastJson<PushStepResult>(r.stdout);
 }
@@ -131,7 +135,9 @@ describe("incremental pushes", () => {
     const env = { NIX_IMAGE_OPERATOR_CACHE: join(bed.tmpDir, "default-cache") };
     const results: PushStepResult[] = [];
     for (let i = 0; i < 2; i++) {
-      const r = await runCli(bed, ["build", `${hello.flakeUrl}#default`, "--image", `${plain.host}/${repo}`, "--plain-http", "--config", config, "--json"], { env });
+      const r = await runCli(bed, ["build", `${hello.flakeUrl}#default`, "--image", `${plain.host}/${repo}`, "--plain-http", "--config", config, "--json"], {
+        env,
+      });
       expect(r.code, r.stderr).toBe(0);
       results.push(lastJson<PushStepResult>(r.stdout));
     }

@@ -10,7 +10,18 @@ import { buildResultSchema, type BuildResult } from "../../src/builder/step-file
 import { pushResultSchema } from "../../src/controller/job-outcome.ts";
 import { testbed } from "../support/kube.ts";
 import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
-import { fixtureRepo, unpackImage, lastJson, messageLines, runCli, runImage, skopeoInspect, tlsAccess, uniqueRepo, plainAccess } from "../support/builder-fixtures.ts";
+import {
+  fixtureRepo,
+  unpackImage,
+  lastJson,
+  messageLines,
+  runCli,
+  runImage,
+  skopeoInspect,
+  tlsAccess,
+  uniqueRepo,
+  plainAccess,
+} from "../support/builder-fixtures.ts";
 
 /**
  * A streamLayeredImage-shaped flake whose script, at push time, builds a one-layer docker-archive
@@ -23,16 +34,16 @@ function probeFlake(probePath: string): Record<string, string> {
     "t=$($bb mktemp -d)",
     "cd $t",
     "$bb mkdir root",
-    "echo \"uid=$($bb id -u) gid=$($bb id -g)\" > root/report",
+    'echo "uid=$($bb id -u) gid=$($bb id -g)" > root/report',
     `if [ -r ${probePath} ]; then echo authfile=readable; else echo authfile=unreadable; fi >> root/report`,
     "$bb env >> root/report",
     "$bb tar -cf layer.tar -C root .",
     "d=$($bb sha256sum layer.tar | $bb cut -d' ' -f1)",
     "$bb mkdir $d && $bb mv layer.tar $d/layer.tar",
-    "$bb printf '{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:%s\"]}}' $d > config.json",
+    '$bb printf \'{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}\' $d > config.json',
     "c=$($bb sha256sum config.json | $bb cut -d' ' -f1)",
     "$bb mv config.json $c.json",
-    "$bb printf '[{\"Config\":\"%s.json\",\"RepoTags\":[],\"Layers\":[\"%s/layer.tar\"]}]' $c $d > manifest.json",
+    '$bb printf \'[{"Config":"%s.json","RepoTags":[],"Layers":["%s/layer.tar"]}]\' $c $d > manifest.json',
     "$bb tar -cf - $d/layer.tar $c.json manifest.json",
   ].join("\n");
   const flake = `{
@@ -82,7 +93,20 @@ describe("build-step", () => {
 
   it("writes result.json and closure.json, registers GC roots, reports to the termination message", async () => {
     const tm = join(work, "build-tm");
-    const r = await buildStep(["--flake", hello.flakeUrl, "--attribute", "default", "--out", out(), "--gc-root-dir", roots(), "--keep", "2", "--termination-message", tm]);
+    const r = await buildStep([
+      "--flake",
+      hello.flakeUrl,
+      "--attribute",
+      "default",
+      "--out",
+      out(),
+      "--gc-root-dir",
+      roots(),
+      "--keep",
+      "2",
+      "--termination-message",
+      tm,
+    ]);
     expect(r.code, r.stderr).toBe(0);
 
     const result = buildResultSchema.parse(JSON.parse(await readFile(join(out(), "result.json"), "utf8")));
@@ -104,8 +128,15 @@ describe("build-step", () => {
     expect(result.outPaths).toEqual([result.outPath]);
     for (const phase of ["lock", "build", "closure", "gcRoots"]) expect(result.seconds[phase], phase).toBeTypeOf("number");
 
-    const closure = JSON.parse(await readFile(join(out(), "closure.json"), "utf8")) as Array<{ path: string; narSize: number; narHash: string; references: string[] }>;
-    expect(closure.map((p) => p.path.replace(/^\/nix\/store\/[0-9a-z]{32}-/, ""))).toEqual(expect.arrayContaining(["busybox-static", "hello-1.0", "hello-lib", "hello-share"]));
+    const closure = JSON.parse(await readFile(join(out(), "closure.json"), "utf8")) as Array<{
+      path: string;
+      narSize: number;
+      narHash: string;
+      references: string[];
+    }>;
+    expect(closure.map((p) => p.path.replace(/^\/nix\/store\/[0-9a-z]{32}-/, ""))).toEqual(
+      expect.arrayContaining(["busybox-static", "hello-1.0", "hello-lib", "hello-share"]),
+    );
     expect(closure).toHaveLength(4);
     const app = closure.find((p) => p.path === result.outPath)!;
     expect(app.narHash).toMatch(/^sha256[-:]/);
@@ -155,15 +186,24 @@ describe("push-step", () => {
     const tm = join(work, "push-tm");
     const imageConfig = JSON.stringify({ env: [{ name: "GREETING", value: "hi" }], labels: { team: "builders" }, user: "65532:65532" });
     const r = await pushStep([
-      "--from", dir,
-      "--image", `${tls.host}/${repository}`,
-      "--tag", "latest",
-      "--auth-file", tls.authFile,
-      "--ca-file", tls.caFile,
-      "--image-config", imageConfig,
-      "--max-layers", "3",
-      "--layer-cache", join(work, "push-cache"),
-      "--termination-message", tm,
+      "--from",
+      dir,
+      "--image",
+      `${tls.host}/${repository}`,
+      "--tag",
+      "latest",
+      "--auth-file",
+      tls.authFile,
+      "--ca-file",
+      tls.caFile,
+      "--image-config",
+      imageConfig,
+      "--max-layers",
+      "3",
+      "--layer-cache",
+      join(work, "push-cache"),
+      "--termination-message",
+      tm,
     ]);
     expect(r.code, r.stderr).toBe(0);
     const text = await readFile(tm, "utf8");
@@ -210,9 +250,13 @@ describe("push-step", () => {
     expect(b.code, b.stderr).toBe(0);
     expect(JSON.parse(await readFile(join(dir, "result.json"), "utf8"))).toMatchObject({ format: "stream-layered" });
     const repository = uniqueRepo("push-probe");
-    const r = await runCli(bed, ["push-step", "--from", dir, "--image", `${tls.host}/${repository}`, "--auth-file", tls.authFile, "--ca-file", tls.caFile, "--json"], {
-      env: { PATH: "/nonexistent", REGISTRY_PASSWORD: tls.password },
-    });
+    const r = await runCli(
+      bed,
+      ["push-step", "--from", dir, "--image", `${tls.host}/${repository}`, "--auth-file", tls.authFile, "--ca-file", tls.caFile, "--json"],
+      {
+        env: { PATH: "/nonexistent", REGISTRY_PASSWORD: tls.password },
+      },
+    );
     expect(r.code, r.stderr).toBe(0);
     const result = lastJson<{ digest: string }>(r.stdout);
     const report = await readFile(join(await unpackImage(bed, `${tls.host}/${repository}@${result.digest}`, tlsAccess(bed)), "report"), "utf8");
@@ -230,9 +274,22 @@ describe("push-step", () => {
     await writeFile(readable, await readFile(tls.authFile), { mode: 0o644 });
     await chmod(readable, 0o644);
     const tm = join(work, "readable-auth-tm");
-    const r = await pushStep(["--from", dir, "--image", `${tls.host}/${uniqueRepo("refused")}`, "--auth-file", readable, "--ca-file", tls.caFile, "--termination-message", tm]);
+    const r = await pushStep([
+      "--from",
+      dir,
+      "--image",
+      `${tls.host}/${uniqueRepo("refused")}`,
+      "--auth-file",
+      readable,
+      "--ca-file",
+      tls.caFile,
+      "--termination-message",
+      tm,
+    ]);
     expect(r.code).toBe(1);
-    expect(await readFile(tm, "utf8")).toMatch(/refusing to run the streamLayeredImage script .* could read the push credentials .*auth-0644\.json as uid 65534/);
+    expect(await readFile(tm, "utf8")).toMatch(
+      /refusing to run the streamLayeredImage script .* could read the push credentials .*auth-0644\.json as uid 65534/,
+    );
     expect(r.stdout + r.stderr).not.toContain(tls.password);
   });
 
@@ -241,7 +298,10 @@ describe("push-step", () => {
     const b = await buildStep(["--flake", hello.flakeUrl, "--attribute", "default", "--out", dir]);
     expect(b.code, b.stderr).toBe(0);
     const result = JSON.parse(await readFile(join(dir, "result.json"), "utf8")) as BuildResult;
-    await writeFile(join(dir, "result.json"), JSON.stringify({ ...result, outPath: "/var/run/niximage/push/config.json", outPaths: ["/var/run/niximage/push/config.json"] }));
+    await writeFile(
+      join(dir, "result.json"),
+      JSON.stringify({ ...result, outPath: "/var/run/niximage/push/config.json", outPaths: ["/var/run/niximage/push/config.json"] }),
+    );
     const tm = join(work, "tampered-tm");
     const r = await pushStep(["--from", dir, "--image", `${plain.host}/${uniqueRepo("tampered")}`, "--plain-http", "--termination-message", tm]);
     expect(r.code).toBe(1);
@@ -250,7 +310,15 @@ describe("push-step", () => {
 
   it("a missing build result: a short message saying so", async () => {
     const tm = join(work, "missing-tm");
-    const r = await pushStep(["--from", join(work, "nothing-here"), "--image", `${plain.host}/${uniqueRepo("missing")}`, "--plain-http", "--termination-message", tm]);
+    const r = await pushStep([
+      "--from",
+      join(work, "nothing-here"),
+      "--image",
+      `${plain.host}/${uniqueRepo("missing")}`,
+      "--plain-http",
+      "--termination-message",
+      tm,
+    ]);
     expect(r.code).toBe(1);
     expect(await readFile(tm, "utf8")).toMatch(/cannot read .*nothing-here\/result\.json \(ENOENT\): did the build step finish successfully\?/);
   });

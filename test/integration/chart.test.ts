@@ -83,7 +83,10 @@ async function render(values?: object, opts: { release?: string; namespace?: str
 
 function find(r: Rendered, kind: string, name?: string): Manifest {
   const matches = r.manifests.filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
-  expect(matches.map((m) => `${m.kind}/${m.metadata.name}`), `exactly one ${kind}${name ? ` ${name}` : ""}`).toHaveLength(1);
+  expect(
+    matches.map((m) => `${m.kind}/${m.metadata.name}`),
+    `exactly one ${kind}${name ? ` ${name}` : ""}`,
+  ).toHaveLength(1);
   return matches[0]!;
 }
 
@@ -219,7 +222,14 @@ describe("Helm chart: lint and render", () => {
     const config = operatorConfigOf(r);
     const image = `registry.corp.example/platform/nix-image-operator@sha256:${"ab".repeat(32)}`;
     expect(config.namespaces).toEqual(["team-a", "team-b"]);
-    expect(config.store).toEqual({ poolSize: 3, size: "100Gi", storageClassName: "fast-ssd", accessMode: "ReadWriteOnce", gcThresholdPercent: 70, keepSuccessful: 3 });
+    expect(config.store).toEqual({
+      poolSize: 3,
+      size: "100Gi",
+      storageClassName: "fast-ssd",
+      accessMode: "ReadWriteOnce",
+      gcThresholdPercent: 70,
+      keepSuccessful: 3,
+    });
     expect(config.builder).toEqual({
       nixImage: "registry.corp.example/platform/nix-builder:2.28.3",
       pushImage: image,
@@ -231,7 +241,14 @@ describe("Helm chart: lint and render", () => {
       { host: "registry.local:5000", plainHttp: true },
     ]);
     expect(config.flakeRefPolicy).toEqual({ allowedSchemes: ["github", "git+https"], allowHostOverride: true, maxLength: 512 });
-    expect(config.leaderElection).toEqual({ enabled: true, namespace: "niximage-system", leaseName: "platform-nix-image-operator", leaseDuration: "30s", renewDeadline: "20s", retryPeriod: "5s" });
+    expect(config.leaderElection).toEqual({
+      enabled: true,
+      namespace: "niximage-system",
+      leaseName: "platform-nix-image-operator",
+      leaseDuration: "30s",
+      renewDeadline: "20s",
+      retryPeriod: "5s",
+    });
     expect(config.metrics.address).toBe("0.0.0.0:9090");
     expect(config).toMatchObject({ concurrency: { builds: 8, reconcilers: 2 }, resyncPeriod: "30m", logLevel: "debug" });
 
@@ -293,9 +310,17 @@ describe("Helm chart: lint and render", () => {
             { port: 53, protocol: "UDP" },
             { port: 53, protocol: "TCP" },
           ],
-          to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } }, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } }],
+          to: [
+            { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } }, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } },
+          ],
         },
-        { to: [{ ipBlock: { cidr: "10.20.0.0/16" } }, { ipBlock: { cidr: "192.0.2.0/24", except: ["192.0.2.1/32"] } }], ports: [{ port: 443, protocol: "TCP" }, { port: 22, protocol: "TCP" }] },
+        {
+          to: [{ ipBlock: { cidr: "10.20.0.0/16" } }, { ipBlock: { cidr: "192.0.2.0/24", except: ["192.0.2.1/32"] } }],
+          ports: [
+            { port: 443, protocol: "TCP" },
+            { port: 22, protocol: "TCP" },
+          ],
+        },
         { to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "registry" } } }], ports: [{ port: 5000, protocol: "TCP" }] },
       ]);
     }
@@ -304,7 +329,11 @@ describe("Helm chart: lint and render", () => {
     expect(r.manifests.filter((m) => m.kind === "ClusterRoleBinding")).toEqual([]);
     const bindings = r.manifests.filter((m) => m.kind === "RoleBinding" && m.roleRef.kind === "ClusterRole");
     expect(bindings.map((b) => [b.metadata.namespace, b.roleRef.name, b.subjects])).toEqual(
-      ["team-a", "team-b"].map((ns) => [ns, "platform-nix-image-operator", [{ kind: "ServiceAccount", name: "platform-nix-image-operator", namespace: "niximage-system" }]]),
+      ["team-a", "team-b"].map((ns) => [
+        ns,
+        "platform-nix-image-operator",
+        [{ kind: "ServiceAccount", name: "platform-nix-image-operator", namespace: "niximage-system" }],
+      ]),
     );
 
     // No value widens the operator's RBAC.
@@ -316,12 +345,14 @@ describe("Helm chart: lint and render", () => {
     const policy = find(r, "NetworkPolicy");
     expect(policy.metadata.namespace).toBe("apps");
     expect(policy.spec.egress).toEqual([
-      { ports: [{ port: 53, protocol: "UDP" }, { port: 53, protocol: "TCP" }] },
       {
-        to: [
-          { ipBlock: { cidr: "0.0.0.0/0", except: ["169.254.169.254/32"] } },
-          { ipBlock: { cidr: "::/0", except: ["fd00:ec2::254/128"] } },
+        ports: [
+          { port: 53, protocol: "UDP" },
+          { port: 53, protocol: "TCP" },
         ],
+      },
+      {
+        to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["169.254.169.254/32"] } }, { ipBlock: { cidr: "::/0", except: ["fd00:ec2::254/128"] } }],
       },
     ]);
     expect(policy.spec.ingress).toEqual([]);
@@ -357,7 +388,8 @@ describe("Helm chart: lint and render", () => {
     }
     const rulesFor = (resource: string) => (clusterRole.rules as Array<{ resources: string[]; verbs: string[] }>).filter((x) => x.resources.includes(resource));
     expect(rulesFor("secrets").map((x) => x.verbs)).toEqual([["get"]]);
-    for (const workload of ["deployments", "statefulsets", "daemonsets", "cronjobs"]) expect(rulesFor(workload).map((x) => x.verbs)).toEqual([["get", "list", "watch", "patch"]]);
+    for (const workload of ["deployments", "statefulsets", "daemonsets", "cronjobs"])
+      expect(rulesFor(workload).map((x) => x.verbs)).toEqual([["get", "list", "watch", "patch"]]);
     expect(rulesFor("leases")).toEqual([]);
     const role = find(r, "Role");
     expect(role.metadata.namespace).toBe("nix-image-operator");
@@ -416,11 +448,15 @@ function selects(
   for (const e of selector.matchExpressions ?? []) {
     const has = e.key in labels;
     const ok =
-      e.operator === "Exists" ? has
-      : e.operator === "DoesNotExist" ? !has
-      : e.operator === "In" ? has && (e.values ?? []).includes(labels[e.key]!)
-      : e.operator === "NotIn" ? !has || !(e.values ?? []).includes(labels[e.key]!)
-      : false;
+      e.operator === "Exists"
+        ? has
+        : e.operator === "DoesNotExist"
+          ? !has
+          : e.operator === "In"
+            ? has && (e.values ?? []).includes(labels[e.key]!)
+            : e.operator === "NotIn"
+              ? !has || !(e.values ?? []).includes(labels[e.key]!)
+              : false;
     if (!ok) return false;
   }
   return true;
@@ -517,7 +553,9 @@ function neededIn(app: string, own: string): CanI[] {
 }
 
 /** The informers' cluster-wide list/watch (config.namespaces empty). */
-const clusterWideWatches: CanI[] = ["niximages.niximage.io", "jobs.batch", "pods", "persistentvolumeclaims", ...workloads].flatMap((resource) => each(["list", "watch"], resource));
+const clusterWideWatches: CanI[] = ["niximages.niximage.io", "jobs.batch", "pods", "persistentvolumeclaims", ...workloads].flatMap((resource) =>
+  each(["list", "watch"], resource),
+);
 
 /** What the operator must never do in a namespace it watches, or anywhere. */
 function forbiddenIn(app: string, own: string): CanI[] {
@@ -611,7 +649,12 @@ describe("Helm chart on the test bed API server", () => {
     clusterWide = await prepare(`nio${id}b`, undefined);
     // The cluster-wide install: its ServiceAccount and RBAC (everything is applied for the scoped one below).
     const rbac = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
-    await kubectl(["apply", "--server-side", "-f", "-"], { input: clusterWide.rendered.manifests.filter((m) => rbac.has(m.kind)).map((m) => JSON.stringify(m)).join("\n") });
+    await kubectl(["apply", "--server-side", "-f", "-"], {
+      input: clusterWide.rendered.manifests
+        .filter((m) => rbac.has(m.kind))
+        .map((m) => JSON.stringify(m))
+        .join("\n"),
+    });
     // The scoped install: every object but the ServiceMonitor (see the first test), into a
     // release namespace that enforces and warns PodSecurity "restricted" (the Deployment's pod
     // template gets checked by the admission plugin).
@@ -620,7 +663,8 @@ describe("Helm chart on the test bed API server", () => {
     applied = { objects, ...(await applyAll(objects)) };
   });
   afterAll(async () => {
-    for (const release of releases) await kubectl(["delete", "clusterrole,clusterrolebinding", `${release}-nix-image-operator`, "--ignore-not-found"]).catch(() => undefined);
+    for (const release of releases)
+      await kubectl(["delete", "clusterrole,clusterrolebinding", `${release}-nix-image-operator`, "--ignore-not-found"]).catch(() => undefined);
     for (const ns of created) await deleteNamespace(ns);
   });
 
@@ -665,13 +709,26 @@ describe("Helm chart on the test bed API server", () => {
     const configMap = await core.readNamespacedConfigMap({ namespace, name: `${release}-nix-image-operator` });
     expect(parseOperatorConfig(parseYaml(configMap.data!["config.yaml"]!)).namespaces).toEqual(appNamespaces);
     for (const ns of appNamespaces) {
-      const policy = await kubeRequestJson<Manifest>(kubeClients().kc, "GET", `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies/${release}-nix-image-operator-builders`);
+      const policy = await kubeRequestJson<Manifest>(
+        kubeClients().kc,
+        "GET",
+        `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies/${release}-nix-image-operator-builders`,
+      );
       expect(policy.spec.podSelector).toEqual({ matchExpressions: [{ key: "niximage.io/image", operator: "Exists" }] });
     }
 
     // The chart's CRD file (crds/) is accepted by this API server too (dry run: the test bed's
     // CRD, which allows git+http for other tests, stays as it is).
-    await run(bed.kube.kubectl, ["--kubeconfig", bed.kube.kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", join(chartDir, "crds/niximages.niximage.io.yaml")]);
+    await run(bed.kube.kubectl, [
+      "--kubeconfig",
+      bed.kube.kubeconfig,
+      "apply",
+      "--server-side",
+      "--force-conflicts",
+      "--dry-run=server",
+      "-f",
+      join(chartDir, "crds/niximages.niximage.io.yaml"),
+    ]);
   });
 
   it("watching listed namespaces: the ServiceAccount can do everything the controller does there", async () => {
@@ -799,7 +856,9 @@ describe("README install steps on the test bed", () => {
       toYaml({
         apiVersion: "v1",
         kind: "Config",
-        clusters: [{ name: "testbed", cluster: { server: bed.kube.server, "certificate-authority-data": (await readFile(bed.kube.caFile)).toString("base64") } }],
+        clusters: [
+          { name: "testbed", cluster: { server: bed.kube.server, "certificate-authority-data": (await readFile(bed.kube.caFile)).toString("base64") } },
+        ],
         users: [{ name: fullname, user: { token } }],
         contexts: [{ name: fullname, context: { cluster: "testbed", user: fullname, namespace } }],
         "current-context": fullname,
@@ -821,7 +880,11 @@ describe("README install steps on the test bed", () => {
     const lease = await waitFor(
       `Lease ${namespace}/${fullname} held`,
       async () => {
-        const l = await kubeRequestJson<{ spec?: { holderIdentity?: string } }>(kubeClients().kc, "GET", `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${fullname}`).catch(() => undefined);
+        const l = await kubeRequestJson<{ spec?: { holderIdentity?: string } }>(
+          kubeClients().kc,
+          "GET",
+          `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${fullname}`,
+        ).catch(() => undefined);
         return l?.spec?.holderIdentity ? l : undefined;
       },
       { timeoutMs: 30_000 },
@@ -835,9 +898,21 @@ describe("README install steps on the test bed", () => {
     // Step 5: a first NixImage; the controller starts its builder Job with the chart's images.
     const flake = await createGitRepo(minimalFlake({ marker: "install" }), { prefix: "chart-install" });
     await kubectl(["apply", "--namespace", apps, "-f", "-"], {
-      input: toYaml({ apiVersion: "niximage.io/v1alpha1", kind: "NixImage", metadata: { name: "hello" }, spec: { flake: flake.flakeUrl, image: { repository: `${bed.registry.plain.host}/shop/hello` } } }),
+      input: toYaml({
+        apiVersion: "niximage.io/v1alpha1",
+        kind: "NixImage",
+        metadata: { name: "hello" },
+        spec: { flake: flake.flakeUrl, image: { repository: `${bed.registry.plain.host}/shop/hello` } },
+      }),
     });
-    const job = await waitFor(`builder Job ${apps}/hello-build-1`, () => kubeClients().batch.readNamespacedJob({ namespace: apps, name: "hello-build-1" }).catch(() => undefined), { timeoutMs: 30_000 });
+    const job = await waitFor(
+      `builder Job ${apps}/hello-build-1`,
+      () =>
+        kubeClients()
+          .batch.readNamespacedJob({ namespace: apps, name: "hello-build-1" })
+          .catch(() => undefined),
+      { timeoutMs: 30_000 },
+    );
     const pod = job.spec!.template.spec!;
     expect(pod.initContainers!.map((c) => c.image)).toEqual(["ghcr.io/niximage/nix-builder:2.28", "ghcr.io/niximage/nix-builder:2.28"]);
     expect(pod.containers.map((c) => c.image)).toEqual([defaultOperatorImage]);

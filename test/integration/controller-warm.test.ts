@@ -8,7 +8,16 @@ import { nextWarmTime } from "../../src/controller/warm-schedule.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { createGitRepo, minimalFlake } from "../support/git-fixtures.ts";
 import { kubeClients, testNamespace, waitFor } from "../support/kube.ts";
-import { buildJobs, chartServiceAccount, finishBuildPod, installTestCrd, OffsetClock, pushResult, startTestOperator, waitForJob } from "../support/operator-harness.ts";
+import {
+  buildJobs,
+  chartServiceAccount,
+  finishBuildPod,
+  installTestCrd,
+  OffsetClock,
+  pushResult,
+  startTestOperator,
+  waitForJob,
+} from "../support/operator-harness.ts";
 
 type NixImageObject = KubernetesObject & { spec: Record<string, unknown>; status?: NixImageStatus };
 
@@ -22,10 +31,14 @@ async function readNixImage(namespace: string, name: string): Promise<NixImageOb
 }
 
 async function waitForStatus(namespace: string, name: string, what: string, test: (image: NixImageObject) => boolean): Promise<NixImageObject> {
-  return waitFor(`NixImage ${namespace}/${name}: ${what}`, async () => {
-    const image = await readNixImage(namespace, name);
-    return test(image) ? image : undefined;
-  }, { timeoutMs: 30_000 });
+  return waitFor(
+    `NixImage ${namespace}/${name}: ${what}`,
+    async () => {
+      const image = await readNixImage(namespace, name);
+      return test(image) ? image : undefined;
+    },
+    { timeoutMs: 30_000 },
+  );
 }
 
 const condition = (image: NixImageObject, type: string) => image.status?.conditions?.find((c) => c.type === type);
@@ -60,7 +73,11 @@ describe("NixImage controller: warm builds", () => {
         apiVersion: "niximage.io/v1alpha1",
         kind: "NixImage",
         metadata: { name: "web" },
-        spec: { flake: flake.flakeUrl, image: { repository }, warm: { schedule, timeZone, attributes: ["devShells.x86_64-linux.default"], updateInputs: true } },
+        spec: {
+          flake: flake.flakeUrl,
+          image: { repository },
+          warm: { schedule, timeZone, attributes: ["devShells.x86_64-linux.default"], updateInputs: true },
+        },
       },
     });
 
@@ -68,7 +85,12 @@ describe("NixImage controller: warm builds", () => {
     await waitForJob(namespace, "web-build-1");
     await finishBuildPod(namespace, "web-build-1", { succeed: { message: pushResult(repository, digestHex, flake.rev) } });
     // Ready comes with SuccessCriteriaMet; the completionTime follows with Complete a moment later.
-    const built = await waitForStatus(namespace, "web", "Ready", (i) => condition(i, "Ready")?.status === "True" && i.status?.lastBuild?.completionTime !== undefined);
+    const built = await waitForStatus(
+      namespace,
+      "web",
+      "Ready",
+      (i) => condition(i, "Ready")?.status === "True" && i.status?.lastBuild?.completionTime !== undefined,
+    );
     const slot = nextWarmTime(schedule, timeZone, clock.now());
     expect(built.status?.nextWarmBuild).toBe(rfc3339(slot));
     expect(new Intl.DateTimeFormat("en-GB", { timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(slot)).toBe("03:00");
@@ -96,7 +118,12 @@ describe("NixImage controller: warm builds", () => {
     // The report step finishes: lastWarmBuild gets the closure diff; the image is untouched.
     await finishBuildPod(namespace, "web-warm-1", { succeed: { message: warmReport(flake.rev) } });
     // SuccessCriteriaMet comes first, Complete with the completionTime a moment later.
-    const warmed = await waitForStatus(namespace, "web", "warm build recorded", (i) => i.status?.lastWarmBuild?.result === "Succeeded" && i.status.lastWarmBuild.completionTime !== undefined);
+    const warmed = await waitForStatus(
+      namespace,
+      "web",
+      "warm build recorded",
+      (i) => i.status?.lastWarmBuild?.result === "Succeeded" && i.status.lastWarmBuild.completionTime !== undefined,
+    );
     expect(warmed.status?.lastWarmBuild).toMatchObject({
       job: "web-warm-1",
       kind: "Warm",
@@ -144,7 +171,9 @@ describe("NixImage controller: warm builds", () => {
     const clock = new OffsetClock();
     const operator = await startTestOperator({ access, namespaces: [namespace], clock });
     const path = `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages`;
-    await kubeRequestJson(kubeClients().kc, "POST", path, { body: { apiVersion: "niximage.io/v1alpha1", kind: "NixImage", metadata: { name: "web" }, spec: { flake: flake.flakeUrl, image: { repository } } } });
+    await kubeRequestJson(kubeClients().kc, "POST", path, {
+      body: { apiVersion: "niximage.io/v1alpha1", kind: "NixImage", metadata: { name: "web" }, spec: { flake: flake.flakeUrl, image: { repository } } },
+    });
     await waitForJob(namespace, "web-build-1");
     await finishBuildPod(namespace, "web-build-1", { succeed: { message: pushResult(repository, digestHex, flake.rev) } });
     await waitForStatus(namespace, "web", "Ready", (i) => condition(i, "Ready")?.status === "True");
@@ -155,7 +184,10 @@ describe("NixImage controller: warm builds", () => {
     noon.setUTCHours(11, 0, 0, 0);
     if (noon.getTime() < clock.now().getTime()) noon.setUTCDate(noon.getUTCDate() + 1);
     clock.advance(noon.getTime() - clock.now().getTime());
-    await kubeRequestJson(kubeClients().kc, "PATCH", `${path}/web`, { body: { spec: { warm: { schedule, timeZone } } }, contentType: "application/merge-patch+json" });
+    await kubeRequestJson(kubeClients().kc, "PATCH", `${path}/web`, {
+      body: { spec: { warm: { schedule, timeZone } } },
+      contentType: "application/merge-patch+json",
+    });
     const slot = nextWarmTime(schedule, timeZone, clock.now());
     await waitForStatus(namespace, "web", "next warm build announced", (i) => i.status?.nextWarmBuild === rfc3339(slot));
     operator.enqueueAll();

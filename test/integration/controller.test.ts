@@ -46,10 +46,14 @@ function condition(image: NixImageObject, type: string) {
 }
 
 async function waitForStatus(namespace: string, name: string, what: string, test: (image: NixImageObject) => boolean): Promise<NixImageObject> {
-  return waitFor(`NixImage ${namespace}/${name}: ${what}`, async () => {
-    const image = await readNixImage(namespace, name);
-    return test(image) ? image : undefined;
-  }, { timeoutMs: 30_000 });
+  return waitFor(
+    `NixImage ${namespace}/${name}: ${what}`,
+    async () => {
+      const image = await readNixImage(namespace, name);
+      return test(image) ? image : undefined;
+    },
+    { timeoutMs: 30_000 },
+  );
 }
 
 async function events(namespace: string, reason: string) {
@@ -68,7 +72,14 @@ describe("NixImage controller", () => {
     const namespace = await testNamespace("ctl-first");
     const access = await chartServiceAccount();
     const operator = await startTestOperator({ access, namespaces: [namespace] });
-    await kubeClients().core.createNamespacedSecret({ namespace, body: { metadata: { name: "regcred" }, type: "kubernetes.io/dockerconfigjson", data: { ".dockerconfigjson": Buffer.from('{"auths":{}}').toString("base64") } } });
+    await kubeClients().core.createNamespacedSecret({
+      namespace,
+      body: {
+        metadata: { name: "regcred" },
+        type: "kubernetes.io/dockerconfigjson",
+        data: { ".dockerconfigjson": Buffer.from('{"auths":{}}').toString("base64") },
+      },
+    });
     await createNixImage(namespace, "web", { flake: flake.flakeUrl, image: { repository, pushSecretRef: { name: "regcred" } } });
 
     const job = await waitForJob(namespace, "web-build-1");
@@ -151,7 +162,9 @@ describe("NixImage controller", () => {
     await patchNixImage(namespace, "app", { metadata: { annotations: { "niximage.io/rebuild": "try-1" } } });
     const job3 = await waitForJob(namespace, "app-build-3");
     expect(job3.metadata?.annotations?.["niximage.io/reasons"]).toBe("RebuildRequested");
-    await finishBuildPod(namespace, "app-build-3", { fail: { step: "build", exitCode: 1, message: "error: builder for '/nix/store/x-app.drv' failed with exit code 2" } });
+    await finishBuildPod(namespace, "app-build-3", {
+      fail: { step: "build", exitCode: 1, message: "error: builder for '/nix/store/x-app.drv' failed with exit code 2" },
+    });
     const stalled = await waitForStatus(namespace, "app", "Stalled", (i) => condition(i, "Stalled")?.status === "True");
     expect(stalled.status?.latestImage).toBe(`${repository}@sha256:${hex("2")}`);
     expect(stalled.status?.lastBuild).toMatchObject({ job: "app-build-3", result: "Failed", failure: { step: "build", exitCode: 1 } });

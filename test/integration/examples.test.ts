@@ -74,9 +74,7 @@ const argoApplication = z.strictObject({
     project: name,
     source: z.strictObject({ repoURL: gitUrl, targetRevision: z.string().min(1), path: z.string().min(1) }),
     destination: z.strictObject({ server: z.string().url(), namespace: name }),
-    ignoreDifferences: z
-      .array(z.strictObject({ group: z.string(), kind: z.string().min(1), managedFieldsManagers: z.array(z.string().min(1)).min(1) }))
-      .min(1),
+    ignoreDifferences: z.array(z.strictObject({ group: z.string(), kind: z.string().min(1), managedFieldsManagers: z.array(z.string().min(1)).min(1) })).min(1),
     syncPolicy: z.strictObject({
       automated: z.strictObject({ prune: z.boolean(), selfHeal: z.boolean() }).optional(),
       syncOptions: z.array(z.string().regex(/^[A-Za-z]+=(true|false)$/)),
@@ -108,7 +106,10 @@ const fluxKustomization = z.strictObject({
     targetNamespace: name.optional(),
     prune: z.boolean(),
     wait: z.boolean().optional(),
-    timeout: z.string().regex(/^(\d+(ms|s|m|h))+$/).optional(),
+    timeout: z
+      .string()
+      .regex(/^(\d+(ms|s|m|h))+$/)
+      .optional(),
   }),
 });
 
@@ -164,7 +165,21 @@ describe("examples/", () => {
       if (d.object.kind !== "Namespace") expect(d.object.metadata.namespace, `${d.file}#${d.index}`).toBeUndefined();
       const { stdout } = await run(
         bed.kube.kubectl,
-        ["--kubeconfig", bed.kube.kubeconfig, "apply", "--server-side", "--dry-run=server", "--field-manager", "examples-test", "--namespace", namespace, "-o", "json", "-f", "-"],
+        [
+          "--kubeconfig",
+          bed.kube.kubeconfig,
+          "apply",
+          "--server-side",
+          "--dry-run=server",
+          "--field-manager",
+          "examples-test",
+          "--namespace",
+          namespace,
+          "-o",
+          "json",
+          "-f",
+          "-",
+        ],
         { input: JSON.stringify(d.object) },
       );
       const accepted = JSON.parse(stdout) as { kind: string; metadata: { name: string } };
@@ -175,7 +190,12 @@ describe("examples/", () => {
   it("Argo CD and Flux objects match the shapes of the fields they rely on (no such CRDs on the test bed)", () => {
     const checked = docs.filter((d) => key(d) in shapes);
     expect(checked.map((d) => key(d)).sort()).toEqual(
-      ["argoproj.io/v1alpha1 Application", "kustomize.config.k8s.io/v1beta1 Kustomization", "kustomize.toolkit.fluxcd.io/v1 Kustomization", "source.toolkit.fluxcd.io/v1 GitRepository"].sort(),
+      [
+        "argoproj.io/v1alpha1 Application",
+        "kustomize.config.k8s.io/v1beta1 Kustomization",
+        "kustomize.toolkit.fluxcd.io/v1 Kustomization",
+        "source.toolkit.fluxcd.io/v1 GitRepository",
+      ].sort(),
     );
     for (const d of checked) {
       const result = shapes[key(d)]!.safeParse(d.object);
@@ -185,7 +205,11 @@ describe("examples/", () => {
 
   it("opted-in workloads name a NixImage of their example and start from an image of its repository", () => {
     const workloads = docs.filter((d) => d.object.metadata?.annotations?.[rolloutAnnotations.from]);
-    expect(workloads.map((w) => w.file).sort()).toEqual(["gitops/apps/shop/deployment.yaml", "hello-world/deployment.yaml", "private-registry/deployment.yaml"]);
+    expect(workloads.map((w) => w.file).sort()).toEqual([
+      "gitops/apps/shop/deployment.yaml",
+      "hello-world/deployment.yaml",
+      "private-registry/deployment.yaml",
+    ]);
     for (const w of workloads) {
       const from = w.object.metadata.annotations![rolloutAnnotations.from]!;
       const image = docs.find((d) => d.object.kind === "NixImage" && d.object.metadata.name === from && dirname(d.file) === dirname(w.file));
@@ -252,7 +276,9 @@ describe("examples/", () => {
 
     // Argo CD: every workload kind the operator patches is ignored for its field manager, and
     // syncs respect that (server-side apply, so managers are tracked).
-    const ignored = (application.spec.ignoreDifferences as Array<{ group: string; kind: string; managedFieldsManagers: string[] }>).map((i) => `${i.group}/${i.kind}`);
+    const ignored = (application.spec.ignoreDifferences as Array<{ group: string; kind: string; managedFieldsManagers: string[] }>).map(
+      (i) => `${i.group}/${i.kind}`,
+    );
     expect(ignored.sort()).toEqual(["apps/DaemonSet", "apps/Deployment", "apps/StatefulSet", "batch/CronJob"]);
     for (const rule of application.spec.ignoreDifferences) expect(rule.managedFieldsManagers).toEqual([fieldManager]);
     expect(application.spec.syncPolicy.syncOptions).toEqual(expect.arrayContaining(["ServerSideApply=true", "RespectIgnoreDifferences=true"]));
@@ -260,7 +286,9 @@ describe("examples/", () => {
     // The app directory: kustomization.yaml lists exactly its other files.
     const appDir = join("gitops", flux.spec.path);
     const kustomization = docs.find((d) => d.file === join(appDir, "kustomization.yaml"))!.object;
-    const others = [...new Set(docs.filter((d) => dirname(d.file) === appDir && !d.file.endsWith("kustomization.yaml")).map((d) => d.file.slice(appDir.length + 1)))];
+    const others = [
+      ...new Set(docs.filter((d) => dirname(d.file) === appDir && !d.file.endsWith("kustomization.yaml")).map((d) => d.file.slice(appDir.length + 1))),
+    ];
     expect([...kustomization.resources].sort()).toEqual(others.sort());
 
     // Flux: workloads are created from Git once, then left to the operator.
@@ -295,7 +323,15 @@ describe("examples/", () => {
     // The operator sets the digest exactly as the reconciler does (src/rollout/rollout-plan.ts).
     const digest = `registry.example.com/acme/shop-web@sha256:${"a".repeat(64)}`;
     await kubeRequestJson(kc, "PATCH", path, {
-      body: applyBody({ workload: created, container: "web", init: false, image: digest, revision: "github:acme/shop/0123456789abcdef", previous: undefined, rollback: false }),
+      body: applyBody({
+        workload: created,
+        container: "web",
+        init: false,
+        image: digest,
+        revision: "github:acme/shop/0123456789abcdef",
+        previous: undefined,
+        rollback: false,
+      }),
       contentType: "application/apply-patch+yaml",
       query: { fieldManager, force: "true" },
     });
@@ -320,7 +356,11 @@ describe("examples/", () => {
     const respectful: Doc["object"] = { ...deployment, metadata: { ...deployment.metadata, namespace }, spec: structuredClone(deployment.spec) };
     respectful.spec.template.spec.containers[0].image = digest;
     respectful.spec.template.metadata.annotations = { [rolloutAnnotations.revision]: "github:acme/shop/0123456789abcdef" };
-    const synced = await kubeRequestJson<Workload>(kc, "PATCH", path, { body: respectful, contentType: "application/apply-patch+yaml", query: { fieldManager: "argocd-controller" } });
+    const synced = await kubeRequestJson<Workload>(kc, "PATCH", path, {
+      body: respectful,
+      contentType: "application/apply-patch+yaml",
+      query: { fieldManager: "argocd-controller" },
+    });
     expect(synced.metadata!.generation).toBe(live.metadata!.generation);
     expect(synced.spec!.template!.spec!.containers[0]!.image).toBe(digest);
   });

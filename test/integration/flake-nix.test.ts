@@ -78,7 +78,11 @@ interface StubOutputs {
     npmConfigHook: string;
     stub: string;
     meta: { mainProgram: string; license: string };
-    npmDeps: { stub: string; package: { name: string; version: string }; packages: Record<string, { version?: string; resolved?: string; integrity?: string; link?: boolean }> };
+    npmDeps: {
+      stub: string;
+      package: { name: string; version: string };
+      packages: Record<string, { version?: string; resolved?: string; integrity?: string; link?: boolean }>;
+    };
   };
   image: {
     name: string;
@@ -99,10 +103,15 @@ describe("flake.nix", () => {
   });
 
   it("evaluates against a stand-in nixpkgs: package, image and dev shell as intended", async () => {
-    const { stdout } = await run("nix-instantiate", ["--eval", "--read-write-mode", "--strict", "--json", "--expr", stubEval], { env: nixEnv(), timeoutMs: 120_000 });
+    const { stdout } = await run("nix-instantiate", ["--eval", "--read-write-mode", "--strict", "--json", "--expr", stubEval], {
+      env: nixEnv(),
+      timeoutMs: 120_000,
+    });
     const out = JSON.parse(stdout) as StubOutputs;
     const packageJson = JSON.parse(await readFile(join(repo, "package.json"), "utf8")) as { name: string; version: string; description: string };
-    const lock = JSON.parse(await readFile(join(repo, "package-lock.json"), "utf8")) as { packages: Record<string, { version?: string; resolved?: string; integrity?: string; link?: boolean }> };
+    const lock = JSON.parse(await readFile(join(repo, "package-lock.json"), "utf8")) as {
+      packages: Record<string, { version?: string; resolved?: string; integrity?: string; link?: boolean }>;
+    };
 
     expect(out.inputs.nixpkgs.url).toMatch(/^github:NixOS\/nixpkgs\/nixos-\d\d\.\d\d$/);
     expect(out.packageSystems).toEqual(["aarch64-linux", "x86_64-linux"]);
@@ -165,9 +174,14 @@ describe("flake.nix", () => {
     await mkdir(cache);
     const env = { ...nixEnv(), XDG_CACHE_HOME: cache, NIX_CONFIG: `${nixEnv().NIX_CONFIG ?? ""}\ndownload-attempts = 1\nconnect-timeout = 5\n` };
     const result = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile("nix", ["flake", "show", "--json", "--no-write-lock-file", `path:${dir}`], { env, timeout: 120_000, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
-      });
+      execFile(
+        "nix",
+        ["flake", "show", "--json", "--no-write-lock-file", `path:${dir}`],
+        { env, timeout: 120_000, maxBuffer: 16 << 20 },
+        (error, stdout, stderr) => {
+          resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+        },
+      );
     });
     if (result.code === 0) {
       // A machine with network access: the outputs are there.
@@ -178,6 +192,8 @@ describe("flake.nix", () => {
     }
     const errors = result.stderr.split("\n").filter((l) => l.startsWith("error:"));
     expect(errors, result.stderr).toHaveLength(1);
-    expect(errors[0]).toMatch(/^error: unable to download 'https:\/\/api\.github\.com\/repos\/NixOS\/nixpkgs\/commits\/nixos-\d\d\.\d\d': (Couldn't resolve host name|Could not resolve host|Couldn't connect to server|Timeout was reached)/);
+    expect(errors[0]).toMatch(
+      /^error: unable to download 'https:\/\/api\.github\.com\/repos\/NixOS\/nixpkgs\/commits\/nixos-\d\d\.\d\d': (Couldn't resolve host name|Could not resolve host|Couldn't connect to server|Timeout was reached)/,
+    );
   });
 });

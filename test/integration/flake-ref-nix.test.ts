@@ -17,13 +17,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import {
-  FlakeRefError,
-  formatFlakeRef,
-  parseFlakeRef,
-  withRevision,
-  type FlakeRef,
-} from "../../src/flake/flake-ref.ts";
+import { FlakeRefError, formatFlakeRef, parseFlakeRef, withRevision, type FlakeRef } from "../../src/flake/flake-ref.ts";
 
 const NIX_CALL_TIMEOUT_MS = 20_000;
 const CONCURRENCY = 8;
@@ -123,17 +117,18 @@ beforeAll(() => {
   nixVersion = probe.stdout.trim();
 
   work = mkdtempSync(join(tmpdir(), "flake-ref-nix-"));
-  const conf = [
-    "experimental-features = nix-command flakes",
-    "sandbox = false",
-    "substituters =",
-    "flake-registry =",
-    "accept-flake-config = false",
-    "connect-timeout = 1",
-    "download-attempts = 1",
-    "tarball-ttl = 0",
-    "warn-dirty = false",
-  ].join("\n") + "\n";
+  const conf =
+    [
+      "experimental-features = nix-command flakes",
+      "sandbox = false",
+      "substituters =",
+      "flake-registry =",
+      "accept-flake-config = false",
+      "connect-timeout = 1",
+      "download-attempts = 1",
+      "tarball-ttl = 0",
+      "warn-dirty = false",
+    ].join("\n") + "\n";
   mkdirSync(join(work, "home"), { recursive: true });
   writeFileSync(join(work, "nix.conf"), conf);
   const closed = "http://127.0.0.1:9"; // the discard port: nothing listens, connections are refused
@@ -236,7 +231,15 @@ function predictedNixAttrs(ref: FlakeRef): Record<string, unknown> {
         dir: ref.dir,
       });
     case "path":
-      return compact({ type: "path", path: ref.path, rev: ref.rev, narHash: ref.narHash, revCount: ref.revCount, lastModified: ref.lastModified, dir: ref.dir });
+      return compact({
+        type: "path",
+        path: ref.path,
+        rev: ref.rev,
+        narHash: ref.narHash,
+        revCount: ref.revCount,
+        lastModified: ref.lastModified,
+        dir: ref.dir,
+      });
     case "indirect":
       return compact({ type: "indirect", id: ref.id, ref: ref.ref, rev: ref.rev, dir: ref.dir });
   }
@@ -339,8 +342,7 @@ describe("flake refs to local fixtures, compared with `nix flake metadata`", () 
         expect(nix.description, "Nix fetched a different flake").toBe(description);
 
         // original
-        const predicted =
-          ours.type === "path" && ours.form === "bare" ? predictedOriginalOfBarePath(ours, cwd) : predictedNixAttrs(ours);
+        const predicted = ours.type === "path" && ours.form === "bare" ? predictedOriginalOfBarePath(ours, cwd) : predictedNixAttrs(ours);
         expect(normaliseNixAttrs(nix.original), "original").toStrictEqual(predicted);
 
         // Nix's locked `url` is a flake ref our parser must read, back to what Nix locked.
@@ -450,7 +452,11 @@ function classify(r: NixResult): Classification {
   if (r.code === 0) return { kind: "fetch-attempt", detail: "succeeded" };
   // eslint-disable-next-line no-control-regex
   const text = r.stderr.replace(/\x1b\[[0-9;]*m/g, "");
-  const last = text.split("\n").filter((l) => l.startsWith("error:")).pop() ?? text.trim();
+  const last =
+    text
+      .split("\n")
+      .filter((l) => l.startsWith("error:"))
+      .pop() ?? text.trim();
   if (PARSE_ERRORS.some((re) => re.test(last))) return { kind: "parse-error", detail: last };
   if (FETCH_ATTEMPTS.some((re) => re.test(text))) return { kind: "fetch-attempt", detail: last };
   return { kind: "unknown", detail: text };
@@ -639,7 +645,9 @@ describe("refs that cannot be fetched offline, compared with Nix's parser", () =
         continue;
       }
       if (ours !== nixParses) {
-        problems.push(`${JSON.stringify(ref)}: Nix ${nixParses ? "parses it" : "refuses it"} (${nix.detail}) but our parser ${ours ? "accepts" : "refuses"} it`);
+        problems.push(
+          `${JSON.stringify(ref)}: Nix ${nixParses ? "parses it" : "refuses it"} (${nix.detail}) but our parser ${ours ? "accepts" : "refuses"} it`,
+        );
       }
     }
     expect(problems, `${nixVersion}:\n` + problems.join("\n")).toEqual([]);

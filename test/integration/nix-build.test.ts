@@ -90,7 +90,13 @@ describe("hello: a plain package", () => {
 
   it("reads mainProgram, pname and name, tolerating their absence", async () => {
     const locked = await lockFlake(nix(), repo.flakeUrl);
-    expect(await evalAttributeInfo(nix(), locked.url, "default")).toEqual({ mainProgram: "hello", pname: "hello", name: "hello-1.0", version: "1.0", type: "derivation" });
+    expect(await evalAttributeInfo(nix(), locked.url, "default")).toEqual({
+      mainProgram: "hello",
+      pname: "hello",
+      name: "hello-1.0",
+      version: "1.0",
+      type: "derivation",
+    });
     expect(await evalAttributeInfo(nix(), locked.url, "busybox")).toEqual({ name: "busybox-static", type: "derivation" });
   });
 
@@ -101,7 +107,11 @@ describe("hello: a plain package", () => {
     const names = closure.map((p) => p.path.replace(/^\/nix\/store\/[0-9a-z]{32}-/, "")).sort();
     expect(names).toEqual(["busybox-static", "hello-1.0", "hello-lib", "hello-share"]);
     const byName = (n: string) => closure.find((p) => p.path.endsWith(`-${n}`))!;
-    expect(byName("hello-1.0").references.map((r) => r.replace(/^\/nix\/store\/[0-9a-z]{32}-/, "")).sort()).toEqual(["busybox-static", "hello-lib"]);
+    expect(
+      byName("hello-1.0")
+        .references.map((r) => r.replace(/^\/nix\/store\/[0-9a-z]{32}-/, ""))
+        .sort(),
+    ).toEqual(["busybox-static", "hello-lib"]);
     expect(byName("hello-lib").references).toContain(byName("hello-share").path);
     expect(byName("busybox-static").narSize).toBeGreaterThan(1_000_000);
     expect(closureNarSize(closure)).toBe(closure.reduce((a, p) => a + p.narSize, 0));
@@ -256,7 +266,12 @@ describe("big", () => {
     expect(total).toBeGreaterThan(5.5 * 1024 * 1024);
     expect(total).toBeLessThan(7 * 1024 * 1024);
     const part0 = closure.find((p) => p.path.endsWith("-big-part-0"))!;
-    expect(closure.filter((p) => p.references.includes(part0.path)).map((p) => p.path.replace(/^.*-big-/, "")).sort()).toEqual(["app", "part-1", "part-2"]);
+    expect(
+      closure
+        .filter((p) => p.references.includes(part0.path))
+        .map((p) => p.path.replace(/^.*-big-/, ""))
+        .sort(),
+    ).toEqual(["app", "part-1", "part-2"]);
 
     // appVersion changes only the root path.
     await repo.commit({ "big.json": JSON.stringify({ paths: 12, totalMiB: 6, seed, appVersion: 2 }) });
@@ -297,7 +312,11 @@ describe("failures are clear NixErrors", () => {
     expect(e.kind).toBe("build-failed");
     expect(e.drvPath).toMatch(/-broken-fails\.drv$/);
     expect(e.reason).toMatch(/builder for '.*-broken-fails\.drv' failed with exit code 2/);
-    expect(e.logTail).toEqual(["compiling widget.c", "widget.c:42: error: 'frobnicate' undeclared (intentional fixture failure)", "make: *** [widget] Error 1"]);
+    expect(e.logTail).toEqual([
+      "compiling widget.c",
+      "widget.c:42: error: 'frobnicate' undeclared (intentional fixture failure)",
+      "make: *** [widget] Error 1",
+    ]);
     expect(e.message).toContain("  > widget.c:42: error: 'frobnicate' undeclared (intentional fixture failure)");
   });
 

@@ -15,7 +15,7 @@ import type { TestBed } from "../support/testbed-types.ts";
 
 function bed(): TestBed {
   const b = inject("testbed");
-  if (!b?.registry?.plain?.host) throw new Error("no test bed (inject(\"testbed\") is empty): run with the integration project's global setup");
+  if (!b?.registry?.plain?.host) throw new Error('no test bed (inject("testbed") is empty): run with the integration project\'s global setup');
   return b;
 }
 
@@ -115,8 +115,15 @@ describe("pushClosure against docker-registry", () => {
 
   it("pushing the same content again uploads no blob", async () => {
     const before = blobCount(tb.registry.plain.rootDir);
-    const again = await pushClosure({ registry: client, repository: repo, closure: v1.closure, roots: [v1.app], tags: ["v1", "latest"], cache,
-      image: { config: { entrypoint: [`${v1.app}/bin/app`], env: ["LANG=C.UTF-8"], exposedPorts: [8080] } } });
+    const again = await pushClosure({
+      registry: client,
+      repository: repo,
+      closure: v1.closure,
+      roots: [v1.app],
+      tags: ["v1", "latest"],
+      cache,
+      image: { config: { entrypoint: [`${v1.app}/bin/app`], env: ["LANG=C.UTF-8"], exposedPorts: [8080] } },
+    });
     expect(again.digest).toBe(first.digest);
     expect(again.layers).toEqual({ total: 5, pushed: 0, skipped: 5, mounted: 0 });
     expect(again.bytesPushed).toBe(2 * again.size);
@@ -134,8 +141,14 @@ describe("pushClosure against docker-registry", () => {
 
   it("gives the same digest from a fresh cache, and 'hash-first' then skips every layer", async () => {
     const other = `oci-it/${runTag}/fresh`;
-    const fresh = await pushClosure({ registry: client, repository: other, closure: v1.closure, roots: [v1.app], tags: ["v1", "latest"],
-      image: { config: { entrypoint: [`${v1.app}/bin/app`], env: ["LANG=C.UTF-8"], exposedPorts: [8080] } } });
+    const fresh = await pushClosure({
+      registry: client,
+      repository: other,
+      closure: v1.closure,
+      roots: [v1.app],
+      tags: ["v1", "latest"],
+      image: { config: { entrypoint: [`${v1.app}/bin/app`], env: ["LANG=C.UTF-8"], exposedPorts: [8080] } },
+    });
     expect(fresh.digest).toBe(first.digest);
     const hashFirst = await pushClosure({ registry: client, repository: other, closure: v1.closure, roots: [v1.app], onCacheMiss: "hash-first" });
     expect(hashFirst.layers.skipped).toBe(5);
@@ -144,7 +157,14 @@ describe("pushClosure against docker-registry", () => {
   it("mounts layers across repositories of the registry", async () => {
     const dirCache = new DirectoryLayerCache(join(work, "layer-cache"));
     await pushClosure({ registry: client, repository: `oci-it/${runTag}/base`, closure: v1.closure, roots: [v1.app], cache: dirCache });
-    const r = await pushClosure({ registry: client, repository: `oci-it/${runTag}/mounted`, closure: v1.closure, roots: [v1.app], cache: dirCache, tags: ["x"] });
+    const r = await pushClosure({
+      registry: client,
+      repository: `oci-it/${runTag}/mounted`,
+      closure: v1.closure,
+      roots: [v1.app],
+      cache: dirCache,
+      tags: ["x"],
+    });
     expect(r.layers).toEqual({ total: 5, pushed: 0, skipped: 0, mounted: 5 });
     await run("skopeo", ["inspect", "--tls-verify=false", `docker://${host}/oci-it/${runTag}/mounted:x`]);
     expect(await client.hasBlob(`oci-it/${runTag}/mounted`, r.layerDetails[0]!.digest)).toBeDefined();
@@ -152,7 +172,15 @@ describe("pushClosure against docker-registry", () => {
 
   it("pushes gzip layers whose diff_ids are the uncompressed digests; skopeo copies and umoci unpacks them", async () => {
     const gzRepo = `oci-it/${runTag}/gzip`;
-    const r = await pushClosure({ registry: client, repository: gzRepo, closure: v1.closure, roots: [v1.app], tags: ["gz"], compression: "gzip", maxLayers: 3 });
+    const r = await pushClosure({
+      registry: client,
+      repository: gzRepo,
+      closure: v1.closure,
+      roots: [v1.app],
+      tags: ["gz"],
+      compression: "gzip",
+      maxLayers: 3,
+    });
     expect(r.layers.total).toBe(3);
     const raw = JSON.parse((await run("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${host}/${gzRepo}:gz`])).stdout) as {
       layers: { mediaType: string; digest: string }[];

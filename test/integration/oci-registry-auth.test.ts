@@ -17,7 +17,7 @@ import type { TestBed } from "../support/testbed-types.ts";
 
 function bed(): TestBed {
   const b = inject("testbed");
-  if (!b?.registry?.tls?.host) throw new Error("no test bed (inject(\"testbed\") is empty): run with the integration project's global setup");
+  if (!b?.registry?.tls?.host) throw new Error('no test bed (inject("testbed") is empty): run with the integration project\'s global setup');
   return b;
 }
 
@@ -76,7 +76,9 @@ describe("HTTPS + basic auth (test bed registry)", () => {
     const err = await failure(pushClosure({ registry: client, repository: repo, closure: app.closure, roots: [app.app], tags: ["x"] }));
     client.close();
     expect(err).toBeInstanceOf(RegistryError);
-    expect(err.message).toMatch(new RegExp(`^registry ${tls.host.replace(/\./g, "\\.")}: .* failed: HTTP 401: UNAUTHORIZED: .*the registry rejected the credentials`));
+    expect(err.message).toMatch(
+      new RegExp(`^registry ${tls.host.replace(/\./g, "\\.")}: .* failed: HTTP 401: UNAUTHORIZED: .*the registry rejected the credentials`),
+    );
     expectNoSecret(err, [password, Buffer.from(`${tls.username}:${password}`).toString("base64"), tls.password]);
   });
 
@@ -149,7 +151,9 @@ describe("bearer-token flow (docker-registry with auth.token)", () => {
     const client = new RegistryClient({ host: reg.host, caFile: reg.caFile, credentials: { username: reg.username, password }, retry: noRetry });
     const err = await failure(client.hasBlob(repo, `sha256:${"0".repeat(64)}`));
     client.close();
-    expect(err.message).toMatch(/token request to 127\.0\.0\.1:\d+ failed: HTTP 401: UNAUTHORIZED: bad credentials: the token service rejected the credentials/);
+    expect(err.message).toMatch(
+      /token request to 127\.0\.0\.1:\d+ failed: HTTP 401: UNAUTHORIZED: bad credentials: the token service rejected the credentials/,
+    );
     expectNoSecret(err, [password, reg.password]);
   });
 });

@@ -95,7 +95,9 @@ describe("rollout", () => {
 
     await operator.idle();
     const status = (await readImage(namespace, "web")).status!;
-    expect(status.rollout).toEqual([expect.objectContaining({ kind: "Deployment", name: "web", container: "web", image: digest("a"), previousImage: "busybox:1" })]);
+    expect(status.rollout).toEqual([
+      expect.objectContaining({ kind: "Deployment", name: "web", container: "web", image: digest("a"), previousImage: "busybox:1" }),
+    ]);
     expect(status.conditions?.find((c) => c.type === "RolledOut")).toMatchObject({ status: "False", reason: "RollingOut" });
     expect((await kubeClients().core.listNamespacedEvent({ namespace })).items.some((e) => e.reason === "RolledOut")).toBe(true);
 
@@ -109,16 +111,46 @@ describe("rollout", () => {
     const namespace = await testNamespace("rollout-kinds");
     await startTestOperator({ access: await chartServiceAccount(), namespaces: [namespace] });
     const tpl = template([{ name: "web", image: "busybox:1" }]);
-    await apply({ apiVersion: "apps/v1", kind: "StatefulSet", metadata: { name: "db", namespace, annotations: { "niximage.io/from": "web" } }, spec: { serviceName: "db", selector: { matchLabels: { app: "web" } }, template: tpl } });
-    await apply({ apiVersion: "apps/v1", kind: "DaemonSet", metadata: { name: "agent", namespace, annotations: { "niximage.io/from": "web" } }, spec: { selector: { matchLabels: { app: "web" } }, template: tpl } });
+    await apply({
+      apiVersion: "apps/v1",
+      kind: "StatefulSet",
+      metadata: { name: "db", namespace, annotations: { "niximage.io/from": "web" } },
+      spec: { serviceName: "db", selector: { matchLabels: { app: "web" } }, template: tpl },
+    });
+    await apply({
+      apiVersion: "apps/v1",
+      kind: "DaemonSet",
+      metadata: { name: "agent", namespace, annotations: { "niximage.io/from": "web" } },
+      spec: { selector: { matchLabels: { app: "web" } }, template: tpl },
+    });
     await apply({
       apiVersion: "batch/v1",
       kind: "CronJob",
       metadata: { name: "nightly", namespace, annotations: { "niximage.io/from": "web" } },
-      spec: { schedule: "0 1 * * *", jobTemplate: { spec: { template: { spec: { restartPolicy: "Never", containers: [{ name: "task", image: "busybox:1" }] } } } } },
+      spec: {
+        schedule: "0 1 * * *",
+        jobTemplate: { spec: { template: { spec: { restartPolicy: "Never", containers: [{ name: "task", image: "busybox:1" }] } } } },
+      },
     });
-    await apply(deployment(namespace, "multi", { "niximage.io/from": "web", "niximage.io/container": "app" }, template([{ name: "sidecar", image: "envoy:1" }, { name: "app", image: "busybox:1" }])));
-    await apply(deployment(namespace, "migrate", { "niximage.io/from": "web", "niximage.io/container": "migrate" }, template([{ name: "app", image: "busybox:1" }], [{ name: "migrate", image: "busybox:1" }])));
+    await apply(
+      deployment(
+        namespace,
+        "multi",
+        { "niximage.io/from": "web", "niximage.io/container": "app" },
+        template([
+          { name: "sidecar", image: "envoy:1" },
+          { name: "app", image: "busybox:1" },
+        ]),
+      ),
+    );
+    await apply(
+      deployment(
+        namespace,
+        "migrate",
+        { "niximage.io/from": "web", "niximage.io/container": "migrate" },
+        template([{ name: "app", image: "busybox:1" }], [{ name: "migrate", image: "busybox:1" }]),
+      ),
+    );
     await nixImage(namespace, "web", flake.flakeUrl);
     await succeed(namespace, "web", 1, "b", flake.rev);
 
@@ -152,7 +184,17 @@ describe("rollout", () => {
     await apply(deployment(namespace, "cross", { "niximage.io/from": "other-namespace/web" }));
     await apply(deployment(namespace, "ghost", { "niximage.io/from": "does-not-exist" }));
     await apply(deployment(namespace, "typo", { "niximage.io/from": "web", "niximage.io/container": "wbe" }));
-    await apply(deployment(namespace, "two", { "niximage.io/from": "web" }, template([{ name: "a", image: "busybox:1" }, { name: "b", image: "busybox:1" }])));
+    await apply(
+      deployment(
+        namespace,
+        "two",
+        { "niximage.io/from": "web" },
+        template([
+          { name: "a", image: "busybox:1" },
+          { name: "b", image: "busybox:1" },
+        ]),
+      ),
+    );
 
     await waitFor("four refusals", async () => {
       const counts = await Promise.all(["cross", "ghost", "typo", "two"].map(async (n) => (await warningsFor(namespace, n)).length));
@@ -209,19 +251,34 @@ describe("rollout", () => {
       body: {
         status: {
           observedGeneration: rolled.metadata!.generation,
-          conditions: [{ type: "Progressing", status: "False", reason: "ProgressDeadlineExceeded", message: 'ReplicaSet "web-x" has timed out progressing.', lastUpdateTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }],
+          conditions: [
+            {
+              type: "Progressing",
+              status: "False",
+              reason: "ProgressDeadlineExceeded",
+              message: 'ReplicaSet "web-x" has timed out progressing.',
+              lastUpdateTime: new Date().toISOString(),
+              lastTransitionTime: new Date().toISOString(),
+            },
+          ],
         },
       },
       contentType: "application/merge-patch+json",
     });
-    await waitFor("rolled back to the first digest", async () => (await readDeployment(namespace, "web")).spec!.template.spec!.containers[0]!.image === digest("e"));
+    await waitFor(
+      "rolled back to the first digest",
+      async () => (await readDeployment(namespace, "web")).spec!.template.spec!.containers[0]!.image === digest("e"),
+    );
     const status = await waitFor("RolledOut False", async () => {
       const s = (await readImage(namespace, "web")).status!;
       return s.conditions?.find((c) => c.type === "RolledOut")?.reason === "RolloutFailed" ? s : undefined;
     });
     expect(status.rollout?.[0]).toMatchObject({ rolledBackFrom: digest("f") });
     expect(status.latestImage).toBe(digest("f"));
-    expect((await warningsFor(namespace, "web", "RolledBack")).length + (await kubeClients().core.listNamespacedEvent({ namespace })).items.filter((e) => e.reason === "RolledBack").length).toBeGreaterThan(0);
+    expect(
+      (await warningsFor(namespace, "web", "RolledBack")).length +
+        (await kubeClients().core.listNamespacedEvent({ namespace })).items.filter((e) => e.reason === "RolledBack").length,
+    ).toBeGreaterThan(0);
     operator.enqueueAll();
     await operator.idle();
     expect((await readDeployment(namespace, "web")).spec!.template.spec!.containers[0]!.image).toBe(digest("e"));

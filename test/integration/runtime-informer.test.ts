@@ -137,4 +137,3 @@ describe("informer on the real API server", () => {
     process.stderr.write(`informer recovery: ${restarts} restarts; last error: ${lastError}\n`);
   });
 });
-

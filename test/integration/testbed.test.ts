@@ -148,18 +148,18 @@ describe("git server and Nix", () => {
     const head = (await run("git", ["rev-parse", "HEAD"], { cwd: clone })).stdout.trim();
     expect(head).toBe(repo.rev);
 
-    const meta = JSON.parse(
-      (await run("nix", ["flake", "metadata", "--json", repo.flakeUrl], { env: nixEnv })).stdout,
-    ) as { revision: string; locked: { rev: string; type: string }; lastModified: number };
+    const meta = JSON.parse((await run("nix", ["flake", "metadata", "--json", repo.flakeUrl], { env: nixEnv })).stdout) as {
+      revision: string;
+      locked: { rev: string; type: string };
+      lastModified: number;
+    };
     expect(meta.revision).toBe(repo.rev);
     expect(meta.locked.rev).toBe(repo.rev);
     expect(meta.lastModified).toBe(1_704_067_200); // fixed commit date of the first commit
 
     // A new commit is seen at once (tarball-ttl = 0).
     const rev2 = await repo.commit(minimalFlake({ marker: "testbed-check-2" }));
-    const meta2 = JSON.parse(
-      (await run("nix", ["flake", "metadata", "--json", repo.flakeUrl], { env: nixEnv })).stdout,
-    ) as { revision: string };
+    const meta2 = JSON.parse((await run("nix", ["flake", "metadata", "--json", repo.flakeUrl], { env: nixEnv })).stdout) as { revision: string };
     expect(meta2.revision).toBe(rev2);
 
     const built = JSON.parse(
@@ -177,8 +177,8 @@ describe("git server and Nix", () => {
   });
 
   it("gives the same commit hash for the same content (fixed author and dates)", async () => {
-    const a = await createGitRepo({ "README": "same\n" }, { prefix: "same" });
-    const b = await createGitRepo({ "README": "same\n" }, { prefix: "same" });
+    const a = await createGitRepo({ README: "same\n" }, { prefix: "same" });
+    const b = await createGitRepo({ README: "same\n" }, { prefix: "same" });
     expect(a.rev).toBe(b.rev);
   });
 });

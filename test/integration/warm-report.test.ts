@@ -42,14 +42,36 @@ describe("warm build with updated inputs (real Nix)", () => {
     await app.commit({}, "lock dep");
     expect(JSON.parse(await readFile(join(app.workDir, "flake.lock"), "utf8")).nodes.dep.locked.rev).toBe(lockedRev);
     // The dependency moves on: libdep 1.1, shared-tool 3.0.2, new-tool instead of old-tool.
-    await dep.commit({ "dep.json": JSON.stringify({ version: "1.1", tools: [{ name: "new-tool", version: "1.2" }, { name: "shared-tool", version: "3.0.2" }] }) }, "dep 1.1");
+    await dep.commit(
+      {
+        "dep.json": JSON.stringify({
+          version: "1.1",
+          tools: [
+            { name: "new-tool", version: "1.2" },
+            { name: "shared-tool", version: "3.0.2" },
+          ],
+        }),
+      },
+      "dep 1.1",
+    );
   });
 
   it("builds from the committed lock file and against the updated input, and reports the closure diff", async () => {
     const bed = testbed();
     const out = join(bed.tmpDir, `warm-${app.name}`);
     await mkdir(out, { recursive: true });
-    const build = await runCli(bed, ["build-step", "--flake", app.flakeUrl, "--attribute", "default", "--out", out, "--update-inputs", "--extra-attribute", "devShells.x86_64-linux.default"]);
+    const build = await runCli(bed, [
+      "build-step",
+      "--flake",
+      app.flakeUrl,
+      "--attribute",
+      "default",
+      "--out",
+      out,
+      "--update-inputs",
+      "--extra-attribute",
+      "devShells.x86_64-linux.default",
+    ]);
     expect(build.code, build.stderr).toBe(0);
 
     const { result, closure } = await readStepFiles(out);

@@ -62,7 +62,13 @@ export function runCli(bed: TestBed, args: string[], opts: { cwd?: string; env?:
     const child = spawn(process.execPath, [cliPath, ...args], {
       cwd: opts.cwd ?? repoRoot,
       // A layer cache of its own per run unless the test shares one: no test sees another's cache.
-      env: { ...process.env, ...bed.nix.env, LOG_LEVEL: "info", NIX_IMAGE_OPERATOR_CACHE: join(bed.tmpDir, "layer-caches", randomBytes(6).toString("hex")), ...opts.env },
+      env: {
+        ...process.env,
+        ...bed.nix.env,
+        LOG_LEVEL: "info",
+        NIX_IMAGE_OPERATOR_CACHE: join(bed.tmpDir, "layer-caches", randomBytes(6).toString("hex")),
+        ...opts.env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -140,7 +146,12 @@ export async function runImage(bed: TestBed, ref: string, access: RegistryAccess
 export async function unpackImage(bed: TestBed, ref: string, access: RegistryAccess): Promise<string> {
   const dir = join(bed.tmpDir, "builder-images", randomBytes(6).toString("hex"));
   await mkdir(dir, { recursive: true });
-  const srcFlags = access.skopeo.map((f) => f.replace(/^--tls-verify/, "--src-tls-verify").replace(/^--cert-dir/, "--src-cert-dir").replace(/^--authfile/, "--src-authfile"));
+  const srcFlags = access.skopeo.map((f) =>
+    f
+      .replace(/^--tls-verify/, "--src-tls-verify")
+      .replace(/^--cert-dir/, "--src-cert-dir")
+      .replace(/^--authfile/, "--src-authfile"),
+  );
   await run("skopeo", ["copy", "-q", ...srcFlags, `docker://${ref}`, `oci:${join(dir, "oci")}:image`]);
   const rootfs = join(dir, "rootfs");
   await run("umoci", ["raw", "unpack", "--rootless", "--image", `${join(dir, "oci")}:image`, rootfs]);
@@ -165,7 +176,9 @@ export function completedUploads(logFile: string, repository: string): number {
   if (!existsSync(logFile) || statSync(logFile).size === 0) return 0;
   const lines = readFileSync(logFile, "utf8").split("\n");
   const path = `/v2/${repository}/blobs/uploads/`;
-  return lines.filter((l) => l.includes('msg="response completed"') && l.includes("http.request.method=PUT") && l.includes(path) && /http\.response\.status=201/.test(l)).length;
+  return lines.filter(
+    (l) => l.includes('msg="response completed"') && l.includes("http.request.method=PUT") && l.includes(path) && /http\.response\.status=201/.test(l),
+  ).length;
 }
 
 export interface RawManifest {

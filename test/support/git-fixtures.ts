@@ -110,9 +110,7 @@ export async function createGitRepo(
  * /bin/sh (works offline with `sandbox = false`). `marker` changes the output (and its hash).
  * Includes an empty flake.lock so Nix never tries to write one.
  */
-export function minimalFlake(
-  opts: { marker?: string; system?: string; attribute?: string; script?: string } = {},
-): Record<string, string> {
+export function minimalFlake(opts: { marker?: string; system?: string; attribute?: string; script?: string } = {}): Record<string, string> {
   const system = opts.system ?? "x86_64-linux";
   const attribute = opts.attribute ?? "default";
   const marker = opts.marker ?? "hello";

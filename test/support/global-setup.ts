@@ -13,14 +13,7 @@ import { randomBytes } from "node:crypto";
 import type { TestProject } from "vitest/node";
 import { startEtcd } from "./etcd.ts";
 import { startGitServer } from "./git-server.ts";
-import {
-  kubeBinDir,
-  kubernetesVersion,
-  makeKubePki,
-  serviceAccountIssuer,
-  startKubeApiserver,
-  writeKubeconfig,
-} from "./kube-apiserver.ts";
+import { kubeBinDir, kubernetesVersion, makeKubePki, serviceAccountIssuer, startKubeApiserver, writeKubeconfig } from "./kube-apiserver.ts";
 import { startKubeControllerManager } from "./kube-controller-manager.ts";
 import { prepareNixEnv } from "./nix-env.ts";
 import { makeCa } from "./pki.ts";
@@ -237,14 +230,16 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
       },
     );
 
-  const etcd = step("etcd", retryOnPortConflict(() => startEtcd({ stateDir, logFile: log("etcd"), signal })), (e) => () => e.daemon.stop());
+  const etcd = step(
+    "etcd",
+    retryOnPortConflict(() => startEtcd({ stateDir, logFile: log("etcd"), signal })),
+    (e) => () => e.daemon.stop(),
+  );
   const pki = step("pki", makeKubePki(join(stateDir, "pki")));
   const apiserver = step(
     "kube-apiserver",
     Promise.all([etcd, pki]).then(([e, k]) =>
-      retryOnPortConflict(() =>
-        startKubeApiserver({ binDir, etcdUrl: e.url, pki: k, stateDir, logFile: log("kube-apiserver"), signal }),
-      ),
+      retryOnPortConflict(() => startKubeApiserver({ binDir, etcdUrl: e.url, pki: k, stateDir, logFile: log("kube-apiserver"), signal })),
     ),
     (a) => () => a.daemon.stop(),
     0,
@@ -257,18 +252,14 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
   const kcm = step(
     "kube-controller-manager",
     Promise.all([apiserver, pki]).then(([a, k]) =>
-      retryOnPortConflict(() =>
-        startKubeControllerManager({ binDir, apiServerUrl: a.url, pki: k, stateDir, logFile: log("kube-controller-manager"), signal }),
-      ),
+      retryOnPortConflict(() => startKubeControllerManager({ binDir, apiServerUrl: a.url, pki: k, stateDir, logFile: log("kube-controller-manager"), signal })),
     ),
     (c) => () => c.daemon.stop(),
     0,
   );
   const plain = step(
     "registry-plain",
-    retryOnPortConflict(() =>
-      startRegistry({ name: "registry-plain", dir: join(stateDir, "registry-plain"), logFile: log("registry-plain"), signal }),
-    ),
+    retryOnPortConflict(() => startRegistry({ name: "registry-plain", dir: join(stateDir, "registry-plain"), logFile: log("registry-plain"), signal })),
     (r) => () => r.daemon.stop(),
   );
   const tls = step(

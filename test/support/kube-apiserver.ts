@@ -87,13 +87,7 @@ export async function makeKubePki(dir: string): Promise<KubePki> {
 }
 
 /** A kubeconfig with everything embedded, so it can be copied around. */
-export async function writeKubeconfig(
-  file: string,
-  server: string,
-  caFile: string,
-  client: CertFiles,
-  user: string,
-): Promise<void> {
+export async function writeKubeconfig(file: string, server: string, caFile: string, client: CertFiles, user: string): Promise<void> {
   const [ca, cert, key] = await Promise.all([readFile(caFile), readFile(client.certFile), readFile(client.keyFile)]);
   const doc = {
     apiVersion: "v1",
@@ -192,7 +186,12 @@ export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiSer
     ready: async () => {
       const r = await httpGet(`${url}/readyz?verbose`, { ca, cert, key, timeoutMs: 5000 });
       if (r.status === 200) return true;
-      throw new Error(`/readyz ${r.status}: ${r.body.split("\n").filter((l) => l.includes("[-]")).join("; ")}`);
+      throw new Error(
+        `/readyz ${r.status}: ${r.body
+          .split("\n")
+          .filter((l) => l.includes("[-]"))
+          .join("; ")}`,
+      );
     },
   });
   return { url, port, daemon };

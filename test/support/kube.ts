@@ -113,10 +113,7 @@ export async function waitFor<T>(
       lastError = e;
     }
     if (Date.now() - start >= timeoutMs) {
-      const err =
-        lastError === undefined
-          ? `last value: ${show(last)}`
-          : `last error: ${lastError instanceof Error ? lastError.message : show(lastError)}`;
+      const err = lastError === undefined ? `last value: ${show(last)}` : `last error: ${lastError instanceof Error ? lastError.message : show(lastError)}`;
       throw new Error(`timed out after ${(timeoutMs / 1000).toFixed(1)}s waiting for ${description} (${err})`);
     }
     await sleep(intervalMs);
@@ -159,19 +156,9 @@ export async function waitForObject<T extends KubernetesObject>(
 }
 
 /** Server-side apply of one object (field manager "testbed" unless given; force on by default). */
-export async function apply<T extends KubernetesObject>(
-  obj: T,
-  opts: { fieldManager?: string; force?: boolean; clients?: KubeClients } = {},
-): Promise<T> {
+export async function apply<T extends KubernetesObject>(obj: T, opts: { fieldManager?: string; force?: boolean; clients?: KubeClients } = {}): Promise<T> {
   const { objects } = opts.clients ?? kubeClients();
-  return objects.patch<T>(
-    obj,
-    undefined,
-    undefined,
-    opts.fieldManager ?? "testbed",
-    opts.force ?? true,
-    PatchStrategy.ServerSideApply,
-  );
+  return objects.patch<T>(obj, undefined, undefined, opts.fieldManager ?? "testbed", opts.force ?? true, PatchStrategy.ServerSideApply);
 }
 
 /**

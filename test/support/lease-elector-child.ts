@@ -13,8 +13,7 @@ if (!kubeconfig || !namespace || !lease || !identity || !leaseMs || !renewMs || 
   process.stderr.write("usage: lease-elector-child.ts <kubeconfig> <namespace> <lease> <identity> <leaseMs> <renewMs> <retryMs>\n");
   process.exit(2);
 }
-const emit = (event: string, extra: Record<string, unknown> = {}) =>
-  process.stdout.write(JSON.stringify({ event, at: Date.now(), identity, ...extra }) + "\n");
+const emit = (event: string, extra: Record<string, unknown> = {}) => process.stdout.write(JSON.stringify({ event, at: Date.now(), identity, ...extra }) + "\n");
 
 const kc = new KubeConfig();
 kc.loadFromFile(kubeconfig);

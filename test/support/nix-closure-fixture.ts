@@ -63,7 +63,10 @@ export async function buildNixClosure(nixEnv: Record<string, string>, marker: st
   writeFileSync(file, fixtureNix);
   const env = { ...process.env, ...nixEnv };
   const outLink = join(gcRootDir, `result-${marker}`);
-  const built = await run("nix", ["build", "--impure", "--json", "--out-link", outLink, "--expr", `(import ${file}) { marker = "${marker}"; }`], { env, timeoutMs: 120_000 });
+  const built = await run("nix", ["build", "--impure", "--json", "--out-link", outLink, "--expr", `(import ${file}) { marker = "${marker}"; }`], {
+    env,
+    timeoutMs: 120_000,
+  });
   const app = (JSON.parse(built.stdout) as { outputs: { out: string } }[])[0]!.outputs.out;
   const info = await run("nix", ["path-info", "--json", "-r", app], { env });
   return { app, closure: parsePathInfoText(info.stdout) };

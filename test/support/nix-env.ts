@@ -34,9 +34,10 @@ export interface NixEnv {
 
 export async function prepareNixEnv(dir: string): Promise<NixEnv> {
   await mkdir(join(dir, "cache"), { recursive: true });
-  const text = Object.entries(nixSettings)
-    .map(([k, v]) => `${k} = ${v}`.trimEnd())
-    .join("\n") + "\n";
+  const text =
+    Object.entries(nixSettings)
+      .map(([k, v]) => `${k} = ${v}`.trimEnd())
+      .join("\n") + "\n";
   const confFile = join(dir, "nix.conf");
   await writeFile(confFile, text);
   const env: Record<string, string> = {

@@ -31,12 +31,24 @@ export async function makeSelfSignedCert(dir: string, name: string, keyType: "rs
   const keyFile = join(dir, `${name}.key`);
   const keyArgs = keyType === "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
   await run("openssl", [
-    "req", "-x509", ...keyArgs, "-nodes", "-days", "30",
-    "-keyout", keyFile, "-out", certFile,
-    "-subj", `/CN=${name}`,
-    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    "-addext", "basicConstraints=critical,CA:TRUE",
-    "-addext", "keyUsage=critical,digitalSignature,keyCertSign",
+    "req",
+    "-x509",
+    ...keyArgs,
+    "-nodes",
+    "-days",
+    "30",
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile,
+    "-subj",
+    `/CN=${name}`,
+    "-addext",
+    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,digitalSignature,keyCertSign",
   ]);
   return { certFile, keyFile };
 }

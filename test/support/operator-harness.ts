@@ -162,12 +162,18 @@ const terminated = (name: string, exitCode: number, message?: string) => ({
   restartCount: 0,
   image: `${name}.test/image:1`,
   imageID: "",
-  state: { terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error", ...(message ? { message } : {}), startedAt: new Date().toISOString(), finishedAt: new Date().toISOString() } },
+  state: {
+    terminated: {
+      exitCode,
+      reason: exitCode === 0 ? "Completed" : "Error",
+      ...(message ? { message } : {}),
+      startedAt: new Date().toISOString(),
+      finishedAt: new Date().toISOString(),
+    },
+  },
 });
 
-export type PodOutcome =
-  | { succeed: { main?: string; message: string } }
-  | { fail: { step: "prepare" | "build" | "push"; exitCode: number; message: string } };
+export type PodOutcome = { succeed: { main?: string; message: string } } | { fail: { step: "prepare" | "build" | "push"; exitCode: number; message: string } };
 
 /** Plays the kubelet: finishes the build pod of `job` as told; the Job controller does the rest. */
 export async function finishBuildPod(namespace: string, job: string, outcome: PodOutcome): Promise<void> {
@@ -182,11 +188,18 @@ export async function finishBuildPod(namespace: string, job: string, outcome: Po
     };
   } else {
     const { step, exitCode, message } = outcome.fail;
-    const init = step === "push" ? [terminated("prepare", 0), terminated("build", 0)] : step === "build" ? [terminated("prepare", 0), terminated("build", exitCode, message)] : [terminated("prepare", exitCode, message)];
+    const init =
+      step === "push"
+        ? [terminated("prepare", 0), terminated("build", 0)]
+        : step === "build"
+          ? [terminated("prepare", 0), terminated("build", exitCode, message)]
+          : [terminated("prepare", exitCode, message)];
     status = {
       phase: "Failed",
       initContainerStatuses: init,
-      containerStatuses: [step === "push" ? terminated(main, exitCode, message) : { ...terminated(main, 0), state: { waiting: { reason: "PodInitializing" } } }],
+      containerStatuses: [
+        step === "push" ? terminated(main, exitCode, message) : { ...terminated(main, 0), state: { waiting: { reason: "PodInitializing" } } },
+      ],
     };
   }
   await kubeRequestJson(kubeClients().kc, "PATCH", `/api/v1/namespaces/${namespace}/pods/${pod.metadata!.name}/status`, {

@@ -22,26 +22,14 @@ export interface LeafSpec {
 }
 
 function opensslConfig(cn: string, o: string | undefined, ext: string[]): string {
-  return [
-    "[req]",
-    "distinguished_name = dn",
-    "prompt = no",
-    "[dn]",
-    ...(o ? [`O = ${o}`] : []),
-    `CN = ${cn}`,
-    "[ext]",
-    ...ext,
-    "",
-  ].join("\n");
+  return ["[req]", "distinguished_name = dn", "prompt = no", "[dn]", ...(o ? [`O = ${o}`] : []), `CN = ${cn}`, "[ext]", ...ext, ""].join("\n");
 }
 
 async function openssl(args: string[]): Promise<void> {
   try {
     await run("openssl", args);
   } catch (e) {
-    throw new Error(
-      `${(e as Error).message}\n(openssl is needed for test-bed certificates: apt-get install openssl, or run scripts/setup.sh)`,
-    );
+    throw new Error(`${(e as Error).message}\n(openssl is needed for test-bed certificates: apt-get install openssl, or run scripts/setup.sh)`);
   }
 }
 
@@ -82,9 +70,23 @@ export async function makeLeaf(dir: string, ca: CertFiles, spec: LeafSpec): Prom
   const certFile = join(dir, `${spec.name}.crt`);
   const keyFile = join(dir, `${spec.name}.key`);
   await openssl([
-    "req", "-x509", "-config", cfg, "-extensions", "ext", ...ecKey,
-    "-CA", ca.certFile, "-CAkey", ca.keyFile,
-    "-keyout", keyFile, "-out", certFile, "-days", "3650",
+    "req",
+    "-x509",
+    "-config",
+    cfg,
+    "-extensions",
+    "ext",
+    ...ecKey,
+    "-CA",
+    ca.certFile,
+    "-CAkey",
+    ca.keyFile,
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile,
+    "-days",
+    "3650",
   ]);
   return { certFile, keyFile };
 }

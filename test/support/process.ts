@@ -156,9 +156,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     closeSync(fd);
   }
   const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
-  const exited = new Promise<string>((resolve) =>
-    child.once("exit", (code, signal) => resolve(describeExit(code, signal))),
-  );
+  const exited = new Promise<string>((resolve) => child.once("exit", (code, signal) => resolve(describeExit(code, signal))));
   // spawn() reports ENOENT asynchronously; give it a tick.
   const early = await Promise.race([spawnError, sleep(0).then(() => undefined)]);
   if (early || child.pid === undefined) {
@@ -197,9 +195,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     if (done) {
       const how = await exited;
       if (live.delete(entry)) liveChanged();
-      throw new StartError(
-        `${opts.name} exited during start-up (${how}). Last lines of ${opts.logFile}:\n${logTail(opts.logFile)}`,
-      );
+      throw new StartError(`${opts.name} exited during start-up (${how}). Last lines of ${opts.logFile}:\n${logTail(opts.logFile)}`);
     }
     if (opts.signal?.aborted) {
       await stop(500);
@@ -297,9 +293,7 @@ export function httpGet(url: string, opts: GetOptions = {}): Promise<HttpResult>
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.once("error", reject);
-      res.once("end", () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }),
-      );
+      res.once("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
     });
     req.end();
   });

@@ -8,13 +8,28 @@ import { ociPlatform } from "../../src/builder/push-step.ts";
 describe("image config", () => {
   it("converts spec.image.config", () => {
     expect(
-      fromSpecConfig({ entrypoint: ["/bin/web"], env: [{ name: "PORT", value: "8080" }], exposedPorts: ["8080"], labels: { a: "b" }, user: "65532:65532", workingDir: "/srv" }),
+      fromSpecConfig({
+        entrypoint: ["/bin/web"],
+        env: [{ name: "PORT", value: "8080" }],
+        exposedPorts: ["8080"],
+        labels: { a: "b" },
+        user: "65532:65532",
+        workingDir: "/srv",
+      }),
     ).toEqual({ entrypoint: ["/bin/web"], env: ["PORT=8080"], exposedPorts: ["8080"], labels: { a: "b" }, user: "65532:65532", workingDir: "/srv" });
     expect(fromSpecConfig(undefined)).toEqual({});
   });
 
   it("converts an OCI-style config and names what it drops", () => {
-    const { config, ignored } = fromOciConfig({ Entrypoint: ["/x"], Cmd: ["-v"], Env: ["A=1", "broken"], ExposedPorts: { "80/tcp": {} }, Labels: { l: "v" }, Volumes: { "/data": {} }, WorkingDir: "/w" });
+    const { config, ignored } = fromOciConfig({
+      Entrypoint: ["/x"],
+      Cmd: ["-v"],
+      Env: ["A=1", "broken"],
+      ExposedPorts: { "80/tcp": {} },
+      Labels: { l: "v" },
+      Volumes: { "/data": {} },
+      WorkingDir: "/w",
+    });
     expect(config).toEqual({ entrypoint: ["/x"], cmd: ["-v"], env: ["A=1"], exposedPorts: ["80/tcp"], labels: { l: "v" }, workingDir: "/w" });
     expect(ignored).toEqual(["Volumes"]);
   });
@@ -68,7 +83,9 @@ describe("package defaults", () => {
       `SSL_CERT_FILE=${certs}/etc/ssl/certs/ca-bundle.crt`,
       `NIX_SSL_CERT_FILE=${certs}/etc/ssl/certs/ca-bundle.crt`,
     ]);
-    expect((await packageDefaults({ outPath: app, info: { mainProgram: "helper", pname: "app" }, closure, readRoot: root })).config.entrypoint).toEqual([`${app}/bin/helper`]);
+    expect((await packageDefaults({ outPath: app, info: { mainProgram: "helper", pname: "app" }, closure, readRoot: root })).config.entrypoint).toEqual([
+      `${app}/bin/helper`,
+    ]);
   });
 
   it("runs the out path itself when it is an executable file", async () => {

@@ -4,7 +4,9 @@ import { createLogger } from "../../src/log/logger.ts";
 
 function capture(isTTY: boolean) {
   const writes: string[] = [];
-  const stream = Object.assign({ write: (s: string) => (writes.push(s), true) }, { isTTY, columns: 80 }) as unknown as NodeJS.WritableStream & { isTTY: boolean };
+  const stream = Object.assign({ write: (s: string) => (writes.push(s), true) }, { isTTY, columns: 80 }) as unknown as NodeJS.WritableStream & {
+    isTTY: boolean;
+  };
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger({ level: "info", destination: { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) } });
   let now = 0;

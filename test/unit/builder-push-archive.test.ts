@@ -70,13 +70,24 @@ describe("pushDockerArchive", () => {
     await writeFile(file, fx.bytes);
     const registry = new FakeRegistry();
     const cache = new MemoryLayerCache();
-    const options = { registry: registry as unknown as RegistryPusher, repository: "acme/web", source: { kind: "file" as const, path: file }, cacheId: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-image.tar", cache, tags: ["rev-1", "latest"], logger };
+    const options = {
+      registry: registry as unknown as RegistryPusher,
+      repository: "acme/web",
+      source: { kind: "file" as const, path: file },
+      cacheId: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-image.tar",
+      cache,
+      tags: ["rev-1", "latest"],
+      logger,
+    };
     const first = await pushDockerArchive(options);
     expect(first.layers).toEqual({ total: 2, pushed: 2, skipped: 0, mounted: 0 });
     expect(first.layerDetails.map((l) => l.digest)).toEqual(fx.diffIds);
     expect(first.configDigest).toBe(sha(fx.configBytes));
     expect(registry.uploads).toBe(3);
-    const manifest = JSON.parse(registry.manifests.get("rev-1")!.toString()) as { layers: Array<{ digest: string; mediaType: string }>; config: { digest: string } };
+    const manifest = JSON.parse(registry.manifests.get("rev-1")!.toString()) as {
+      layers: Array<{ digest: string; mediaType: string }>;
+      config: { digest: string };
+    };
     expect(manifest.layers.map((l) => l.digest)).toEqual(fx.diffIds);
     expect(manifest.layers[0]!.mediaType).toBe("application/vnd.oci.image.layer.v1.tar");
     expect(registry.manifests.get("latest")).toEqual(registry.manifests.get("rev-1"));
@@ -98,12 +109,25 @@ describe("pushDockerArchive", () => {
     const other = layerTar(99, 4000);
     registry.blobs.set(sha(other), other);
     const firstEntry = `${fx.diffIds[0]!.slice(7)}/layer.tar`;
-    await cache.put(archiveEntryKey(cacheId, firstEntry), { digest: sha(other), size: other.length, diffId: sha(other), mediaType: "application/vnd.oci.image.layer.v1.tar" });
+    await cache.put(archiveEntryKey(cacheId, firstEntry), {
+      digest: sha(other),
+      size: other.length,
+      diffId: sha(other),
+      mediaType: "application/vnd.oci.image.layer.v1.tar",
+    });
     expect(other.length).toBe(fx.layers[0]!.length);
 
     const warnings: string[] = [];
     const warnLogger = createLogger({ level: "warn", destination: { write: (s: string) => warnings.push(s) } });
-    const result = await pushDockerArchive({ registry: registry as unknown as RegistryPusher, repository: "acme/web", source: { kind: "file", path: file }, cacheId, cache, tags: [], logger: warnLogger });
+    const result = await pushDockerArchive({
+      registry: registry as unknown as RegistryPusher,
+      repository: "acme/web",
+      source: { kind: "file", path: file },
+      cacheId,
+      cache,
+      tags: [],
+      logger: warnLogger,
+    });
     expect(result.layerDetails.map((l) => l.digest)).toEqual(fx.diffIds);
     expect(result.layers.pushed).toBe(2);
     expect(registry.blobs.has(fx.diffIds[0]!)).toBe(true);
@@ -115,6 +139,10 @@ describe("pushDockerArchive", () => {
     const bytes = Buffer.from(JSON.stringify({ architecture: "amd64", config: { Entrypoint: ["/x"], Labels: { z: "1" } }, rootfs: {} }));
     const config = JSON.parse(bytes.toString()) as Record<string, unknown>;
     expect(configWithLabels(bytes, config, undefined)).toBe(bytes);
-    expect(JSON.parse(configWithLabels(bytes, config, { a: "2" }).toString())).toEqual({ architecture: "amd64", config: { Entrypoint: ["/x"], Labels: { a: "2", z: "1" } }, rootfs: {} });
+    expect(JSON.parse(configWithLabels(bytes, config, { a: "2" }).toString())).toEqual({
+      architecture: "amd64",
+      config: { Entrypoint: ["/x"], Labels: { a: "2", z: "1" } },
+      rootfs: {},
+    });
   });
 });

@@ -7,7 +7,12 @@ const base: PushStepResult = {
   digest: `sha256:${"a".repeat(64)}`,
   tags: ["rev-3c5716757368-wkjazii3", "latest"],
   format: "package",
-  revision: { url: "git+https://example.com/acme/web?ref=main&rev=3c5716757368b589fa04d2ffb66ac586ef5cf676", rev: "3c5716757368b589fa04d2ffb66ac586ef5cf676", lastModified: 1700000000, narHash: "sha256-pQtc3b6Uzagku7kRa1g1FOBjF4phPHC97hHwm8nYaHQ=" },
+  revision: {
+    url: "git+https://example.com/acme/web?ref=main&rev=3c5716757368b589fa04d2ffb66ac586ef5cf676",
+    rev: "3c5716757368b589fa04d2ffb66ac586ef5cf676",
+    lastModified: 1700000000,
+    narHash: "sha256-pQtc3b6Uzagku7kRa1g1FOBjF4phPHC97hHwm8nYaHQ=",
+  },
   layers: { total: 12, pushed: 1, skipped: 11, mounted: 0 },
   bytesPushed: 123456,
   seconds: { plan: 0.01, layers: 1.2, config: 0.01, manifest: 0.02, tags: 0.01, total: 1.25 },

@@ -59,7 +59,18 @@ describe("builderJob", () => {
   });
 
   it("minimal spec: snapshot", () => {
-    expect(builderJob(input("Image", { image: testImage(), rebuildToken: undefined, requestedAt: undefined, reasons: ["SpecChanged"], number: 1, flake: "github:acme/shop?ref=main" }))).toMatchSnapshot();
+    expect(
+      builderJob(
+        input("Image", {
+          image: testImage(),
+          rebuildToken: undefined,
+          requestedAt: undefined,
+          reasons: ["SpecChanged"],
+          number: 1,
+          flake: "github:acme/shop?ref=main",
+        }),
+      ),
+    ).toMatchSnapshot();
   });
 
   describe("security", () => {
@@ -92,7 +103,10 @@ describe("builderJob", () => {
         for (const c of allContainers(job)) {
           const argv = [...(c.command ?? []), ...(c.args ?? [])];
           expect(argv[0], c.name).toBe("nix-image-operator");
-          expect(argv.some((a) => /^(\/bin\/)?(ba)?sh$/.test(a) || a === "-c"), c.name).toBe(false);
+          expect(
+            argv.some((a) => /^(\/bin\/)?(ba)?sh$/.test(a) || a === "-c"),
+            c.name,
+          ).toBe(false);
         }
       });
 
@@ -140,7 +154,14 @@ describe("builderJob", () => {
     it("image build: flake, attribute, nix settings; the warm flags only on warm builds", () => {
       const args = container(builderJob(input("Image")), "build").args!;
       expect(args.slice(0, 5)).toEqual(["build-step", "--flake", `github:acme/shop/${"1".repeat(40)}`, "--attribute", "packages.x86_64-linux.web"]);
-      expect(args).toEqual(expect.arrayContaining(["--substituter", "https://cache.example.com", "--trusted-public-key", "cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]));
+      expect(args).toEqual(
+        expect.arrayContaining([
+          "--substituter",
+          "https://cache.example.com",
+          "--trusted-public-key",
+          "cache.example.com-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=",
+        ]),
+      );
       expect(args).not.toContain("--extra-attribute");
       expect(args).not.toContain("--update-inputs");
     });
@@ -149,21 +170,39 @@ describe("builderJob", () => {
       const job = builderJob(input("Warm"));
       const args = container(job, "build").args!;
       expect(args.join(" ")).toContain("--extra-attribute devShells.x86_64-linux.default --extra-attribute checks.x86_64-linux.unit --update-inputs");
-      expect(container(job, "report").command).toEqual(["nix-image-operator", "warm-report", "--from", "/work/result", "--termination-message", "/dev/termination-log"]);
+      expect(container(job, "report").command).toEqual([
+        "nix-image-operator",
+        "warm-report",
+        "--from",
+        "/work/result",
+        "--termination-message",
+        "/dev/termination-log",
+      ]);
     });
 
     it("push: tags, image config, plain HTTP for a registry configured so", () => {
       const args = container(builderJob(input("Image")), "push").args!;
       expect(args).toEqual(expect.arrayContaining(["--tag", "latest", "--tag", "stable", "--plain-http", "--max-layers", "80"]));
-      expect(JSON.parse(args[args.indexOf("--image-config") + 1]!)).toEqual({ cmd: ["--port", "8080"], env: [{ name: "MODE", value: "prod" }], exposedPorts: ["8080"] });
+      expect(JSON.parse(args[args.indexOf("--image-config") + 1]!)).toEqual({
+        cmd: ["--port", "8080"],
+        env: [{ name: "MODE", value: "prod" }],
+        exposedPorts: ["8080"],
+      });
       expect(container(builderJob(input("Image", { config: testConfig() })), "push").args).not.toContain("--plain-http");
     });
 
     it("labels, annotations and the owner reference", () => {
       const job = builderJob(input("Image"));
-      expect(job.metadata?.labels).toEqual({ "app.kubernetes.io/managed-by": "nix-image-operator", "niximage.io/image": "web", "niximage.io/build-kind": "Image", "niximage.io/build-number": "7" });
+      expect(job.metadata?.labels).toEqual({
+        "app.kubernetes.io/managed-by": "nix-image-operator",
+        "niximage.io/image": "web",
+        "niximage.io/build-kind": "Image",
+        "niximage.io/build-number": "7",
+      });
       expect(job.spec?.template.metadata?.labels).toEqual(job.metadata?.labels);
-      expect(job.metadata?.ownerReferences).toEqual([{ apiVersion: "niximage.io/v1alpha1", kind: "NixImage", name: "web", uid: fullImage.metadata.uid, controller: true, blockOwnerDeletion: true }]);
+      expect(job.metadata?.ownerReferences).toEqual([
+        { apiVersion: "niximage.io/v1alpha1", kind: "NixImage", name: "web", uid: fullImage.metadata.uid, controller: true, blockOwnerDeletion: true },
+      ]);
       expect(builderJob(input("Image", { rebuildToken: undefined })).metadata?.annotations).not.toHaveProperty("niximage.io/rebuild-token");
     });
   });

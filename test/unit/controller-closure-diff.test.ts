@@ -1,12 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import {
-  CLOSURE_DIFF_LIMIT,
-  compareVersions,
-  diffClosures,
-  parseDrvName,
-  parseStorePathName,
-} from "../../src/controller/closure-diff.ts";
+import { CLOSURE_DIFF_LIMIT, compareVersions, diffClosures, parseDrvName, parseStorePathName } from "../../src/controller/closure-diff.ts";
 
 const NIX32 = "0123456789abcdfghijklmnpqrsvwxyz";
 /** A deterministic fake store path hash from a seed. */
@@ -88,7 +82,12 @@ describe("compareVersions (as builtins.compareVersions)", () => {
     expect(compareVersions(a, b)).toBe(-1);
     expect(compareVersions(b, a)).toBe(1);
   });
-  it.each([["1.0", "1.0"], ["1.0", "1-0"], ["2.3", "2.3."], ["", ""]])("%s == %s", (a, b) => {
+  it.each([
+    ["1.0", "1.0"],
+    ["1.0", "1-0"],
+    ["2.3", "2.3."],
+    ["", ""],
+  ])("%s == %s", (a, b) => {
     expect(compareVersions(a, b)).toBe(0);
   });
 });
@@ -141,7 +140,12 @@ describe("diffClosures", () => {
     ["to nothing", [sp("a-1")], [], { removed: [{ name: "a", from: "1" }] }],
     ["identical", [sp("a-1"), sp("b")], [sp("b"), sp("a-1")], { added: [], removed: [], changed: [], rebuilt: 0 }],
     ["duplicates count once", [sp("a-1"), sp("a-1")], [sp("a-1")], { added: [], removed: [], changed: [], rebuilt: 0 }],
-    ["a second version appears", [sp("python3-3.11.8")], [sp("python3-3.11.8"), sp("python3-3.12.2")], { changed: [{ name: "python3", from: "3.11.8", to: "3.11.8, 3.12.2" }] }],
+    [
+      "a second version appears",
+      [sp("python3-3.11.8")],
+      [sp("python3-3.11.8"), sp("python3-3.12.2")],
+      { changed: [{ name: "python3", from: "3.11.8", to: "3.11.8, 3.12.2" }] },
+    ],
     ["versions are listed in version order", [sp("x-1.10"), sp("x-1.9")], [sp("x-1.10")], { changed: [{ name: "x", from: "1.9, 1.10", to: "1.10" }] }],
     ["a version where there was none", [sp("tool")], [sp("tool-1.0")], { changed: [{ name: "tool", from: "", to: "1.0" }] }],
     ["only an output added: rebuilt, not changed", [sp("hello-2.12.1")], [sp("hello-2.12.1"), sp("hello-2.12.1-man")], { changed: [], rebuilt: 1 }],
@@ -179,7 +183,14 @@ describe("diffClosures", () => {
     it("diff(a, a) is empty", () => {
       fc.assert(
         fc.property(closure, (a) => {
-          expect(diffClosures(a, a)).toEqual({ added: [], removed: [], changed: [], rebuilt: 0, truncated: false, totals: { added: 0, removed: 0, changed: 0 } });
+          expect(diffClosures(a, a)).toEqual({
+            added: [],
+            removed: [],
+            changed: [],
+            rebuilt: 0,
+            truncated: false,
+            totals: { added: 0, removed: 0, changed: 0 },
+          });
           expect(diffClosures(a, [...a].reverse())).toEqual(diffClosures(a, a));
         }),
       );

@@ -41,9 +41,30 @@ describe("mergeConditions", () => {
   it("new conditions get now (RFC 3339 without milliseconds) and the generation", () => {
     const out = mergeConditions(undefined, ready, 3, t0);
     expect(out).toEqual([
-      { type: "Ready", status: "True", observedGeneration: 3, lastTransitionTime: "2026-11-22T10:00:00Z", reason: "Succeeded", message: "image@sha256:1 is the latest build" },
-      { type: "Reconciling", status: "False", observedGeneration: 3, lastTransitionTime: "2026-11-22T10:00:00Z", reason: "Succeeded", message: "image@sha256:1 is the latest build" },
-      { type: "Stalled", status: "False", observedGeneration: 3, lastTransitionTime: "2026-11-22T10:00:00Z", reason: "Succeeded", message: "image@sha256:1 is the latest build" },
+      {
+        type: "Ready",
+        status: "True",
+        observedGeneration: 3,
+        lastTransitionTime: "2026-11-22T10:00:00Z",
+        reason: "Succeeded",
+        message: "image@sha256:1 is the latest build",
+      },
+      {
+        type: "Reconciling",
+        status: "False",
+        observedGeneration: 3,
+        lastTransitionTime: "2026-11-22T10:00:00Z",
+        reason: "Succeeded",
+        message: "image@sha256:1 is the latest build",
+      },
+      {
+        type: "Stalled",
+        status: "False",
+        observedGeneration: 3,
+        lastTransitionTime: "2026-11-22T10:00:00Z",
+        reason: "Succeeded",
+        message: "image@sha256:1 is the latest build",
+      },
     ]);
   });
 
@@ -71,10 +92,18 @@ describe("mergeConditions", () => {
   it("Ready -> Stalled -> Ready: each flip is timed, the untouched condition keeps its time", () => {
     const a = mergeConditions(undefined, ready, 1, t0);
     const b = byType(mergeConditions(a, stalled, 1, t1));
-    expect([b.Ready?.lastTransitionTime, b.Reconciling?.lastTransitionTime, b.Stalled?.lastTransitionTime]).toEqual(["2026-11-22T11:30:00Z", "2026-11-22T10:00:00Z", "2026-11-22T11:30:00Z"]);
+    expect([b.Ready?.lastTransitionTime, b.Reconciling?.lastTransitionTime, b.Stalled?.lastTransitionTime]).toEqual([
+      "2026-11-22T11:30:00Z",
+      "2026-11-22T10:00:00Z",
+      "2026-11-22T11:30:00Z",
+    ]);
     const t2 = new Date("2026-11-22T12:00:00Z");
     const c = byType(mergeConditions(Object.values(b), ready, 2, t2));
-    expect([c.Ready?.lastTransitionTime, c.Reconciling?.lastTransitionTime, c.Stalled?.lastTransitionTime]).toEqual(["2026-11-22T12:00:00Z", "2026-11-22T10:00:00Z", "2026-11-22T12:00:00Z"]);
+    expect([c.Ready?.lastTransitionTime, c.Reconciling?.lastTransitionTime, c.Stalled?.lastTransitionTime]).toEqual([
+      "2026-11-22T12:00:00Z",
+      "2026-11-22T10:00:00Z",
+      "2026-11-22T12:00:00Z",
+    ]);
   });
 
   it("conditions of other types are dropped; the order is always Ready, Reconciling, Stalled", () => {

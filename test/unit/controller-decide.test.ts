@@ -37,7 +37,12 @@ function builtStatus(image: NixImage, job: JobView): NixImageStatus {
 /** An image whose build of record (web-build-1) succeeded from the current spec, and that Job. */
 function builtImage(spec: Parameters<typeof testImage>[0] = {}, annotations?: Record<string, string>) {
   const bare = testImage(spec, annotations ? { annotations } : {});
-  const job = imageJob(bare, config, { number: 1, flake: `github:acme/shop/${rev1}`, result: pushResultFor(digest1, rev1), completionTime: "2026-11-22T09:10:00Z" });
+  const job = imageJob(bare, config, {
+    number: 1,
+    flake: `github:acme/shop/${rev1}`,
+    result: pushResultFor(digest1, rev1),
+    completionTime: "2026-11-22T09:10:00Z",
+  });
   const status = builtStatus(bare, job);
   const image = testImage(spec, { status, ...(annotations ? { annotations } : {}) });
   return { image, job, status };
@@ -55,7 +60,15 @@ describe("decide: first build", () => {
     expect(d.status).toMatchObject({
       buildCount: 1,
       observedGeneration: 1,
-      lastBuild: { job: "web-build-1", number: 1, kind: "Image", reasons: ["SpecChanged"], result: "Running", specHash: specHash(testImage()), builderHash: builderHash(config) },
+      lastBuild: {
+        job: "web-build-1",
+        number: 1,
+        kind: "Image",
+        reasons: ["SpecChanged"],
+        result: "Running",
+        specHash: specHash(testImage()),
+        builderHash: builderHash(config),
+      },
     });
     expect(d.status.latestImage).toBeUndefined();
     expect(state(d)).toBe("Ready=Unknown/Building Reconciling=True Stalled=False");
@@ -90,7 +103,14 @@ describe("decide: steady state", () => {
     expect(first.status).toMatchObject({
       latestImage: `${repository}@${digest1}`,
       latestRevision: { rev: rev1 },
-      lastBuild: { job: "web-build-1", result: "Succeeded", digest: digest1, layers: { pushed: 2, skipped: 40 }, bytesPushed: 4096, durations: { build: 12, push: 3 } },
+      lastBuild: {
+        job: "web-build-1",
+        result: "Succeeded",
+        digest: digest1,
+        layers: { pushed: 2, skipped: 40 },
+        bytesPushed: 4096,
+        durations: { build: 12, push: 3 },
+      },
     });
     expect(ofType(first, "event")).toEqual([expect.objectContaining({ reason: "BuildSucceeded", eventType: "Normal" })]);
     expect(ofType(first, "event")[0]!.message).toContain(`${repository}@${digest1}`);
@@ -111,9 +131,14 @@ describe("decide: steady state", () => {
   });
 
   it("a running build: InProgress/Building, no second Job", () => {
-    const image = testImage({}, { status: { buildCount: 1, lastBuild: { job: "web-build-1", number: 1, kind: "Image", reasons: ["SpecChanged"], result: "Running" } } });
+    const image = testImage(
+      {},
+      { status: { buildCount: 1, lastBuild: { job: "web-build-1", number: 1, kind: "Image", reasons: ["SpecChanged"], result: "Running" } } },
+    );
     const running = imageJob(image, config, { number: 1, state: "Running" });
-    const d = decide(observe(image, { jobs: [running], namespaceJobs: new Map([["web-build-1", true]]), storeVolumes: [volume("niximage-store-0", "web-build-1", nowIso)] }));
+    const d = decide(
+      observe(image, { jobs: [running], namespaceJobs: new Map([["web-build-1", true]]), storeVolumes: [volume("niximage-store-0", "web-build-1", nowIso)] }),
+    );
     expect(createdJobs(d)).toEqual([]);
     expect(state(d)).toBe("Ready=Unknown/Building Reconciling=True Stalled=False");
     expect(conditionOf(d, "Reconciling")?.message).toContain("web-build-1 is running (SpecChanged)");
@@ -132,13 +157,28 @@ describe("decide: steady state", () => {
 describe("decide: build reasons", () => {
   const table: { name: string; change: (b: ReturnType<typeof builtImage>) => { image: NixImage; over?: Partial<Observed> }; reasons: string[] }[] = [
     { name: "spec changed (attribute)", change: ({ status }) => ({ image: testImage({ attribute: "web" }, { status }) }), reasons: ["SpecChanged"] },
-    { name: "spec changed (image config)", change: ({ status }) => ({ image: testImage({ image: { repository, config: { cmd: ["--port", "80"] } } }, { status }) }), reasons: ["SpecChanged"] },
+    {
+      name: "spec changed (image config)",
+      change: ({ status }) => ({ image: testImage({ image: { repository, config: { cmd: ["--port", "80"] } } }, { status }) }),
+      reasons: ["SpecChanged"],
+    },
     { name: "new revision polled", change: ({ image }) => ({ image, over: { polledRevision: rev2 } }), reasons: ["RevisionChanged"] },
-    { name: "rebuild annotation", change: ({ status }) => ({ image: testImage({}, { status, annotations: { "niximage.io/rebuild": "now" } }) }), reasons: ["RebuildRequested"] },
-    { name: "builder image changed", change: ({ image }) => ({ image, over: { config: testConfig({ builder: { nixImage: "nix.test/nix:2.29" } }) } }), reasons: ["BuilderImageChanged"] },
+    {
+      name: "rebuild annotation",
+      change: ({ status }) => ({ image: testImage({}, { status, annotations: { "niximage.io/rebuild": "now" } }) }),
+      reasons: ["RebuildRequested"],
+    },
+    {
+      name: "builder image changed",
+      change: ({ image }) => ({ image, over: { config: testConfig({ builder: { nixImage: "nix.test/nix:2.29" } }) } }),
+      reasons: ["BuilderImageChanged"],
+    },
     {
       name: "several at once, in detector order",
-      change: ({ status }) => ({ image: testImage({ attribute: "web" }, { status, annotations: { "niximage.io/rebuild": "x" } }), over: { polledRevision: rev2 } }),
+      change: ({ status }) => ({
+        image: testImage({ attribute: "web" }, { status, annotations: { "niximage.io/rebuild": "x" } }),
+        over: { polledRevision: rev2 },
+      }),
       reasons: ["SpecChanged", "RevisionChanged", "RebuildRequested"],
     },
   ];
@@ -161,7 +201,12 @@ describe("decide: build reasons", () => {
 
   it("fields that only steer the controller do not rebuild", () => {
     const built = builtImage();
-    for (const spec of [{ triggers: { interval: "10m" } }, { historyLimit: { successful: 1, failed: 1 } }, { build: { timeout: "2h" } }, { rollout: { policy: "Disabled" as const } }]) {
+    for (const spec of [
+      { triggers: { interval: "10m" } },
+      { historyLimit: { successful: 1, failed: 1 } },
+      { build: { timeout: "2h" } },
+      { rollout: { policy: "Disabled" as const } },
+    ]) {
       const image = testImage(spec, { status: built.status });
       expect(createdJobs(decide(observe(image, { jobs: [built.job], polledRevision: rev1 })))).toEqual([]);
     }
@@ -179,7 +224,11 @@ describe("decide: build reasons", () => {
       ["same revision from the result", { polledRevision: rev1, last: { ...last, revision: { url: "u", rev: rev1 } } }, []],
       ["revision from a pinned github ref (a failed build has no result)", { polledRevision: rev1, last: { ...last, flake: `github:acme/shop/${rev1}` } }, []],
       ["revision from a pinned git ref", { polledRevision: rev1, last: { ...last, flake: `git+https://example.com/x.git?ref=main&rev=${rev1}` } }, []],
-      ["other revision than the pinned ref", { polledRevision: rev2, last: { ...last, flake: `git+https://example.com/x.git?rev=${rev1}` } }, ["RevisionChanged"]],
+      [
+        "other revision than the pinned ref",
+        { polledRevision: rev2, last: { ...last, flake: `git+https://example.com/x.git?rev=${rev1}` } },
+        ["RevisionChanged"],
+      ],
       ["unpinned last build and a polled revision", { polledRevision: rev1, last: { ...last, flake: "github:acme/shop" } }, ["RevisionChanged"]],
       ["no poll", { polledRevision: undefined, last: { ...last, flake: `github:acme/shop/${rev1}` } }, []],
       ["rebuild token changed", { rebuildToken: "t2" }, ["RebuildRequested"]],
@@ -234,7 +283,11 @@ describe("decide: failed builds", () => {
   const retries: [string, (image: NixImage, status: NixImageStatus) => { image: NixImage; over?: Partial<Observed> }, string][] = [
     ["a new revision", (image) => ({ image, over: { polledRevision: "3".repeat(40) } }), "RevisionChanged"],
     ["a spec change", (_image, status) => ({ image: testImage({ triggers: { interval: "5m" }, attribute: "fixed" }, { status }) }), "SpecChanged"],
-    ["a rebuild token", (_image, status) => ({ image: testImage({ triggers: { interval: "5m" } }, { status, annotations: { "niximage.io/rebuild": "retry" } }) }), "RebuildRequested"],
+    [
+      "a rebuild token",
+      (_image, status) => ({ image: testImage({ triggers: { interval: "5m" } }, { status, annotations: { "niximage.io/rebuild": "retry" } }) }),
+      "RebuildRequested",
+    ],
   ];
   it.each(retries)("is retried on %s", (_name, change, reason) => {
     const { image, failedJob, built } = failedImage();
@@ -313,7 +366,10 @@ describe("decide: capacity and store volumes", () => {
       observe(testImage(), {
         config: testConfig({ store: { poolSize: 2 } }),
         storeVolumes: [volume("niximage-store-0", "api-build-3", nowIso), volume("niximage-store-1", "db-build-1", nowIso)],
-        namespaceJobs: new Map([["api-build-3", true], ["db-build-1", true]]),
+        namespaceJobs: new Map([
+          ["api-build-3", true],
+          ["db-build-1", true],
+        ]),
       }),
     );
     expect(d.actions).toEqual([]);
@@ -322,7 +378,12 @@ describe("decide: capacity and store volumes", () => {
   });
 
   it("leases a free volume with its resourceVersion as the precondition", () => {
-    const d = decide(observe(testImage(), { storeVolumes: [volume("niximage-store-0", "api-build-3", "2026-11-22T08:00:00Z", "42")], namespaceJobs: new Map([["api-build-3", false]]) }));
+    const d = decide(
+      observe(testImage(), {
+        storeVolumes: [volume("niximage-store-0", "api-build-3", "2026-11-22T08:00:00Z", "42")],
+        namespaceJobs: new Map([["api-build-3", false]]),
+      }),
+    );
     expect(createdJob(d).lease).toEqual({
       volume: "niximage-store-0",
       resourceVersion: "42",
@@ -332,7 +393,9 @@ describe("decide: capacity and store volumes", () => {
   });
 
   it("creates the next volume of the pool when all existing ones are held", () => {
-    const d = decide(observe(testImage(), { storeVolumes: [volume("niximage-store-0", "api-build-3", nowIso)], namespaceJobs: new Map([["api-build-3", true]]) }));
+    const d = decide(
+      observe(testImage(), { storeVolumes: [volume("niximage-store-0", "api-build-3", nowIso)], namespaceJobs: new Map([["api-build-3", true]]) }),
+    );
     const lease = createdJob(d).lease;
     expect("create" in lease && lease.create.metadata).toMatchObject({
       name: "niximage-store-1",
@@ -345,7 +408,9 @@ describe("decide: capacity and store volumes", () => {
 
   it("a lease younger than the grace period is honoured even when its Job is not visible yet", () => {
     const young = new Date(now.getTime() - leaseGraceMs + 1000).toISOString();
-    const d = decide(observe(testImage(), { config: testConfig({ store: { poolSize: 1 } }), storeVolumes: [volume("niximage-store-0", "api-build-9", young)] }));
+    const d = decide(
+      observe(testImage(), { config: testConfig({ store: { poolSize: 1 } }), storeVolumes: [volume("niximage-store-0", "api-build-9", young)] }),
+    );
     expect(conditionOf(d, "Reconciling")?.reason).toBe("WaitingForStoreVolume");
   });
 
@@ -353,7 +418,9 @@ describe("decide: capacity and store volumes", () => {
     const built = builtImage({ attribute: "x" });
     const job = { ...built.job, storeVolume: "niximage-store-1" };
     const image = testImage({ attribute: "y" }, { status: built.status });
-    const d = decide(observe(image, { jobs: [job], storeVolumes: [volume("niximage-store-0"), volume("niximage-store-1")], namespaceJobs: new Map([["web-build-1", false]]) }));
+    const d = decide(
+      observe(image, { jobs: [job], storeVolumes: [volume("niximage-store-0"), volume("niximage-store-1")], namespaceJobs: new Map([["web-build-1", false]]) }),
+    );
     expect(storeOf(d)).toBe("niximage-store-1");
   });
 
@@ -365,7 +432,10 @@ describe("decide: capacity and store volumes", () => {
       observe(image, {
         jobs: [job],
         storeVolumes: [volume("niximage-store-0"), volume("niximage-store-1", "api-build-2", nowIso)],
-        namespaceJobs: new Map([["web-build-1", false], ["api-build-2", true]]),
+        namespaceJobs: new Map([
+          ["web-build-1", false],
+          ["api-build-2", true],
+        ]),
       }),
     );
     expect(storeOf(d)).toBe("niximage-store-0");
@@ -374,7 +444,9 @@ describe("decide: capacity and store volumes", () => {
 
 describe("decide: history limits", () => {
   const finishedJobs = (image: NixImage, states: ("Succeeded" | "Failed")[]) =>
-    states.map((s, i) => imageJob(image, config, { number: i + 1, state: s, ...(s === "Succeeded" ? { result: pushResultFor() } : { failure: { step: "build", message: "x" } }) }));
+    states.map((s, i) =>
+      imageJob(image, config, { number: i + 1, state: s, ...(s === "Succeeded" ? { result: pushResultFor() } : { failure: { step: "build", message: "x" } }) }),
+    );
   const deleted = (d: Decision) => ofType(d, "deleteJob").map((a) => a.name);
 
   it("deletes the oldest finished Jobs beyond each limit", () => {
@@ -475,14 +547,32 @@ describe("decide: warm builds", () => {
     const started = decide(observe(built.image, { jobs: [built.job], warmDue: true }));
     const image = testImage({ warm }, { status: started.status });
     // The API server's clock is 3 s behind: its startTime lies before the 03:00 slot.
-    const job: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Succeeded", reasons: ["WarmSchedule"], requestedAt: nowIso, startTime: "2026-11-22T09:59:57.000Z" };
+    const job: JobView = {
+      name: "web-warm-1",
+      kind: "Warm",
+      number: 1,
+      state: "Succeeded",
+      reasons: ["WarmSchedule"],
+      requestedAt: nowIso,
+      startTime: "2026-11-22T09:59:57.000Z",
+    };
     const d = decide(observe(image, { jobs: [built.job, job], now: new Date(now.getTime() + 600_000) }));
     expect(d.status.lastWarmBuild).toMatchObject({ job: "web-warm-1", result: "Succeeded", startTime: nowIso });
   });
 
   it("the next warm build gets the next warm number, also when the old warm Jobs were pruned", () => {
     const built = builtImage({ warm });
-    const status = { ...built.status, lastWarmBuild: { job: "web-warm-4", number: 4, kind: "Warm" as const, reasons: ["WarmSchedule"], result: "Succeeded" as const, startTime: "2026-11-21T02:00:00Z" } };
+    const status = {
+      ...built.status,
+      lastWarmBuild: {
+        job: "web-warm-4",
+        number: 4,
+        kind: "Warm" as const,
+        reasons: ["WarmSchedule"],
+        result: "Succeeded" as const,
+        startTime: "2026-11-21T02:00:00Z",
+      },
+    };
     const d = decide(observe(testImage({ warm }, { status }), { jobs: [built.job], warmDue: true }));
     expect(createdJob(d).job.metadata?.name).toBe("web-warm-5");
     expect(d.status.buildCount).toBe(1);
@@ -490,7 +580,15 @@ describe("decide: warm builds", () => {
 
   it("an image build after warm builds keeps counting image builds", () => {
     const built = builtImage({ warm });
-    const warmJob: JobView = { name: "web-warm-3", kind: "Warm", number: 3, state: "Succeeded", reasons: ["WarmSchedule"], requestedAt: "2026-11-22T09:30:00Z", storeVolume: "niximage-store-1" };
+    const warmJob: JobView = {
+      name: "web-warm-3",
+      kind: "Warm",
+      number: 3,
+      state: "Succeeded",
+      reasons: ["WarmSchedule"],
+      requestedAt: "2026-11-22T09:30:00Z",
+      storeVolume: "niximage-store-1",
+    };
     const image = testImage({ warm, attribute: "changed" }, { status: built.status });
     const d = decide(observe(image, { jobs: [built.job, warmJob], storeVolumes: [volume("niximage-store-0"), volume("niximage-store-1")] }));
     const job = createdJob(d).job;
@@ -501,7 +599,15 @@ describe("decide: warm builds", () => {
 
   it("a failed warm build: recorded with its failure and a Warning event, the image stays Ready", () => {
     const built = builtImage({ warm });
-    const failed: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Failed", reasons: ["WarmSchedule"], requestedAt: "2026-11-22T02:00:00Z", failure: { step: "build", exitCode: 1, message: "error: cannot update input nixpkgs" } };
+    const failed: JobView = {
+      name: "web-warm-1",
+      kind: "Warm",
+      number: 1,
+      state: "Failed",
+      reasons: ["WarmSchedule"],
+      requestedAt: "2026-11-22T02:00:00Z",
+      failure: { step: "build", exitCode: 1, message: "error: cannot update input nixpkgs" },
+    };
     const d = decide(observe(built.image, { jobs: [built.job, failed] }));
     expect(d.status.lastWarmBuild).toMatchObject({ job: "web-warm-1", result: "Failed", failure: { step: "build", exitCode: 1 } });
     expect(ofType(d, "event")).toEqual([expect.objectContaining({ eventType: "Warning", reason: "WarmBuildFailed" })]);
@@ -610,7 +716,14 @@ describe("decide: requeueAfter", () => {
   ];
   it.each(table)("%s", (_name, poll, warmAt, expected) => {
     const built = builtImage({ triggers: { interval: "5m" }, warm: { schedule: "0 3 * * *" } });
-    const d = decide(observe(built.image, { jobs: [built.job], polledRevision: rev1, ...(poll !== undefined ? { nextPollInMs: poll } : {}), ...(warmAt ? { nextWarm: new Date(warmAt) } : {}) }));
+    const d = decide(
+      observe(built.image, {
+        jobs: [built.job],
+        polledRevision: rev1,
+        ...(poll !== undefined ? { nextPollInMs: poll } : {}),
+        ...(warmAt ? { nextWarm: new Date(warmAt) } : {}),
+      }),
+    );
     expect(d.actions).toEqual([]);
     expect(d.requeueAfterMs).toBe(expected);
   });
@@ -618,7 +731,9 @@ describe("decide: requeueAfter", () => {
   it("a poll error keeps the image and warns", () => {
     const built = builtImage({ triggers: { interval: "5m" } });
     const d = decide(observe(built.image, { jobs: [built.job], pollError: "git ref discovery: HTTP 503", nextPollInMs: 30_000 }));
-    expect(ofType(d, "event")).toEqual([expect.objectContaining({ eventType: "Warning", reason: "RevisionUnavailable", message: "git ref discovery: HTTP 503" })]);
+    expect(ofType(d, "event")).toEqual([
+      expect.objectContaining({ eventType: "Warning", reason: "RevisionUnavailable", message: "git ref discovery: HTTP 503" }),
+    ]);
     expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
     expect(d.requeueAfterMs).toBe(30_000);
   });

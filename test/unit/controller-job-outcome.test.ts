@@ -18,7 +18,12 @@ function job(name: string, kind: "Image" | "Warm", status: V1Job["status"]): V1J
       uid: "5d3c8a0e-1111-4c7b-8a55-0123456789ab",
       resourceVersion: "4711",
       creationTimestamp: new Date("2026-11-22T09:00:00Z"),
-      labels: { "app.kubernetes.io/managed-by": "nix-image-operator", "niximage.io/image": "web", "niximage.io/build-kind": kind, "niximage.io/build-number": number },
+      labels: {
+        "app.kubernetes.io/managed-by": "nix-image-operator",
+        "niximage.io/image": "web",
+        "niximage.io/build-kind": kind,
+        "niximage.io/build-number": number,
+      },
       annotations: {
         "niximage.io/reasons": "RevisionChanged,RebuildRequested",
         "niximage.io/spec-hash": "0123456789abcdef",
@@ -35,7 +40,10 @@ function job(name: string, kind: "Image" | "Warm", status: V1Job["status"]): V1J
           restartPolicy: "Never",
           initContainers: [{ name: "prepare" }, { name: "build" }],
           containers: [{ name: kind === "Warm" ? "report" : "push" }],
-          volumes: [{ name: "store", persistentVolumeClaim: { claimName: "niximage-store-1" } }, { name: "work", emptyDir: {} }],
+          volumes: [
+            { name: "store", persistentVolumeClaim: { claimName: "niximage-store-1" } },
+            { name: "work", emptyDir: {} },
+          ],
         },
       },
     },
@@ -52,8 +60,22 @@ const succeeded = {
   ready: 0,
   uncountedTerminatedPods: {},
   conditions: [
-    { type: "SuccessCriteriaMet", status: "True", reason: "CompletionsReached", message: "Reached expected number of succeeded pods", lastProbeTime: new Date("2026-11-22T09:12:30Z"), lastTransitionTime: new Date("2026-11-22T09:12:30Z") },
-    { type: "Complete", status: "True", reason: "CompletionsReached", message: "Reached expected number of succeeded pods", lastProbeTime: new Date("2026-11-22T09:12:30Z"), lastTransitionTime: new Date("2026-11-22T09:12:30Z") },
+    {
+      type: "SuccessCriteriaMet",
+      status: "True",
+      reason: "CompletionsReached",
+      message: "Reached expected number of succeeded pods",
+      lastProbeTime: new Date("2026-11-22T09:12:30Z"),
+      lastTransitionTime: new Date("2026-11-22T09:12:30Z"),
+    },
+    {
+      type: "Complete",
+      status: "True",
+      reason: "CompletionsReached",
+      message: "Reached expected number of succeeded pods",
+      lastProbeTime: new Date("2026-11-22T09:12:30Z"),
+      lastTransitionTime: new Date("2026-11-22T09:12:30Z"),
+    },
   ],
 };
 const failedStatus = (reason: string, message: string) => ({
@@ -63,7 +85,14 @@ const failedStatus = (reason: string, message: string) => ({
   ready: 0,
   uncountedTerminatedPods: {},
   conditions: [
-    { type: "FailureTarget", status: "True", reason, message, lastProbeTime: new Date("2026-11-22T09:03:00Z"), lastTransitionTime: new Date("2026-11-22T09:03:00Z") },
+    {
+      type: "FailureTarget",
+      status: "True",
+      reason,
+      message,
+      lastProbeTime: new Date("2026-11-22T09:03:00Z"),
+      lastTransitionTime: new Date("2026-11-22T09:03:00Z"),
+    },
     { type: "Failed", status: "True", reason, message, lastProbeTime: new Date("2026-11-22T09:03:00Z"), lastTransitionTime: new Date("2026-11-22T09:03:00Z") },
   ],
 });
@@ -87,7 +116,15 @@ const terminated = (name: string, exitCode: number, message?: string) => ({
     },
   },
 });
-const waiting = (name: string) => ({ name, image: "operator.test/nio:0.1.0", imageID: "", ready: false, restartCount: 0, started: false, state: { waiting: { reason: "PodInitializing" } } });
+const waiting = (name: string) => ({
+  name,
+  image: "operator.test/nio:0.1.0",
+  imageID: "",
+  ready: false,
+  restartCount: 0,
+  started: false,
+  state: { waiting: { reason: "PodInitializing" } },
+});
 
 function pod(name: string, created: string, phase: string, init: object[], main: object[]): V1Pod {
   return {
@@ -131,7 +168,13 @@ describe("jobView", () => {
   });
 
   it("success: the push step's termination message is the result", () => {
-    const p = pod("web-build-7-x1", "2026-11-22T09:00:01Z", "Succeeded", [terminated("prepare", 0), terminated("build", 0)], [terminated("push", 0, pushMessage)]);
+    const p = pod(
+      "web-build-7-x1",
+      "2026-11-22T09:00:01Z",
+      "Succeeded",
+      [terminated("prepare", 0), terminated("build", 0)],
+      [terminated("push", 0, pushMessage)],
+    );
     const view = jobView(job("web-build-7", "Image", succeeded), [p]);
     expect(view.state).toBe("Succeeded");
     expect(view.startTime).toBe("2026-11-22T09:00:01.000Z");
@@ -149,17 +192,33 @@ describe("jobView", () => {
   });
 
   it("failure in the build step: which step, its exit code and its last log lines", () => {
-    const log = "building '/nix/store/abc-web.drv'...\nerror: builder for '/nix/store/abc-web.drv' failed with exit code 2;\n       last 10 log lines:\n       > make: *** [all] Error 1\n";
+    const log =
+      "building '/nix/store/abc-web.drv'...\nerror: builder for '/nix/store/abc-web.drv' failed with exit code 2;\n       last 10 log lines:\n       > make: *** [all] Error 1\n";
     const p = pod("web-build-7-x1", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0), terminated("build", 1, log)], [waiting("push")]);
-    const view = jobView(job("web-build-7", "Image", failedStatus("PodFailurePolicy", "Container build for pod shop/web-build-7-x1 failed with exit code 1 matching FailJob rule at index 1")), [p]);
+    const view = jobView(
+      job(
+        "web-build-7",
+        "Image",
+        failedStatus("PodFailurePolicy", "Container build for pod shop/web-build-7-x1 failed with exit code 1 matching FailJob rule at index 1"),
+      ),
+      [p],
+    );
     expect(view.state).toBe("Failed");
     expect(view.result).toBeUndefined();
     expect(view.failure).toEqual({ step: "build", exitCode: 1, reason: "Error", message: log.trim() });
   });
 
   it("the first failing step counts (prepare before build)", () => {
-    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 3, "store volume has Nix 2.3 schema; this image needs 2.28"), terminated("build", 1, "later")], [waiting("push")]);
-    expect(jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "Job has reached the specified backoff limit")), [p]).failure).toMatchObject({ step: "prepare", exitCode: 3 });
+    const p = pod(
+      "p",
+      "2026-11-22T09:00:01Z",
+      "Failed",
+      [terminated("prepare", 3, "store volume has Nix 2.3 schema; this image needs 2.28"), terminated("build", 1, "later")],
+      [waiting("push")],
+    );
+    expect(
+      jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "Job has reached the specified backoff limit")), [p]).failure,
+    ).toMatchObject({ step: "prepare", exitCode: 3 });
   });
 
   it("a step without a termination message: a message that names the step and code", () => {
@@ -184,7 +243,10 @@ describe("jobView", () => {
   it("DeadlineExceeded with a pod killed mid-build that has no terminated step yet", () => {
     const running = { ...terminated("build", 0), state: { running: { startedAt: new Date("2026-11-22T09:00:05Z") } } };
     const p = pod("p", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0), running], [waiting("push")]);
-    expect(jobView(job("web-build-7", "Image", failedStatus("DeadlineExceeded", "Job was active longer than specified deadline")), [p]).failure).toMatchObject({ step: "job", reason: "DeadlineExceeded" });
+    expect(jobView(job("web-build-7", "Image", failedStatus("DeadlineExceeded", "Job was active longer than specified deadline")), [p]).failure).toMatchObject({
+      step: "job",
+      reason: "DeadlineExceeded",
+    });
   });
 
   it("push step exited 0 without a readable result: the build counts as failed in the push step", () => {
@@ -206,7 +268,13 @@ describe("jobView", () => {
   it("FailureTarget alone (Failed not yet added) already counts as failed", () => {
     const status = failedStatus("PodFailurePolicy", "Container push for pod shop/p failed with exit code 1");
     status.conditions = status.conditions.filter((c) => c.type === "FailureTarget");
-    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0), terminated("build", 0)], [terminated("push", 1, "registry.example.com: 401 Unauthorized")]);
+    const p = pod(
+      "p",
+      "2026-11-22T09:00:01Z",
+      "Failed",
+      [terminated("prepare", 0), terminated("build", 0)],
+      [terminated("push", 1, "registry.example.com: 401 Unauthorized")],
+    );
     const view = jobView(job("web-build-7", "Image", status), [p]);
     expect(view.state).toBe("Failed");
     expect(view.failure).toEqual({ step: "push", exitCode: 1, reason: "Error", message: "registry.example.com: 401 Unauthorized" });
@@ -219,13 +287,25 @@ describe("jobView", () => {
   });
 
   it("conditions with status False do not count", () => {
-    const status = { ...started, conditions: [{ type: "Failed", status: "False", reason: "x" }, { type: "Suspended", status: "True" }] };
+    const status = {
+      ...started,
+      conditions: [
+        { type: "Failed", status: "False", reason: "x" },
+        { type: "Suspended", status: "True" },
+      ],
+    };
     expect(jobView(job("web-build-7", "Image", status), []).state).toBe("Running");
   });
 
   it("the newest pod tells the story (a disrupted pod was replaced)", () => {
     const old = pod("old", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0), terminated("build", 143, "terminated by eviction")], [waiting("push")]);
-    const replacement = pod("new", "2026-11-22T09:05:00Z", "Succeeded", [terminated("prepare", 0), terminated("build", 0)], [terminated("push", 0, pushMessage)]);
+    const replacement = pod(
+      "new",
+      "2026-11-22T09:05:00Z",
+      "Succeeded",
+      [terminated("prepare", 0), terminated("build", 0)],
+      [terminated("push", 0, pushMessage)],
+    );
     expect(jobView(job("web-build-7", "Image", succeeded), [replacement, old]).result?.digest).toBe(digest);
     expect(jobView(job("web-build-7", "Image", succeeded), [old, replacement]).result?.digest).toBe(digest);
   });
@@ -233,7 +313,11 @@ describe("jobView", () => {
   it("a warm build: the report step's message is the warm result", () => {
     const report = JSON.stringify({
       revision: { url: `github:acme/shop/${rev}`, rev, lastModified: 1_763_000_000, narHash: "sha256-x" },
-      closureDiff: { added: [{ name: "libfoo", to: "1.0" }], removed: [{ name: "libbar", from: "0.9" }], changed: [{ name: "openssl", from: "3.0.1", to: "3.0.2" }] },
+      closureDiff: {
+        added: [{ name: "libfoo", to: "1.0" }],
+        removed: [{ name: "libbar", from: "0.9" }],
+        changed: [{ name: "openssl", from: "3.0.1", to: "3.0.2" }],
+      },
       seconds: { build: 900.5 },
     });
     const p = pod("p", "2026-11-22T02:00:01Z", "Succeeded", [terminated("prepare", 0), terminated("build", 0)], [terminated("report", 0, report)]);

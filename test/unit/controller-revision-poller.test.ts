@@ -1,12 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import {
-  isPollDue,
-  MIN_POLL_INTERVAL_MS,
-  nextPollTime,
-  pollJitterMs,
-  RevisionPoller,
-} from "../../src/controller/revision-poller.ts";
+import { isPollDue, MIN_POLL_INTERVAL_MS, nextPollTime, pollJitterMs, RevisionPoller } from "../../src/controller/revision-poller.ts";
 import { FakeClock } from "../support/fake-clock.ts";
 
 const T0 = Date.parse("2026-05-01T10:00:00Z");

@@ -4,7 +4,8 @@ import { deepEqual, mergePatch } from "../../src/controller/status-patch.ts";
 /** RFC 7386 apply, to check that a patch really turns `from` into `to`. */
 function apply(target: unknown, patch: unknown): unknown {
   if (patch === null || typeof patch !== "object" || Array.isArray(patch)) return patch;
-  const out: Record<string, unknown> = target !== null && typeof target === "object" && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  const out: Record<string, unknown> =
+    target !== null && typeof target === "object" && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
   for (const [key, value] of Object.entries(patch as Record<string, unknown>)) {
     if (value === null) delete out[key];
     else out[key] = apply(out[key], value);
@@ -21,9 +22,24 @@ describe("mergePatch", () => {
     ["removed key -> null", { a: 1, b: 2 }, { a: 1 }, { b: null }],
     ["key set to undefined counts as removed", { a: 1, b: 2 }, { a: 1, b: undefined }, { b: null }],
     ["undefined on both sides: nothing", { a: 1, b: undefined }, { a: 1 }, undefined],
-    ["nested change", { s: { lastBuild: { job: "a", result: "Running" } } }, { s: { lastBuild: { job: "a", result: "Succeeded" } } }, { s: { lastBuild: { result: "Succeeded" } } }],
-    ["nested removal", { s: { lastBuild: { job: "a", failure: { step: "build" } } } }, { s: { lastBuild: { job: "a" } } }, { s: { lastBuild: { failure: null } } }],
-    ["arrays are replaced whole", { c: [{ type: "Ready", status: "True" }, { type: "Stalled" }] }, { c: [{ type: "Ready", status: "False" }, { type: "Stalled" }] }, { c: [{ type: "Ready", status: "False" }, { type: "Stalled" }] }],
+    [
+      "nested change",
+      { s: { lastBuild: { job: "a", result: "Running" } } },
+      { s: { lastBuild: { job: "a", result: "Succeeded" } } },
+      { s: { lastBuild: { result: "Succeeded" } } },
+    ],
+    [
+      "nested removal",
+      { s: { lastBuild: { job: "a", failure: { step: "build" } } } },
+      { s: { lastBuild: { job: "a" } } },
+      { s: { lastBuild: { failure: null } } },
+    ],
+    [
+      "arrays are replaced whole",
+      { c: [{ type: "Ready", status: "True" }, { type: "Stalled" }] },
+      { c: [{ type: "Ready", status: "False" }, { type: "Stalled" }] },
+      { c: [{ type: "Ready", status: "False" }, { type: "Stalled" }] },
+    ],
     ["shorter array", { c: [1, 2, 3] }, { c: [1, 2] }, { c: [1, 2] }],
     ["object replaced by a scalar", { a: { b: 1 } }, { a: 2 }, { a: 2 }],
     ["scalar replaced by an object", { a: 2 }, { a: { b: 1 } }, { a: { b: 1 } }],

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { chooseStoreVolume, isFree, leaseAnnotations, leaseGraceMs, storeVolumeClaim, storeVolumeView, type StoreVolumeView } from "../../src/controller/store-pool.ts";
+import {
+  chooseStoreVolume,
+  isFree,
+  leaseAnnotations,
+  leaseGraceMs,
+  storeVolumeClaim,
+  storeVolumeView,
+  type StoreVolumeView,
+} from "../../src/controller/store-pool.ts";
 import { now, testConfig, volume } from "./controller-fixtures.ts";
 
 const ago = (ms: number) => new Date(now.getTime() - ms).toISOString();
@@ -27,7 +35,11 @@ describe("isFree", () => {
 });
 
 describe("chooseStoreVolume", () => {
-  const running = new Map([["x-build-1", true], ["y-build-1", true], ["old-build-1", false]]);
+  const running = new Map([
+    ["x-build-1", true],
+    ["y-build-1", true],
+    ["old-build-1", false],
+  ]);
 
   it("creates niximage-store-0 in an empty namespace", () => {
     expect(chooseStoreVolume([], running, 2, now)).toEqual({ kind: "create", name: "niximage-store-0" });
@@ -79,13 +91,26 @@ describe("chooseStoreVolume", () => {
 
 describe("store volume objects", () => {
   it("reads the lease from the PVC annotations (empty counts as none)", () => {
-    expect(storeVolumeView({ metadata: { name: "niximage-store-0", resourceVersion: "9", annotations: { "niximage.io/lease-holder": "web-build-3", "niximage.io/lease-time": "2026-11-22T10:00:00.000Z" } } })).toEqual({
+    expect(
+      storeVolumeView({
+        metadata: {
+          name: "niximage-store-0",
+          resourceVersion: "9",
+          annotations: { "niximage.io/lease-holder": "web-build-3", "niximage.io/lease-time": "2026-11-22T10:00:00.000Z" },
+        },
+      }),
+    ).toEqual({
       name: "niximage-store-0",
       resourceVersion: "9",
       holder: "web-build-3",
       leasedAt: "2026-11-22T10:00:00.000Z",
     });
-    expect(storeVolumeView({ metadata: { name: "v", resourceVersion: "1", annotations: { "niximage.io/lease-holder": "" } } })).toEqual({ name: "v", resourceVersion: "1", holder: undefined, leasedAt: undefined });
+    expect(storeVolumeView({ metadata: { name: "v", resourceVersion: "1", annotations: { "niximage.io/lease-holder": "" } } })).toEqual({
+      name: "v",
+      resourceVersion: "1",
+      holder: undefined,
+      leasedAt: undefined,
+    });
   });
 
   it("lease annotations name the holder and the time", () => {

@@ -108,7 +108,15 @@ describe("isWarmDue", () => {
     ["spring: not before", "30 2 * * *", BERLIN, "2026-03-01T00:00:00Z", "2026-03-28T01:30:00Z", "2026-03-29T00:59:00Z", false],
     ["autumn: due at the first 02:30", "30 2 * * *", BERLIN, "2026-10-01T00:00:00Z", "2026-10-24T00:30:05Z", "2026-10-25T00:30:00Z", true],
     ["autumn: not again at the second 02:30", "30 2 * * *", BERLIN, "2026-10-01T00:00:00Z", "2026-10-25T00:30:05Z", "2026-10-25T01:45:00Z", false],
-    ["autumn: down over the first 02:30, due once in between", "30 2 * * *", BERLIN, "2026-10-01T00:00:00Z", "2026-10-24T00:30:05Z", "2026-10-25T01:10:00Z", true],
+    [
+      "autumn: down over the first 02:30, due once in between",
+      "30 2 * * *",
+      BERLIN,
+      "2026-10-01T00:00:00Z",
+      "2026-10-24T00:30:05Z",
+      "2026-10-25T01:10:00Z",
+      true,
+    ],
     ["autumn: ...and not at the second 02:30 after that", "30 2 * * *", BERLIN, "2026-10-01T00:00:00Z", "2026-10-25T01:10:00Z", "2026-10-25T01:40:00Z", false],
   ];
   it.each(table)("%s", (_name, schedule, zone, createdIso, lastWarm, now, due) => {

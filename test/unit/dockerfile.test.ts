@@ -41,10 +41,13 @@ interface Dockerfile {
 
 /** Expands $VAR, ${VAR} and ${VAR:-default} from `vars`; unknown variables become "". */
 function expand(text: string, vars: Record<string, string | undefined>): string {
-  return text.replace(/\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g, (_m, braced: string | undefined, fallback: string | undefined, bare: string | undefined) => {
-    const value = vars[(braced ?? bare)!];
-    return value !== undefined && value !== "" ? value : (fallback ?? "");
-  });
+  return text.replace(
+    /\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g,
+    (_m, braced: string | undefined, fallback: string | undefined, bare: string | undefined) => {
+      const value = vars[(braced ?? bare)!];
+      return value !== undefined && value !== "" ? value : (fallback ?? "");
+    },
+  );
 }
 
 function parseDockerfile(text: string): Dockerfile {
@@ -157,7 +160,9 @@ function commonChecks(path: string): void {
 
   it("is multi-stage, the final stage copying from a build stage", () => {
     expect(file.stages.length).toBeGreaterThanOrEqual(2);
-    const fromStages = instructions(final(file), "COPY").map((c) => c.flags.from).filter(Boolean);
+    const fromStages = instructions(final(file), "COPY")
+      .map((c) => c.flags.from)
+      .filter(Boolean);
     expect(fromStages.length).toBeGreaterThan(0);
     for (const from of fromStages) expect(stageNames.has(from!), `COPY --from=${from} names a stage`).toBe(true);
   });
@@ -186,7 +191,10 @@ function commonChecks(path: string): void {
   });
 
   it("adds no remote files and bakes in no secrets", () => {
-    expect(file.all.filter((i) => i.keyword === "ADD"), "COPY instead of ADD").toEqual([]);
+    expect(
+      file.all.filter((i) => i.keyword === "ADD"),
+      "COPY instead of ADD",
+    ).toEqual([]);
     for (const i of file.all) {
       expect(i.args, `line ${i.line}`).not.toMatch(/\b(curl|wget)\b[^|]*\|\s*(ba)?sh/);
       if (i.keyword === "ENV" || i.keyword === "ARG") {
@@ -197,7 +205,10 @@ function commonChecks(path: string): void {
   });
 
   it("builds with npm ci from the lock file, compiles, and keeps production dependencies only", () => {
-    const runs = file.all.filter((i) => i.keyword === "RUN").map((i) => i.args).join("\n");
+    const runs = file.all
+      .filter((i) => i.keyword === "RUN")
+      .map((i) => i.args)
+      .join("\n");
     expect(runs).toContain("npm ci --ignore-scripts");
     expect(runs).toContain("npm run build");
     expect(runs).toContain("npm prune --omit=dev");
@@ -206,11 +217,16 @@ function commonChecks(path: string): void {
   });
 
   it("puts the nix-image-operator command on PATH (builder Job steps run it by name)", () => {
-    const runs = instructions(final(file), "RUN").map((i) => i.args).join("\n");
+    const runs = instructions(final(file), "RUN")
+      .map((i) => i.args)
+      .join("\n");
     expect(runs).toContain("ln -s /app/dist/cli/main.js /usr/local/bin/nix-image-operator");
     // The symlink runs main.js through its `#!/usr/bin/env node` line.
     expect(readFileSync(join(repo, "src/cli/main.ts"), "utf8").split("\n")[0]).toBe("#!/usr/bin/env node");
-    const build = file.all.filter((i) => i.keyword === "RUN").map((i) => i.args).join("\n");
+    const build = file.all
+      .filter((i) => i.keyword === "RUN")
+      .map((i) => i.args)
+      .join("\n");
     expect(build).toContain("chmod 0755 dist/cli/main.js");
   });
 
@@ -225,7 +241,10 @@ function commonChecks(path: string): void {
       for (const source of copy.words.slice(0, -1)) {
         expect(existsSync(join(repo, source)), `${path}:${copy.line}: ${source} exists`).toBe(true);
         const clean = source.replace(/^\.\//, "").replace(/\/$/, "");
-        expect(include.some((p) => clean === p || clean.startsWith(`${p}/`)), `${source} is in .dockerignore's allowlist`).toBe(true);
+        expect(
+          include.some((p) => clean === p || clean.startsWith(`${p}/`)),
+          `${source} is in .dockerignore's allowlist`,
+        ).toBe(true);
       }
     }
   });
@@ -252,7 +271,11 @@ describe("Dockerfile parser", () => {
     expect(file.directives).toEqual({ syntax: "docker/dockerfile:1" });
     expect(file.comments).toEqual(["a comment"]);
     expect(file.globalArgs).toEqual({ BASE: "debian:12.8", TAG: undefined });
-    expect(file.stages.map((s) => [s.base, s.name])).toEqual([["debian:12.8", "build"], ["debian:12.8", undefined], ["alpine:3.20.3", undefined]]);
+    expect(file.stages.map((s) => [s.base, s.name])).toEqual([
+      ["debian:12.8", "build"],
+      ["debian:12.8", undefined],
+      ["alpine:3.20.3", undefined],
+    ]);
     expect(file.stages[0]!.instructions[0]!.args).toBe("echo a && echo b");
     const copy = file.stages[1]!.instructions[0]!;
     expect(copy.flags).toEqual({ from: "build", chown: "1:1" });
@@ -291,14 +314,18 @@ describe("Dockerfile (operator image)", () => {
   });
 
   it("is read-only-root friendly: HOME and TMPDIR in /tmp, no VOLUME", () => {
-    const env = instructions(runtime, "ENV").map((e) => e.args).join(" ");
+    const env = instructions(runtime, "ENV")
+      .map((e) => e.args)
+      .join(" ");
     expect(env).toMatch(/HOME=\/tmp/);
     expect(env).toMatch(/TMPDIR=\/tmp/);
     expect(instructions(runtime, "VOLUME")).toEqual([]);
   });
 
   it("ships no package manager and no source or dev dependencies in the final stage", () => {
-    const runs = instructions(runtime, "RUN").map((i) => i.args).join("\n");
+    const runs = instructions(runtime, "RUN")
+      .map((i) => i.args)
+      .join("\n");
     expect(runs).toMatch(/rm -rf \/usr\/local\/lib\/node_modules \/usr\/local\/bin\/npm/);
     expect(instructions(runtime, "COPY").every((c) => c.flags.from === "build")).toBe(true);
   });
@@ -325,15 +352,21 @@ describe("builder/Dockerfile (default Nix builder image)", () => {
     expect(conf).toMatch(/^sandbox = false$/m);
     // The operator's own safety settings are passed per command; nix.conf must not loosen them.
     expect(conf).not.toMatch(/^(accept-flake-config|allow-import-from-derivation)\s*=\s*true/m);
-    const runs = instructions(builder, "RUN").map((r) => r.args).join("\n");
+    const runs = instructions(builder, "RUN")
+      .map((r) => r.args)
+      .join("\n");
     expect(runs).toContain("groupadd --system --gid 30000 nixbld");
     expect(runs).toContain("test -s /nix/var/nix/db/schema");
   });
 
   it("has git, ssh and CA certificates, and Nix on PATH after Debian's tools", () => {
-    const runs = instructions(builder, "RUN").map((r) => r.args).join("\n");
+    const runs = instructions(builder, "RUN")
+      .map((r) => r.args)
+      .join("\n");
     expect(runs).toMatch(/apt-get install -y --no-install-recommends ca-certificates git openssh-client/);
-    const env = instructions(builder, "ENV").map((e) => e.args).join(" ");
+    const env = instructions(builder, "ENV")
+      .map((e) => e.args)
+      .join(" ");
     expect(env).toMatch(/PATH=\/usr\/local\/sbin:\/usr\/local\/bin:.*:\/nix\/var\/nix\/profiles\/default\/bin/);
     expect(env).toContain("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt");
   });

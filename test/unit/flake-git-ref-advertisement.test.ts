@@ -21,7 +21,8 @@ const B = "1111111111111111111111111111111111111111";
 const C = "2222222222222222222222222222222222222222";
 const D = "3333333333333333333333333333333333333333";
 const ZERO = "0".repeat(40);
-const CAPS = "multi_ack thin-pack side-band side-band-64k ofs-delta shallow no-progress include-tag symref=HEAD:refs/heads/main object-format=sha1 agent=git/2.39.5";
+const CAPS =
+  "multi_ack thin-pack side-band side-band-64k ofs-delta shallow no-progress include-tag symref=HEAD:refs/heads/main object-format=sha1 agent=git/2.39.5";
 
 /** A pkt-line stream from strings ("" is a flush). */
 function stream(...lines: string[]): Uint8Array {
@@ -95,10 +96,7 @@ describe("pkt-line decoding", () => {
   });
 
   it("decodes the same packets however the stream is split (property)", () => {
-    const packet = fc.oneof(
-      fc.constant<string | null>(null),
-      fc.string({ maxLength: 40 }),
-    );
+    const packet = fc.oneof(fc.constant<string | null>(null), fc.string({ maxLength: 40 }));
     fc.assert(
       fc.property(fc.array(packet, { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 10 }), (packets, cuts) => {
         const wire = stream(...packets.map((p) => (p === null ? "" : "d" + p)));
@@ -148,15 +146,48 @@ describe("smart ref advertisement (v0/v1)", () => {
   });
 
   const table: [string, Uint8Array, { refs: [string, string, string?][]; head?: string }][] = [
-    ["protocol v1 (version line)", stream(SERVICE, "", "version 1\n", `${A} HEAD\0symref=HEAD:refs/heads/trunk\n`, `${A} refs/heads/trunk\n`, ""), { refs: [["HEAD", A], ["refs/heads/trunk", A]], head: "refs/heads/trunk" }],
+    [
+      "protocol v1 (version line)",
+      stream(SERVICE, "", "version 1\n", `${A} HEAD\0symref=HEAD:refs/heads/trunk\n`, `${A} refs/heads/trunk\n`, ""),
+      {
+        refs: [
+          ["HEAD", A],
+          ["refs/heads/trunk", A],
+        ],
+        head: "refs/heads/trunk",
+      },
+    ],
     ["empty repository (capabilities^{})", stream(SERVICE, "", `${ZERO} capabilities^{}\0${CAPS}\n`, ""), { refs: [], head: "refs/heads/main" }],
     ["empty repository (flush only)", stream(SERVICE, "", ""), { refs: [] }],
     ["no service header", stream(`${A} refs/heads/main\0agent=x\n`, ""), { refs: [["refs/heads/main", A]] }],
     ["lines between service line and flush are skipped", stream(SERVICE, "some extra header\n", "", `${A} HEAD\0\n`, ""), { refs: [["HEAD", A]] }],
-    ["no trailing newlines", stream(SERVICE, "", `${A} HEAD\0symref=HEAD:refs/heads/main`, `${B} refs/heads/main`, ""), { refs: [["HEAD", A], ["refs/heads/main", B]], head: "refs/heads/main" }],
+    [
+      "no trailing newlines",
+      stream(SERVICE, "", `${A} HEAD\0symref=HEAD:refs/heads/main`, `${B} refs/heads/main`, ""),
+      {
+        refs: [
+          ["HEAD", A],
+          ["refs/heads/main", B],
+        ],
+        head: "refs/heads/main",
+      },
+    ],
     ["shallow lines are ignored", stream(SERVICE, "", `${A} HEAD\0\n`, `shallow ${B}\n`, ""), { refs: [["HEAD", A]] }],
-    ["detached HEAD (no symref)", stream(SERVICE, "", `${A} HEAD\0multi_ack\n`, `${B} refs/heads/main\n`, ""), { refs: [["HEAD", A], ["refs/heads/main", B]] }],
-    ["SHA-256 object ids", stream(SERVICE, "", `${"a".repeat(64)} refs/heads/main\0object-format=sha256\n`, ""), { refs: [["refs/heads/main", "a".repeat(64)]] }],
+    [
+      "detached HEAD (no symref)",
+      stream(SERVICE, "", `${A} HEAD\0multi_ack\n`, `${B} refs/heads/main\n`, ""),
+      {
+        refs: [
+          ["HEAD", A],
+          ["refs/heads/main", B],
+        ],
+      },
+    ],
+    [
+      "SHA-256 object ids",
+      stream(SERVICE, "", `${"a".repeat(64)} refs/heads/main\0object-format=sha256\n`, ""),
+      { refs: [["refs/heads/main", "a".repeat(64)]] },
+    ],
     ["empty capability list", stream(SERVICE, "", `${A} refs/heads/x\0\n`, ""), { refs: [["refs/heads/x", A]] }],
   ];
   it.each(table)("%s", (_name, wire, expected) => {

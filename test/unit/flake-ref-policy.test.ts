@@ -73,7 +73,11 @@ describe("checkFlakeRef under the default policy", () => {
 
   const denied: [string, FlakeRefDenyCode, RegExp][] = [
     // schemes denied by default
-    ["path:/src/shop", "SchemeDenied", /'path:' flake refs are not allowed here \(allowed: github:, gitlab:, sourcehut:, git\+https:, git\+ssh:, tarball\+https:, https:\).*flakeRefPolicy\.allowedSchemes/],
+    [
+      "path:/src/shop",
+      "SchemeDenied",
+      /'path:' flake refs are not allowed here \(allowed: github:, gitlab:, sourcehut:, git\+https:, git\+ssh:, tarball\+https:, https:\).*flakeRefPolicy\.allowedSchemes/,
+    ],
     ["./shop", "SchemeDenied", /local paths are not allowed/],
     ["/src/shop", "SchemeDenied", /local paths are not allowed/],
     [".", "SchemeDenied", /local paths/],
@@ -180,7 +184,20 @@ describe("checkFlakeRef under wider policies", () => {
 
   it("allows paths and registry refs when configured, but not ambiguous relative paths", () => {
     const p = policy({ allowedSchemes: ["path", "flake", "git+file", "file", "tarball+file"] });
-    for (const ok of ["./shop", "../shop?dir=web", "/src/shop", ".", "path:/src/shop", `path:/src?rev=${REV}`, "nixpkgs", `nixpkgs/main/${REV}`, "flake:nixpkgs?dir=lib", "git+file:///src/shop?ref=main", "file:///srv/a.tar.gz", "tarball+file:///srv/a"]) {
+    for (const ok of [
+      "./shop",
+      "../shop?dir=web",
+      "/src/shop",
+      ".",
+      "path:/src/shop",
+      `path:/src?rev=${REV}`,
+      "nixpkgs",
+      `nixpkgs/main/${REV}`,
+      "flake:nixpkgs?dir=lib",
+      "git+file:///src/shop?ref=main",
+      "file:///srv/a.tar.gz",
+      "tarball+file:///srv/a",
+    ]) {
       expect(checkFlakeRef(ok, p), ok).toMatchObject({ ok: true });
     }
     // `shop/web` is the registry ref `shop` at branch `web` for Nix; `shop+x/web` is a relative path.
@@ -257,21 +274,40 @@ const query = fc
 const wellFormed: fc.Arbitrary<string> = fc.oneof(
   fc.tuple(fc.constantFrom("github", "gitlab", "sourcehut"), segments(2, 4), fc.option(hex40)).map(([s, p, r]) => `${s}:${p}${r ? "/" + r : ""}`),
   fc
-    .tuple(fc.constantFrom("git+https", "git+http", "git", "hg+https", "hg+http", "tarball+https", "tarball+http", "file+https", "file+http", "https", "http"), host, segments(0, 3), archive)
+    .tuple(
+      fc.constantFrom("git+https", "git+http", "git", "hg+https", "hg+http", "tarball+https", "tarball+http", "file+https", "file+http", "https", "http"),
+      host,
+      segments(0, 3),
+      archive,
+    )
     .map(([s, h, p, a]) => `${s}://${h}/${p}${a}`),
   fc
     .tuple(fc.constantFrom("git+ssh", "hg+ssh"), fc.constantFrom("", "git@", "git:pw@", "a.b@"), host, fc.constantFrom("/", ":"), segments(1, 3))
     .map(([s, u, h, sep, p]) => `${s}://${u}${h}${sep}${p}`),
   fc
-    .tuple(fc.constantFrom("git+file", "hg+file", "tarball+file", "file+file", "file", "path"), fc.constantFrom(":", ":/", "://", ":///", "://host/"), segments(0, 3), archive)
+    .tuple(
+      fc.constantFrom("git+file", "hg+file", "tarball+file", "file+file", "file", "path"),
+      fc.constantFrom(":", ":/", "://", ":///", "://host/"),
+      segments(0, 3),
+      archive,
+    )
     .map(([s, sep, p, a]) => `${s}${sep}${p}${a}`),
   fc.tuple(fc.constantFrom(".", "./", "../", "/", ""), segments(0, 3)).map(([pre, p]) => pre + p),
-  fc.tuple(fc.constantFrom("nixpkgs", "flake:nixpkgs", "n1_x-y", "1x"), fc.option(safeWord), fc.option(hex40)).map(([id, r, c]) => `${id}${r ? "/" + r : ""}${c ? "/" + c : ""}`),
+  fc
+    .tuple(fc.constantFrom("nixpkgs", "flake:nixpkgs", "n1_x-y", "1x"), fc.option(safeWord), fc.option(hex40))
+    .map(([id, r, c]) => `${id}${r ? "/" + r : ""}${c ? "/" + c : ""}`),
 );
 
 const mutation = fc.oneof(
   { weight: 6, arbitrary: fc.constant((s: string) => s) },
-  { weight: 2, arbitrary: fc.tuple(fc.nat(), fc.constantFrom(..."&;|$`<>\\ \t\n\u0000\u007f#%'\"!()*[]{}^é?/=@:")).map(([i, c]) => (s: string) => s.slice(0, i % (s.length + 1)) + c + s.slice(i % (s.length + 1))) },
+  {
+    weight: 2,
+    arbitrary: fc.tuple(fc.nat(), fc.constantFrom(..."&;|$`<>\\ \t\n\u0000\u007f#%'\"!()*[]{}^é?/=@:")).map(
+      ([i, c]) =>
+        (s: string) =>
+          s.slice(0, i % (s.length + 1)) + c + s.slice(i % (s.length + 1)),
+    ),
+  },
   { weight: 1, arbitrary: fc.nat().map((i) => (s: string) => s.slice(0, i % (s.length + 1))) },
   { weight: 1, arbitrary: fc.constant((s: string) => s.toUpperCase()) },
   { weight: 1, arbitrary: fc.constant((s: string) => s + "#web") },
@@ -353,7 +389,17 @@ describe("checkFlakeRef properties", () => {
 });
 
 describe("checkAttribute", () => {
-  const ok = ["default", "web", "packages.x86_64-linux.web", "devShells.x86_64-linux.default", "legacyPackages.aarch64-darwin.gtk+", "foo'", "_private", "0ad", "a".repeat(ATTRIBUTE_MAX_LENGTH)];
+  const ok = [
+    "default",
+    "web",
+    "packages.x86_64-linux.web",
+    "devShells.x86_64-linux.default",
+    "legacyPackages.aarch64-darwin.gtk+",
+    "foo'",
+    "_private",
+    "0ad",
+    "a".repeat(ATTRIBUTE_MAX_LENGTH),
+  ];
   it.each(ok)("accepts %s", (attr) => {
     expect(checkAttribute(attr)).toBeUndefined();
     expect(attributePattern.test(attr)).toBe(true);

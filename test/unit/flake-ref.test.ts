@@ -35,20 +35,39 @@ const accepted: [string, FlakeRef][] = [
   ["github:acme//shop/", { type: "github", scheme: "github", owner: "acme", repo: "shop", params: {} }],
   ["github:/acme/shop", { type: "github", scheme: "github", owner: "acme", repo: "shop", params: {} }],
   // base-32 and base-64 spellings of a commit, as Nix's hash parser accepts them
-  ["github:o/r?rev=0123456789abcdfghijklmnpqrsvwxyz", { type: "github", scheme: "github", owner: "o", repo: "r", rev: "df77be75c6d7563a6584cf35b65442c714324400", params: {} }],
+  [
+    "github:o/r?rev=0123456789abcdfghijklmnpqrsvwxyz",
+    { type: "github", scheme: "github", owner: "o", repo: "r", rev: "df77be75c6d7563a6584cf35b65442c714324400", params: {} },
+  ],
   ["github:o/r?rev=qqqqqqqqqqqqqqqqqqqqqqqqqqo=", { type: "github", scheme: "github", owner: "o", repo: "r", rev: "a".repeat(40), params: {} }],
   [`github:o/r?rev=sha1:${REV}`, { type: "github", scheme: "github", owner: "o", repo: "r", rev: REV, params: {} }],
   ["gitlab:acme/shop/main", { type: "gitlab", scheme: "gitlab", owner: "acme", repo: "shop", ref: "main", params: {} }],
   ["gitlab:group%2Fsub/shop", { type: "gitlab", scheme: "gitlab", owner: "group%2Fsub", repo: "shop", params: {} }],
   ["sourcehut:~user/repo", { type: "sourcehut", scheme: "sourcehut", owner: "~user", repo: "repo", params: {} }],
-  ["sourcehut:~user/repo/main?host=git.example.org", { type: "sourcehut", scheme: "sourcehut", owner: "~user", repo: "repo", ref: "main", host: "git.example.org", params: {} }],
+  [
+    "sourcehut:~user/repo/main?host=git.example.org",
+    { type: "sourcehut", scheme: "sourcehut", owner: "~user", repo: "repo", ref: "main", host: "git.example.org", params: {} },
+  ],
   // git
   ["git+https://example.com/acme/shop.git", { type: "git", scheme: "git+https", url: "https://example.com/acme/shop.git", params: {} }],
   [
     `git+https://example.com/shop?ref=main&rev=${REV}&dir=web&shallow=1&submodules=true&allRefs=1`,
-    { type: "git", scheme: "git+https", url: "https://example.com/shop", ref: "main", rev: REV, dir: "web", shallow: true, submodules: false, params: { allRefs: "1" } },
+    {
+      type: "git",
+      scheme: "git+https",
+      url: "https://example.com/shop",
+      ref: "main",
+      rev: REV,
+      dir: "web",
+      shallow: true,
+      submodules: false,
+      params: { allRefs: "1" },
+    },
   ],
-  ["git+https://example.com/shop?ref=refs/heads/main", { type: "git", scheme: "git+https", url: "https://example.com/shop", ref: "refs/heads/main", params: {} }],
+  [
+    "git+https://example.com/shop?ref=refs/heads/main",
+    { type: "git", scheme: "git+https", url: "https://example.com/shop", ref: "refs/heads/main", params: {} },
+  ],
   ["git+ssh://git@github.com/acme/shop", { type: "git", scheme: "git+ssh", url: "ssh://git@github.com/acme/shop", params: {} }],
   ["git+ssh://git@github.com:22/acme/shop", { type: "git", scheme: "git+ssh", url: "ssh://git@github.com:22/acme/shop", params: {} }],
   ["git+http://127.0.0.1:8080/shop.git", { type: "git", scheme: "git+http", url: "http://127.0.0.1:8080/shop.git", params: {} }],
@@ -65,7 +84,10 @@ const accepted: [string, FlakeRef][] = [
   ["https://example.com/shop.tar.gz", { type: "tarball", scheme: "https", url: "https://example.com/shop.tar.gz", params: {} }],
   ["http://example.com/shop.zip", { type: "tarball", scheme: "http", url: "http://example.com/shop.zip", params: {} }],
   ["file:///srv/shop.tar.zst", { type: "tarball", scheme: "file", url: "file:///srv/shop.tar.zst", params: {} }],
-  [`https://example.com/shop.tgz?narHash=${NAR}&dir=web&token=x`, { type: "tarball", scheme: "https", url: "https://example.com/shop.tgz", narHash: NAR, dir: "web", params: { token: "x" } }],
+  [
+    `https://example.com/shop.tgz?narHash=${NAR}&dir=web&token=x`,
+    { type: "tarball", scheme: "https", url: "https://example.com/shop.tgz", narHash: NAR, dir: "web", params: { token: "x" } },
+  ],
   ["https://example.com/shop.TAR.GZ", { type: "file", scheme: "https", url: "https://example.com/shop.TAR.GZ", params: {} }],
   ["https://example.com/shop", { type: "file", scheme: "https", url: "https://example.com/shop", params: {} }],
   ["tarball+https://example.com/archive/main", { type: "tarball", scheme: "tarball+https", url: "https://example.com/archive/main", params: {} }],
@@ -98,7 +120,10 @@ const accepted: [string, FlakeRef][] = [
   ["nixpkgs/main/", { type: "indirect", scheme: "flake", form: "bare", id: "nixpkgs", ref: "main", params: {} }],
   ["nixpkgs#", { type: "indirect", scheme: "flake", form: "bare", id: "nixpkgs", params: {} }],
   ["flake:nixpkgs", { type: "indirect", scheme: "flake", form: "url", id: "nixpkgs", params: {} }],
-  ["flake:nixpkgs/main?dir=lib&ref=ignored", { type: "indirect", scheme: "flake", form: "url", id: "nixpkgs", ref: "main", dir: "lib", params: { ref: "ignored" } }],
+  [
+    "flake:nixpkgs/main?dir=lib&ref=ignored",
+    { type: "indirect", scheme: "flake", form: "url", id: "nixpkgs", ref: "main", dir: "lib", params: { ref: "ignored" } },
+  ],
 ];
 
 // Inputs Nix 2.8 refuses before fetching anything, and the part of our message that says why.
@@ -185,7 +210,11 @@ describe("parseFlakeRef", () => {
 
   it("treats a query parameter key as raw text and its value as percent-encoded", () => {
     expect(decodeQuery("%72ef=ma%69n&a=1=2&b&=x&a=3")).toEqual(
-      new Map([["%72ef", "main"], ["a", "1=2"], ["", "x"]]),
+      new Map([
+        ["%72ef", "main"],
+        ["a", "1=2"],
+        ["", "x"],
+      ]),
     );
     expect(percentDecode("a%2Fb+c%e2%82%ac%FF")).toBe("a/b+c€\uFFFD");
   });
@@ -231,9 +260,7 @@ describe("withRevision", () => {
   });
 
   it("keeps the branch of git, Mercurial and registry refs", () => {
-    expect(formatFlakeRef(withRevision(parseFlakeRef("git+https://h/x?ref=main&dir=d"), REV))).toBe(
-      `git+https://h/x?ref=main&rev=${REV}&dir=d`,
-    );
+    expect(formatFlakeRef(withRevision(parseFlakeRef("git+https://h/x?ref=main&dir=d"), REV))).toBe(`git+https://h/x?ref=main&rev=${REV}&dir=d`);
     expect(formatFlakeRef(withRevision(parseFlakeRef("hg+https://h/x"), REV))).toBe(`hg+https://h/x?rev=${REV}`);
     expect(formatFlakeRef(withRevision(parseFlakeRef("nixpkgs/main"), REV))).toBe(`nixpkgs/main/${REV}`);
   });
@@ -283,7 +310,15 @@ const word = fc.oneof(
 );
 const key = fc.constantFrom("ref", "rev", "dir", "host", "narHash", "shallow", "submodules", "allRefs", "lastModified", "revCount", "foo", "%72ef", "");
 const value = fc.oneof(word, hex40, fc.constantFrom(NAR, "1", "0", "+5", "%2F", "%zz", "%41", "a%20b", "qqqqqqqqqqqqqqqqqqqqqqqqqqo="));
-const query = fc.array(fc.oneof(fc.tuple(key, value).map(([k, v]) => `${k}=${v}`), key), { maxLength: 4 }).map((kvs) => kvs.join("&"));
+const query = fc
+  .array(
+    fc.oneof(
+      fc.tuple(key, value).map(([k, v]) => `${k}=${v}`),
+      key,
+    ),
+    { maxLength: 4 },
+  )
+  .map((kvs) => kvs.join("&"));
 const scheme = fc.constantFrom(...KNOWN_SCHEMES, "GitHub", "hg", "ftp", "git+git", "tarball", "x");
 const authority = fc.constantFrom("", "example.com", "git@example.com", "u:p@h", "127.0.0.1:8080", "[::1]", "h:x");
 const pathPart = fc.array(fc.oneof(word, hex40), { maxLength: 4 }).map((ws) => ws.join("/"));

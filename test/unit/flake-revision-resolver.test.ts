@@ -1,12 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { encodePktLine } from "../../src/flake/git-ref-advertisement.ts";
-import {
-  displayUrl,
-  resolveRevision,
-  RevisionResolveError,
-  type FetchLike,
-  type ResolveRevisionOptions,
-} from "../../src/flake/revision-resolver.ts";
+import { displayUrl, resolveRevision, RevisionResolveError, type FetchLike, type ResolveRevisionOptions } from "../../src/flake/revision-resolver.ts";
 
 const A = "a".repeat(40);
 const B = "b".repeat(40);
@@ -139,7 +133,11 @@ describe("resolveRevision: matching refs", () => {
   });
 
   it("a tag listed before a branch of the same name still loses to the branch", async () => {
-    const refs: [string, string][] = [["HEAD", A], ["refs/tags/x", C], ["refs/heads/x", B]];
+    const refs: [string, string][] = [
+      ["HEAD", A],
+      ["refs/tags/x", C],
+      ["refs/heads/x", B],
+    ];
     const { result } = await resolveWith("github:o/r/x", () => smart(advertisement(refs)));
     expect(result).toEqual({ rev: B, refName: "refs/heads/x" });
   });
@@ -151,7 +149,10 @@ describe("resolveRevision: matching refs", () => {
   });
 
   it("stops reading once a branch has been found", async () => {
-    const head = advertisement([["HEAD", A], ["refs/heads/main", A]]).subarray(0, -4); // without the final flush
+    const head = advertisement([
+      ["HEAD", A],
+      ["refs/heads/main", A],
+    ]).subarray(0, -4); // without the final flush
     let cancelled = false;
     let pulls = 0;
     const body = new ReadableStream<Uint8Array>({
@@ -200,9 +201,7 @@ describe("resolveRevision: errors", () => {
     expect(e.kind).toBe("ref-not-found");
     expect(e.ref).toBe("feature");
     expect(e.transient).toBe(false);
-    expect(e.message).toBe(
-      'ref "feature" not found in https://github.com/acme/shop.git; the repository has branches dev, main and tags dev, v1, v2',
-    );
+    expect(e.message).toBe('ref "feature" not found in https://github.com/acme/shop.git; the repository has branches dev, main and tags dev, v1, v2');
   });
 
   it("shortens long branch lists", async () => {
@@ -213,12 +212,19 @@ describe("resolveRevision: errors", () => {
 
   it("an empty repository", async () => {
     const empty = pkts("# service=git-upload-pack\n", "", `${"0".repeat(40)} capabilities^{}\0multi_ack\n`, "");
-    expect((await errorOf(resolveWith("github:o/r", () => smart(empty)))).message).toMatch(/default branch of https:\/\/github.com\/o\/r.git: the repository is empty/);
+    expect((await errorOf(resolveWith("github:o/r", () => smart(empty)))).message).toMatch(
+      /default branch of https:\/\/github.com\/o\/r.git: the repository is empty/,
+    );
     expect((await errorOf(resolveWith("github:o/r/main", () => smart(empty)))).message).toMatch(/ref "main" not found .*the repository is empty/);
   });
 
   it.each([
-    [404, "repository-not-found", /^repository https:\/\/github.com\/o\/r.git not found \(HTTP 404 from https:\/\/github.com\/o\/r.git\/info\/refs\?service=git-upload-pack\)$/, false],
+    [
+      404,
+      "repository-not-found",
+      /^repository https:\/\/github.com\/o\/r.git not found \(HTTP 404 from https:\/\/github.com\/o\/r.git\/info\/refs\?service=git-upload-pack\)$/,
+      false,
+    ],
     [401, "unauthorized", /^https:\/\/github.com\/o\/r.git refused anonymous access \(HTTP 401\): the repository is private or does not exist/, false],
     [403, "unauthorized", /HTTP 403/, false],
     [500, "http-status", /answered HTTP 500/, true],
@@ -234,7 +240,9 @@ describe("resolveRevision: errors", () => {
   });
 
   it("an HTML page is not a git server", async () => {
-    const e = await errorOf(resolveWith("git+https://h/r", () => new Response("<html>login</html>", { headers: { "content-type": "text/html; charset=utf-8" } })));
+    const e = await errorOf(
+      resolveWith("git+https://h/r", () => new Response("<html>login</html>", { headers: { "content-type": "text/html; charset=utf-8" } })),
+    );
     expect(e.kind).toBe("protocol");
     expect(e.message).toMatch(/HTML page, not a git ref advertisement/);
   });
@@ -276,8 +284,7 @@ describe("resolveRevision: errors", () => {
   });
 
   it("times out, also while the body is read", async () => {
-    const hang: FetchLike = (_url, init) =>
-      new Promise((_resolve, reject) => init.signal?.addEventListener("abort", () => reject(init.signal?.reason)));
+    const hang: FetchLike = (_url, init) => new Promise((_resolve, reject) => init.signal?.addEventListener("abort", () => reject(init.signal?.reason)));
     const e1 = await errorOf(resolveRevision("github:o/r", { fetchImpl: hang, timeoutMs: 50 }));
     expect(e1.kind).toBe("timeout");
     expect(e1.transient).toBe(true);
@@ -297,8 +304,7 @@ describe("resolveRevision: errors", () => {
   });
 
   it("an abort by the caller rejects with the caller's reason", async () => {
-    const hang: FetchLike = (_url, init) =>
-      new Promise((_resolve, reject) => init.signal?.addEventListener("abort", () => reject(init.signal?.reason)));
+    const hang: FetchLike = (_url, init) => new Promise((_resolve, reject) => init.signal?.addEventListener("abort", () => reject(init.signal?.reason)));
     const controller = new AbortController();
     const reason = new Error("shutting down");
     const p = resolveRevision("github:o/r", { fetchImpl: hang, signal: controller.signal });
@@ -351,7 +357,9 @@ describe("resolveRevision: redirects and credentials", () => {
 
   it("sends URL credentials as Basic auth, only to the same origin, and never shows them", async () => {
     const { calls } = await resolveWith("git+https://bot:s3cr%40t@git.example.com/r.git?ref=main", (url) =>
-      url.startsWith("https://git.example.com/") ? redirect("https://cdn.example.net/r.git/info/refs?service=git-upload-pack") : smart(advertisement(standardRefs)),
+      url.startsWith("https://git.example.com/")
+        ? redirect("https://cdn.example.net/r.git/info/refs?service=git-upload-pack")
+        : smart(advertisement(standardRefs)),
     );
     expect(calls[0]!.url).toBe("https://git.example.com/r.git/info/refs?service=git-upload-pack");
     expect(calls[0]!.headers.Authorization).toBe("Basic " + Buffer.from("bot:s3cr@t").toString("base64"));

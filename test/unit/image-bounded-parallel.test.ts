@@ -41,11 +41,16 @@ describe("mapBounded", () => {
   it("stops starting tasks when aborted", async () => {
     const ac = new AbortController();
     const started: number[] = [];
-    const p = mapBounded([0, 1, 2, 3], 1, async (n) => {
-      started.push(n);
-      if (n === 1) ac.abort(new Error("stop"));
-      return n;
-    }, ac.signal);
+    const p = mapBounded(
+      [0, 1, 2, 3],
+      1,
+      async (n) => {
+        started.push(n);
+        if (n === 1) ac.abort(new Error("stop"));
+        return n;
+      },
+      ac.signal,
+    );
     await expect(p).rejects.toThrow("stop");
     expect(started).toEqual([0, 1]);
   });

@@ -25,7 +25,15 @@ async function file(name: string, content: Buffer | string, mode = 0o444): Promi
 const n2c = {
   version: 1,
   "image-config": { Entrypoint: ["/nix/store/c3jb20ggb2p6m0ynj8qniycjird2h4li-n2c-hello/bin/hello"] },
-  layers: [{ digest: `sha256:${"a".repeat(64)}`, size: 0, diff_ids: `sha256:${"a".repeat(64)}`, paths: [{ path: "/nix/store/g1q9rqaxw9hdmq5iyz1y6a6zpfyrz9sf-busybox-static" }], mediatype: "application/vnd.oci.image.layer.v1.tar" }],
+  layers: [
+    {
+      digest: `sha256:${"a".repeat(64)}`,
+      size: 0,
+      diff_ids: `sha256:${"a".repeat(64)}`,
+      paths: [{ path: "/nix/store/g1q9rqaxw9hdmq5iyz1y6a6zpfyrz9sf-busybox-static" }],
+      mediatype: "application/vnd.oci.image.layer.v1.tar",
+    },
+  ],
   arch: "amd64",
 };
 
@@ -112,7 +120,14 @@ describe("detectFormat", () => {
 describe("sniffFormat and firstTarEntryName", () => {
   it("reads the first real entry behind ./, GNU long names and PAX headers", () => {
     const long = `${"f".repeat(64)}/${"x".repeat(120)}`;
-    expect(firstTarEntryName(tarBytes([{ name: "./", type: "dir" }, { name: "./manifest.json", data: "[]" }]))).toBe("manifest.json");
+    expect(
+      firstTarEntryName(
+        tarBytes([
+          { name: "./", type: "dir" },
+          { name: "./manifest.json", data: "[]" },
+        ]),
+      ),
+    ).toBe("manifest.json");
     expect(firstTarEntryName(tarBytes([{ name: long, data: "x", longName: "gnu" }]))).toBe(long);
     expect(firstTarEntryName(tarBytes([{ name: long, data: "x", longName: "pax" }]))).toBe(long);
     expect(firstTarEntryName(Buffer.alloc(512, 1))).toBeUndefined();

@@ -6,7 +6,14 @@ import { Readable } from "node:stream";
 import { gzipSync, zstdCompressSync } from "node:zlib";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { indexDockerArchiveFile, layerBlobStreamSource, openDockerArchive, parseArchiveManifest, type ArchiveLayer, type DockerArchiveSource } from "../../src/image/formats/docker-archive.ts";
+import {
+  indexDockerArchiveFile,
+  layerBlobStreamSource,
+  openDockerArchive,
+  parseArchiveManifest,
+  type ArchiveLayer,
+  type DockerArchiveSource,
+} from "../../src/image/formats/docker-archive.ts";
 import { ImageFormatError } from "../../src/image/formats/format-error.ts";
 import { dockerArchive, layerTar, sha256Hex, tarBytes } from "./image-formats-tar-fixture.ts";
 
@@ -132,7 +139,10 @@ describe("docker-archive reader", () => {
       { name: "bbbb/layer.tar", type: "symlink", linkName: `../${id1}/layer.tar` },
       { name: "cccc/layer.tar", type: "hardlink", linkName: `${id1}/layer.tar` },
       { name: "cfg.json", data: config },
-      { name: "manifest.json", data: JSON.stringify([{ Config: "cfg.json", RepoTags: null, Layers: [`${id1}/layer.tar`, "bbbb/layer.tar", "cccc/layer.tar"] }]) },
+      {
+        name: "manifest.json",
+        data: JSON.stringify([{ Config: "cfg.json", RepoTags: null, Layers: [`${id1}/layer.tar`, "bbbb/layer.tar", "cccc/layer.tar"] }]),
+      },
     ]);
     const { seen, image } = await readArchive({ kind: "stream", stream: Readable.from([bytes]) });
     expect(seen).toHaveLength(1);
@@ -213,7 +223,14 @@ describe("docker-archive reader", () => {
   it.each([
     ["no manifest", tarBytes([{ name: "a/layer.tar", data: layerTar(19, 10) }]), /no manifest\.json/],
     ["missing config", tarBytes([{ name: "manifest.json", data: '[{"Config":"c.json","Layers":[]}]' }]), /config c\.json .* not in the archive/],
-    ["missing layer", tarBytes([{ name: "c.json", data: "{}" }, { name: "manifest.json", data: '[{"Config":"c.json","Layers":["l/layer.tar"]}]' }]), /layer l\/layer\.tar .* not in the archive/],
+    [
+      "missing layer",
+      tarBytes([
+        { name: "c.json", data: "{}" },
+        { name: "manifest.json", data: '[{"Config":"c.json","Layers":["l/layer.tar"]}]' },
+      ]),
+      /layer l\/layer\.tar .* not in the archive/,
+    ],
     ["bad manifest", tarBytes([{ name: "manifest.json", data: "{" }]), /manifest\.json is not valid JSON/],
     ["not a tar", Buffer.alloc(2048, 0x41), /not a tar archive/],
     ["truncated", dockerArchive([layerTar(20, 5000)]).bytes.subarray(0, 3000), /ends inside an entry/],

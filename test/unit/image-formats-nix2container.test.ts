@@ -3,7 +3,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ImageFormatError } from "../../src/image/formats/format-error.ts";
-import { isStorePathUnder, looksLikeNix2Container, nix2ContainerFeatures, parseNix2Container, readNix2Container } from "../../src/image/formats/nix2container.ts";
+import {
+  isStorePathUnder,
+  looksLikeNix2Container,
+  nix2ContainerFeatures,
+  parseNix2Container,
+  readNix2Container,
+} from "../../src/image/formats/nix2container.ts";
 
 const busybox = "/nix/store/g1q9rqaxw9hdmq5iyz1y6a6zpfyrz9sf-busybox-static";
 const share = "/nix/store/hs17wrcsa7hprw287d4qfqc5ghnq2i4l-n2c-share";
@@ -49,9 +55,16 @@ describe("parseNix2Container", () => {
       "image-config": {},
       layers: [
         {
-          paths: [{ path: busybox, options: { rewrite: { regex: `^${busybox}`, repl: "" }, perms: [{ regex: ".*", mode: "0755", uid: 0, gid: 0 }] } }, { path: share, options: {} }],
+          paths: [
+            { path: busybox, options: { rewrite: { regex: `^${busybox}`, repl: "" }, perms: [{ regex: ".*", mode: "0755", uid: 0, gid: 0 }] } },
+            { path: share, options: {} },
+          ],
         },
-        { digest: `sha256:${"ab".repeat(32)}`, "layer-path": "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-blob.tar", mediatype: "application/vnd.oci.image.layer.v1.tar+gzip" },
+        {
+          digest: `sha256:${"ab".repeat(32)}`,
+          "layer-path": "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-blob.tar",
+          mediatype: "application/vnd.oci.image.layer.v1.tar+gzip",
+        },
         { paths: [{ path: app, options: { ignoreDestination: "^/etc" } }] },
       ],
     });
@@ -80,7 +93,10 @@ describe("parseNix2Container", () => {
   });
 
   it("honours another store directory", () => {
-    const img = parseNix2Container({ version: 1, "image-config": {}, layers: [{ paths: ["/gnu/store/g1q9rqaxw9hdmq5iyz1y6a6zpfyrz9sf-x"] }] }, { storeDir: "/gnu/store/" });
+    const img = parseNix2Container(
+      { version: 1, "image-config": {}, layers: [{ paths: ["/gnu/store/g1q9rqaxw9hdmq5iyz1y6a6zpfyrz9sf-x"] }] },
+      { storeDir: "/gnu/store/" },
+    );
     expect(img.layers[0]!.paths).toEqual(["/gnu/store/g1q9rqaxw9hdmq5iyz1y6a6zpfyrz9sf-x"]);
   });
 });

@@ -126,5 +126,8 @@ export function layerTar(seed: number, size: number): Buffer {
     x = (x * 1103515245 + 12345) >>> 0;
     data[i] = x >>> 24;
   }
-  return tarBytes([{ name: "bin", type: "dir" }, { name: `bin/file-${seed}`, data }]);
+  return tarBytes([
+    { name: "bin", type: "dir" },
+    { name: `bin/file-${seed}`, data },
+  ]);
 }

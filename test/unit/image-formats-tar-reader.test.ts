@@ -49,7 +49,14 @@ describe("TarReader", () => {
   });
 
   it("skips unread data when moving to the next entry", async () => {
-    const r = new TarReader(Readable.from([tarBytes([{ name: "a", data: "x".repeat(1000) }, { name: "b", data: "y" }])]));
+    const r = new TarReader(
+      Readable.from([
+        tarBytes([
+          { name: "a", data: "x".repeat(1000) },
+          { name: "b", data: "y" },
+        ]),
+      ]),
+    );
     expect((await r.next())?.name).toBe("a");
     expect((await r.next())?.name).toBe("b");
     expect((await r.readAll(10)).toString()).toBe("y");
@@ -57,7 +64,10 @@ describe("TarReader", () => {
   });
 
   it("reports the data offset of each entry", async () => {
-    const bytes = tarBytes([{ name: "a", data: "x".repeat(600) }, { name: "b", data: "hello" }]);
+    const bytes = tarBytes([
+      { name: "a", data: "x".repeat(600) },
+      { name: "b", data: "hello" },
+    ]);
     const r = new TarReader(Readable.from([bytes]));
     const a = await r.next();
     const b = await r.next();
@@ -114,7 +124,12 @@ describe("tar fields", () => {
     expect(isTarHeader(bad)).toBe(false);
   });
   it("parses pax records", () => {
-    expect(parsePaxRecords(Buffer.from("12 path=abc\n16 linkpath=x=y\n"))).toEqual(new Map([["path", "abc"], ["linkpath", "x=y"]]));
+    expect(parsePaxRecords(Buffer.from("12 path=abc\n16 linkpath=x=y\n"))).toEqual(
+      new Map([
+        ["path", "abc"],
+        ["linkpath", "x=y"],
+      ]),
+    );
     expect(() => parsePaxRecords(Buffer.from("99 path=abc\n"))).toThrow(TarFormatError);
   });
 });

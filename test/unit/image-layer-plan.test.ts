@@ -99,7 +99,9 @@ describe("planLayers", () => {
 
   it("changing only the app changes only the last layer", () => {
     const v1 = planLayers(typical, [p("app")], { maxLayers: 4 });
-    const v2closure = typical.map((c) => (c.path === p("app") ? { ...c, path: p("app2"), references: [...c.references.filter((r) => r !== p("app")), p("app2")] } : c));
+    const v2closure = typical.map((c) =>
+      c.path === p("app") ? { ...c, path: p("app2"), references: [...c.references.filter((r) => r !== p("app")), p("app2")] } : c,
+    );
     const v2 = planLayers(v2closure, [p("app2")], { maxLayers: 4 });
     expect(v2.layers.slice(0, -1)).toEqual(v1.layers.slice(0, -1));
     expect(v2.layers.at(-1)!.paths).toEqual([p("app2")]);

@@ -48,7 +48,14 @@ describe("parsePathInfo", () => {
     ["a non-string reference", [{ path: app, narSize: 1, references: [1] }], /bad reference/],
     ["a relative path", [{ path: "nix/store/x", narSize: 1 }], /absolute/],
     ["an entry without path", [{ narSize: 1 }], /path/],
-    ["a duplicate", [{ path: app, narSize: 1 }, { path: app, narSize: 1 }], /duplicate/],
+    [
+      "a duplicate",
+      [
+        { path: app, narSize: 1 },
+        { path: app, narSize: 1 },
+      ],
+      /duplicate/,
+    ],
     ["a number", 42, /expected a JSON array/],
   ])("rejects %s", (_what, json, error) => {
     expect(() => parsePathInfo(json)).toThrow(PathInfoError);

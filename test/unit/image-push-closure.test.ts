@@ -144,7 +144,15 @@ describe("pushClosure", () => {
     expect(r.layers).toEqual({ total: 6, pushed: 0, skipped: 0, mounted: 6 });
     expect(registry.calls.filter((c) => c.startsWith("MOUNT")).every((c) => c.endsWith("from acme/base"))).toBe(true);
 
-    const r2 = await pushClosure({ registry, repository: "acme/third", closure, roots: [app], readRoot: root, onCacheMiss: "hash-first", mountFrom: ["acme/base"] });
+    const r2 = await pushClosure({
+      registry,
+      repository: "acme/third",
+      closure,
+      roots: [app],
+      readRoot: root,
+      onCacheMiss: "hash-first",
+      mountFrom: ["acme/base"],
+    });
     expect(r2.layers.mounted).toBe(6);
   });
 
@@ -165,7 +173,13 @@ describe("pushClosure", () => {
     const registry = new FakeRegistry();
     const cache = new MemoryLayerCache();
     const clean = await pushClosure({ registry: new FakeRegistry(), repository: "acme/web", closure, roots: [app], readRoot: root });
-    const key = layerCacheKey({ paths: [app], narHashes: new Map(closure.map((c) => [c.path, c.narHash!])), compression: "none", mtime: 1, storeDir: "/nix/store" });
+    const key = layerCacheKey({
+      paths: [app],
+      narHashes: new Map(closure.map((c) => [c.path, c.narHash!])),
+      compression: "none",
+      mtime: 1,
+      storeDir: "/nix/store",
+    });
     const bogus = `sha256:${"0".repeat(64)}` as Digest;
     await cache.put(key, { digest: bogus, size: 1, diffId: bogus, mediaType: "application/vnd.oci.image.layer.v1.tar" });
     const r = await pushClosure({ registry, repository: "acme/web", closure, roots: [app], cache, readRoot: root });
@@ -193,13 +207,24 @@ describe("pushClosure", () => {
   it("reports progress phases in order, per-layer states, and ends with all bytes done", async () => {
     const { root, closure, app } = fakeStore();
     const events: PushProgress[] = [];
-    const r = await pushClosure({ registry: new FakeRegistry(), repository: "acme/web", closure, roots: [app], readRoot: root, tags: ["a", "b"], onProgress: (p) => events.push(p) });
+    const r = await pushClosure({
+      registry: new FakeRegistry(),
+      repository: "acme/web",
+      closure,
+      roots: [app],
+      readRoot: root,
+      tags: ["a", "b"],
+      onProgress: (p) => events.push(p),
+    });
     const phases = events.map((e) => e.phase).filter((p, i, a) => a[i - 1] !== p);
     expect(phases).toEqual(["plan", "layers", "config", "manifest", "tags", "done"]);
     const last = events.at(-1)!;
     expect(last.bytesDone).toBe(last.bytesTotal);
     expect(last.bytesTotal).toBe(closure.reduce((s, c) => s + c.narSize, 0));
-    const done = events.filter((e) => e.layer?.status === "pushed").map((e) => e.layer!.index).sort();
+    const done = events
+      .filter((e) => e.layer?.status === "pushed")
+      .map((e) => e.layer!.index)
+      .sort();
     expect(done).toEqual([0, 1, 2, 3, 4, 5]);
     expect(events.every((e, i) => i === 0 || e.bytesDone >= events[i - 1]!.bytesDone)).toBe(true);
     expect(Object.keys(r.seconds)).toEqual(["plan", "layers", "config", "manifest", "tags", "total"]);
@@ -225,7 +250,13 @@ describe("pushClosure", () => {
     const cacheDir = join(root, "cache");
     const registry = new FakeRegistry();
     await pushClosure({ registry, repository: "acme/web", closure, roots: [app], readRoot: root, cache: new DirectoryLayerCache(cacheDir) });
-    const key = layerCacheKey({ paths: [app], narHashes: new Map(closure.map((c) => [c.path, c.narHash!])), compression: "none", mtime: 1, storeDir: "/nix/store" });
+    const key = layerCacheKey({
+      paths: [app],
+      narHashes: new Map(closure.map((c) => [c.path, c.narHash!])),
+      compression: "none",
+      mtime: 1,
+      storeDir: "/nix/store",
+    });
     const entry = JSON.parse(await readFile(join(cacheDir, `${key}.json`), "utf8")) as Record<string, unknown>;
     expect(entry).toMatchObject({ mediaType: "application/vnd.oci.image.layer.v1.tar", seenIn: "fake.registry:5000/acme/web" });
     writeFileSync(join(cacheDir, `${key}.json`), "{not json");

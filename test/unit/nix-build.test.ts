@@ -95,9 +95,12 @@ describe("parseBuildOutput", () => {
     ]);
     expect(orderedOutPaths(d)).toEqual(["/nix/store/a", "/nix/store/a-bin", "/nix/store/a-dev", "/nix/store/b"]);
   });
-  it.each([[{}], [[{ drvPath: 1, outputs: {} }]], [[{ drvPath: "/x.drv", outputs: {} }]], [[{ drvPath: "/x.drv", outputs: { out: "rel" } }]]])("rejects %j", (json) => {
-    expect(() => parseBuildOutput(json)).toThrow(NixError);
-  });
+  it.each([[{}], [[{ drvPath: 1, outputs: {} }]], [[{ drvPath: "/x.drv", outputs: {} }]], [[{ drvPath: "/x.drv", outputs: { out: "rel" } }]]])(
+    "rejects %j",
+    (json) => {
+      expect(() => parseBuildOutput(json)).toThrow(NixError);
+    },
+  );
 });
 
 describe("attribute info", () => {

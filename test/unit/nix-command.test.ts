@@ -96,7 +96,10 @@ describe("displayArgv", () => {
 describe("NixCommand.run", () => {
   it("runs argv without a shell, with the safety options first, and returns stdout", async () => {
     const argsFile = join(dir, "args.txt");
-    const bin = await fakeNix("nix-ok", `for a in "$@"; do printf '%s\\n' "$a"; done > ${argsFile}\necho '[{"drvPath":"/nix/store/x.drv","outputs":{"out":"/nix/store/y"}}]'`);
+    const bin = await fakeNix(
+      "nix-ok",
+      `for a in "$@"; do printf '%s\\n' "$a"; done > ${argsFile}\necho '[{"drvPath":"/nix/store/x.drv","outputs":{"out":"/nix/store/y"}}]'`,
+    );
     const nix = new NixCommand({ nixBin: bin, baseEnv: { PATH: "/usr/bin:/bin" } });
     const r = await nix.run(["build", "--json", "--", "git+http://h/x.git#a;rm -rf /"], { what: "build x" });
     expect(JSON.parse(r.stdout)).toEqual([{ drvPath: "/nix/store/x.drv", outputs: { out: "/nix/store/y" } }]);
@@ -185,7 +188,9 @@ describe("NixCommand.run", () => {
   it("kills a command that runs past its timeout", async () => {
     const bin = await fakeNix("nix-slow", `echo '@nix {"action":"start","id":1,"type":102,"text":""}' >&2\nexec sleep 30`);
     const started = Date.now();
-    const e = (await new NixCommand({ nixBin: bin, killGraceMs: 500 }).run(["build"], { what: "build slow", timeoutMs: 200 }).catch((x: unknown) => x)) as NixError;
+    const e = (await new NixCommand({ nixBin: bin, killGraceMs: 500 })
+      .run(["build"], { what: "build slow", timeoutMs: 200 })
+      .catch((x: unknown) => x)) as NixError;
     expect(e).toBeInstanceOf(NixError);
     expect(e.kind).toBe("timeout");
     expect(e.reason).toMatch(/no result within 0 s \(while realising\)/);
@@ -205,7 +210,9 @@ describe("NixCommand.run", () => {
 
   it("limits stdout", async () => {
     const bin = await fakeNix("nix-chatty", "exec /usr/bin/yes");
-    const e = (await new NixCommand({ nixBin: bin, maxStdoutBytes: 100_000, killGraceMs: 500 }).run(["eval"], { what: "eval" }).catch((x: unknown) => x)) as NixError;
+    const e = (await new NixCommand({ nixBin: bin, maxStdoutBytes: 100_000, killGraceMs: 500 })
+      .run(["eval"], { what: "eval" })
+      .catch((x: unknown) => x)) as NixError;
     expect(e.kind).toBe("invalid-output");
   });
 

@@ -6,7 +6,9 @@ import { classifyNixFailure, NixError, redactUrlCredentials } from "../../src/ni
 const cases: Array<{ name: string; errors: string[]; text?: string[]; evalOnly?: boolean; kind: string; reason: RegExp; drvPath?: string }> = [
   {
     name: "missing attribute",
-    errors: ["flake 'git+http://127.0.0.1:4000/broken.git' does not provide attribute 'packages.x86_64-linux.default', 'legacyPackages.x86_64-linux.default' or 'default'"],
+    errors: [
+      "flake 'git+http://127.0.0.1:4000/broken.git' does not provide attribute 'packages.x86_64-linux.default', 'legacyPackages.x86_64-linux.default' or 'default'",
+    ],
     evalOnly: true,
     kind: "attribute-missing",
     reason: /does not provide attribute 'packages\.x86_64-linux\.default'/,
@@ -45,7 +47,9 @@ const cases: Array<{ name: string; errors: string[]; text?: string[]; evalOnly?:
   },
   {
     name: "import from derivation",
-    errors: ["cannot build '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-gen.drv' during evaluation because the option 'allow-import-from-derivation' is disabled"],
+    errors: [
+      "cannot build '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-gen.drv' during evaluation because the option 'allow-import-from-derivation' is disabled",
+    ],
     evalOnly: true,
     kind: "ifd-disabled",
     reason: /allow-import-from-derivation/,

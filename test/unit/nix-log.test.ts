@@ -126,7 +126,7 @@ describe("NixLogParser", () => {
 
   it("keeps plain and malformed lines as text and never throws", () => {
     const p = new NixLogParser({ textLinesKept: 2 });
-    for (const l of ["fatal: repository 'x' not found", "@nix {not json", "@nix 42", "", "\u001b[1mbold\u001b[0m", "@nix {\"action\":\"weird\"}"]) p.feed(l);
+    for (const l of ["fatal: repository 'x' not found", "@nix {not json", "@nix 42", "", "\u001b[1mbold\u001b[0m", '@nix {"action":"weird"}']) p.feed(l);
     expect(p.textTail()).toEqual(["@nix {not json", "bold"]);
   });
 

@@ -1,12 +1,6 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import {
-  buildImageConfig,
-  buildImageManifest,
-  ImageManifestError,
-  layerMediaType,
-  normaliseExposedPort,
-} from "../../src/oci/image-manifest.ts";
+import { buildImageConfig, buildImageManifest, ImageManifestError, layerMediaType, normaliseExposedPort } from "../../src/oci/image-manifest.ts";
 import type { Digest } from "../../src/oci/digest.ts";
 
 const d = (c: string) => `sha256:${c.repeat(64)}` as Digest;

@@ -202,7 +202,9 @@ describe("RegistryClient blob operations", () => {
       json(res, 400, { errors: [{ code: "MANIFEST_BLOB_UNKNOWN", message: "blob unknown to registry", detail: { digest: "sha256:x" } }] }),
     );
     const bytes = Buffer.from("{}");
-    const err = await client(host).putManifest("acme/web", "v1", { bytes, mediaType: "application/vnd.oci.image.manifest.v1+json" }).catch((e: unknown) => e);
+    const err = await client(host)
+      .putManifest("acme/web", "v1", { bytes, mediaType: "application/vnd.oci.image.manifest.v1+json" })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RegistryError);
     expect((err as RegistryError).message).toMatch(/PUT manifest acme\/web:v1 failed: HTTP 400: MANIFEST_BLOB_UNKNOWN: blob unknown to registry/);
     expect((err as RegistryError).hasCode("MANIFEST_BLOB_UNKNOWN")).toBe(true);
@@ -356,7 +358,9 @@ describe("RegistryClient authentication", () => {
       res.writeHead(401, { "WWW-Authenticate": `Bearer realm="http://${tokenServer.host}/token",service="s"` });
       res.end();
     });
-    const err = (await client(host, { credentials: { username: "bob", password } }).hasBlob("acme/web", sha("a")).catch((e: unknown) => e)) as Error;
+    const err = (await client(host, { credentials: { username: "bob", password } })
+      .hasBlob("acme/web", sha("a"))
+      .catch((e: unknown) => e)) as Error;
     expect(err.message).toMatch(/token request .* failed: HTTP 401: DENIED: no \[redacted\]: the token service rejected the credentials/);
     expect(err.message).not.toContain(password);
   });

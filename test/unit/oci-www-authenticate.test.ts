@@ -32,7 +32,7 @@ describe("parseWwwAuthenticate", () => {
   });
 
   it("never throws on junk", () => {
-    for (const junk of ['"', "=", ',,,', 'Bearer realm="unterminated', "Bearer ===", "\u0000\u00ff"]) {
+    for (const junk of ['"', "=", ",,,", 'Bearer realm="unterminated', "Bearer ===", "\u0000\u00ff"]) {
       expect(() => parseWwwAuthenticate(junk)).not.toThrow();
     }
   });

@@ -16,7 +16,12 @@ function image(status: NixImageStatus = { latestImage: latest, latestRevision: {
   };
 }
 
-function deployment(name: string, containers: { name: string; image: string }[], annotations: Record<string, string> = {}, extra: Partial<Workload> = {}): Workload {
+function deployment(
+  name: string,
+  containers: { name: string; image: string }[],
+  annotations: Record<string, string> = {},
+  extra: Partial<Workload> = {},
+): Workload {
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -29,15 +34,36 @@ function deployment(name: string, containers: { name: string; image: string }[],
 describe("chosenContainer", () => {
   it.each([
     ["the only container", [{ name: "web", image: "x" }], {}, "web"],
-    ["the named one of several", [{ name: "a", image: "x" }, { name: "b", image: "x" }], { "niximage.io/container": "b" }, "b"],
+    [
+      "the named one of several",
+      [
+        { name: "a", image: "x" },
+        { name: "b", image: "x" },
+      ],
+      { "niximage.io/container": "b" },
+      "b",
+    ],
   ])("picks %s", (_what, containers, annotations, want) => {
     const chosen = chosenContainer(deployment("d", containers, annotations));
     expect("container" in chosen && chosen.container.name).toBe(want);
   });
 
   it.each([
-    ["several, none named", [{ name: "a", image: "x" }, { name: "b", image: "x" }], {}, /2 containers \(a, b\).*niximage.io\/container/],
-    ["a name that does not exist", [{ name: "web", image: "x" }], { "niximage.io/container": "wbe" }, /container "wbe".*does not exist; this workload has: web/],
+    [
+      "several, none named",
+      [
+        { name: "a", image: "x" },
+        { name: "b", image: "x" },
+      ],
+      {},
+      /2 containers \(a, b\).*niximage.io\/container/,
+    ],
+    [
+      "a name that does not exist",
+      [{ name: "web", image: "x" }],
+      { "niximage.io/container": "wbe" },
+      /container "wbe".*does not exist; this workload has: web/,
+    ],
   ])("refuses %s", (_what, containers, annotations, message) => {
     const chosen = chosenContainer(deployment("d", containers, annotations));
     expect("problem" in chosen && chosen.problem).toMatch(message);
@@ -47,7 +73,9 @@ describe("chosenContainer", () => {
 describe("planRollout", () => {
   it("patches a target that runs something else, remembering what it ran", () => {
     const plan = planRollout({ image: image(), workloads: [deployment("web", [{ name: "web", image: "busybox:1" }])] });
-    expect(plan.patches).toEqual([expect.objectContaining({ container: "web", image: latest, previous: "busybox:1", rollback: false, revision: "1".repeat(40) })]);
+    expect(plan.patches).toEqual([
+      expect.objectContaining({ container: "web", image: latest, previous: "busybox:1", rollback: false, revision: "1".repeat(40) }),
+    ]);
     expect(plan.targets[0]).toMatchObject({ kind: "Deployment", name: "web", previousImage: "busybox:1" });
   });
 
@@ -64,21 +92,35 @@ describe("planRollout", () => {
   });
 
   it("refuses a latest image without a digest", () => {
-    const plan = planRollout({ image: image({ latestImage: "registry.example.com/shop/web:latest" }), workloads: [deployment("web", [{ name: "web", image: "x" }])] });
+    const plan = planRollout({
+      image: image({ latestImage: "registry.example.com/shop/web:latest" }),
+      workloads: [deployment("web", [{ name: "web", image: "x" }])],
+    });
     expect(plan.patches).toEqual([]);
     expect(plan.refusals[0]!.message).toMatch(/no digest/);
   });
 
-  const failing = { status: { observedGeneration: 2, conditions: [{ type: "Progressing", status: "False", reason: "ProgressDeadlineExceeded", message: "timed out" }] } };
+  const failing = {
+    status: { observedGeneration: 2, conditions: [{ type: "Progressing", status: "False", reason: "ProgressDeadlineExceeded", message: "timed out" }] },
+  };
 
   it("rolls back after ProgressDeadlineExceeded when asked, and never rolls that digest out again", () => {
-    const before: NixImageStatus = { latestImage: latest, rollout: [{ kind: "Deployment", name: "web", container: "web", previousImage: "old@sha256:" + "b".repeat(64) }] };
-    const plan = planRollout({ image: image(before, { rollbackOnFailure: true }), workloads: [deployment("web", [{ name: "web", image: latest }], {}, failing)] });
+    const before: NixImageStatus = {
+      latestImage: latest,
+      rollout: [{ kind: "Deployment", name: "web", container: "web", previousImage: "old@sha256:" + "b".repeat(64) }],
+    };
+    const plan = planRollout({
+      image: image(before, { rollbackOnFailure: true }),
+      workloads: [deployment("web", [{ name: "web", image: latest }], {}, failing)],
+    });
     expect(plan.patches).toEqual([expect.objectContaining({ image: "old@sha256:" + "b".repeat(64), rollback: true })]);
     expect(plan.targets[0]).toMatchObject({ rolledBackFrom: latest });
 
     const after: NixImageStatus = { latestImage: latest, rollout: plan.targets };
-    const again = planRollout({ image: image(after, { rollbackOnFailure: true }), workloads: [deployment("web", [{ name: "web", image: "old@sha256:" + "b".repeat(64) }])] });
+    const again = planRollout({
+      image: image(after, { rollbackOnFailure: true }),
+      workloads: [deployment("web", [{ name: "web", image: "old@sha256:" + "b".repeat(64) }])],
+    });
     expect(again.patches).toEqual([]);
     expect(again.targets[0]!.message).toMatch(/^rollout failed/);
   });

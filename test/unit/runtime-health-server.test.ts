@@ -61,7 +61,13 @@ describe("health server", () => {
   });
 
   it("informersSynced names the informers that are not synced yet", () => {
-    const a = { name: "niximages", synced: false, hasSynced() { return this.synced; } };
+    const a = {
+      name: "niximages",
+      synced: false,
+      hasSynced() {
+        return this.synced;
+      },
+    };
     const b = { name: "jobs", hasSynced: () => true };
     const check = informersSynced([a, b]);
     expect(check()).toBe("not synced: niximages");

@@ -1,14 +1,7 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import {
-  Informer,
-  annotationIndex,
-  objectKey,
-  ownerIndex,
-  parseKey,
-  type ListWatchSource,
-} from "../../src/runtime/informer.ts";
+import { Informer, annotationIndex, objectKey, ownerIndex, parseKey, type ListWatchSource } from "../../src/runtime/informer.ts";
 import { FakeClock, flushAsync } from "../support/fake-clock.ts";
 
 const logger = pino({ level: "silent" });
@@ -127,8 +120,7 @@ describe("Informer cache and events", () => {
 describe("Informer secondary indexes", () => {
   const owned = (name: string, owner: string | undefined, rv = "1") =>
     obj(name, "shop", rv, owner ? { ownerReferences: [{ apiVersion: "niximage.io/v1alpha1", kind: "NixImage", name: owner, uid: `uid-${owner}` }] } : {});
-  const annotated = (name: string, from: string | undefined, rv = "1") =>
-    obj(name, "shop", rv, from ? { annotations: { "niximage.io/from": from } } : {});
+  const annotated = (name: string, from: string | undefined, rv = "1") => obj(name, "shop", rv, from ? { annotations: { "niximage.io/from": from } } : {});
 
   it("keeps owner and annotation indexes right through add, update and delete", async () => {
     const { source, informer } = setup();
@@ -139,7 +131,11 @@ describe("Informer secondary indexes", () => {
     source.emit("add", owned("web-build-2", "web"));
     source.emit("add", owned("api-build-1", "api"));
     source.emit("add", annotated("deploy-web", "web"));
-    const names = (index: string, value: string) => informer.byIndex(index, value).map((o) => o.metadata?.name).sort();
+    const names = (index: string, value: string) =>
+      informer
+        .byIndex(index, value)
+        .map((o) => o.metadata?.name)
+        .sort();
     expect(names("owner", "shop/web")).toEqual(["web-build-1", "web-build-2"]);
     expect(names("owner", "shop/api")).toEqual(["api-build-1"]);
     expect(names("from", "shop/web")).toEqual(["deploy-web"]);

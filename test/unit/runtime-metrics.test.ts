@@ -1,13 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { controllerMetricsFactory } from "../../src/runtime/controller-metrics.ts";
-import {
-  MetricsRegistry,
-  escapeHelp,
-  escapeLabelValue,
-  exponentialBuckets,
-  formatValue,
-  registerProcessMetrics,
-} from "../../src/runtime/metrics.ts";
+import { MetricsRegistry, escapeHelp, escapeLabelValue, exponentialBuckets, formatValue, registerProcessMetrics } from "../../src/runtime/metrics.ts";
 
 describe("metrics text format 0.0.4", () => {
   it("renders counters, gauges and histograms exactly", () => {

@@ -72,10 +72,7 @@ describe("TokenBucketRateLimiter", () => {
 describe("combined limiters", () => {
   it("MaxOf takes the longest delay and forgets in all", () => {
     const clock = new FakeClock();
-    const limiter = new MaxOfRateLimiter<string>(
-      new ExponentialBackoffRateLimiter({ baseMs: 5 }),
-      new TokenBucketRateLimiter({ qps: 1, burst: 1, clock }),
-    );
+    const limiter = new MaxOfRateLimiter<string>(new ExponentialBackoffRateLimiter({ baseMs: 5 }), new TokenBucketRateLimiter({ qps: 1, burst: 1, clock }));
     expect(limiter.when("a")).toBe(5); // token available; backoff 5
     expect(limiter.when("a")).toBe(1000); // bucket empty: 1 s beats 10 ms
     expect(limiter.retries("a")).toBe(2);

@@ -43,21 +43,24 @@ describe("validateManifests", () => {
   });
 
   it("numbers documents and reports YAML syntax errors", () => {
-    const text = "kind: ConfigMap\n---\napiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'nixpkgs', image: {repository: r.example.com/a}}\n---\nkey: [unclosed\n";
+    const text =
+      "kind: ConfigMap\n---\napiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'nixpkgs', image: {repository: r.example.com/a}}\n---\nkey: [unclosed\n";
     const report = validateManifests(text, defaultFlakeRefPolicy);
     expect(report.problems[0]).toMatchObject({ document: 2, line: 3, field: "spec.flake" });
     expect(report.problems[1]).toMatchObject({ document: 3, field: "(yaml)" });
   });
 
   it("follows a widened policy", () => {
-    const text = "apiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'git+http://127.0.0.1:8080/shop.git', image: {repository: localhost:5000/shop}}\n";
+    const text =
+      "apiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'git+http://127.0.0.1:8080/shop.git', image: {repository: localhost:5000/shop}}\n";
     expect(validateManifests(text, defaultFlakeRefPolicy).problems).toHaveLength(1);
     const widened = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
     expect(validateManifests(text, widened).problems).toEqual([]);
   });
 
   it("never echoes a value that might be a secret", () => {
-    const text = "apiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'github:a/b', image: {repository: r.example.com/a, pushSecretRef: {name: 'hunter2-SECRET'}}}\n";
+    const text =
+      "apiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'github:a/b', image: {repository: r.example.com/a, pushSecretRef: {name: 'hunter2-SECRET'}}}\n";
     const report = validateManifests(text, defaultFlakeRefPolicy);
     expect(report.problems).toHaveLength(1);
     expect(JSON.stringify(report)).not.toContain("hunter2");

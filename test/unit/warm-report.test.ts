@@ -23,10 +23,16 @@ const storePath = (name: string, seed = 0) => {
   }
   return `/nix/store/${h}-${name}`;
 };
-const closureOf = (names: string[], seed = 0) => names.map((n) => ({ path: storePath(n, seed), narSize: 1000, narHash: "sha256:x", references: [] as string[] }));
+const closureOf = (names: string[], seed = 0) =>
+  names.map((n) => ({ path: storePath(n, seed), narSize: 1000, narHash: "sha256:x", references: [] as string[] }));
 
 const rev = "e".repeat(40);
-const revision = { url: `git+http://127.0.0.1:8080/app.git?ref=refs/heads/master&rev=${rev}`, rev, lastModified: 1704067260, narHash: "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" };
+const revision = {
+  url: `git+http://127.0.0.1:8080/app.git?ref=refs/heads/master&rev=${rev}`,
+  rev,
+  lastModified: 1704067260,
+  narHash: "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+};
 
 function buildResult(outPath: string): BuildResult {
   return {
@@ -132,7 +138,14 @@ describe("fitWarmReport", () => {
     expect(parsed.closureDiff!.changed).toHaveLength(n);
     expect(parsed.closureDiff!.added[0]).toEqual({ name: "added-package-0", to: "1.0" });
     // One more entry each would not have fitted.
-    const oneMore = { ...parsed, closureDiff: { added: big(256).closureDiff!.added.slice(0, n + 1), removed: big(256).closureDiff!.removed.slice(0, n + 1), changed: big(256).closureDiff!.changed.slice(0, n + 1) } };
+    const oneMore = {
+      ...parsed,
+      closureDiff: {
+        added: big(256).closureDiff!.added.slice(0, n + 1),
+        removed: big(256).closureDiff!.removed.slice(0, n + 1),
+        changed: big(256).closureDiff!.changed.slice(0, n + 1),
+      },
+    };
     expect(bytes(JSON.stringify(oneMore))).toBeGreaterThan(4096);
     expect(parsed.revision).toEqual(revision);
     expect(parsed.seconds).toEqual({ lock: 1, build: 2 });

@@ -100,7 +100,10 @@ export function firstTarEntryName(tar: Buffer): string | undefined {
     const size = parseNumeric(block, 124, 12);
     const dataBlocks = Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
     if (type === "L" && pos + TAR_BLOCK + size <= tar.length) {
-      longName = tar.subarray(pos + TAR_BLOCK, pos + TAR_BLOCK + size).toString("utf8").replace(/\0+$/, "");
+      longName = tar
+        .subarray(pos + TAR_BLOCK, pos + TAR_BLOCK + size)
+        .toString("utf8")
+        .replace(/\0+$/, "");
       pos += TAR_BLOCK + dataBlocks;
       continue;
     }
@@ -145,7 +148,12 @@ export function sniffFormat(head: Buffer, facts: FileFacts, json?: unknown, deco
   if (tar.length >= TAR_BLOCK && isTarHeader(tar.subarray(0, TAR_BLOCK))) {
     const first = firstTarEntryName(tar);
     if (first !== undefined && archiveEntryPattern.test(first)) {
-      return { ...base, format: "docker-archive", compression, reason: `a ${compression === "none" ? "" : `${compression} `}tar whose first entry ${JSON.stringify(first)} is docker-archive layout` };
+      return {
+        ...base,
+        format: "docker-archive",
+        compression,
+        reason: `a ${compression === "none" ? "" : `${compression} `}tar whose first entry ${JSON.stringify(first)} is docker-archive layout`,
+      };
     }
     return { ...base, format: "package", reason: `a tar archive, but its first entry ${JSON.stringify(first ?? "?")} is not docker-archive layout` };
   }
@@ -156,7 +164,11 @@ export function sniffFormat(head: Buffer, facts: FileFacts, json?: unknown, deco
     if (facts.executable && streamScriptPattern.test(text)) {
       return { ...base, format: "stream-layered", reason: "an executable script that runs a streamLayeredImage stream script" };
     }
-    return { ...base, format: "package", reason: facts.executable ? "an executable script (not a streamLayeredImage script)" : "a script that is not executable" };
+    return {
+      ...base,
+      format: "package",
+      reason: facts.executable ? "an executable script (not a streamLayeredImage script)" : "a script that is not executable",
+    };
   }
 
   const firstChar = head.toString("utf8").trimStart()[0];
@@ -206,7 +218,12 @@ export async function detectFormat(outPath: string, options: DetectFormatOptions
   try {
     f = await facts(outPath);
   } catch (e) {
-    throw new ImageFormatError({ format: options.format ?? "auto", source: outPath, reason: `cannot stat: ${(e as Error).message}`, hint: "Build the attribute first; the path must exist in the store." });
+    throw new ImageFormatError({
+      format: options.format ?? "auto",
+      source: outPath,
+      reason: `cannot stat: ${(e as Error).message}`,
+      hint: "Build the attribute first; the path must exist in the store.",
+    });
   }
   let head: Buffer = Buffer.alloc(0);
   let json: unknown;
@@ -223,7 +240,12 @@ export async function detectFormat(outPath: string, options: DetectFormatOptions
   const forced = options.format ?? "auto";
   if (forced === "auto") return sniffed;
   const mismatch = (reason: string) =>
-    new ImageFormatError({ format: forced, source: outPath, reason: `format ${forced} was requested but ${reason}`, hint: `Remove the explicit format to detect it (it looks like ${sniffed.format}: ${sniffed.reason}).` });
+    new ImageFormatError({
+      format: forced,
+      source: outPath,
+      reason: `format ${forced} was requested but ${reason}`,
+      hint: `Remove the explicit format to detect it (it looks like ${sniffed.format}: ${sniffed.reason}).`,
+    });
   switch (forced) {
     case "package":
       break;
@@ -237,7 +259,12 @@ export async function detectFormat(outPath: string, options: DetectFormatOptions
       if (f.kind !== "file" || json === undefined) throw mismatch("the out path is not a JSON file");
       break;
   }
-  const out: DetectedFormat = { format: forced, reason: `format ${forced} requested (content looks like ${sniffed.format})`, kind: sniffed.kind, executable: f.executable };
+  const out: DetectedFormat = {
+    format: forced,
+    reason: `format ${forced} requested (content looks like ${sniffed.format})`,
+    kind: sniffed.kind,
+    executable: f.executable,
+  };
   if (sniffed.compression !== undefined) out.compression = sniffed.compression;
   return out;
 }

@@ -258,7 +258,15 @@ async function openSource(source: DockerArchiveSource, signal: AbortSignal | und
     const compression = sniffCompression(head);
     const raw = createReadStream(source.path, { highWaterMark: 1024 * 1024 });
     const stream = decompress(raw, compression);
-    return { stream, compression, finish: async () => undefined, failure: async () => undefined, close: () => raw.destroy(), describe: source.path, file: source.path };
+    return {
+      stream,
+      compression,
+      finish: async () => undefined,
+      failure: async () => undefined,
+      close: () => raw.destroy(),
+      describe: source.path,
+      file: source.path,
+    };
   }
   if (source.kind === "stream") {
     const head = await peekChunk(source.stream);
@@ -387,7 +395,8 @@ export class DockerArchive {
   async *layers(): AsyncGenerator<ArchiveLayer, void, undefined> {
     if (this.started) throw new Error("DockerArchive.layers() can be iterated only once");
     this.started = true;
-    let describe = this.source.kind === "file" ? this.source.path : this.source.kind === "command" ? this.source.argv.join(" ") : (this.source.description ?? "stream");
+    let describe =
+      this.source.kind === "file" ? this.source.path : this.source.kind === "command" ? this.source.argv.join(" ") : (this.source.description ?? "stream");
     let reader: TarReader | undefined;
     let settled = false;
     try {
@@ -457,7 +466,14 @@ export class DockerArchive {
         const digest = `sha256:${createHash("sha256").update(b.bytes).digest("hex")}` as Sha256Digest;
         const compression = sniffCompression(b.bytes);
         streamed.set(src, { digest: Promise.resolve(digest), size: b.bytes.length, compression });
-        yield { path: src, size: b.bytes.length, compression, stream: Readable.from([b.bytes]), digest: Promise.resolve(digest), reopen: () => Readable.from([b.bytes]) };
+        yield {
+          path: src,
+          size: b.bytes.length,
+          compression,
+          stream: Readable.from([b.bytes]),
+          digest: Promise.resolve(digest),
+          reopen: () => Readable.from([b.bytes]),
+        };
       }
 
       const configEntry = buffered.get(resolveLinks(item.Config, links));

@@ -20,7 +20,10 @@ export class ImageFormatError extends Error {
   readonly hint: string;
 
   constructor(init: ImageFormatErrorInit) {
-    super(`${init.format === "auto" ? "image" : init.format} ${init.source}: ${init.reason}. What to do: ${init.hint}`, init.cause === undefined ? undefined : { cause: init.cause });
+    super(
+      `${init.format === "auto" ? "image" : init.format} ${init.source}: ${init.reason}. What to do: ${init.hint}`,
+      init.cause === undefined ? undefined : { cause: init.cause },
+    );
     this.format = init.format;
     this.source = init.source;
     this.reason = init.reason;

@@ -117,7 +117,10 @@ export function parseNumeric(block: Buffer, offset: number, length: number): num
     }
     return value;
   }
-  const text = field.toString("latin1").replace(/[\0 ]+$/g, "").replace(/^[\0 ]+/, "");
+  const text = field
+    .toString("latin1")
+    .replace(/[\0 ]+$/g, "")
+    .replace(/^[\0 ]+/, "");
   if (text === "") return 0;
   if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`tar: bad numeric field ${JSON.stringify(text.slice(0, 20))}`);
   return parseInt(text, 8);
@@ -285,7 +288,9 @@ export class TarReader {
         return undefined;
       }
       if (!isTarHeader(block)) {
-        throw new TarFormatError(`tar: bad header checksum at byte ${this.bytes.position - TAR_BLOCK} (entry ${this.count + 1}): not a tar archive or corrupted`);
+        throw new TarFormatError(
+          `tar: bad header checksum at byte ${this.bytes.position - TAR_BLOCK} (entry ${this.count + 1}): not a tar archive or corrupted`,
+        );
       }
       const typeFlag = String.fromCharCode(block[156]!);
       let size = parseNumeric(block, 124, 12);

@@ -50,5 +50,19 @@ export async function makeClusterPki(dir: string, opts: { nodeName: string; node
     leaf("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "client", { organization: "system:masters" }),
     leaf("front-proxy-client", "front-proxy-client", "client"),
   ]);
-  return { dir, ca, serving, admin, controllerManager, scheduler, kubelet, kubeletServing, apiserverKubeletClient, frontProxyClient, serviceAccount, adminToken, tokenFile };
+  return {
+    dir,
+    ca,
+    serving,
+    admin,
+    controllerManager,
+    scheduler,
+    kubelet,
+    kubeletServing,
+    apiserverKubeletClient,
+    frontProxyClient,
+    serviceAccount,
+    adminToken,
+    tokenFile,
+  };
 }

@@ -172,11 +172,16 @@ export function leftovers(info: Pick<ClusterInfo, "runDir" | "net">, socket = co
   const podPids = pidsInCgroup("kubepods");
   if (podPids.length) out.push(`processes in kubepods cgroups: ${podPids.join(", ")}`);
   if (linkExists(info.net.bridge)) out.push(`interface ${info.net.bridge} (ports: ${bridgePorts(info.net.bridge).join(", ") || "none"})`);
-  const nat = runSync("iptables", ["-w", "5", "-t", "nat", "-S"]).stdout.split("\n").filter((l) => l.includes(info.net.ruleComment));
+  const nat = runSync("iptables", ["-w", "5", "-t", "nat", "-S"])
+    .stdout.split("\n")
+    .filter((l) => l.includes(info.net.ruleComment));
   out.push(...nat.map((r) => `iptables rule ${r}`));
   if (existsSync(info.runDir)) out.push(`directory ${info.runDir}`);
   const ours = (argv: string[]) => argv.some((a) => a.includes(info.runDir));
-  const procs = readdirSync("/proc").filter((n) => /^\d+$/.test(n)).map(Number).filter((p) => p !== process.pid && ours(processCmdline(p)));
+  const procs = readdirSync("/proc")
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((p) => p !== process.pid && ours(processCmdline(p)));
   if (procs.length) out.push(`processes naming ${info.runDir}: ${procs.join(", ")}`);
   return out;
 }
@@ -274,12 +279,14 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
   let kubelet: Kubelet | undefined;
   const abort = new AbortController();
   const signal = abort.signal;
-  const started = <T extends { daemon: Daemon }>(phase: number, name: string) => (v: T) => {
-    daemons.push({ phase, daemon: v.daemon });
-    mark(name);
-    writeState();
-    return v;
-  };
+  const started =
+    <T extends { daemon: Daemon }>(phase: number, name: string) =>
+    (v: T) => {
+      daemons.push({ phase, daemon: v.daemon });
+      mark(name);
+      writeState();
+      return v;
+    };
 
   const stopAll = async (): Promise<string[]> => {
     await provisioner?.stop();
@@ -289,10 +296,14 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
     if (kubelet && containerd) {
       // Delete every pod through the API: the kubelet kills the containers, CNI DEL releases the
       // address and removes the veth, the sandbox's netns goes. Bounded: the sweep follows anyway.
-      await run(join(binDir, "kubectl"), ["--kubeconfig", kubeconfigFile, "delete", "pods", "--all", "--all-namespaces", "--grace-period=1", "--wait=false"], { timeoutMs: 30_000 }).catch(() => undefined);
+      await run(join(binDir, "kubectl"), ["--kubeconfig", kubeconfigFile, "delete", "pods", "--all", "--all-namespaces", "--grace-period=1", "--wait=false"], {
+        timeoutMs: 30_000,
+      }).catch(() => undefined);
       const deadline = Date.now() + 45_000;
       while (Date.now() < deadline) {
-        const out = await run(join(binDir, "kubectl"), ["--kubeconfig", kubeconfigFile, "get", "pods", "-A", "--no-headers", "-o", "name"], { timeoutMs: 10_000 }).catch(() => ({ stdout: "?" }));
+        const out = await run(join(binDir, "kubectl"), ["--kubeconfig", kubeconfigFile, "get", "pods", "-A", "--no-headers", "-o", "name"], {
+          timeoutMs: 10_000,
+        }).catch(() => ({ stdout: "?" }));
         if (out.stdout.trim() === "") break;
         await sleep(500);
       }
@@ -337,9 +348,9 @@ export async function startCluster(options: StartClusterOptions = {}): Promise<C
       retryOnPortConflict(() =>
         startKubeControllerManager({ binDir, apiServerUrl: apiserver.url, pki: p, stateDir: runDir, logFile: logFile("kube-controller-manager"), signal }),
       ).then(started(0, "kube-controller-manager")),
-      retryOnPortConflict(() => startScheduler({ binDir, apiServerUrl: apiserver.url, pki: p, stateDir: runDir, logFile: logFile("kube-scheduler"), signal })).then(
-        started(0, "kube-scheduler"),
-      ),
+      retryOnPortConflict(() =>
+        startScheduler({ binDir, apiServerUrl: apiserver.url, pki: p, stateDir: runDir, logFile: logFile("kube-scheduler"), signal }),
+      ).then(started(0, "kube-scheduler")),
       startProvisioner({ kc, volumesDir: join(runDir, "volumes"), log: (m) => appendLog(logFile("provisioner"), m) }).then((v) => {
         provisioner = v;
         mark("provisioner");

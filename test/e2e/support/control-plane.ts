@@ -61,7 +61,10 @@ export async function startScheduler(opts: {
   const dir = join(opts.stateDir, "kube-scheduler");
   await mkdir(dir, { recursive: true });
   const kubeconfig = join(dir, "kubeconfig");
-  const [port] = await Promise.all([freePort(), writeKubeconfig(kubeconfig, opts.apiServerUrl, opts.pki.ca.certFile, opts.pki.scheduler, "system:kube-scheduler")]);
+  const [port] = await Promise.all([
+    freePort(),
+    writeKubeconfig(kubeconfig, opts.apiServerUrl, opts.pki.ca.certFile, opts.pki.scheduler, "system:kube-scheduler"),
+  ]);
   const daemon = await startDaemon({
     name: "kube-scheduler",
     command: binary,

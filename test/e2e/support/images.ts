@@ -225,7 +225,9 @@ async function debootstrapBase(root: string, source: DebianSource, log: Log): Pr
     [baseIncludes.join(","), source.suite, root, source.mirror],
     30 * 60_000,
   ).catch((e: unknown) => {
-    throw new Error(`debootstrap of Debian ${source.suite} from ${source.mirror} failed (mirror reachable? NIO_E2E_DEBIAN_MIRROR overrides it): ${(e as Error).message}`);
+    throw new Error(
+      `debootstrap of Debian ${source.suite} from ${source.mirror} failed (mirror reachable? NIO_E2E_DEBIAN_MIRROR overrides it): ${(e as Error).message}`,
+    );
   });
   await rm(`${root}.debootstrap.log`, { force: true });
 }
@@ -304,7 +306,10 @@ async function buildApp(root: string, repoRoot: string, log: Log): Promise<void>
   await mkdir(dest, { recursive: true });
   log("tsc -p tsconfig.build.json (operator dist/ for the images)");
   const tsc = join(repoRoot, "node_modules/.bin/tsc");
-  await run(tsc, ["-p", join(repoRoot, "tsconfig.build.json"), "--outDir", join(dest, "dist"), "--sourceMap", "false"], { cwd: repoRoot, timeoutMs: 5 * 60_000 }).catch((e: unknown) => {
+  await run(tsc, ["-p", join(repoRoot, "tsconfig.build.json"), "--outDir", join(dest, "dist"), "--sourceMap", "false"], {
+    cwd: repoRoot,
+    timeoutMs: 5 * 60_000,
+  }).catch((e: unknown) => {
     // Type errors still emit JavaScript (noEmitOnError is off); only a missing output is fatal.
     if (!existsSync(join(dest, "dist/cli/main.js"))) throw e;
     log(`warning: tsc reported errors; using the emitted JavaScript anyway: ${(e as Error).message.split("\n").slice(0, 4).join(" | ")}`);
@@ -357,17 +362,29 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
     baseReady = true;
   };
   try {
-    const base = await cachedLayer("debian", baseKey, log, async (root) => {
-      await ensureBase();
-      await run("cp", ["-a", `${baseRoot}/.`, root]);
-      await trimRootfs(root);
-    }, { excludes: rootfsExcludes });
-    const builderOs = await cachedLayer("debian-nix", builderKey, log, async (root) => {
-      await ensureBase();
-      await run("cp", ["-a", `${baseRoot}/.`, root]);
-      await installBuilderPackages(root, log);
-      await trimRootfs(root);
-    }, { excludes: rootfsExcludes });
+    const base = await cachedLayer(
+      "debian",
+      baseKey,
+      log,
+      async (root) => {
+        await ensureBase();
+        await run("cp", ["-a", `${baseRoot}/.`, root]);
+        await trimRootfs(root);
+      },
+      { excludes: rootfsExcludes },
+    );
+    const builderOs = await cachedLayer(
+      "debian-nix",
+      builderKey,
+      log,
+      async (root) => {
+        await ensureBase();
+        await run("cp", ["-a", `${baseRoot}/.`, root]);
+        await installBuilderPackages(root, log);
+        await trimRootfs(root);
+      },
+      { excludes: rootfsExcludes },
+    );
 
     const nodeFile = nodeBinary();
     const nodeKey = sha256(RECIPE_VERSION, (await fileDigest(nodeFile)).digest);
@@ -412,7 +429,11 @@ export async function pushImage(host: string, repository: string, image: ImageSp
         },
       });
     }
-    const config = buildImageConfig({ diffIds: image.layers.map((l) => l.digest), config: image.config, historyCreatedBy: `nix-image-operator e2e: ${image.name}` });
+    const config = buildImageConfig({
+      diffIds: image.layers.map((l) => l.digest),
+      config: image.config,
+      historyCreatedBy: `nix-image-operator e2e: ${image.name}`,
+    });
     if (!(await client.hasBlob(repository, config.digest))) await client.uploadBlob(repository, config.bytes);
     const manifest = buildImageManifest({
       config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
@@ -425,4 +446,3 @@ export async function pushImage(host: string, repository: string, image: ImageSp
     client.close();
   }
 }
-

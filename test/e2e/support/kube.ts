@@ -54,7 +54,9 @@ export async function waitFor<T>(
     }
     if (Date.now() > deadline) {
       const seen = opts.describe ? await Promise.resolve(opts.describe()).catch((e: unknown) => `(describe failed: ${String(e)})`) : "";
-      throw new WaitTimeout(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${what}${lastError ? `; last error: ${lastError}` : ""}${seen ? `\nlast seen:\n${seen}` : ""}`);
+      throw new WaitTimeout(
+        `timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${what}${lastError ? `; last error: ${lastError}` : ""}${seen ? `\nlast seen:\n${seen}` : ""}`,
+      );
     }
     await sleep(opts.intervalMs ?? 1000);
   }
@@ -84,7 +86,7 @@ export async function diagnostics(k: Kube, namespaces: string[], operatorNamespa
   await add("pods", ["get", "pods", "-A", "-o", "wide"]);
   for (const ns of namespaces) {
     await add(`${ns}: niximages, jobs, deployments, pvc`, ["-n", ns, "get", "niximages,jobs,deployments,replicasets,pvc", "-o", "wide"]);
-    await add(`${ns}: niximage status`, ["-n", ns, "get", "niximages", "-o", "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{.status}{\"\\n\"}{end}"]);
+    await add(`${ns}: niximage status`, ["-n", ns, "get", "niximages", "-o", 'jsonpath={range .items[*]}{.metadata.name}{"\\n"}{.status}{"\\n"}{end}']);
     await add(`${ns}: events`, ["-n", ns, "get", "events", "--sort-by=.lastTimestamp"]);
     await add(`${ns}: builder logs`, ["-n", ns, "logs", "-l", "niximage.io/image", "--all-containers", "--prefix", "--tail=40"]);
   }

@@ -32,7 +32,14 @@ export interface Kubelet {
 
 export function kubeletPaths(runDir: string) {
   const dir = join(runDir, "kubelet");
-  return { dir, rootDir: join(dir, "root"), podLogsDir: join(dir, "pod-logs"), pluginDir: join(dir, "volume-plugins"), config: join(dir, "config.yaml"), kubeconfig: join(dir, "kubeconfig") };
+  return {
+    dir,
+    rootDir: join(dir, "root"),
+    podLogsDir: join(dir, "pod-logs"),
+    pluginDir: join(dir, "volume-plugins"),
+    config: join(dir, "config.yaml"),
+    kubeconfig: join(dir, "kubeconfig"),
+  };
 }
 
 export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {

@@ -53,9 +53,12 @@ export function networkProblems(net: ClusterNetwork = defaultNetwork): string[] 
   const problems: string[] = [];
   if (runSync("ip", ["-V"]).status === 127) problems.push("ip (iproute2) not found: apt-get install iproute2");
   if (runSync("iptables", ["-V"]).status === 127) problems.push("iptables not found: apt-get install iptables, or scripts/setup.sh --with-e2e");
-  else if (runSync("iptables", ["-w", "5", "-t", "nat", "-S"]).status !== 0) problems.push("iptables cannot read the nat table (kernel without NAT support, or not root)");
+  else if (runSync("iptables", ["-w", "5", "-t", "nat", "-S"]).status !== 0)
+    problems.push("iptables cannot read the nat table (kernel without NAT support, or not root)");
   if (!linkExists(net.bridge)) {
-    const routes = runSync("ip", ["-4", "route", "show", "to", "match", net.nodeIp]).stdout.split("\n").filter((l) => l && !l.startsWith("default"));
+    const routes = runSync("ip", ["-4", "route", "show", "to", "match", net.nodeIp])
+      .stdout.split("\n")
+      .filter((l) => l && !l.startsWith("default"));
     if (routes.length > 0) problems.push(`the pod subnet ${net.podCidr} overlaps a route of this host (${routes.join("; ")})`);
   }
   return problems;
@@ -74,10 +77,28 @@ export function setUpNetwork(apiServerPort: number, net: ClusterNetwork = defaul
 export function setServiceRule(apiServerPort: number, net: ClusterNetwork = defaultNetwork): void {
   deleteIptablesRulesWithComment("nat", net.ruleComment);
   mustRun("iptables", [
-    "-w", "5", "-t", "nat", "-A", "PREROUTING",
-    "-s", net.podCidr, "-d", `${net.apiServiceIp}/32`, "-p", "tcp", "--dport", "443",
-    "-m", "comment", "--comment", net.ruleComment,
-    "-j", "DNAT", "--to-destination", `${net.nodeIp}:${apiServerPort}`,
+    "-w",
+    "5",
+    "-t",
+    "nat",
+    "-A",
+    "PREROUTING",
+    "-s",
+    net.podCidr,
+    "-d",
+    `${net.apiServiceIp}/32`,
+    "-p",
+    "tcp",
+    "--dport",
+    "443",
+    "-m",
+    "comment",
+    "--comment",
+    net.ruleComment,
+    "-j",
+    "DNAT",
+    "--to-destination",
+    `${net.nodeIp}:${apiServerPort}`,
   ]);
 }
 
@@ -89,7 +110,9 @@ export function tearDownNetwork(net: ClusterNetwork = defaultNetwork): string[] 
   deleteLink(net.bridge);
   const left: string[] = [];
   if (linkExists(net.bridge)) left.push(`interface ${net.bridge}`);
-  const rules = runSync("iptables", ["-w", "5", "-t", "nat", "-S"]).stdout.split("\n").filter((l) => l.includes(net.ruleComment));
+  const rules = runSync("iptables", ["-w", "5", "-t", "nat", "-S"])
+    .stdout.split("\n")
+    .filter((l) => l.includes(net.ruleComment));
   left.push(...rules.map((r) => `iptables rule ${r}`));
   return left;
 }

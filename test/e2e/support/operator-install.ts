@@ -58,9 +58,13 @@ export async function installOperator(cluster: ClusterInfo, opts: InstallOptions
   const valuesFile = join(dir, "operator-values.yaml");
   await writeFile(valuesFile, stringify(operatorValues(cluster, opts)));
   const chart = join(repoRoot, "charts/nix-image-operator");
-  const { stdout: manifests } = await run(cluster.helm, ["template", release, chart, "--namespace", namespace, "--kube-version", cluster.kubeVersion, "-f", valuesFile], {
-    timeoutMs: 60_000,
-  });
+  const { stdout: manifests } = await run(
+    cluster.helm,
+    ["template", release, chart, "--namespace", namespace, "--kube-version", cluster.kubeVersion, "-f", valuesFile],
+    {
+      timeoutMs: 60_000,
+    },
+  );
   const docs = parseAllDocuments(manifests).map((d) => d.toJSON() as { kind?: string; metadata?: { name?: string }; data?: Record<string, string> } | null);
   const configMap = docs.find((d) => d?.kind === "ConfigMap" && d.data?.["config.yaml"] !== undefined);
   const deployment = docs.find((d) => d?.kind === "Deployment");

@@ -36,7 +36,8 @@ export function missingPrerequisites(opts: { binDir: string; helm?: string; net:
   if (opts.needDebootstrap) commands.push(["debootstrap", "debootstrap"]);
   for (const [cmd, pkg] of commands) if (!onPath(cmd)) missing.push(`${cmd} not found on PATH: apt-get install ${pkg}, or ${e2eHint}`);
   for (const plugin of ["bridge", "host-local", "loopback"]) {
-    if (!existsSync(join("/usr/lib/cni", plugin))) missing.push(`CNI plugin /usr/lib/cni/${plugin} missing: apt-get install containernetworking-plugins, or ${e2eHint}`);
+    if (!existsSync(join("/usr/lib/cni", plugin)))
+      missing.push(`CNI plugin /usr/lib/cni/${plugin} missing: apt-get install containernetworking-plugins, or ${e2eHint}`);
   }
   const kube = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"].filter((c) => !existsSync(join(opts.binDir, c)));
   if (kube.length) missing.push(`${kube.join(", ")} not found in ${opts.binDir}: run scripts/setup.sh (or scripts/build-k8s.sh)`);
@@ -52,9 +53,11 @@ export function missingPrerequisites(opts: { binDir: string; helm?: string; net:
   if (/ \/sys\/fs\/cgroup cgroup2 /.test(mounts)) {
     missing.push("this machine uses cgroup v2 only; the e2e kubelet config targets cgroup v1 with the cgroupfs driver (adjust test/e2e/support/kubelet.ts)");
   } else {
-    for (const c of ["cpu", "memory", "pids", "cpuset", "devices", "freezer"]) if (!v1.includes(c)) missing.push(`cgroup v1 hierarchy ${c} is not mounted under /sys/fs/cgroup`);
+    for (const c of ["cpu", "memory", "pids", "cpuset", "devices", "freezer"])
+      if (!v1.includes(c)) missing.push(`cgroup v1 hierarchy ${c} is not mounted under /sys/fs/cgroup`);
   }
-  if (!/\soverlay$/m.test(readFileSafe("/proc/filesystems"))) missing.push("the kernel has no overlay filesystem (containerd's overlayfs snapshotter needs it)");
+  if (!/\soverlay$/m.test(readFileSafe("/proc/filesystems")))
+    missing.push("the kernel has no overlay filesystem (containerd's overlayfs snapshotter needs it)");
   missing.push(...networkProblems(opts.net));
   return missing;
 }

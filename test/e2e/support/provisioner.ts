@@ -47,7 +47,8 @@ export async function startProvisioner(opts: { kc: KubeConfig; volumesDir: strin
       const ns = pvc.metadata?.namespace ?? "";
       const name = pvc.metadata?.name ?? "";
       const uid = pvc.metadata?.uid ?? "";
-      if (pvc.spec?.storageClassName !== storageClassName || pvc.spec?.volumeName || pvc.status?.phase !== "Pending" || pvc.metadata?.deletionTimestamp) continue;
+      if (pvc.spec?.storageClassName !== storageClassName || pvc.spec?.volumeName || pvc.status?.phase !== "Pending" || pvc.metadata?.deletionTimestamp)
+        continue;
       const dir = join(opts.volumesDir, `${ns}-${name}-${uid.slice(0, 8)}`);
       const pv: V1PersistentVolume = {
         metadata: { name: `pvc-${uid}`, annotations: { "pv.kubernetes.io/provisioned-by": provisionerName } },
