@@ -174,7 +174,7 @@ ${pushFlagsHelp}
       context.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.image}\n`);
       return 0;
     } catch (error) {
-      return reportFailure(context, error, { progress, secrets: target?.secrets ?? [] });
+      return await reportFailure(context, error, { progress, secrets: target?.secrets ?? [] });
     } finally {
       target?.client.close();
       if (workDir !== undefined && values.out === undefined) await rm(workDir, { recursive: true, force: true });

@@ -92,7 +92,7 @@ ${pushFlagsHelp}
       context.stdout.write(values.json ? `${JSON.stringify(out.result, null, 2)}\n` : `${out.result.image}\n`);
       return 0;
     } catch (error) {
-      return reportFailure(context, error, { terminationMessage, progress, secrets: target?.secrets ?? [] });
+      return await reportFailure(context, error, { terminationMessage, progress, secrets: target?.secrets ?? [] });
     } finally {
       target?.client.close();
     }

@@ -565,7 +565,7 @@ export class DockerArchive {
     digest.catch(() => undefined);
     let queued = first;
     let finished = entry.size === 0;
-    let failed: unknown;
+    let failed: Error | undefined;
     let current: Promise<void> = Promise.resolve();
     let pumping = false;
     const chunkSize = this.options.chunkSize;
