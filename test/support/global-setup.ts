@@ -239,7 +239,9 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
   const apiserver = step(
     "kube-apiserver",
     Promise.all([etcd, pki]).then(([e, k]) =>
-      retryOnPortConflict(() => startKubeApiserver({ binDir, etcdUrl: e.url, pki: k, stateDir, logFile: log("kube-apiserver"), signal })),
+      retryOnPortConflict(() =>
+        startKubeApiserver({ binDir, etcdUrl: e.url, pki: k, stateDir, logFile: log("kube-apiserver"), auditLogFile: join(stateDir, "audit.log"), signal }),
+      ),
     ),
     (a) => () => a.daemon.stop(),
     0,
@@ -335,6 +337,8 @@ export async function startTestBed(options: { keepState?: boolean } = {}): Promi
       serviceAccountIssuer,
       serviceAccountPublicKeyFile: k.serviceAccount.publicKeyFile,
       etcdUrl: e.url,
+      auditLogFile: join(stateDir, "audit.log"),
+      pkiDir: k.dir,
     },
     registry: {
       plain: { host: p.host, url: p.url, rootDir: p.rootDir },

@@ -8,6 +8,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import { auditArgs, writeAuditPolicy } from "./audit-log.ts";
 import { makeCa, makeLeaf, makeRsaKeyPair, type CertFiles, type KeyPairFiles } from "./pki.ts";
 import { freePort, httpGet, startDaemon, StartError, type Daemon } from "./process.ts";
 
@@ -118,6 +119,8 @@ export interface ApiServerOptions {
   /** Where it listens and what it advertises; 127.0.0.1 for the test bed, the node IP for e2e. */
   bindAddress?: string;
   serviceClusterIpRange?: string;
+  /** Audit log of every write (test/support/audit-log.ts), the fault suite's oracle; none when unset. */
+  auditLogFile?: string;
 }
 
 export interface ApiServer {
@@ -144,6 +147,12 @@ export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiSer
   const address = opts.bindAddress ?? "127.0.0.1";
   const url = `https://${address}:${port}`;
   const { pki } = opts;
+  const audit: string[] = [];
+  if (opts.auditLogFile) {
+    const policyFile = join(opts.stateDir, "audit-policy.yaml");
+    await writeAuditPolicy(policyFile);
+    audit.push(...auditArgs(policyFile, opts.auditLogFile));
+  }
   const ca = readFileSync(pki.ca.certFile);
   const cert = readFileSync(pki.admin.certFile);
   const key = readFileSync(pki.admin.keyFile);
@@ -177,6 +186,7 @@ export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiSer
       "--allow-privileged=true",
       "--profiling=false",
       "--event-ttl=1h",
+      ...audit,
       ...(opts.extraArgs ?? []),
     ],
     logFile: opts.logFile,
@@ -195,4 +205,20 @@ export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiSer
     },
   });
   return { url, port, daemon };
+}
+
+/** The PKI that makeKubePki wrote into `dir` (the same file names), e.g. for a second API server on the test bed's etcd. */
+export function loadKubePki(dir: string, adminToken: string): KubePki {
+  const pair = (name: string): CertFiles => ({ certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) });
+  return {
+    dir,
+    ca: pair("ca"),
+    serving: pair("apiserver"),
+    admin: pair("admin"),
+    controllerManager: pair("kube-controller-manager"),
+    frontProxyClient: pair("front-proxy-client"),
+    serviceAccount: { privateKeyFile: join(dir, "service-account.key"), publicKeyFile: join(dir, "service-account.pub") },
+    adminToken,
+    tokenFile: join(dir, "tokens.csv"),
+  };
 }

@@ -35,6 +35,10 @@ export interface TestBed {
     serviceAccountIssuer: string;
     serviceAccountPublicKeyFile: string;
     etcdUrl: string;
+    /** The API server's audit log of writes (JSON lines; read with test/support/audit-log.ts). */
+    auditLogFile: string;
+    /** The cluster PKI (test/support/kube-apiserver.ts makeKubePki), e.g. to start a second API server on the same etcd. */
+    pkiDir: string;
   };
   registry: {
     /** Plain HTTP, no auth. */
