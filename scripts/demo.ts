@@ -365,7 +365,7 @@ async function localDemo(): Promise<void> {
       createFlakeRepo({ baseUrl: gitServer.baseUrl, root: gitServer.root, stop: async () => {} }, "demo-web", exampleFlake, join(dir, "work")),
     );
     const config = join(dir, "operator.yaml");
-    await writeFile(config, "flakeRefPolicy:\n  allowedSchemes: [github, git+https, git+http]\n");
+    await writeFile(config, "flakeRefPolicy:\n  allowedSchemes: [github, git+https, git+http]\n  allowedAddressRanges: [127.0.0.0/8]\n");
     const image = `${registry.host}/demo/web`;
     const argv = [
       join(repoRoot, "src/cli/main.ts"),

@@ -15,7 +15,15 @@ import {
 } from "./patterns.ts";
 import { refineWith, withRules } from "./validation-rule.ts";
 import { celString } from "./cel.ts";
-import { attributeCelRegex, checkAttribute, checkFlakeRef, defaultFlakeRefPolicy, flakeRefCelRegex, type FlakeRefPolicy } from "../flake/flake-ref-policy.ts";
+import {
+  attributeCelRegex,
+  checkAttribute,
+  checkFlakeRef,
+  defaultFlakeRefPolicy,
+  flakeRefAddressCelRegexes,
+  flakeRefCelRegex,
+  type FlakeRefPolicy,
+} from "../flake/flake-ref-policy.ts";
 
 /**
  * The NixImage API (niximage.io/v1alpha1), defined once. The same schema gives the TypeScript
@@ -199,6 +207,7 @@ export const formatSchema = z
 
 export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
   const flakeRegex = flakeRefCelRegex(policy);
+  const address = flakeRefAddressCelRegexes(policy);
   const flakeProblem = (value: string) => {
     const verdict = checkFlakeRef(value, policy, { hasSshKey: true });
     return verdict.ok ? undefined : verdict.reason;
@@ -210,6 +219,11 @@ export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
         {
           rule: `self.matches(${celString(flakeRegex)})`,
           message: `is not an allowed flake ref: use ${policy.allowedSchemes.join(", ")} (an operator admin can widen flakeRefPolicy.allowedSchemes)`,
+        },
+        {
+          rule: `!self.matches(${celString(address.denied)}) || self.matches(${celString(address.allowed)})`,
+          message:
+            "names a host by an IP address in a loopback, private, link-local, unspecified, multicast or reserved range (in any spelling), or localhost: flake refs must not reach the cluster's own networks (SSRF); use a public host name (an operator admin can allow a range in flakeRefPolicy.allowedAddressRanges)",
         },
       ],
     })

@@ -18,6 +18,7 @@ import { jobView } from "./job-outcome.ts";
 import { labels } from "./names.ts";
 import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
 import { RevisionPolls } from "./revision-polls.ts";
+import { resolveRevision } from "../flake/revision-resolver.ts";
 import { rolloutAnnotations, workloadKinds, type Workload } from "../rollout/rollout-plan.ts";
 
 /**
@@ -158,7 +159,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     clock,
     logger: log,
     ...merged,
-    polls: options.polls ?? new RevisionPolls(),
+    // The poller connects only where the flake ref policy allows (SSRF): its allowed address ranges.
+    polls: options.polls ?? new RevisionPolls((ref, o) => resolveRevision(ref, { ...o, allowedAddressRanges: config.flakeRefPolicy.allowedAddressRanges })),
     onBuildFinished: ({ kind, result, seconds }) => {
       buildsTotal.inc({ kind, result });
       for (const [phase, value] of Object.entries(seconds)) phaseSeconds.observe({ kind, phase }, value);

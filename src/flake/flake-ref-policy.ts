@@ -17,6 +17,17 @@
  */
 import { z } from "zod";
 import { FlakeRefError, KNOWN_SCHEMES, describeChar, parseFlakeRef, redactCredentials, splitUrl, type FlakeRef } from "./flake-ref.ts";
+import {
+  DENIED_ADDRESS_RANGES,
+  NUMERIC_LABEL_SOURCE,
+  addressRangesSchema,
+  checkAddress,
+  classifyHost,
+  formatIpAddress,
+  parseAddressRanges,
+  parseCidr,
+} from "./address-policy.ts";
+import { ipv4AllowedRegex } from "./ipv4-range-regex.ts";
 
 export const FLAKE_REF_SCHEMES = KNOWN_SCHEMES as readonly [string, ...string[]];
 
@@ -38,6 +49,7 @@ export const FlakeRefPolicySchema = z.strictObject({
     .describe("Flake ref schemes that NixImages may use."),
   allowHostOverride: z.boolean().default(false).describe("Allow `?host=` on github:/gitlab:/sourcehut: refs (self-hosted instances)."),
   maxLength: z.number().int().min(16).max(4096).default(DEFAULT_FLAKE_REF_MAX_LENGTH).describe("Longest flake ref accepted."),
+  allowedAddressRanges: addressRangesSchema,
 });
 
 /** The same schema under the name the operator config uses. */
@@ -50,10 +62,12 @@ export type FlakeRefPolicyInput = z.input<typeof FlakeRefPolicySchema>;
 export const defaultFlakeRefPolicy: FlakeRefPolicy = (() => {
   const p = FlakeRefPolicySchema.parse({});
   Object.freeze(p.allowedSchemes);
+  Object.freeze(p.allowedAddressRanges);
   return Object.freeze(p);
 })();
 
-export type FlakeRefDenyCode = "TooLong" | "Invalid" | "UnsafeCharacter" | "SchemeDenied" | "ParameterDenied" | "CredentialsInUrl" | "SshKeyRequired";
+export type FlakeRefDenyCode =
+  "TooLong" | "Invalid" | "UnsafeCharacter" | "SchemeDenied" | "ParameterDenied" | "CredentialsInUrl" | "SshKeyRequired" | "AddressDenied";
 
 export type FlakeRefCheck = { ok: true; ref: FlakeRef; scheme: string } | { ok: false; code: FlakeRefDenyCode; reason: string };
 
@@ -201,6 +215,73 @@ export function flakeRefCelRegex(policy: FlakeRefPolicy = defaultFlakeRefPolicy)
   return `^(?:${alternatives.join("|")})$`;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Addresses (SSRF): a host that is an IP literal or localhost must lie in an allowed range.
+
+const DENIED_RANGES = DENIED_ADDRESS_RANGES.map((r) => parseCidr(r.cidr)!);
+const AUTHORITY_PREFIX = "^[a-z][a-z0-9+.-]*://(?:[^/?#@]*@)?";
+const NUMERIC_HOST = `(?:[^/?#@:&]*\\.)?${NUMERIC_LABEL_SOURCE}`;
+const LOCALHOST_HOST = "(?:[^/?#@:&]*\\.)?[lL][oO][cC][aA][lL][hH][oO][sS][tT]";
+
+function loopbackAllowed(policy: FlakeRefPolicy): boolean {
+  return checkAddress({ family: 4, bytes: Uint8Array.of(127, 0, 0, 1) }, parseAddressRanges(policy.allowedAddressRanges)).allowed;
+}
+
+/**
+ * The CRD's address rule, `!self.matches(denied) || self.matches(allowed)`: a host (the URL's, or
+ * a forge ref's `?host=`) that is written as a number (any IPv4 spelling) or is localhost must be a
+ * canonical dotted quad outside the denied ranges or inside `allowedAddressRanges`. IPv6 literals
+ * never pass the main regex (brackets are not in its character set).
+ */
+export function flakeRefAddressCelRegexes(policy: FlakeRefPolicy = defaultFlakeRefPolicy): { denied: string; allowed: string } {
+  const hosts = loopbackAllowed(policy) ? NUMERIC_HOST : `${NUMERIC_HOST}|${LOCALHOST_HOST}`;
+  const denied = `${AUTHORITY_PREFIX}(?:${hosts})\\.?(?:[:/?#]|$)|[?&]host=(?:${hosts})\\.?(?:[&#]|$)`;
+  const quad = ipv4AllowedRegex(DENIED_RANGES, parseAddressRanges(policy.allowedAddressRanges));
+  const allowed = quad === undefined ? "^$" : `${AUTHORITY_PREFIX}${quad}(?::[0-9]{1,5})?(?:[/?#]|$)|[?&]host=${quad}(?:[&#]|$)`;
+  return { denied, allowed };
+}
+
+const ADDRESS_HINT = "an operator admin can allow its range in flakeRefPolicy.allowedAddressRanges";
+
+/** Why the host of `input` may not be reached, or undefined. */
+function addressProblem(input: string, ref: FlakeRef, policy: FlakeRefPolicy): string | undefined {
+  const url = splitUrl(input);
+  let host: string | undefined;
+  if (url?.authority !== undefined) {
+    const hostPort = url.authority.slice(url.authority.lastIndexOf("@") + 1);
+    host = hostPort.startsWith("[") ? hostPort.slice(0, hostPort.indexOf("]") + 1) : hostPort.split(":")[0]!;
+  } else if ((ref.type === "github" || ref.type === "gitlab" || ref.type === "sourcehut") && ref.host !== undefined) {
+    host = ref.host;
+  }
+  if (host === undefined || host === "") return undefined;
+  const kind = classifyHost(host);
+  const ranges = parseAddressRanges(policy.allowedAddressRanges);
+  switch (kind.kind) {
+    case "name":
+      return undefined;
+    case "localhost":
+      if (loopbackAllowed(policy)) return undefined;
+      return `the flake ref's host '${host}' is localhost (loopback); a flake ref must not reach the operator's or the node's own services (SSRF): use a public host name, or ${ADDRESS_HINT}`;
+    case "bad-number":
+      return `the flake ref's host '${host}' ends in a number but is not an IP address; write a host name`;
+    case "ip": {
+      const verdict = checkAddress(kind.address, ranges);
+      if (!verdict.allowed) {
+        const same = verdict.address === host.replace(/^\[|\]$/g, "");
+        return `the flake ref's host '${host}'${same ? "" : ` (${verdict.address})`} is in ${verdict.what}, ${verdict.cidr}; a flake ref must not reach the cluster's or the node's own networks (SSRF): use a public host name, or ${ADDRESS_HINT}`;
+      }
+      if (kind.address.family === 6) {
+        return `the flake ref's host '${host}' is an IPv6 address literal, which flake refs may not use: write a host name`;
+      }
+      if (!kind.canonical) {
+        const plain = formatIpAddress(kind.address);
+        return `the flake ref's host '${host}' is the IPv4 address ${plain} in an unusual spelling; write ${plain} or a host name`;
+      }
+      return undefined;
+    }
+  }
+}
+
 /** The policy's scheme name for a parsed ref (bare paths are `path`, bare registry names `flake`). */
 export function policySchemeOf(ref: FlakeRef): string {
   return ref.scheme;
@@ -237,6 +318,18 @@ export function checkFlakeRef(input: string, policy: FlakeRefPolicy = defaultFla
     return deny(
       "Invalid",
       `the flake ref contains '#${redactCredentials(input.slice(hash + 1))}': write the ref without '#...' and put the attribute (e.g. packages.x86_64-linux.default) in the separate attribute field`,
+    );
+  }
+
+  // An IPv6 literal would fail the character check below; say what is wrong with it instead.
+  const bracket = /^[a-z][a-z0-9+.-]*:\/\/(?:[^/?#@]*@)?(\[[^\]/]*\])/.exec(input);
+  if (bracket) {
+    const kind = classifyHost(bracket[1]!);
+    const verdict = kind.kind === "ip" ? checkAddress(kind.address, parseAddressRanges(policy.allowedAddressRanges)) : undefined;
+    const what = verdict && !verdict.allowed ? ` in ${verdict.what}, ${verdict.cidr}` : "";
+    return deny(
+      "AddressDenied",
+      `the flake ref's host '${bracket[1]}' is an IPv6 address literal${what}; flake refs may not use IPv6 literals: write a host name`,
     );
   }
 
@@ -347,6 +440,9 @@ export function checkFlakeRef(input: string, policy: FlakeRefPolicy = defaultFla
   if (!new RegExp(`^(?:${formPattern(form, policy)})$`).test(input)) {
     return deny("Invalid", `the flake ref is not in the form allowed for ${scheme}: refs; write ${form.example}`);
   }
+
+  const address = addressProblem(input, ref, policy);
+  if (address !== undefined) return deny("AddressDenied", address);
 
   if ((scheme === "git+ssh" || scheme === "hg+ssh") && !options.hasSshKey) {
     return deny("SshKeyRequired", `${scheme}: flake refs need an ssh key: set a key Secret on the NixImage, or use git+https://`);

@@ -8,6 +8,8 @@
 // forge API and no API rate limit is involved. Archives (tarball/https) have no revisions to poll:
 // the controller learns their content from `nix flake metadata` during builds.
 import { cloneUrlOf, FlakeRefError, parseFlakeRef, redactCredentials, type FlakeRef } from "./flake-ref.ts";
+import { parseAddressRanges } from "./address-policy.ts";
+import { AddressDeniedError, checkUrlHost, guardedFetch } from "./guarded-fetch.ts";
 import { GitProtocolError, GitServerMessageError, RefAdvertisementParser, type AdvertisementEvent, type AdvertisementFormat } from "./git-ref-advertisement.ts";
 
 /** The commit a ref points to now. */
@@ -52,6 +54,12 @@ export interface ResolveRevisionOptions {
    * the URL). Sent only to the origin of the first URL, never after a redirect to another origin.
    */
   authorization?: string;
+  /**
+   * CIDRs the poller may connect to although they are loopback, private, link-local or otherwise
+   * special (`flakeRefPolicy.allowedAddressRanges`). Everything else in those ranges is refused,
+   * on the first request and on every redirect, by literal address and by what a name resolves to.
+   */
+  allowedAddressRanges?: readonly string[];
 }
 
 export const DEFAULT_RESOLVE_TIMEOUT_MS = 30_000;
@@ -76,7 +84,9 @@ export type RevisionResolveErrorKind =
   | "network"
   /** The response is not a git ref advertisement, or is malformed. */
   | "protocol"
-  | "too-large";
+  | "too-large"
+  /** The host is, resolves to, or redirects to an address the flake ref policy denies. */
+  | "address-denied";
 
 /**
  * Resolving failed. The message says what was asked of which URL and what went wrong; URLs in it
@@ -261,6 +271,13 @@ function notFoundMessage(m: RefMatcher, refText: string, url: string, format: Ad
 
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
+function addressDenied(e: unknown): AddressDeniedError | undefined {
+  for (let cur = e, depth = 0; cur instanceof Error && depth < 4; cur = cur.cause, depth++) {
+    if (cur instanceof AddressDeniedError) return cur;
+  }
+  return undefined;
+}
+
 function isAbortError(e: unknown): boolean {
   return e instanceof Error && (e.name === "AbortError" || e.name === "TimeoutError");
 }
@@ -382,7 +399,8 @@ function unpollableReason(ref: FlakeRef): string | undefined {
 }
 
 async function discover(cloneUrl: string, refText: string, options: ResolveRevisionOptions): Promise<ResolvedRevision> {
-  const fetchImpl: FetchLike = options.fetchImpl ?? ((input, init) => fetch(input, init));
+  const ranges = parseAddressRanges(options.allowedAddressRanges ?? []);
+  const fetchImpl: FetchLike = options.fetchImpl ?? guardedFetch(ranges);
   const timeoutMs = options.timeoutMs ?? DEFAULT_RESOLVE_TIMEOUT_MS;
   const maxBytes = options.maxResponseBytes ?? DEFAULT_MAX_ADVERTISEMENT_BYTES;
   const maxRedirects = options.maxRedirects ?? DEFAULT_MAX_REDIRECTS;
@@ -397,9 +415,18 @@ async function discover(cloneUrl: string, refText: string, options: ResolveRevis
 
   let url = first.url;
   let shown = displayUrl(url);
+  /** The URL that redirected to `url`, for messages. */
+  let via: string | undefined;
   const fail = (e: unknown): never => {
     if (options.signal?.aborted) throw options.signal.reason;
     if (e instanceof RevisionResolveError) throw e;
+    const denied = addressDenied(e);
+    if (denied)
+      throw new RevisionResolveError("address-denied", `refusing to poll ${shown}${via === undefined ? "" : ` (redirected from ${via})`}: ${denied.message}`, {
+        url: shown,
+        ref: refText,
+        cause: e,
+      });
     if (timeout.aborted || isAbortError(e)) {
       throw new RevisionResolveError("timeout", `git ref discovery at ${shown} timed out after ${timeoutMs} ms`, {
         url: shown,
@@ -433,6 +460,7 @@ async function discover(cloneUrl: string, refText: string, options: ResolveRevis
       if (first.authorization !== undefined && url.origin === firstOrigin) headers.Authorization = first.authorization;
       let res: Response;
       try {
+        checkUrlHost(url, ranges);
         res = await fetchImpl(url.toString(), { method: "GET", headers, redirect: "manual", signal });
       } catch (e) {
         return fail(e);
@@ -470,6 +498,7 @@ async function discover(cloneUrl: string, refText: string, options: ResolveRevis
       }
       next.username = "";
       next.password = "";
+      via = shown;
       url = next;
       shown = displayUrl(url);
     }

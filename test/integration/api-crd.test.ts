@@ -120,10 +120,20 @@ describe("NixImage CRD on the API server", () => {
       spec: { flake: "git+http://127.0.0.1:8080/shop.git?ref=main", image: { repository: "127.0.0.1:5000/shop" } },
     } as KubernetesObject;
     expect(await createRejection(sample, namespace)).toMatch(/spec\.flake/);
-    const widened = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
+    // The scheme alone does not open loopback (SSRF); the address range must be allowed as well.
+    const schemeOnly = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
+    const widened = flakeRefPolicySchema.parse({
+      allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"],
+      allowedAddressRanges: ["127.0.0.0/8"],
+    });
     try {
+      await establish(nixImageCrd({ flakeRefPolicy: schemeOnly }));
+      expect(await createRejection(sample, namespace)).toMatch(/spec\.flake.*SSRF.*allowedAddressRanges/);
       await establish(nixImageCrd({ flakeRefPolicy: widened }));
       expect(await createRejection(sample, namespace)).toBeUndefined();
+      // Only that range: the cloud metadata address stays refused.
+      const metadata = { ...sample, metadata: { name: "metadata" }, spec: { ...(sample as { spec: object }).spec, flake: "git+http://169.254.169.254/x" } };
+      expect(await createRejection(metadata as KubernetesObject, namespace)).toMatch(/spec\.flake/);
     } finally {
       await establish(nixImageCrd({ flakeRefPolicy: defaultFlakeRefPolicy }));
     }

@@ -240,7 +240,12 @@ describe("Helm chart: lint and render", () => {
       { host: "registry.corp.example", plainHttp: false, caFile: "/etc/ssl/corp/ca.pem" },
       { host: "registry.local:5000", plainHttp: true },
     ]);
-    expect(config.flakeRefPolicy).toEqual({ allowedSchemes: ["github", "git+https"], allowHostOverride: true, maxLength: 512 });
+    expect(config.flakeRefPolicy).toEqual({
+      allowedSchemes: ["github", "git+https"],
+      allowHostOverride: true,
+      maxLength: 512,
+      allowedAddressRanges: ["10.20.0.0/16"],
+    });
     expect(config.leaderElection).toEqual({
       enabled: true,
       namespace: "niximage-system",
@@ -409,7 +414,7 @@ function nonDefaultValues(namespaces: string[]) {
       concurrency: { builds: 8, reconcilers: 2 },
       store: { poolSize: 3, size: "100Gi", storageClassName: "fast-ssd", accessMode: "ReadWriteOnce", gcThresholdPercent: 70, keepSuccessful: 3 },
       builder: { nixImage: "registry.corp.example/platform/nix-builder:2.28.3", imagePullPolicy: "Always", serviceAccountName: "nix-builder" },
-      flakeRefPolicy: { allowedSchemes: ["github", "git+https"], allowHostOverride: true, maxLength: 512 },
+      flakeRefPolicy: { allowedSchemes: ["github", "git+https"], allowHostOverride: true, maxLength: 512, allowedAddressRanges: ["10.20.0.0/16"] },
       registries: [
         { host: "registry.corp.example", caFile: "/etc/ssl/corp/ca.pem" },
         { host: "registry.local:5000", plainHttp: true },
@@ -809,15 +814,18 @@ describe("README install steps on the test bed", () => {
     // Step 1: the namespace where NixImages live (the NetworkPolicy goes there).
     const apps = await testNamespace(`shop-${id}`);
 
-    // Step 2: values. Watch one namespace, isolate builder pods; the git+http scheme is only
-    // for the test bed's local git server.
+    // Step 2: values. Watch one namespace, isolate builder pods; the git+http scheme and the
+    // loopback range are only for the test bed's local git server.
     const valuesPath = join(work, "values.yaml");
     await writeFile(
       valuesPath,
       toYaml({
         config: {
           namespaces: [apps],
-          flakeRefPolicy: { allowedSchemes: ["github", "gitlab", "sourcehut", "git+https", "git+ssh", "tarball+https", "https", "git+http"] },
+          flakeRefPolicy: {
+            allowedSchemes: ["github", "gitlab", "sourcehut", "git+https", "git+ssh", "tarball+https", "https", "git+http"],
+            allowedAddressRanges: ["127.0.0.0/8"],
+          },
         },
         networkPolicy: { enabled: true },
       }),

@@ -11,6 +11,8 @@ import { testbed } from "../support/kube.ts";
 import { run } from "../support/process.ts";
 
 const bed = testbed();
+/** The test git server is on loopback, which the poller refuses unless the policy allows it. */
+const LOOPBACK = ["127.0.0.0/8"];
 
 interface CountingProxy {
   baseUrl: string;
@@ -73,7 +75,7 @@ afterAll(async () => {
 /** Resolves through the proxy and checks that it took exactly one HTTP request. */
 async function resolveOnce(repo: GitRepo, query = ""): Promise<ResolvedRevision> {
   const before = proxy.requests.length;
-  const result = await resolveRevision(`git+${proxy.baseUrl}/${repo.name}.git${query}`, { timeoutMs: 10_000 });
+  const result = await resolveRevision(`git+${proxy.baseUrl}/${repo.name}.git${query}`, { timeoutMs: 10_000, allowedAddressRanges: LOOPBACK });
   const made = proxy.requests.slice(before);
   expect(made.map((r) => `${r.method} ${r.url} ${r.status}`)).toEqual([`GET /${repo.name}.git/info/refs?service=git-upload-pack 200`]);
   expect(made[0]!.headers["git-protocol"]).toBeUndefined();
@@ -83,7 +85,7 @@ async function resolveOnce(repo: GitRepo, query = ""): Promise<ResolvedRevision>
 
 async function resolveError(url: string): Promise<RevisionResolveError> {
   try {
-    await resolveRevision(url, { timeoutMs: 10_000 });
+    await resolveRevision(url, { timeoutMs: 10_000, allowedAddressRanges: LOOPBACK });
   } catch (e) {
     expect(e).toBeInstanceOf(RevisionResolveError);
     return e as RevisionResolveError;
@@ -147,7 +149,7 @@ describe("resolveRevision against git http-backend", () => {
     expect((await resolveOnce(repo)).rev).toBe(repo.rev);
   });
 
-  it("uses the global fetch by default and needs no request for a pinned revision", async () => {
+  it("needs no request for a pinned revision", async () => {
     const repo = await createGitRepo(minimalFlake({ marker: "pinned" }), { prefix: "resolve-pinned" });
     const before = proxy.requests.length;
     const pinned = await resolveRevision(`git+${proxy.baseUrl}/${repo.name}.git?ref=master&rev=${repo.rev}`);
@@ -183,5 +185,70 @@ describe("resolveRevision against git http-backend", () => {
     expect(e.kind).toBe("network");
     expect(e.transient).toBe(true);
     expect(e.message).toMatch(/ECONNREFUSED/);
+  });
+});
+
+describe("resolveRevision refuses denied addresses (SSRF, issue 12 item 6)", () => {
+  /** A server on 127.0.0.2 that redirects every request to `target` + the path. */
+  async function startRedirector(target: string): Promise<{ baseUrl: string; hits: number; close(): Promise<void> }> {
+    const state = { hits: 0 };
+    const server = createServer((req, res) => {
+      state.hits++;
+      res.writeHead(302, { location: `${target}${req.url ?? "/"}` }).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.2", resolve));
+    const { port } = server.address() as AddressInfo;
+    return {
+      baseUrl: `http://127.0.0.2:${port}`,
+      get hits() {
+        return state.hits;
+      },
+      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    };
+  }
+
+  async function denial(ref: string, allowedAddressRanges?: string[]): Promise<RevisionResolveError> {
+    try {
+      await resolveRevision(ref, { timeoutMs: 10_000, ...(allowedAddressRanges ? { allowedAddressRanges } : {}) });
+    } catch (e) {
+      expect(e).toBeInstanceOf(RevisionResolveError);
+      return e as RevisionResolveError;
+    }
+    throw new Error(`expected resolving ${ref} to be refused`);
+  }
+
+  it("never connects to a loopback git server by default, by address, by another spelling or by name", async () => {
+    const repo = await createGitRepo(minimalFlake({ marker: "ssrf" }), { prefix: "resolve-ssrf" });
+    const port = new URL(proxy.baseUrl).port;
+    const before = proxy.requests.length;
+    for (const host of ["127.0.0.1", "2130706433", "0x7f.1", "localhost"]) {
+      const e = await denial(`git+http://${host}:${port}/${repo.name}.git`);
+      expect(e.kind, host).toBe("address-denied");
+      expect(e.transient).toBe(false);
+      expect(e.message).toMatch(/loopback range \((?:127\.0\.0\.0\/8|::1\/128)\).*flakeRefPolicy\.allowedAddressRanges/);
+    }
+    expect(proxy.requests.length - before).toBe(0);
+    // The same repository, allowed by the operator config: one request, the right commit.
+    expect(await resolveOnce(repo)).toMatchObject({ rev: repo.rev });
+  });
+
+  it("never follows a redirect from an allowed host to a denied one", async () => {
+    const repo = await createGitRepo(minimalFlake({ marker: "ssrf-redirect" }), { prefix: "resolve-ssrf-redirect" });
+    const port = new URL(proxy.baseUrl).port;
+    for (const target of [`http://127.0.0.1:${port}`, `http://localhost:${port}`, `http://2130706433:${port}`]) {
+      const redirector = await startRedirector(target);
+      try {
+        const before = proxy.requests.length;
+        // Only the redirector's own address is allowed.
+        const e = await denial(`git+${redirector.baseUrl}/${repo.name}.git`, ["127.0.0.2/32"]);
+        expect(redirector.hits).toBe(1);
+        expect(proxy.requests.length - before, target).toBe(0);
+        expect(e.kind).toBe("address-denied");
+        expect(e.message).toContain(`(redirected from ${redirector.baseUrl}/${repo.name}.git/info/refs?service=git-upload-pack)`);
+        expect(e.message).toMatch(/loopback range/);
+      } finally {
+        await redirector.close();
+      }
+    }
   });
 });

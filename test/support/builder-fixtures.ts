@@ -41,7 +41,7 @@ export async function testbedConfig(bed: TestBed): Promise<string> {
   const dir = join(bed.tmpDir, "builder-config");
   await mkdir(dir, { recursive: true });
   const file = join(dir, "operator-config.yaml");
-  if (!existsSync(file)) await writeFile(file, "flakeRefPolicy:\n  allowedSchemes: [git+http, git+https, github]\n");
+  if (!existsSync(file)) await writeFile(file, "flakeRefPolicy:\n  allowedSchemes: [git+http, git+https, github]\n  allowedAddressRanges: [127.0.0.0/8]\n");
   return file;
 }
 

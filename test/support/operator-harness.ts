@@ -21,7 +21,11 @@ import { run } from "./process.ts";
 
 /** The CRD as an admin who allows git+http (the test bed's git server) would install it. */
 export async function installTestCrd(): Promise<void> {
-  const flakeRefPolicy = { ...defaultFlakeRefPolicy, allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] };
+  const flakeRefPolicy = {
+    ...defaultFlakeRefPolicy,
+    allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"],
+    allowedAddressRanges: ["127.0.0.0/8"],
+  };
   await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], { input: JSON.stringify(nixImageCrd({ flakeRefPolicy })) });
   await waitFor("NixImage CRD established", async () => {
     const out = await kubectl(["get", "crd", "niximages.niximage.io", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"]);
@@ -110,7 +114,7 @@ export async function startTestOperator(options: TestOperatorOptions): Promise<R
   const config = parseOperatorConfig({
     ...options.config,
     namespaces: options.namespaces,
-    flakeRefPolicy: { allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] },
+    flakeRefPolicy: { allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"], allowedAddressRanges: ["127.0.0.0/8"] },
     builder: { nixImage: "nix-builder.test/nix:1", pushImage: "operator.test/nio:1", ...options.config?.builder },
     leaderElection: {
       enabled: options.leaderElection ?? false,

@@ -11,6 +11,7 @@ import {
   checkAttribute,
   checkFlakeRef,
   defaultFlakeRefPolicy,
+  flakeRefAddressCelRegexes,
   flakeRefCelRegex,
   type FlakeRefDenyCode,
   type FlakeRefPolicy,
@@ -28,6 +29,7 @@ describe("FlakeRefPolicy schema", () => {
       allowedSchemes: ["github", "gitlab", "sourcehut", "git+https", "git+ssh", "tarball+https", "https"],
       allowHostOverride: false,
       maxLength: 1024,
+      allowedAddressRanges: [],
     });
     expect(DEFAULT_ALLOWED_SCHEMES).toEqual(defaultFlakeRefPolicy.allowedSchemes);
   });
@@ -126,7 +128,7 @@ describe("checkFlakeRef under the default policy", () => {
     ["git+ssh://git@github.com:acme/shop", "Invalid", /git\+ssh:\/\/git@HOST\/PATH/],
     ["bitbucket:acme/shop", "Invalid", /unsupported scheme/],
     ["GitHub:acme/shop", "Invalid", /lower case/],
-    ["git+https://[::1]/shop", "UnsafeCharacter", /'\['/],
+    ["git+https://[::1]/shop", "AddressDenied", /IPv6 address literal/],
     // unsafe characters
     ["github:acme/shop;rm", "UnsafeCharacter", /shell metacharacter ';' at position 16/],
     ["github:acme/shop$(id)", "UnsafeCharacter", /shell metacharacter '\$'/],
@@ -168,10 +170,75 @@ describe("checkFlakeRef under the default policy", () => {
   });
 });
 
+describe("checkFlakeRef: addresses (SSRF, issue 12 item 6)", () => {
+  const ssrf: [string, RegExp][] = [
+    ["git+https://10.0.0.1/r", /'10\.0\.0\.1' is in a private range \(RFC 1918\), 10\.0\.0\.0\/8.*allowedAddressRanges/],
+    ["tarball+https://169.254.169.254/x", /link-local range \(cloud metadata/],
+    ["https://[::ffff:127.0.0.1]/a.tar.gz", /IPv6 address literal in the loopback range, 127\.0\.0\.0\/8.*write a host name/],
+    ["https://[::1]/a.tar.gz", /IPv6 address literal in the loopback range, ::1\/128/],
+    ["https://2130706433/a.tar.gz", /'2130706433' \(127\.0\.0\.1\) is in the loopback range/],
+    ["git+https://0x7f.1/r", /\(127\.0\.0\.1\) is in the loopback range/],
+    ["git+https://0177.0.0.1/r", /\(127\.0\.0\.1\) is in the loopback range/],
+    ["git+https://0xa000001/r", /\(10\.0\.0\.1\) is in a private range/],
+    ["git+https://127.0.0.1./r", /loopback/],
+    ["git+https://100.64.0.1/r", /carrier-grade NAT/],
+    ["git+https://172.16.5.4:8443/r", /private range/],
+    ["git+https://192.168.0.1/r", /private range/],
+    ["git+https://0.0.0.0/r", /unspecified/],
+    ["git+https://224.0.0.251/r", /multicast/],
+    ["git+https://255.255.255.255/r", /reserved and broadcast/],
+    ["git+https://[fd12::1]/r", /unique local/],
+    ["git+https://[fe80::1]/r", /link-local/],
+    ["git+ssh://git@10.1.2.3/acme/shop", /private range/],
+    ["git+https://localhost/r", /localhost \(loopback\)/],
+    ["git+https://api.LOCALHOST:6443/r", /localhost/],
+    ["git+https://x.123/r", /ends in a number but is not an IP address/],
+    ["git+https://010.8.8.8/r", /8\.8\.8\.8 in an unusual spelling; write 8\.8\.8\.8/],
+  ];
+  it.each(ssrf)("denies %s by default, saying which range and how to allow it", (input, reason) => {
+    const verdict = checkFlakeRef(input, defaultFlakeRefPolicy, { hasSshKey: true });
+    expect(verdict).toMatchObject({ ok: false, code: "AddressDenied" });
+    if (!verdict.ok) expect(verdict.reason).toMatch(reason);
+    const cel = flakeRefAddressCelRegexes(defaultFlakeRefPolicy);
+    // The CRD denies it too (by the syntax regex for IPv6 brackets, by the address rule otherwise).
+    const celAllows = new RegExp(flakeRefCelRegex()).test(input) && (!new RegExp(cel.denied).test(input) || new RegExp(cel.allowed).test(input));
+    expect(celAllows).toBe(false);
+  });
+
+  it("denies ?host= overrides that name a private address", () => {
+    const p = policy({ allowHostOverride: true });
+    expect(checkFlakeRef("github:acme/shop?host=10.0.0.1", p)).toMatchObject({ ok: false, code: "AddressDenied" });
+    expect(checkFlakeRef("github:acme/shop?host=127.1", p)).toMatchObject({ ok: false, code: "AddressDenied" });
+    expect(checkFlakeRef("github:acme/shop?host=ghe.example.com", p)).toMatchObject({ ok: true });
+  });
+
+  it("allows public addresses and names, and the ranges an admin allows", () => {
+    for (const ok of ["git+https://1.2.3.4/r", "git+https://172.32.0.1:8443/r", "git+https://10.0.0.1.nip.io/r", "git+https://8.8.8.8/r"]) {
+      expect(checkFlakeRef(ok, defaultFlakeRefPolicy), ok).toMatchObject({ ok: true });
+    }
+    const p = policy({ allowedAddressRanges: ["10.20.0.0/16"] });
+    expect(checkFlakeRef("git+https://10.20.3.4/r", p)).toMatchObject({ ok: true });
+    expect(checkFlakeRef("git+https://10.21.3.4/r", p)).toMatchObject({ ok: false, code: "AddressDenied" });
+    expect(checkFlakeRef("git+https://localhost/r", p)).toMatchObject({ ok: false, code: "AddressDenied" });
+    const cel = flakeRefAddressCelRegexes(p);
+    expect(new RegExp(cel.allowed).test("git+https://10.20.3.4/r")).toBe(true);
+    expect(new RegExp(cel.allowed).test("git+https://10.21.3.4/r")).toBe(false);
+  });
+
+  it("rejects allowedAddressRanges that are not CIDRs", () => {
+    expect(FlakeRefPolicySchema.safeParse({ allowedAddressRanges: ["10.0.0.0/33"] }).success).toBe(false);
+    expect(FlakeRefPolicySchema.safeParse({ allowedAddressRanges: ["example.com"] }).success).toBe(false);
+    expect(FlakeRefPolicySchema.safeParse({ allowedAddressRanges: ["fd00::/8", "127.0.0.1"] }).success).toBe(true);
+  });
+});
+
 describe("checkFlakeRef under wider policies", () => {
   it("allows the local git+http server the tests use, when configured", () => {
-    const p = policy({ allowedSchemes: ["git+http"] });
+    const p = policy({ allowedSchemes: ["git+http"], allowedAddressRanges: ["127.0.0.0/8"] });
     expect(checkFlakeRef("git+http://127.0.0.1:39417/shop.git?ref=main", p)).toMatchObject({ ok: true, scheme: "git+http" });
+    expect(checkFlakeRef("git+http://localhost:39417/shop.git", p)).toMatchObject({ ok: true });
+    // The scheme alone does not open loopback.
+    expect(checkFlakeRef("git+http://127.0.0.1:39417/shop.git", policy({ allowedSchemes: ["git+http"] }))).toMatchObject({ ok: false, code: "AddressDenied" });
     expect(checkFlakeRef("github:acme/shop", p)).toMatchObject({ ok: false, code: "SchemeDenied", reason: expect.stringMatching(/allowed: git\+http:\)/) });
   });
 
@@ -258,7 +325,25 @@ const safeWord = fc.oneof(
 );
 const hex40 = fc.string({ unit: fc.constantFrom(..."0123456789abcdefABCDEF"), minLength: 40, maxLength: 40 });
 const segments = (min: number, max: number) => fc.array(safeWord, { minLength: min, maxLength: max }).map((ws) => ws.join("/"));
-const host = fc.constantFrom("example.com", "git.example.com:8443", "127.0.0.1:8080", "h", "a_b.c", "[::1]", "ex%41mple.com", "");
+const host = fc.oneof(
+  { weight: 4, arbitrary: fc.constantFrom("example.com", "git.example.com:8443", "127.0.0.1:8080", "h", "a_b.c", "[::1]", "ex%41mple.com", "") },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      "10.1.2.3",
+      "1.2.3.4",
+      "2130706433",
+      "0x7f.1",
+      "010.1.1.1",
+      "169.254.169.254:80",
+      "localhost",
+      "a.LocalHost.",
+      "x.123",
+      "172.32.0.1",
+      "8.8.8.8.",
+    ),
+  },
+);
 const archive = fc.constantFrom(".tar.gz", ".zip", ".tar", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz", "", ".TAR.GZ");
 const paramKey = fc.constantFrom("ref", "rev", "dir", "host", "narHash", "shallow", "submodules", "revCount", "lastModified", "allRefs", "foo", "%72ef", "");
 const paramValue = fc.oneof(
@@ -328,6 +413,10 @@ const policies: [string, FlakeRefPolicy][] = [
   ["local", policy({ allowedSchemes: ["path", "flake", "git+file", "file", "tarball+file", "file+file", "hg+file"] })],
   ["plain http", policy({ allowedSchemes: ["http", "git+http", "tarball+http", "file+http", "git", "hg+http", "hg+ssh"] })],
   ["forges with hosts", policy({ allowedSchemes: ["github", "gitlab", "sourcehut"], allowHostOverride: true })],
+  [
+    "local addresses",
+    policy({ allowedSchemes: ["git+https", "git+http", "github"], allowHostOverride: true, allowedAddressRanges: ["127.0.0.0/8", "10.1.0.0/16", "fd00::/8"] }),
+  ],
   ["nothing", policy({ allowedSchemes: [] })],
 ];
 
@@ -364,7 +453,12 @@ describe("checkFlakeRef properties", () => {
   // bad branch name, too many path segments of a registry ref, ...) and the length limit
   // (`TooLong`, which the CRD states as maxLength).
   it.each(policies)("agrees with the CEL regex under the %s policy", (_name, p) => {
-    const rx = new RegExp(flakeRefCelRegex(p));
+    const main = new RegExp(flakeRefCelRegex(p));
+    const address = flakeRefAddressCelRegexes(p);
+    const denied = new RegExp(address.denied);
+    const allowed = new RegExp(address.allowed);
+    // Both CRD rules: the syntax regex and the address rule.
+    const rx = { test: (s: string) => main.test(s) && (!denied.test(s) || allowed.test(s)) };
     const seen = { allowed: 0, denied: 0, regexOnly: 0 };
     fc.assert(
       fc.property(generated, (input) => {
@@ -383,7 +477,8 @@ describe("checkFlakeRef properties", () => {
       }),
       { numRuns: 10_000 },
     );
-    if (p.allowedSchemes.length) expect(seen.allowed).toBeGreaterThan(100);
+    // Loopback and private hosts among the generated ones are denied unless a policy allows them.
+    if (p.allowedSchemes.length) expect(seen.allowed).toBeGreaterThan(50);
     expect(seen.denied).toBeGreaterThan(1000);
   });
 });

@@ -74,7 +74,7 @@ describe("resolveRevision: what is requested", () => {
     ["git+https://git.example.com/r.git/?ref=main", "https://git.example.com/r.git/info/refs?service=git-upload-pack"],
     ["git+http://127.0.0.1:8080/r.git", "http://127.0.0.1:8080/r.git/info/refs?service=git-upload-pack"],
   ])("%s -> GET %s", async (ref, url) => {
-    const { calls } = await resolveWith(ref, () => smart(advertisement(standardRefs)));
+    const { calls } = await resolveWith(ref, () => smart(advertisement(standardRefs)), { allowedAddressRanges: ["127.0.0.0/8"] });
     expect(calls).toHaveLength(1);
     expect(calls[0]!.url).toBe(url);
     expect(calls[0]!.redirect).toBe("manual");
@@ -317,7 +317,7 @@ describe("resolveRevision: errors", () => {
     const refused: FetchLike = async () => {
       throw new TypeError("fetch failed", { cause: Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" }) });
     };
-    const e = await errorOf(resolveRevision("git+http://127.0.0.1:1/r.git", { fetchImpl: refused }));
+    const e = await errorOf(resolveRevision("git+http://127.0.0.1:1/r.git", { fetchImpl: refused, allowedAddressRanges: ["127.0.0.0/8"] }));
     expect(e.kind).toBe("network");
     expect(e.transient).toBe(true);
     expect(e.message).toBe("cannot reach http://127.0.0.1:1/r.git/info/refs?service=git-upload-pack: fetch failed: connect ECONNREFUSED 127.0.0.1:1");

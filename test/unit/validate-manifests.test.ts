@@ -54,7 +54,14 @@ describe("validateManifests", () => {
     const text =
       "apiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'git+http://127.0.0.1:8080/shop.git', image: {repository: localhost:5000/shop}}\n";
     expect(validateManifests(text, defaultFlakeRefPolicy).problems).toHaveLength(1);
-    const widened = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
+    const schemeOnly = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
+    expect(validateManifests(text, schemeOnly).problems).toMatchObject([
+      { field: "spec.flake", message: expect.stringMatching(/loopback.*allowedAddressRanges/) },
+    ]);
+    const widened = flakeRefPolicySchema.parse({
+      allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"],
+      allowedAddressRanges: ["127.0.0.0/8"],
+    });
     expect(validateManifests(text, widened).problems).toEqual([]);
   });
 

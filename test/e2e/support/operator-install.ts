@@ -44,7 +44,8 @@ export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}):
         accessMode: "ReadWriteOnce",
       },
       builder: { nixImage: cluster.images.builder.reference, imagePullPolicy: "IfNotPresent" },
-      flakeRefPolicy: { allowedSchemes: [...DEFAULT_ALLOWED_SCHEMES, "git+http"] },
+      // The test git server listens on the node IP, a private address the default policy refuses.
+      flakeRefPolicy: { allowedSchemes: [...DEFAULT_ALLOWED_SCHEMES, "git+http"], allowedAddressRanges: [`${cluster.net.nodeIp}/32`] },
       registries: [{ host: cluster.registry.host, plainHttp: true }],
       logLevel: opts.logLevel ?? "debug",
     },
