@@ -83,7 +83,11 @@ export function testOverrides(access: OperatorAccess, namespaces: string[], extr
   return merge(
     {
       namespaces,
-      flakeRefPolicy: { allowedSchemes: ["github", "gitlab", "sourcehut", "git+https", "git+ssh", "tarball+https", "https", "git+http"] },
+      flakeRefPolicy: {
+        allowedSchemes: ["github", "gitlab", "sourcehut", "git+https", "git+ssh", "tarball+https", "https", "git+http"],
+        // The test git server is on loopback, which flake refs and the poller may not reach by default (SSRF).
+        allowedAddressRanges: ["127.0.0.0/8"],
+      },
       builder: { nixImage: "nix-builder.test/nix:1", pushImage: "operator.test/nio:1" },
       leaderElection: { leaseDuration: "3s", renewDeadline: "2s", retryPeriod: "250ms" },
       logLevel: "debug",
