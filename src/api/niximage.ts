@@ -144,7 +144,17 @@ export const warmSchema = withRules(
 export const rolloutSchema = withRules(
   z.strictObject({
     policy: z.enum(["Automatic", "Disabled"]).default("Automatic").describe("Automatic patches opted-in workloads; Disabled only builds and pushes."),
-    rollbackOnFailure: z.boolean().default(false).describe("Restore the previous digest when a Deployment reports ProgressDeadlineExceeded."),
+    rollbackOnFailure: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Restore the previous digest when a rollout fails: a Deployment reports ProgressDeadlineExceeded, a StatefulSet or DaemonSet is not ready within progressDeadline.",
+      ),
+    progressDeadline: duration("rollout progress deadline", "10s", "24h")
+      .default("10m")
+      .describe(
+        "How long a StatefulSet or DaemonSet may take to run a new digest ready before its rollout counts as failed (Deployments use their own progressDeadlineSeconds).",
+      ),
   }),
   [
     {
@@ -311,7 +321,8 @@ export const rolloutTargetSchema = z.strictObject({
   readyReplicas: z.number().int().optional(),
   message: z.string().max(1024).optional(),
   previousImage: z.string().max(512).optional().describe("Image before the operator's last patch (for rollback)"),
-  rolledBackFrom: z.string().max(512).optional().describe("Digest rolled back after ProgressDeadlineExceeded; not rolled out again"),
+  rolledBackFrom: z.string().max(512).optional().describe("Digest rolled back after a failed rollout; not rolled out again"),
+  patchedAt: time.optional().describe("When the operator set this image (its own progress deadline for StatefulSets and DaemonSets counts from here)"),
 });
 
 export const closureChangeSchema = z.strictObject({

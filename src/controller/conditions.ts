@@ -19,6 +19,16 @@ export const reasons = {
   RollingOut: "RollingOut",
   RolloutFailed: "RolloutFailed",
   RolloutRefused: "RolloutRefused",
+  /** The API server refused to create the builder Job (400/403/404/422): retrying cannot help. */
+  JobRejected: "JobRejected",
+  /** The API server refused the store volume claim or its lease. */
+  StoreVolumeRejected: "StoreVolumeRejected",
+  /** The API server refused another of our writes. */
+  WriteRejected: "WriteRejected",
+  /** A write failed for a reason that may pass (5xx, 429, timeout, network): retried with backoff. */
+  RetryingAfterError: "RetryingAfterError",
+  /** A build failed for a reason that may pass (registry outage, evicted pod, lost result). */
+  RetryingBuild: "RetryingBuild",
 } as const;
 export type Reason = (typeof reasons)[keyof typeof reasons];
 
@@ -31,8 +41,17 @@ export interface DesiredCondition {
   message: string;
 }
 
+export type Phase = "Ready" | "InProgress" | "Retrying" | "Stalled" | "Suspended";
+
+/** One overall state: what decide concludes, or what an error turns it into. */
+export interface Summary {
+  phase: Phase;
+  reason: Reason;
+  message: string;
+}
+
 /** The three conditions for one overall state. */
-export function conditionsFor(state: { phase: "Ready" | "InProgress" | "Stalled" | "Suspended"; reason: Reason; message: string }): DesiredCondition[] {
+export function conditionsFor(state: Summary): DesiredCondition[] {
   const { phase, reason, message } = state;
   switch (phase) {
     case "Ready":
@@ -44,6 +63,13 @@ export function conditionsFor(state: { phase: "Ready" | "InProgress" | "Stalled"
     case "InProgress":
       return [
         { type: "Ready", status: "Unknown", reason, message },
+        { type: "Reconciling", status: "True", reason, message },
+        { type: "Stalled", status: "False", reason, message },
+      ];
+    case "Retrying":
+      // Something failed and is retried: not ready, but not given up on either.
+      return [
+        { type: "Ready", status: "False", reason, message },
         { type: "Reconciling", status: "True", reason, message },
         { type: "Stalled", status: "False", reason, message },
       ];

@@ -5,10 +5,11 @@ import { withRevision, formatFlakeRef, parseFlakeRef } from "../flake/flake-ref.
 import { builderJob } from "./builder-job.ts";
 import { builderHash, specHash } from "./build-inputs.ts";
 import { buildReasons } from "./build-reasons.ts";
-import { conditionsFor, mergeConditions, reasons, type Reason } from "./conditions.ts";
+import { reasons, type Phase, type Reason, type Summary } from "./conditions.ts";
 import type { JobView } from "./job-outcome.ts";
 import { annotations } from "./names.ts";
 import { chooseStoreVolume, leaseAnnotations, storeVolumeClaim, type StoreVolumeView } from "./store-pool.ts";
+import { planRollout, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 
 /**
  * The NixImage reconciler's brain: observed state and the time in, actions, the new status and
@@ -17,8 +18,6 @@ import { chooseStoreVolume, leaseAnnotations, storeVolumeClaim, type StoreVolume
 
 export interface Observed {
   image: NixImage;
-  /** Why the spec cannot be built under the operator's policy, if it cannot. */
-  invalid?: string;
   now: Date;
   config: OperatorConfig;
   /** This NixImage's builder Jobs. */
@@ -40,6 +39,10 @@ export interface Observed {
   nextWarm?: Date;
   /** When the next revision poll is due, if polling is on. */
   nextPollInMs?: number;
+  /** Workloads in the namespace that name this NixImage in `niximage.io/from`. */
+  workloads?: readonly Workload[];
+  /** The API server refused this generation's last build start (JobRejected...): no new try until then. */
+  rejected?: { reason: Reason; message: string; retryInMs: number };
 }
 
 export type Action =
@@ -49,11 +52,19 @@ export type Action =
       lease: { volume: string; resourceVersion: string; annotations: Record<string, string> } | { create: V1PersistentVolumeClaim };
     }
   | { type: "deleteJob"; name: string }
-  | { type: "event"; eventType: "Normal" | "Warning"; reason: string; message: string };
+  | { type: "event"; eventType: "Normal" | "Warning"; reason: string; message: string }
+  /** Sets one container's image; the status that records it is written before it is sent. */
+  | { type: "rollout"; patch: ContainerPatch }
+  /** Tells a workload (once per problem) why it is not updated. */
+  | { type: "refuse"; refusal: Refusal };
+
+export type EventAction = Extract<Action, { type: "event" }>;
 
 export interface Decision {
   actions: Action[];
+  /** The status decided, without conditions: the status function adds them from `summary`. */
   status: NixImageStatus;
+  summary: Summary;
   /** Look again after this long even without an event (polling, waiting for a volume). */
   requeueAfterMs?: number;
   /** Whether a pending build needs the push Secret checked before deciding again. */
@@ -149,7 +160,7 @@ function flakeToBuild(image: NixImage, polledRevision: string | undefined, polle
   }
 }
 
-export function decide(observed: Observed): Decision {
+function decideBuild(observed: Observed): Decision {
   const { image, now, config } = observed;
   const generation = image.metadata.generation ?? 0;
   const previous = image.status ?? {};
@@ -158,10 +169,9 @@ export function decide(observed: Observed): Decision {
   delete status.conditions;
   let requeueAfterMs: number | undefined;
   const requeue = (ms: number) => (requeueAfterMs = requeueAfterMs === undefined ? ms : Math.min(requeueAfterMs, ms));
-  const finish = (phase: "Ready" | "InProgress" | "Stalled" | "Suspended", reason: Reason, message: string): Decision => {
+  const finish = (phase: Phase, reason: Reason, message: string): Decision => {
     status.observedGeneration = generation;
-    status.conditions = mergeConditions(previous.conditions, conditionsFor({ phase, reason, message }), generation, now);
-    return { actions, status, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
+    return { actions, status, summary: { phase, reason, message }, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
   };
   /** The conditions the image's own state calls for, when no image build is running or due. */
   const settled = (): Decision => {
@@ -251,8 +261,6 @@ export function decide(observed: Observed): Decision {
     }
   }
 
-  if (observed.invalid) return finish("Stalled", reasons.InvalidSpec, observed.invalid);
-
   // A running image build is the image being reconciled. A running warm build is not: it only
   // fills the store, so the conditions stay what the image's state says (a Ready image stays
   // Ready overnight), but no other build of this image starts until it is done.
@@ -280,6 +288,11 @@ export function decide(observed: Observed): Decision {
 
   if (running && buildFor.length > 0) {
     return finish("InProgress", reasons.Building, `waiting for warm build ${running.name} to finish, then building (${buildFor.join(", ")})`);
+  }
+  if (!running && (buildFor.length > 0 || warmWanted) && observed.rejected) {
+    // The same write would be refused again: wait, and keep saying why.
+    requeue(observed.rejected.retryInMs);
+    return finish("Stalled", observed.rejected.reason, observed.rejected.message);
   }
   if (!running && (buildFor.length > 0 || warmWanted)) {
     const kind = buildFor.length > 0 ? "Image" : "Warm";
@@ -359,4 +372,24 @@ export function decide(observed: Observed): Decision {
   }
 
   return settled();
+}
+
+/**
+ * The whole decision: builds first, then the rollout of the image they leave in status. The
+ * rollout targets (previous image, rolled-back digest, patch time) are part of the status
+ * decided here, so the reconciler can record them before it sends the patches.
+ */
+export function decide(observed: Observed): Decision {
+  const decision = decideBuild(observed);
+  if (decision.needsPushSecretCheck) return decision;
+  const { image, now } = observed;
+  const plan = planRollout({ image: { ...image, status: decision.status }, workloads: observed.workloads ?? [], now });
+  for (const refusal of plan.refusals) decision.actions.push({ type: "refuse", refusal });
+  for (const patch of plan.patches) decision.actions.push({ type: "rollout", patch });
+  if (plan.targets.length > 0) decision.status.rollout = plan.targets;
+  else delete decision.status.rollout;
+  if (plan.checkAgainInMs !== undefined) {
+    decision.requeueAfterMs = Math.min(decision.requeueAfterMs ?? Infinity, plan.checkAgainInMs);
+  }
+  return decision;
 }

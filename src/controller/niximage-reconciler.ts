@@ -8,13 +8,16 @@ import type { Clock } from "../runtime/clock.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { KubeHttpError, kubeRequestJson } from "../runtime/kube-request.ts";
 import type { ReconcileContext, ReconcileResult } from "../runtime/workers.ts";
-import { conditionsFor, mergeConditions, reasons, rolledOutCondition } from "./conditions.ts";
-import { applyBody, planRollout, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
+import { crashPoint } from "../runtime/crash-point.ts";
+import { conditionsFor, mergeConditions, reasons, type Reason } from "./conditions.ts";
+import { applyBody, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 import { decide, type Action, type Observed } from "./decide.ts";
 import { jobView } from "./job-outcome.ts";
-import { fieldManager, labels } from "./names.ts";
+import { annotations, fieldManager, labels } from "./names.ts";
 import type { RevisionPolls } from "./revision-polls.ts";
+import { classifyError, NotLeaderError, StaleCacheError } from "./reconcile-errors.ts";
 import { mergePatch } from "./status-patch.ts";
+import { summarize, type RolloutOutcome } from "./summarize.ts";
 import { storeVolumeView } from "./store-pool.ts";
 import { isWarmDue, nextWarmTime } from "./warm-schedule.ts";
 
@@ -37,6 +40,11 @@ export interface ReconcilerDeps {
   polls: RevisionPolls;
   /** Counts API writes by verb and resource (metrics, and tests that assert "no writes"). */
   onWrite?: (verb: string, resource: string) => void;
+  /**
+   * Whether this replica may write (holds the leader lease). Checked before every API write; a
+   * false answer throws NotLeaderError and nothing is written. Absent: always allowed.
+   */
+  canWrite?: () => boolean;
   /** A build finished (counted once, after its status was written): for metrics. */
   onBuildFinished?: (build: { kind: "Image" | "Warm"; result: "Succeeded" | "Failed"; seconds: Record<string, number> }) => void;
 }
@@ -50,6 +58,9 @@ const finishedBuildEvents: Record<string, { kind: "Image" | "Warm"; result: "Suc
 
 export const indexes = { jobsByImage: "image", podsByJob: "job", workloadsByImage: "from" } as const;
 
+/** How long a write the API server refused waits before it is tried again (permissions may be fixed). */
+const permanentRetryMs = 10 * 60_000;
+
 const isRunning = (job: V1Job) => jobView(job, []).state === "Running";
 
 export class NixImageReconciler {
@@ -59,6 +70,10 @@ export class NixImageReconciler {
   readonly #justCreated = new Map<string, number>();
   /** Refusal events already sent (workload uid + message), so each is said once. */
   readonly #refusalsSent = new Set<string>();
+  /** Per NixImage key: a build start the API server refused, for which generation, and when. */
+  readonly #rejected = new Map<string, { generation: number; at: number; reason: Reason; message: string }>();
+  /** Per NixImage key: the resourceVersion our last status write replaced (the cache is stale while it shows it). */
+  readonly #replaced = new Map<string, string>();
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
@@ -71,16 +86,21 @@ export class NixImageReconciler {
       // Jobs are owned by the NixImage (garbage collected with it); leases end with their Jobs.
       // Workloads are left as they are: they keep running the last digest.
       this.#deps.polls.forget(key);
+      this.#replaced.delete(key);
       if (!raw) await this.#refuseOrphans(key, context.log);
       return {};
     }
+    // The cache still shows the object our last status write replaced: deciding from it would
+    // undo that write. Nothing is written; the queue retries with backoff until the cache catches up.
+    if (this.#replaced.get(key) === raw.metadata?.resourceVersion) throw new StaleCacheError(`the cache of ${key} does not show our last status write yet`);
+    this.#replaced.delete(key);
     const now = this.#deps.clock.now();
     const parsed = this.#schema.safeParse(raw);
     if (!parsed.success) {
       const message = `the spec cannot be built under this operator's policy: ${describeZodError(parsed.error).join("; ")}`;
       const generation = raw.metadata?.generation ?? 0;
       const previous = (raw as { status?: NixImageStatus }).status ?? {};
-      await this.#writeStatus(raw, previous, {
+      await this.#writeStatus(key, raw, previous, {
         ...previous,
         observedGeneration: generation,
         conditions: mergeConditions(previous.conditions, conditionsFor({ phase: "Stalled", reason: reasons.InvalidSpec, message }), generation, now),
@@ -95,56 +115,67 @@ export class NixImageReconciler {
       decision = decide(observed);
     }
     context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
-    const lostRace = await this.#apply(image, decision.actions, context.log);
-    // A lost race for a store volume means the decided status (a build started) is not true.
-    if (lostRace) return { requeueAfterMs: 500 };
+    const generation = image.metadata.generation ?? 0;
+    const previous = image.status ?? {};
 
-    // Rollout to the workloads that opted in, from the status just decided.
-    const status = decision.status;
-    const plan = planRollout({ image: { ...image, status }, workloads: this.#deps.workloads.byIndex(indexes.workloadsByImage, key) });
-    const events = decision.actions.filter((a): a is Extract<Action, { type: "event" }> => a.type === "event");
-    for (const patch of plan.patches) {
-      const target = plan.targets.find((t) => t.kind === patch.workload.kind && t.name === patch.workload.metadata?.name && t.container === patch.container)!;
-      const what = `${patch.workload.kind}/${patch.workload.metadata?.name} container ${patch.container}`;
-      try {
-        await this.#applyContainerImage(patch);
-        target.image = patch.image;
-        target.ready = false;
-        events.push(
-          patch.rollback
-            ? { type: "event", eventType: "Warning", reason: "RolledBack", message: `${what}: rollout of ${patch.previous} failed; restored ${patch.image}` }
-            : {
-                type: "event",
-                eventType: "Normal",
-                reason: "RolledOut",
-                message: `${what} set to ${patch.image}${patch.revision ? ` (revision ${patch.revision.slice(0, 12)})` : ""}`,
-              },
-        );
-      } catch (error) {
-        target.message = `could not update ${what}: ${(error as Error).message}`;
-        events.push({ type: "event", eventType: "Warning", reason: "RolloutFailed", message: target.message });
+    // 1. Builds: leases, Jobs, history clean-up. An error stops here; it is shown in status.
+    const failure = await this.#applyBuildActions(image, decision.actions, context.log);
+
+    // 2. Rollouts: what they change is recorded in status BEFORE a patch is sent, so no crash
+    // or lost write between the two can lose the previous image or send a rolled-back digest again.
+    let written = { status: previous, resourceVersion: raw.metadata!.resourceVersion };
+    const patches = decision.actions.filter((a): a is Extract<Action, { type: "rollout" }> => a.type === "rollout");
+    const rollouts: RolloutOutcome[] = [];
+    if (patches.length > 0) {
+      const intent = summarize({ previous, decision, ...(failure ? { error: failure } : {}), generation, now });
+      written = await this.#writeStatus(
+        key,
+        { ...raw, metadata: { ...raw.metadata, resourceVersion: written.resourceVersion } },
+        written.status,
+        intent.status,
+      );
+      for (const { patch } of patches) {
+        try {
+          await this.#applyContainerImage(patch);
+          crashPoint("after-rollout-patch");
+          rollouts.push({ patch });
+        } catch (error) {
+          if (error instanceof NotLeaderError) throw error;
+          rollouts.push({ patch, error });
+        }
       }
     }
-    for (const refusal of plan.refusals) await this.#refuse(refusal, context.log);
-    if (plan.targets.length > 0) status.rollout = plan.targets;
-    else delete status.rollout;
-    const rolledOut = rolledOutCondition(plan.targets, status.latestImage);
-    status.conditions = [
-      ...(status.conditions ?? []).filter((c) => c.type !== "RolledOut"),
-      ...(rolledOut ? mergeConditions(image.status?.conditions, [rolledOut], image.metadata.generation ?? 0, this.#deps.clock.now()) : []),
-    ];
+    for (const action of decision.actions) if (action.type === "refuse") await this.#refuse(action.refusal, context.log);
 
-    // A stale cache means another reconcile already wrote what we saw: write nothing,
-    // announce nothing, and decide again from fresh caches.
-    if (!(await this.#writeStatus(raw, image.status ?? {}, status))) return { requeueAfterMs: 500 };
-    for (const event of events) {
-      await this.#recordEvent(image, event).catch((error: unknown) => context.log.warn({ err: String(error) }, "could not record event"));
+    // 3. The one status function: decision + outcomes + error -> status, written once if changed.
+    const result = summarize({ previous, decision, rollouts, ...(failure ? { error: failure } : {}), generation, now });
+    await this.#writeStatus(key, { ...raw, metadata: { ...raw.metadata, resourceVersion: written.resourceVersion } }, written.status, result.status);
+    for (const event of result.events) {
+      await this.#recordEvent(image, event).catch((error: unknown) => {
+        if (error instanceof NotLeaderError) throw error;
+        context.log.warn({ err: String(error) }, "could not record event");
+      });
       const finished = finishedBuildEvents[event.reason];
       if (finished) {
-        const record = finished.kind === "Image" ? status.lastBuild : status.lastWarmBuild;
+        const record = finished.kind === "Image" ? result.status.lastBuild : result.status.lastWarmBuild;
         this.#deps.onBuildFinished?.({ ...finished, seconds: record?.durations ?? {} });
       }
     }
+
+    // Transient errors go back to the work queue, which retries them with backoff; a refused
+    // write waits for a change (or a slow retry: the operator's permissions may be fixed).
+    if (failure) {
+      if (classifyError(failure.error) === "permanent") {
+        const stalled = result.status.conditions?.find((c) => c.type === "Stalled");
+        if (failure.action.type === "createJob" && stalled) {
+          this.#rejected.set(key, { generation, at: now.getTime(), reason: stalled.reason as Reason, message: stalled.message });
+        }
+        return { requeueAfterMs: permanentRetryMs };
+      }
+      throw failure.error;
+    }
+    const transient = rollouts.find((r) => r.error !== undefined && classifyError(r.error) !== "permanent");
+    if (transient) throw transient.error;
     return decision.requeueAfterMs === undefined ? {} : { requeueAfterMs: decision.requeueAfterMs };
   }
 
@@ -175,6 +206,8 @@ export class NixImageReconciler {
       namespaceJobs,
       runningBuildsEverywhere: runningEverywhere,
       storeVolumes: volumes.list(namespace).map(storeVolumeView),
+      ...this.#stillRejected(`${namespace}/${name}`, image.metadata.generation ?? 0, now),
+      workloads: this.#deps.workloads.byIndex(indexes.workloadsByImage, `${namespace}/${name}`),
       warmDue: false,
     };
 
@@ -201,6 +234,16 @@ export class NixImageReconciler {
     return observed;
   }
 
+  #stillRejected(key: string, generation: number, now: Date): Pick<Observed, "rejected"> {
+    const rejected = this.#rejected.get(key);
+    const retryInMs = rejected ? rejected.at + permanentRetryMs - now.getTime() : 0;
+    if (!rejected || rejected.generation !== generation || retryInMs <= 0) {
+      this.#rejected.delete(key);
+      return {};
+    }
+    return { rejected: { reason: rejected.reason, message: rejected.message, retryInMs } };
+  }
+
   async #secretExists(image: NixImage): Promise<boolean> {
     const name = image.spec.image.pushSecretRef!.name;
     try {
@@ -213,10 +256,13 @@ export class NixImageReconciler {
     }
   }
 
-  /** Carries out the actions; true when a lost race means "look again soon". */
-  async #apply(image: NixImage, actions: readonly Action[], log: Logger): Promise<boolean> {
+  /**
+   * Leases, Jobs and clean-ups, in order. Returns the error that stopped them (shown in status),
+   * or nothing. A lost race for a store volume (409 on the lease) means the decision was made
+   * from a stale cache: it is thrown, and the queue decides again with backoff, writing nothing.
+   */
+  async #applyBuildActions(image: NixImage, actions: readonly Action[], log: Logger): Promise<{ error: unknown; action: Action; lease?: boolean } | undefined> {
     const namespace = image.metadata.namespace!;
-    let retrySoon = false;
     for (const action of actions) {
       switch (action.type) {
         case "createJob": {
@@ -232,35 +278,63 @@ export class NixImageReconciler {
             }
           } catch (error) {
             if (error instanceof KubeHttpError && error.statusCode === 409) {
-              log.info({ job: jobName }, "store volume taken by another build meanwhile; trying again");
-              retrySoon = true;
-              return retrySoon;
+              log.info({ job: jobName }, "store volume taken by another build meanwhile; deciding again");
+              throw new StaleCacheError(`store volume for ${jobName} was taken meanwhile`);
             }
-            throw error;
+            if (error instanceof NotLeaderError) throw error;
+            return { error, action, lease: true };
           }
+          crashPoint("after-lease");
           try {
             await this.#write("POST", "jobs", `/apis/batch/v1/namespaces/${namespace}/jobs`, action.job);
             this.#justCreated.set(`${namespace}/${jobName}`, this.#deps.clock.now().getTime());
             log.info({ job: jobName }, "builder job created");
           } catch (error) {
             // A Job of this name exists: a previous run of ours made it; it is adopted, not doubled.
-            if (!(error instanceof KubeHttpError && error.statusCode === 409)) throw error;
-            log.info({ job: jobName }, "builder job exists already; adopting it");
+            if (error instanceof KubeHttpError && error.statusCode === 409) log.info({ job: jobName }, "builder job exists already; adopting it");
+            else if (error instanceof NotLeaderError) throw error;
+            else {
+              await this.#releaseLease(namespace, "create" in action.lease ? action.lease.create.metadata!.name! : action.lease.volume, jobName, log);
+              return { error, action };
+            }
           }
+          crashPoint("after-job-post");
           break;
         }
         case "deleteJob":
           try {
             await this.#write("DELETE", "jobs", `/apis/batch/v1/namespaces/${namespace}/jobs/${action.name}`, { propagationPolicy: "Background" });
           } catch (error) {
-            if (!(error instanceof KubeHttpError && error.statusCode === 404)) throw error;
+            if (error instanceof NotLeaderError) throw error;
+            if (!(error instanceof KubeHttpError && error.statusCode === 404)) return { error, action };
           }
           break;
-        case "event":
-          break; // after the status write, so a stale reconcile announces nothing
+        case "event": // after the status write, so a stale reconcile announces nothing
+        case "rollout": // after the status write that records them
+        case "refuse":
+          break;
       }
     }
-    return retrySoon;
+    return undefined;
+  }
+
+  /** Gives back a volume leased for a Job that was not created (only if the lease is still that Job's). */
+  async #releaseLease(namespace: string, volume: string, holder: string, log: Logger): Promise<void> {
+    const pvc = this.#deps.volumes.get(volume, namespace);
+    try {
+      await this.#write("PATCH", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims/${volume}`, {
+        metadata: {
+          ...(pvc?.metadata?.annotations?.[annotations.leaseHolder] === holder && pvc.metadata.resourceVersion
+            ? { resourceVersion: pvc.metadata.resourceVersion }
+            : {}),
+          annotations: { [annotations.leaseHolder]: null, [annotations.leaseTime]: null },
+        },
+      });
+    } catch (error) {
+      if (error instanceof NotLeaderError) throw error;
+      // The lease then ends by itself after its grace period (its Job never appears).
+      log.info({ volume, err: String(error) }, "could not release the store volume lease");
+    }
   }
 
   /**
@@ -270,6 +344,7 @@ export class NixImageReconciler {
    */
   async #applyContainerImage(patch: ContainerPatch): Promise<void> {
     const { kind, metadata } = patch.workload;
+    this.#fence(`${kind}/${metadata?.name}`);
     this.#deps.onWrite?.("PATCH", kind.toLowerCase());
     await kubeRequestJson(this.#deps.kc, "PATCH", workloadPath(kind, metadata!.namespace!, metadata!.name!), {
       body: applyBody(patch),
@@ -332,27 +407,45 @@ export class NixImageReconciler {
     });
   }
 
-  /** False when the cached object was stale (someone wrote since): nothing was written. */
-  async #writeStatus(raw: KubernetesObject, previous: NixImageStatus, next: NixImageStatus): Promise<boolean> {
-    const patch = mergePatch(previous, next);
-    if (patch === undefined) return true;
+  /**
+   * Writes the status if it changed, conditional on the resourceVersion this reconcile saw, and
+   * returns what the API server now has. A conflict (someone wrote since) throws StaleCacheError:
+   * nothing was written, and the work queue decides again with backoff.
+   */
+  async #writeStatus(
+    key: string,
+    raw: KubernetesObject,
+    previous: NixImageStatus,
+    next: NixImageStatus,
+  ): Promise<{ status: NixImageStatus; resourceVersion: string | undefined }> {
     const { namespace, name, resourceVersion } = raw.metadata!;
+    const patch = mergePatch(previous, next);
+    if (patch === undefined) return { status: previous, resourceVersion };
+    crashPoint("before-status-write");
     try {
-      // The resourceVersion makes the patch conditional on what this reconcile saw.
-      await this.#write("PATCH", "niximages/status", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/${name}/status`, {
-        metadata: { resourceVersion },
-        status: patch,
-      });
-      return true;
+      const written = await this.#write<KubernetesObject>(
+        "PATCH",
+        "niximages/status",
+        `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/${name}/status`,
+        { metadata: { resourceVersion }, status: patch },
+      );
+      if (resourceVersion !== undefined) this.#replaced.set(key, resourceVersion);
+      return { status: next, resourceVersion: written?.metadata?.resourceVersion };
     } catch (error) {
-      if (error instanceof KubeHttpError && error.statusCode === 409) return false;
+      if (error instanceof KubeHttpError && error.statusCode === 409) throw new StaleCacheError(`status of ${key} changed since it was read`);
       throw error;
     }
   }
 
-  async #write(verb: "POST" | "PATCH" | "DELETE", resource: string, path: string, body: unknown): Promise<void> {
+  /** Every write asks first: a replica that does not hold the leader lease writes nothing. */
+  #fence(what: string): void {
+    if (this.#deps.canWrite && !this.#deps.canWrite()) throw new NotLeaderError(what);
+  }
+
+  async #write<R = unknown>(verb: "POST" | "PATCH" | "DELETE", resource: string, path: string, body: unknown): Promise<R> {
+    this.#fence(`${verb} ${resource}`);
     this.#deps.onWrite?.(verb, resource);
-    await kubeRequestJson(this.#deps.kc, verb, path, {
+    return kubeRequestJson<R>(this.#deps.kc, verb, path, {
       body,
       contentType: verb === "PATCH" ? "application/merge-patch+json" : "application/json",
       query: verb === "DELETE" ? undefined : { fieldManager },

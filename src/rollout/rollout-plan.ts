@@ -1,5 +1,6 @@
 import type { KubernetesObject, V1Container, V1PodTemplateSpec } from "@kubernetes/client-node";
 import type { NixImage, RolloutTarget } from "../api/niximage.ts";
+import { parseDuration } from "../api/duration.ts";
 import { parseImageReference } from "../oci/image-reference.ts";
 
 /**
@@ -86,31 +87,50 @@ export function chosenContainer(workload: Workload): { container: V1Container; i
   };
 }
 
-/** Whether the workload's pods run the current template, and how many are ready. */
-export function workloadProgress(workload: Workload): { ready: boolean; updatedReplicas?: number; readyReplicas?: number; failed?: string } {
+/**
+ * Whether the workload's pods run the current template, how many are ready, and whether the
+ * rollout failed. A Deployment says so itself (ProgressDeadlineExceeded, for the generation it
+ * observed); StatefulSets and DaemonSets never do, so theirs is a deadline of our own, counted
+ * from when the operator set the image (`patchedAt`).
+ */
+export function workloadProgress(
+  workload: Workload,
+  deadline?: { patchedAt: string | undefined; ms: number; now: Date },
+): { ready: boolean; updatedReplicas?: number; readyReplicas?: number; failed?: string; checkAgainInMs?: number } {
   const status = workload.status ?? {};
   const observed = (status.observedGeneration ?? 0) >= (workload.metadata?.generation ?? 0);
-  const deadline = status.conditions?.find((c) => c.type === "Progressing" && c.status === "False" && c.reason === "ProgressDeadlineExceeded");
+  const own = (ready: boolean) => {
+    const since = deadline?.patchedAt ? Date.parse(deadline.patchedAt) : Number.NaN;
+    if (ready || !deadline || Number.isNaN(since)) return {};
+    const left = since + deadline.ms - deadline.now.getTime();
+    return left <= 0
+      ? { failed: `${workload.kind} ${workload.metadata?.name} did not run the new image ready within the progress deadline (spec.rollout.progressDeadline)` }
+      : { checkAgainInMs: left };
+  };
   switch (workload.kind) {
-    case "Deployment":
-    case "StatefulSet": {
+    case "Deployment": {
       const want = (workload.spec as { replicas?: number } | undefined)?.replicas ?? 1;
       const updated = status.updatedReplicas ?? 0;
       const ready = status.readyReplicas ?? 0;
+      const deadlineExceeded =
+        observed && status.conditions?.find((c) => c.type === "Progressing" && c.status === "False" && c.reason === "ProgressDeadlineExceeded");
       return {
         ready: observed && updated >= want && ready >= want && (status.replicas ?? 0) <= want,
         updatedReplicas: updated,
         readyReplicas: ready,
-        ...(deadline ? { failed: deadline.message ?? "ProgressDeadlineExceeded" } : {}),
+        ...(deadlineExceeded ? { failed: deadlineExceeded.message ?? "ProgressDeadlineExceeded" } : {}),
       };
+    }
+    case "StatefulSet": {
+      const want = (workload.spec as { replicas?: number } | undefined)?.replicas ?? 1;
+      const updated = status.updatedReplicas ?? 0;
+      const ready = observed && updated >= want && (status.readyReplicas ?? 0) >= want;
+      return { ready, updatedReplicas: updated, readyReplicas: status.readyReplicas ?? 0, ...own(ready) };
     }
     case "DaemonSet": {
       const want = status.desiredNumberScheduled ?? 0;
-      return {
-        ready: observed && (status.updatedNumberScheduled ?? 0) >= want && (status.numberReady ?? 0) >= want,
-        updatedReplicas: status.updatedNumberScheduled,
-        readyReplicas: status.numberReady,
-      };
+      const ready = observed && (status.updatedNumberScheduled ?? 0) >= want && (status.numberReady ?? 0) >= want;
+      return { ready, updatedReplicas: status.updatedNumberScheduled, readyReplicas: status.numberReady, ...own(ready) };
     }
     case "CronJob":
       // The next run uses the new image; there is nothing to wait for.
@@ -123,25 +143,43 @@ export interface PlanInput {
   image: NixImage;
   /** Workloads in the NixImage's namespace that name it in `niximage.io/from`. */
   workloads: readonly Workload[];
+  now: Date;
 }
 
 export const targetKey = (kind: string, name: string, container: string) => `${kind}/${name}/${container}`;
 
-export function planRollout(input: PlanInput): RolloutPlan {
-  const { image } = input;
+const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
+
+/**
+ * Why `latest` must not be rolled out, if it must not: only `spec.image.repository@sha256:…`
+ * ever is, so a status that names another repository (a stale one after a spec change, or one
+ * written by someone else) changes nothing.
+ */
+export function latestImageProblem(latest: string, repository: string): string | undefined {
+  try {
+    const ref = parseImageReference(latest, "status.latestImage");
+    if (!ref.digest) return `${latest} has no digest; only repository@sha256:digest is rolled out`;
+    if (latest !== `${repository}@${ref.digest}`) return `${latest} is not in spec.image.repository (${repository}); only ${repository}@sha256:… is rolled out`;
+    return undefined;
+  } catch (error) {
+    return `the built image reference does not parse: ${(error as Error).message}`;
+  }
+}
+
+/**
+ * What to change, with the status that records it: a target's `previousImage`, `rolledBackFrom`
+ * and `patchedAt` are written BEFORE its patch is sent, so a crash or a lost status write in
+ * between can neither lose the previous image nor send a rolled-back digest again. A rollback
+ * whose patch did not land is sent again (the target still runs the digest it was rolled back from).
+ */
+export function planRollout(input: PlanInput): RolloutPlan & { checkAgainInMs?: number } {
+  const { image, now } = input;
   const before = new Map((image.status?.rollout ?? []).map((t) => [targetKey(t.kind, t.name, t.container), t]));
-  const plan: RolloutPlan = { patches: [], refusals: [], targets: [] };
+  const plan: RolloutPlan & { checkAgainInMs?: number } = { patches: [], refusals: [], targets: [] };
   const latest = image.status?.latestImage;
   const enabled = image.spec.rollout.policy === "Automatic";
-  let latestProblem: string | undefined;
-  if (latest) {
-    try {
-      const ref = parseImageReference(latest, "status.latestImage");
-      if (!ref.digest) latestProblem = `${latest} has no digest; only repository@sha256:digest is rolled out`;
-    } catch (error) {
-      latestProblem = `the built image reference does not parse: ${(error as Error).message}`;
-    }
-  }
+  const deadlineMs = parseDuration(image.spec.rollout.progressDeadline);
+  const latestProblem = latest ? latestImageProblem(latest, image.spec.image.repository) : undefined;
   const sorted = [...input.workloads].sort((a, b) => `${a.kind}/${a.metadata?.name}`.localeCompare(`${b.kind}/${b.metadata?.name}`));
   for (const workload of sorted) {
     const name = workload.metadata?.name ?? "";
@@ -157,8 +195,8 @@ export function planRollout(input: PlanInput): RolloutPlan {
       continue;
     }
     const { container, init } = chosen;
-    const progress = workloadProgress(workload);
     const earlier = before.get(targetKey(workload.kind, name, container.name));
+    const progress = workloadProgress(workload, { patchedAt: earlier?.patchedAt, ms: deadlineMs, now });
     const target: RolloutTarget = {
       kind: workload.kind,
       name,
@@ -169,6 +207,7 @@ export function planRollout(input: PlanInput): RolloutPlan {
       ...(progress.readyReplicas !== undefined ? { readyReplicas: progress.readyReplicas } : {}),
       ...(earlier?.previousImage ? { previousImage: earlier.previousImage } : {}),
       ...(earlier?.rolledBackFrom ? { rolledBackFrom: earlier.rolledBackFrom } : {}),
+      ...(earlier?.patchedAt ? { patchedAt: earlier.patchedAt } : {}),
     };
     plan.targets.push(target);
     if (!enabled || !latest) continue;
@@ -177,22 +216,38 @@ export function planRollout(input: PlanInput): RolloutPlan {
       target.message = latestProblem;
       continue;
     }
+    const rollback = (from: string, to: string, why: string) => {
+      plan.patches.push({ workload, container: container.name, init, image: to, revision: undefined, previous: from, rollback: true });
+      target.image = to;
+      target.ready = false;
+      target.rolledBackFrom = from;
+      target.patchedAt = rfc3339(now);
+      target.message = `rollout failed (${why}); rolled back to ${to}`;
+    };
     if (earlier?.rolledBackFrom === latest) {
-      target.message = `rollout failed: ${latest} did not become ready and was rolled back; waiting for a new build`;
+      // Rolled back before: never again this digest. A rollback recorded whose patch did not
+      // land (the workload still runs the digest) is sent again.
+      if (container.image === latest && earlier.previousImage && earlier.previousImage !== latest)
+        rollback(latest, earlier.previousImage, "rollback not applied yet");
+      else target.message = `rollout failed: ${latest} did not become ready and was rolled back; waiting for a new build`;
       continue;
     }
-    if (progress.failed && container.image === latest) {
-      target.message = `rollout failed: ${progress.failed}`;
-      if (image.spec.rollout.rollbackOnFailure && earlier?.previousImage && earlier.previousImage !== latest) {
-        plan.patches.push({ workload, container: container.name, init, image: earlier.previousImage, revision: undefined, previous: latest, rollback: true });
-        target.rolledBackFrom = latest;
-        target.message = `rollout failed (${progress.failed}); rolled back to ${earlier.previousImage}`;
+    if (container.image === latest) {
+      if (progress.failed) {
+        target.message = `rollout failed: ${progress.failed}`;
+        if (image.spec.rollout.rollbackOnFailure && earlier?.previousImage && earlier.previousImage !== latest)
+          rollback(latest, earlier.previousImage, progress.failed);
+      } else if (progress.checkAgainInMs !== undefined) {
+        plan.checkAgainInMs = Math.min(plan.checkAgainInMs ?? Infinity, progress.checkAgainInMs);
       }
       continue;
     }
-    if (container.image === latest) continue;
     if (container.image) target.previousImage = container.image;
     delete target.rolledBackFrom;
+    target.image = latest;
+    target.ready = false;
+    target.patchedAt = rfc3339(now);
+    if (workload.kind === "StatefulSet" || workload.kind === "DaemonSet") plan.checkAgainInMs = Math.min(plan.checkAgainInMs ?? Infinity, deadlineMs);
     plan.patches.push({
       workload,
       container: container.name,

@@ -108,6 +108,9 @@ describe("NixImage controller", () => {
       observedGeneration: 1,
     });
     expect(condition(done, "Stalled")?.status).toBe("False");
+    // Events and metrics follow the status write (a stale reconcile announces nothing): the
+    // reconcile that wrote it is done once the operator is idle.
+    await operator.idle();
     expect((await events(namespace, "BuildSucceeded")).length).toBe(1);
     // /metrics over HTTP, as Prometheus scrapes it.
     const metrics = await (await fetch(`http://127.0.0.1:${operator.health!.port}/metrics`)).text();
@@ -233,6 +236,31 @@ describe("NixImage controller", () => {
     await kubeRequestJson(kubeClients().kc, "DELETE", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/web`);
     // The garbage collector (kube-controller-manager) removes the owned Job.
     await waitFor("builder Jobs garbage-collected", async () => (await buildJobs(namespace)).length === 0, { timeoutMs: 60_000 });
+  });
+
+  it("a write the API server refuses (a name too long for a label) reaches status: Stalled/JobRejected, one Warning Event, no build recorded", async () => {
+    const namespace = await testNamespace("ctl-rejected");
+    const operator = await startTestOperator({ access: await chartServiceAccount(), namespaces: [namespace] });
+    // Valid as an object name (<= 253), too long for the niximage.io/image label value (<= 63).
+    const name = `web-${"x".repeat(70)}`;
+    await createNixImage(namespace, name, { flake: flake.flakeUrl });
+    const image = await waitForStatus(namespace, name, "Stalled/JobRejected", (i) => condition(i, "Stalled")?.reason === "JobRejected");
+    expect(condition(image, "Stalled")?.status).toBe("True");
+    expect(condition(image, "Ready")).toMatchObject({ status: "False", reason: "JobRejected" });
+    expect(condition(image, "Ready")?.message).toMatch(/creating Job .* failed: 422 .*metadata.labels/);
+    expect(image.status?.lastBuild).toBeUndefined();
+    expect(image.status?.buildCount ?? 0).toBe(0);
+    expect(await buildJobs(namespace)).toEqual([]);
+    await operator.idle();
+    // Not retried in a loop: a refused write waits (the next try is minutes away); the store
+    // volume leased for it is given back.
+    expect(operator.writes.get("POST jobs")).toBe(1);
+    operator.enqueueAll();
+    await operator.idle();
+    expect(operator.writes.get("POST jobs")).toBe(1);
+    const pvcs = (await kubeClients().core.listNamespacedPersistentVolumeClaim({ namespace })).items;
+    expect(pvcs.map((p) => p.metadata?.annotations?.["niximage.io/lease-holder"] ?? "")).toEqual([""]);
+    expect((await events(namespace, "JobRejected")).length).toBe(1);
   });
 
   it("leader election: only the leader acts; a standby takes over when it stops", async () => {

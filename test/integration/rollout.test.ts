@@ -50,6 +50,24 @@ async function readDeployment(namespace: string, name: string): Promise<V1Deploy
   return kubeClients().apps.readNamespacedDeployment({ namespace, name });
 }
 
+/**
+ * Whether the deployment controller is done with the current template: it has observed it, every
+ * ReplicaSet has the pods it asked for, and the Deployment's counts are the ReplicaSets' sums.
+ * Without a kubelet no pod becomes ready, so nothing moves after this.
+ */
+async function settled(namespace: string, name: string, generation: number): Promise<boolean> {
+  const d = await readDeployment(namespace, name);
+  if (d.status?.observedGeneration !== generation) return false;
+  const owned = (await kubeClients().apps.listNamespacedReplicaSet({ namespace })).items.filter((r) =>
+    r.metadata?.ownerReferences?.some((o) => o.uid === d.metadata?.uid),
+  );
+  if (!owned.every((r) => r.status?.observedGeneration === r.metadata?.generation && (r.status?.replicas ?? 0) === (r.spec?.replicas ?? 0))) return false;
+  const image = d.spec!.template.spec!.containers[0]!.image;
+  const current = owned.filter((r) => r.spec?.template?.spec?.containers[0]?.image === image);
+  const sum = (rs: typeof owned) => rs.reduce((n, r) => n + (r.status?.replicas ?? 0), 0);
+  return current.length === 1 && (d.status.replicas ?? 0) === sum(owned) && (d.status.updatedReplicas ?? 0) === sum(current);
+}
+
 async function warningsFor(namespace: string, name: string, reason = "RolloutRefused") {
   return (await kubeClients().core.listNamespacedEvent({ namespace })).items.filter((e) => e.involvedObject.name === name && e.reason === reason);
 }
@@ -246,7 +264,12 @@ describe("rollout", () => {
       return d.spec!.template.spec!.containers[0]!.image === digest("f") ? d : undefined;
     });
     await operator.idle();
-    // Play the deployment controller's verdict (pods never become ready without a kubelet).
+    // Play the deployment controller's verdict (pods never become ready without a kubelet). The
+    // real deployment controller replaces a Progressing condition whenever it sees progress in
+    // the replica counts, so the verdict is written only once it has observed the new template
+    // and its counts have settled (new ReplicaSet's pod created, old one kept): from then on
+    // nothing changes without a kubelet, and the verdict stays until the operator acts on it.
+    await waitFor("deployment controller settled on the second template", () => settled(namespace, "web", rolled.metadata!.generation!));
     await kubeRequestJson(kubeClients().kc, "PATCH", `/apis/apps/v1/namespaces/${namespace}/deployments/web/status`, {
       body: {
         status: {

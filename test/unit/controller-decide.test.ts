@@ -4,13 +4,21 @@ import { describe, expect, it } from "vitest";
 import type { NixImage, NixImageStatus } from "../../src/api/niximage.ts";
 import { buildReasons, detectors } from "../../src/controller/build-reasons.ts";
 import { builderHash, specHash } from "../../src/controller/build-inputs.ts";
-import { decide, type Action, type Decision, type Observed } from "../../src/controller/decide.ts";
+import { decide as decideOnly, type Action, type Decision, type Observed } from "../../src/controller/decide.ts";
+import { summarize } from "../../src/controller/summarize.ts";
 import type { JobView } from "../../src/controller/job-outcome.ts";
 import { mergePatch } from "../../src/controller/status-patch.ts";
 import { leaseGraceMs } from "../../src/controller/store-pool.ts";
 import { digest1, imageJob, now, nowIso, observe, pushResultFor, repository, rev1, rev2, testConfig, testImage, volume } from "./controller-fixtures.ts";
 
 const config = testConfig();
+
+/** decide, with the status the reconciler writes when every action succeeds (conditions folded in). */
+function decide(observed: Observed): Decision {
+  const d = decideOnly(observed);
+  const previous = observed.image.status ?? {};
+  return { ...d, status: summarize({ previous, decision: d, generation: observed.image.metadata.generation ?? 0, now: observed.now }).status };
+}
 
 const conditionOf = (d: Decision, type: string) => d.status.conditions?.find((c) => c.type === type);
 const ofType = <T extends Action["type"]>(d: Decision, type: T) => d.actions.filter((a): a is Extract<Action, { type: T }> => a.type === type);
@@ -306,7 +314,7 @@ describe("decide: failed builds", () => {
   });
 });
 
-describe("decide: suspend, invalid spec, push Secret", () => {
+describe("decide: suspend, push Secret", () => {
   it("suspend: no new build even though one is called for, no polling requeue", () => {
     const built = builtImage();
     const image = testImage({ suspend: true, attribute: "other", triggers: { interval: "5m" } }, { status: built.status });
@@ -323,11 +331,13 @@ describe("decide: suspend, invalid spec, push Secret", () => {
     expect(conditionOf(d, "Reconciling")?.reason).toBe("Building");
   });
 
-  it("invalid spec: Stalled/InvalidSpec with the reason, no build", () => {
-    const d = decide(observe(testImage(), { invalid: "flake ref scheme path: is not allowed" }));
+  it("a build start the API server refused: no new try until the retry time, the refusal stays shown", () => {
+    const rejected = { reason: "JobRejected" as const, message: "creating Job web-build-1 failed: 422", retryInMs: 42_000 };
+    const d = decide(observe(testImage(), { rejected }));
     expect(createdJobs(d)).toEqual([]);
-    expect(state(d)).toBe("Ready=False/InvalidSpec Reconciling=False Stalled=True");
-    expect(conditionOf(d, "Stalled")?.message).toBe("flake ref scheme path: is not allowed");
+    expect(state(d)).toBe("Ready=False/JobRejected Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Stalled")?.message).toBe(rejected.message);
+    expect(d.requeueAfterMs).toBe(42_000);
   });
 
   it("push Secret missing: Stalled/PushSecretNotFound, checked again in 30 s", () => {

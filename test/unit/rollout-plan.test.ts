@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { nixImageSchema, type NixImage, type NixImageStatus } from "../../src/api/niximage.ts";
 import { applyBody, chosenContainer, planRollout, workloadProgress, type Workload } from "../../src/rollout/rollout-plan.ts";
 
+const now = new Date("2026-11-22T10:00:00Z");
 const latest = `registry.example.com/shop/web@sha256:${"a".repeat(64)}`;
 
 function image(status: NixImageStatus = { latestImage: latest, latestRevision: { url: "github:a/b", rev: "1".repeat(40) } }, rollout: object = {}): NixImage {
@@ -72,7 +73,7 @@ describe("chosenContainer", () => {
 
 describe("planRollout", () => {
   it("patches a target that runs something else, remembering what it ran", () => {
-    const plan = planRollout({ image: image(), workloads: [deployment("web", [{ name: "web", image: "busybox:1" }])] });
+    const plan = planRollout({ image: image(), now, workloads: [deployment("web", [{ name: "web", image: "busybox:1" }])] });
     expect(plan.patches).toEqual([
       expect.objectContaining({ container: "web", image: latest, previous: "busybox:1", rollback: false, revision: "1".repeat(40) }),
     ]);
@@ -80,13 +81,13 @@ describe("planRollout", () => {
   });
 
   it("leaves a target that already runs the digest alone", () => {
-    const plan = planRollout({ image: image(), workloads: [deployment("web", [{ name: "web", image: latest }])] });
+    const plan = planRollout({ image: image(), now, workloads: [deployment("web", [{ name: "web", image: latest }])] });
     expect(plan.patches).toEqual([]);
   });
 
   it("does nothing without an image yet, or with policy Disabled, but still reports targets", () => {
-    expect(planRollout({ image: image({}), workloads: [deployment("web", [{ name: "web", image: "x" }])] }).patches).toEqual([]);
-    const disabled = planRollout({ image: image(undefined, { policy: "Disabled" }), workloads: [deployment("web", [{ name: "web", image: "x" }])] });
+    expect(planRollout({ image: image({}), now, workloads: [deployment("web", [{ name: "web", image: "x" }])] }).patches).toEqual([]);
+    const disabled = planRollout({ image: image(undefined, { policy: "Disabled" }), now, workloads: [deployment("web", [{ name: "web", image: "x" }])] });
     expect(disabled.patches).toEqual([]);
     expect(disabled.targets).toHaveLength(1);
   });
@@ -94,6 +95,7 @@ describe("planRollout", () => {
   it("refuses a latest image without a digest", () => {
     const plan = planRollout({
       image: image({ latestImage: "registry.example.com/shop/web:latest" }),
+      now,
       workloads: [deployment("web", [{ name: "web", image: "x" }])],
     });
     expect(plan.patches).toEqual([]);
@@ -111,6 +113,7 @@ describe("planRollout", () => {
     };
     const plan = planRollout({
       image: image(before, { rollbackOnFailure: true }),
+      now,
       workloads: [deployment("web", [{ name: "web", image: latest }], {}, failing)],
     });
     expect(plan.patches).toEqual([expect.objectContaining({ image: "old@sha256:" + "b".repeat(64), rollback: true })]);
@@ -119,6 +122,7 @@ describe("planRollout", () => {
     const after: NixImageStatus = { latestImage: latest, rollout: plan.targets };
     const again = planRollout({
       image: image(after, { rollbackOnFailure: true }),
+      now,
       workloads: [deployment("web", [{ name: "web", image: "old@sha256:" + "b".repeat(64) }])],
     });
     expect(again.patches).toEqual([]);
@@ -127,9 +131,108 @@ describe("planRollout", () => {
 
   it("only reports a failed rollout when rollback is off", () => {
     const before: NixImageStatus = { latestImage: latest, rollout: [{ kind: "Deployment", name: "web", container: "web", previousImage: "old:1" }] };
-    const plan = planRollout({ image: image(before), workloads: [deployment("web", [{ name: "web", image: latest }], {}, failing)] });
+    const plan = planRollout({ image: image(before), now, workloads: [deployment("web", [{ name: "web", image: latest }], {}, failing)] });
     expect(plan.patches).toEqual([]);
     expect(plan.targets[0]!.message).toBe("rollout failed: timed out");
+  });
+});
+
+describe("planRollout: intent, trust, own deadlines", () => {
+  const old = "old@sha256:" + "b".repeat(64);
+  const failing = {
+    status: { observedGeneration: 2, conditions: [{ type: "Progressing", status: "False", reason: "ProgressDeadlineExceeded", message: "timed out" }] },
+  };
+
+  it("records the previous image, the image set and when, in the targets it returns with the patch", () => {
+    const plan = planRollout({ image: image(), now, workloads: [deployment("web", [{ name: "web", image: old }])] });
+    expect(plan.patches).toHaveLength(1);
+    expect(plan.targets[0]).toEqual(expect.objectContaining({ image: latest, previousImage: old, ready: false, patchedAt: "2026-11-22T10:00:00Z" }));
+  });
+
+  it.each([
+    ["another repository", `registry.example.com/shop/other@sha256:${"a".repeat(64)}`, /not in spec.image.repository/],
+    ["another registry", `evil.example.com/shop/web@sha256:${"a".repeat(64)}`, /not in spec.image.repository/],
+    ["a tag", "registry.example.com/shop/web:latest", /no digest/],
+    ["a tag and a digest", `registry.example.com/shop/web:v1@sha256:${"a".repeat(64)}`, /not in spec.image.repository/],
+  ])("never rolls out a latestImage in %s", (_what, latestImage, message) => {
+    const plan = planRollout({ image: image({ latestImage }), now, workloads: [deployment("web", [{ name: "web", image: old }])] });
+    expect(plan.patches).toEqual([]);
+    expect(plan.refusals[0]!.message).toMatch(message);
+  });
+
+  it("sends a recorded rollback again while the workload still runs the rolled-back digest (the patch did not land)", () => {
+    const recorded: NixImageStatus = {
+      latestImage: latest,
+      rollout: [{ kind: "Deployment", name: "web", container: "web", image: old, previousImage: old, rolledBackFrom: latest }],
+    };
+    const plan = planRollout({ image: image(recorded, { rollbackOnFailure: true }), now, workloads: [deployment("web", [{ name: "web", image: latest }])] });
+    expect(plan.patches).toEqual([expect.objectContaining({ image: old, rollback: true })]);
+    expect(plan.targets[0]).toMatchObject({ rolledBackFrom: latest, image: old });
+  });
+
+  it("a stale ProgressDeadlineExceeded (generation not observed yet) is no failure", () => {
+    const before: NixImageStatus = { latestImage: latest, rollout: [{ kind: "Deployment", name: "web", container: "web", previousImage: old }] };
+    const stale = { status: { ...failing.status, observedGeneration: 1 } };
+    const plan = planRollout({
+      image: image(before, { rollbackOnFailure: true }),
+      now,
+      workloads: [deployment("web", [{ name: "web", image: latest }], {}, stale)],
+    });
+    expect(plan.patches).toEqual([]);
+    expect(plan.targets[0]!.message).toBeUndefined();
+  });
+
+  const statefulSet = (img: string, status: Workload["status"] = { observedGeneration: 2, updatedReplicas: 0, readyReplicas: 0 }) =>
+    ({
+      apiVersion: "apps/v1",
+      kind: "StatefulSet",
+      metadata: { name: "db", namespace: "shop", uid: "uid-db", generation: 2, annotations: { "niximage.io/from": "web" } },
+      spec: { replicas: 1, template: { spec: { containers: [{ name: "db", image: img }] } } },
+      status,
+    }) as Workload;
+  const daemonSet = (img: string) =>
+    ({
+      apiVersion: "apps/v1",
+      kind: "DaemonSet",
+      metadata: { name: "agent", namespace: "shop", uid: "uid-agent", generation: 2, annotations: { "niximage.io/from": "web" } },
+      spec: { template: { spec: { containers: [{ name: "agent", image: img }] } } },
+      status: { observedGeneration: 2, desiredNumberScheduled: 1, updatedNumberScheduled: 1, numberReady: 0 },
+    }) as Workload;
+
+  it.each([
+    ["StatefulSet", statefulSet],
+    ["DaemonSet", daemonSet],
+  ])("%s: a progress deadline of our own from patchedAt; looks again when it ends, then rolls back", (kind, make) => {
+    const first = planRollout({ image: image(undefined, { rollbackOnFailure: true, progressDeadline: "5m" }), now, workloads: [make(old)] });
+    expect(first.patches).toHaveLength(1);
+    expect(first.checkAgainInMs).toBe(300_000);
+    const recorded: NixImageStatus = { latestImage: latest, rollout: first.targets };
+    const later = (ms: number) =>
+      planRollout({
+        image: image(recorded, { rollbackOnFailure: true, progressDeadline: "5m" }),
+        now: new Date(now.getTime() + ms),
+        workloads: [make(latest)],
+      });
+    const waiting = later(60_000);
+    expect(waiting.patches).toEqual([]);
+    expect(waiting.checkAgainInMs).toBe(240_000);
+    const failed = later(300_000);
+    expect(failed.patches).toEqual([expect.objectContaining({ image: old, rollback: true })]);
+    expect(failed.targets[0]).toMatchObject({ kind, rolledBackFrom: latest });
+    expect(failed.targets[0]!.message).toMatch(/progress deadline/);
+  });
+
+  it("StatefulSet ready in time: no failure, no rollback", () => {
+    const first = planRollout({ image: image(undefined, { rollbackOnFailure: true }), now, workloads: [statefulSet(old)] });
+    const recorded: NixImageStatus = { latestImage: latest, rollout: first.targets };
+    const ready = planRollout({
+      image: image(recorded, { rollbackOnFailure: true }),
+      now: new Date(now.getTime() + 3_600_000),
+      workloads: [statefulSet(latest, { observedGeneration: 2, updatedReplicas: 1, readyReplicas: 1 })],
+    });
+    expect(ready.patches).toEqual([]);
+    expect(ready.targets[0]).toMatchObject({ ready: true });
+    expect(ready.targets[0]!.message).toBeUndefined();
   });
 });
 
