@@ -46,6 +46,28 @@ export const operatorConfigSchema = z.strictObject({
   flakeRefPolicy: flakeRefPolicySchema.default(defaultFlakeRefPolicy),
   registries: z.array(registryConfigSchema).default([]),
   metrics: z.strictObject({ address: z.string().default("0.0.0.0:8080") }).prefault({}),
+  webhook: z
+    .strictObject({
+      enabled: z.boolean().default(false).describe("Serve the forge webhook receiver (push-triggered revision checks)"),
+      address: z.string().default("0.0.0.0:8081").describe("HOST:PORT of the receiver (plain HTTP: terminate TLS at the Ingress)"),
+      path: z
+        .string()
+        .regex(/^\/[A-Za-z0-9._~/-]*$/, "must be an absolute URL path")
+        .default("/webhook"),
+      secretFile: z
+        .string()
+        .default("/var/run/niximage/webhook/secret")
+        .describe("File holding the shared secret (a mounted Secret key); read per delivery, never logged"),
+      maxBodyBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .max(25 * 1024 * 1024)
+        .default(4 * 1024 * 1024)
+        .describe("Larger bodies get 413 (GitHub sends at most 25 MB; a push of many commits is a few MB)"),
+      rememberDeliveries: z.number().int().min(0).max(1_000_000).default(10_000).describe("Delivery ids kept to refuse replays (409)"),
+    })
+    .prefault({}),
   leaderElection: z
     .strictObject({
       enabled: z.boolean().default(true),
@@ -75,6 +97,7 @@ const envOverrides: { env: string; apply: (config: Record<string, unknown>, valu
         .filter(Boolean)),
   },
   { env: "METRICS_ADDRESS", apply: (c, v) => (c.metrics = { ...(c.metrics as object), address: v }) },
+  { env: "WEBHOOK_ADDRESS", apply: (c, v) => (c.webhook = { ...(c.webhook as object), address: v }) },
   { env: "LEADER_ELECTION_NAMESPACE", apply: (c, v) => (c.leaderElection = { ...(c.leaderElection as object), namespace: v }) },
 ];
 

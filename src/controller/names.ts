@@ -16,6 +16,8 @@ export const labels = {
 export const annotations = {
   /** Set to any new value to request a rebuild. */
   rebuild: "niximage.io/rebuild",
+  /** Set to any new value (the webhook receiver writes the time) to check the branch for a new commit now. */
+  checkRevision: "niximage.io/check-revision",
   /** Comma-separated build reasons on a Job. */
   reasons: "niximage.io/reasons",
   specHash: "niximage.io/spec-hash",

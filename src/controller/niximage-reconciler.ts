@@ -213,6 +213,8 @@ export class NixImageReconciler {
 
     const interval = image.spec.triggers?.interval;
     if (interval && !image.spec.suspend) {
+      const checkRequest = image.metadata.annotations?.[annotations.checkRevision];
+      if (checkRequest) this.#deps.polls.requestCheck(`${namespace}/${name}`, checkRequest);
       const poll = await this.#deps.polls.poll(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), now, context.signal);
       if (poll.rev) observed.polledRevision = poll.rev;
       if (poll.refName) observed.polledRefName = poll.refName;

@@ -19,6 +19,8 @@ import { labels } from "./names.ts";
 import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
 import { RevisionPolls } from "./revision-polls.ts";
 import { resolveRevision } from "../flake/revision-resolver.ts";
+import { followingImages, startWebhookReceiver } from "../webhook/webhook-receiver.ts";
+import type { WebhookServer } from "../webhook/webhook-server.ts";
 import { rolloutAnnotations, workloadKinds, type Workload } from "../rollout/rollout-plan.ts";
 
 /**
@@ -39,11 +41,15 @@ export interface OperatorOptions {
   /** Called when leadership is lost (the process should exit so it restarts clean). */
   onLostLeadership?: () => void;
   polls?: RevisionPolls;
+  /** Port of the webhook receiver when config.webhook.enabled (default: from config.webhook.address; 0 picks a free one). */
+  webhookPort?: number;
 }
 
 export interface RunningOperator {
   readonly metrics: MetricsRegistry;
   readonly health: HealthServer | undefined;
+  /** The forge webhook receiver, when config.webhook.enabled. */
+  readonly webhook: WebhookServer | undefined;
   readonly identity: string;
   isLeader(): boolean;
   /** API writes made by reconciles, by "VERB resource". */
@@ -183,6 +189,20 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
           readinessChecks: { informers: informersSynced(all) },
         });
 
+  // Every replica receives webhooks (the Service spreads them); the request goes through the API
+  // server (an annotation) so the leader acts on it.
+  const webhook = config.webhook.enabled
+    ? await startWebhookReceiver({
+        kc,
+        config: config.webhook,
+        port: options.webhookPort,
+        images: () => followingImages(merged.images.list()),
+        metrics,
+        logger: log,
+        clock,
+      })
+    : undefined;
+
   let workers: Workers | undefined;
   let busy = 0;
   let stopped: Promise<void> | undefined;
@@ -238,6 +258,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   return {
     metrics,
     health,
+    webhook,
     identity,
     writes,
     isLeader: () => leading,
@@ -258,6 +279,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   };
 
   async function stopAll(): Promise<void> {
+    await webhook?.close();
     await queue.shutDownWithDrain();
     await workers?.finished;
     await elector?.stop();

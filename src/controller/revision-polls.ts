@@ -27,6 +27,8 @@ interface LastPoll {
  */
 export class RevisionPolls {
   readonly #last = new Map<string, LastPoll>();
+  /** The last check request (niximage.io/check-revision value) honoured per key. */
+  readonly #requested = new Map<string, string>();
   readonly #resolve: Resolve;
 
   constructor(resolve: Resolve = resolveRevision) {
@@ -57,8 +59,21 @@ export class RevisionPolls {
     return outcome(entry, nextPollTime(now, intervalMs, now, { key })!.getTime() - now.getTime());
   }
 
+  /**
+   * A check was requested (a forge webhook, or by hand) with `token`: the next `poll` of `key`
+   * resolves at once, unless this token was honoured already. True when it makes the poll due.
+   */
+  requestCheck(key: string, token: string): boolean {
+    if (this.#requested.get(key) === token) return false;
+    this.#requested.set(key, token);
+    const last = this.#last.get(key);
+    if (last) this.#last.set(key, { ...last, at: new Date(0) });
+    return true;
+  }
+
   forget(key: string): void {
     this.#last.delete(key);
+    this.#requested.delete(key);
   }
 }
 

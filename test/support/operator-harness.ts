@@ -42,15 +42,25 @@ export interface OperatorAccess {
 
 /**
  * Applies the chart's ServiceAccount, ClusterRole(Binding) and leader-election Role(Binding)
- * as `helm template` renders them, and returns a KubeConfig that acts as that ServiceAccount.
+ * as `helm template` renders them (with `--set` values, e.g. webhook.enabled=true), and returns a KubeConfig that acts as that ServiceAccount.
  */
-export async function chartServiceAccount(): Promise<OperatorAccess> {
+export async function chartServiceAccount(options: { set?: string[] } = {}): Promise<OperatorAccess> {
   const bed = testbed();
   const release = `nio-${randomBytes(3).toString("hex")}`;
   const namespace = `${release}-system`;
   const { core } = kubeClients();
   await core.createNamespace({ body: { metadata: { name: namespace, labels: { "testbed.niximage.io/run": bed.runId } } } });
-  const { stdout } = await run(bed.kube.helm, ["template", release, "charts/nix-image-operator", "--namespace", namespace, "--kube-version", bed.kube.version]);
+  const set = (options.set ?? []).flatMap((value) => ["--set", value]);
+  const { stdout } = await run(bed.kube.helm, [
+    "template",
+    release,
+    "charts/nix-image-operator",
+    "--namespace",
+    namespace,
+    "--kube-version",
+    bed.kube.version,
+    ...set,
+  ]);
   const wanted = new Set(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
   const objects = parseAllDocuments(stdout)
     .map((d) => d.toJS() as { kind?: string })
