@@ -123,7 +123,16 @@ function leaves(schema: JsonSchema, path = "", out = new Map<string, JsonSchema>
 }
 
 /** Set by the chart itself (leader election in the release namespace, the metrics port). */
-const chartManaged = new Set(["metrics.address", "leaderElection.enabled", "leaderElection.namespace", "leaderElection.leaseName"]);
+const chartManaged = new Set([
+  "metrics.address",
+  "leaderElection.enabled",
+  "leaderElection.namespace",
+  "leaderElection.leaseName",
+  // From the top-level webhook: values (its Service, port and mounted Secret).
+  "webhook.enabled",
+  "webhook.address",
+  "webhook.secretFile",
+]);
 
 describe("Helm chart: lint and render", () => {
   it("passes helm lint --strict with default and with non-default values", async () => {
@@ -361,6 +370,40 @@ describe("Helm chart: lint and render", () => {
       },
     ]);
     expect(policy.spec.ingress).toEqual([]);
+  });
+
+  it("webhook enabled: its own port and Service, the Secret mounted read-only, config pointing at both, and patch on NixImages", async () => {
+    const r = await render({ webhook: { enabled: true, port: 9443, secretName: "forge-hook", secretKey: "token", service: { port: 8080 } } });
+    const pod = find(r, "Deployment").spec.template.spec;
+    const container = pod.containers[0];
+    expect(container.ports).toContainEqual({ name: "webhook", containerPort: 9443, protocol: "TCP" });
+    expect(container.volumeMounts).toContainEqual({ name: "webhook-secret", mountPath: "/var/run/niximage/webhook", readOnly: true });
+    expect(pod.volumes).toContainEqual({ name: "webhook-secret", secret: { secretName: "forge-hook", items: [{ key: "token", path: "secret" }] } });
+    const service = find(r, "Service", "nio-nix-image-operator-webhook");
+    expect(service.spec.ports).toEqual([{ name: "webhook", port: 8080, targetPort: "webhook", protocol: "TCP" }]);
+    expect(service.spec.selector).toEqual(find(r, "Deployment").spec.selector.matchLabels);
+    expect(operatorConfigOf(r).webhook).toEqual({
+      enabled: true,
+      address: "0.0.0.0:9443",
+      path: "/webhook",
+      secretFile: "/var/run/niximage/webhook/secret",
+      maxBodyBytes: 4 * 1024 * 1024,
+      rememberDeliveries: 10_000,
+    });
+    const rules = find(r, "ClusterRole").rules as Array<{ resources: string[]; verbs: string[] }>;
+    expect(rules.find((x) => x.resources.includes("niximages"))!.verbs).toEqual(["get", "list", "watch", "patch"]);
+    // Default secret name; off by default (no Service, no patch verb).
+    expect(find(await render({ webhook: { enabled: true } }), "Deployment").spec.template.spec.volumes).toContainEqual({
+      name: "webhook-secret",
+      secret: { secretName: "nio-nix-image-operator-webhook", items: [{ key: "secret", path: "secret" }] },
+    });
+    const off = await render();
+    expect(off.manifests.filter((m) => m.metadata.name.endsWith("-webhook"))).toEqual([]);
+    expect((find(off, "ClusterRole").rules as Array<{ resources: string[]; verbs: string[] }>).find((x) => x.resources.includes("niximages"))!.verbs).toEqual([
+      "get",
+      "list",
+      "watch",
+    ]);
   });
 
   it("refuses bad values with a message naming the value", async () => {
