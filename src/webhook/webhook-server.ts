@@ -86,7 +86,7 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
 
   const server = createServer((req, res) => {
     let forge = "unknown";
-    handle(req, (f) => (forge = f))
+    void handle(req, (f) => (forge = f))
       .catch((error: unknown) => {
         log.error({ err: String(error) }, "webhook delivery failed");
         return reply(503, "unavailable", "internal error; redeliver later");
