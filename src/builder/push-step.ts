@@ -31,6 +31,8 @@ export interface PushStepOptions {
   repository: string;
   /** Tags besides the immutable one. */
   tags?: readonly string[];
+  /** The build's time (RFC 3339): also push the sortable tag `<YYYYMMDDHHMMSS>-<rev>` (image-tags.ts). */
+  sortableTagTime?: string;
   maxLayers?: number;
   compression?: LayerCompression;
   /** The user's image settings (spec.image.config / flags); they win over defaults. */
@@ -99,7 +101,12 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
   const log = options.logger;
   const files = await readStepFiles(options.from);
   const { result: built, closure } = files;
-  const tags = imageTags(built.revision, built.outPath, options.tags ?? []);
+  const tags = imageTags(
+    built.revision,
+    built.outPath,
+    options.tags ?? [],
+    options.sortableTagTime !== undefined ? { sortableAt: options.sortableTagTime } : {},
+  );
   const cache = options.cache ?? noLayerCache;
   const onProgress = (p: Parameters<ProgressSink["push"]>[0]) => progress.push(p);
   const common = {

@@ -39,12 +39,14 @@ A streamLayeredImage script (code from the flake) runs with a clean environment,
 Flags:
   --from DIR                   the build step's directory (required)
 ${pushFlagsHelp}
+  --sortable-tag-time RFC3339  also push the tag <YYYYMMDDHHMMSS>-<12 hex of the commit> of this (UTC) time, which
+                               image updaters can order (the controller passes it with rollout.policy Disabled)
   --termination-message PATH   where the JSON result (or the failure) goes (Kubernetes: /dev/termination-log)
   -h, --help                   this help`,
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,
-      { ...pushFlags, from: { type: "string" }, "termination-message": { type: "string" } },
+      { ...pushFlags, from: { type: "string" }, "termination-message": { type: "string" }, "sortable-tag-time": { type: "string" } },
       "push-step",
     );
     if (values.help) {
@@ -77,6 +79,7 @@ ${pushFlagsHelp}
         registry: target.client,
         repository: target.repository,
         tags: [...(target.tag !== undefined ? [target.tag] : []), ...(values.tag ?? [])],
+        ...(values["sortable-tag-time"] !== undefined ? { sortableTagTime: values["sortable-tag-time"] } : {}),
         ...(maxLayers !== undefined ? { maxLayers } : {}),
         ...(compression !== undefined ? { compression } : {}),
         ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),

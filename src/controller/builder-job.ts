@@ -156,6 +156,8 @@ export function builderJob(input: BuilderJobInput): V1Job {
       "/dev/termination-log",
     ];
     for (const tag of spec.image.tags ?? []) pushArgs.push("--tag", tag);
+    // Hand-off to an image updater (Flux, Argo CD Image Updater): a tag that sorts by build time.
+    if (spec.rollout.policy === "Disabled" && input.requestedAt !== undefined) pushArgs.push("--sortable-tag-time", input.requestedAt);
     if (spec.image.config) pushArgs.push("--image-config", JSON.stringify(spec.image.config));
     const registry = config.registries.find((r) => spec.image.repository.startsWith(`${r.host}/`));
     if (registry?.plainHttp) pushArgs.push("--plain-http");

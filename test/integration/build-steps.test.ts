@@ -192,6 +192,8 @@ describe("push-step", () => {
       `${tls.host}/${repository}`,
       "--tag",
       "latest",
+      "--sortable-tag-time",
+      "2026-12-03T18:30:05Z",
       "--auth-file",
       tls.authFile,
       "--ca-file",
@@ -212,7 +214,7 @@ describe("push-step", () => {
     const built = JSON.parse(await readFile(join(dir, "result.json"), "utf8")) as BuildResult;
     expect(result).toMatchObject({
       image: `${tls.host}/${repository}@${result.digest}`,
-      tags: [expect.stringMatching(new RegExp(`^rev-${hello.rev.slice(0, 12)}-[0-9a-z]{8}$`)), "latest"],
+      tags: [expect.stringMatching(new RegExp(`^rev-${hello.rev.slice(0, 12)}-[0-9a-z]{8}$`)), `20261203183005-${hello.rev.slice(0, 12)}`, "latest"],
       revision: built.revision,
       layers: { pushed: 3, skipped: 0, mounted: 0 },
     });
@@ -222,6 +224,8 @@ describe("push-step", () => {
     expect(r.stdout.trim()).toBe(result.image);
     expect(r.stdout + r.stderr + text).not.toContain(tls.password);
 
+    // The sortable tag (rollout.policy Disabled) names the same image.
+    expect((await skopeoInspect(`${tls.host}/${repository}:20261203183005-${hello.rev.slice(0, 12)}`, tlsAccess(bed))).Digest).toBe(result.digest);
     const cfg = (await skopeoInspect(`${tls.host}/${repository}:latest`, tlsAccess(bed), true)).config as Record<string, unknown>;
     expect(cfg.User).toBe("65532:65532");
     expect(cfg.Labels).toEqual({ team: "builders" });
