@@ -5,7 +5,8 @@
 //   operator  Debian minbase (debootstrap from the machine's apt mirror) + Node + the operator
 //             (dist/ from tsc, package.json, production node_modules); runs the controller and
 //             the builder Job's push step
-//   builder   the same Debian + nix-bin, git, busybox-static + an initialised Nix store and a
+//   builder   Debian trixie minbase + nix-bin (Nix 2.26: the current end of the supported range;
+//             the integration tier runs bookworm's 2.8, the old end), git, busybox-static + a
 //             nix.conf for offline builds + Node + the operator: the Job's prepare and build steps
 //
 // Each layer is an uncompressed, name-sorted tar made by GNU tar from a directory; images are
@@ -19,6 +20,7 @@ import type { Readable } from "node:stream";
 import { buildImageConfig, buildImageManifest, MEDIA_TYPE_OCI_LAYER, type ImageRuntimeConfig } from "../../../src/oci/image-manifest.ts";
 import { RegistryClient } from "../../../src/oci/registry-client.ts";
 import type { Digest } from "../../../src/oci/digest.ts";
+import type { RegistryCredentials } from "../../../src/oci/docker-config.ts";
 import { run } from "../../support/process.ts";
 import { removeTree } from "./host.ts";
 
@@ -186,6 +188,14 @@ export function debianSource(): DebianSource {
   return { mirror, suite };
 }
 
+/**
+ * Where the builder image's Debian comes from: trixie, for its nix-bin 2.26 (bookworm has 2.8),
+ * from the same mirror as the machine's (NIO_BUILDER_DEBIAN_SUITE overrides the suite).
+ */
+export function builderDebianSource(): DebianSource {
+  return { mirror: debianSource().mirror, suite: process.env.NIO_BUILDER_DEBIAN_SUITE ?? "trixie" };
+}
+
 const baseIncludes = ["ca-certificates"];
 const builderPackages = ["nix-bin", "git", "busybox-static"];
 
@@ -349,17 +359,19 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
     await rm(src, { force: true });
   });
 
-  const baseKey = sha256(RECIPE_VERSION, source.mirror, source.suite, "minbase", baseIncludes.join(","), trimPaths.join(","));
-  const builderKey = sha256(baseKey, builderPackages.join(","), builderNixConf);
-  // The base rootfs is needed for the builder layer too, so make both in one go when either is missing.
+  const builderSource = builderDebianSource();
+  const baseKeyOf = (s: DebianSource) => sha256(RECIPE_VERSION, s.mirror, s.suite, "minbase", baseIncludes.join(","), trimPaths.join(","));
+  const baseKey = baseKeyOf(source);
+  const builderKey = sha256(baseKeyOf(builderSource), builderPackages.join(","), builderNixConf);
   const baseRoot = join(e2eCacheDir(), "work", "debian-base");
-  let baseReady = false;
-  const ensureBase = async () => {
-    if (baseReady) return;
-    removeTree(baseRoot);
-    await mkdir(dirname(baseRoot), { recursive: true });
-    await debootstrapBase(baseRoot, source, log);
-    baseReady = true;
+  const builderBaseRoot = join(e2eCacheDir(), "work", "debian-builder-base");
+  const ensured = new Set<string>();
+  const ensureBase = async (root: string, from: DebianSource) => {
+    if (ensured.has(root)) return;
+    removeTree(root);
+    await mkdir(dirname(root), { recursive: true });
+    await debootstrapBase(root, from, log);
+    ensured.add(root);
   };
   try {
     const base = await cachedLayer(
@@ -367,7 +379,7 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
       baseKey,
       log,
       async (root) => {
-        await ensureBase();
+        await ensureBase(baseRoot, source);
         await run("cp", ["-a", `${baseRoot}/.`, root]);
         await trimRootfs(root);
       },
@@ -378,8 +390,8 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
       builderKey,
       log,
       async (root) => {
-        await ensureBase();
-        await run("cp", ["-a", `${baseRoot}/.`, root]);
+        await ensureBase(builderBaseRoot, builderSource);
+        await run("cp", ["-a", `${builderBaseRoot}/.`, root]);
         await installBuilderPackages(root, log);
         await trimRootfs(root);
       },
@@ -413,12 +425,23 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
     };
   } finally {
     removeTree(baseRoot);
+    removeTree(builderBaseRoot);
   }
 }
 
 /** Pushes an image (layers that the registry lacks, config, manifest) under a content-hash tag. */
-export async function pushImage(host: string, repository: string, image: ImageSpec, opts: { plainHttp?: boolean } = {}): Promise<PushedImage> {
-  const client = new RegistryClient({ host, plainHttp: opts.plainHttp ?? true });
+export async function pushImage(
+  host: string,
+  repository: string,
+  image: ImageSpec,
+  opts: { plainHttp?: boolean; credentials?: RegistryCredentials; caFile?: string; tagPrefix?: string } = {},
+): Promise<PushedImage> {
+  const client = new RegistryClient({
+    host,
+    plainHttp: opts.plainHttp ?? true,
+    ...(opts.credentials ? { credentials: opts.credentials } : {}),
+    ...(opts.caFile ? { caFile: opts.caFile } : {}),
+  });
   try {
     for (const layer of image.layers) {
       if (await client.hasBlob(repository, layer.digest)) continue;
@@ -439,7 +462,7 @@ export async function pushImage(host: string, repository: string, image: ImageSp
       config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
       layers: image.layers.map((l) => ({ mediaType: MEDIA_TYPE_OCI_LAYER, digest: l.digest, size: l.size })),
     });
-    const tag = `e2e-${manifest.digest.slice("sha256:".length, "sha256:".length + 16)}`;
+    const tag = `${opts.tagPrefix ?? "e2e-"}${manifest.digest.slice("sha256:".length, "sha256:".length + 16)}`;
     await client.putManifest(repository, tag, manifest);
     return { reference: `${host}/${repository}:${tag}`, pinned: `${host}/${repository}@${manifest.digest}`, repository, tag, digest: manifest.digest };
   } finally {
