@@ -182,8 +182,8 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
         for (const file of options.protectedFiles ?? []) {
           if (await readableBy(file, user.uid, user.gid)) {
             throw new PushStepError(
-              `refusing to run the streamLayeredImage script ${built.outPath}: it is code from the flake and could read the push credentials ${file} as uid ${user.uid}. ` +
-                "What to do: run the push step as root (it then runs the script as uid 65534) with the credentials readable by root only (Secret volume defaultMode 0400), or build the image as a docker-archive (dockerTools.buildLayeredImage) or a plain package",
+              `refusing to run the streamLayeredImage script ${built.outPath}: it is code from the flake and could read the push credentials or the layer cache key ${file} as uid ${user.uid}. ` +
+                "What to do: run the push step as root (it then runs the script as uid 65534) with those files readable by root only (Secret volume defaultMode 0400), or build the image as a docker-archive (dockerTools.buildLayeredImage) or a plain package",
             );
           }
         }

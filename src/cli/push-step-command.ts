@@ -2,6 +2,7 @@ import { loadOperatorConfig } from "../config/operator-config.ts";
 import { ProgressReporter } from "../builder/progress-reporter.ts";
 import { fitResult, writeTerminationMessage } from "../builder/push-result.ts";
 import { runPushStep } from "../builder/push-step.ts";
+import { DirectoryLayerCache } from "../image/layer-cache.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
 import {
@@ -74,6 +75,11 @@ ${pushFlagsHelp}
         ...(config ? { config } : {}),
         logger: log,
       });
+      const cache = layerCacheFrom(values["layer-cache"]);
+      // The layer cache's MAC key exists before any flake code runs, so that a streamLayeredImage
+      // script that could read it (and forge cache entries) is refused like one that could read the Secret.
+      const cacheKeyFile = cache instanceof DirectoryLayerCache ? (await cache.ensureKey(), cache.keyFile) : undefined;
+      const protectedFiles = [values["auth-file"], cacheKeyFile].filter((f): f is string => f !== undefined);
       const out = await runPushStep({
         from: values.from,
         registry: target.client,
@@ -84,8 +90,8 @@ ${pushFlagsHelp}
         ...(compression !== undefined ? { compression } : {}),
         ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),
         imageConfig,
-        cache: layerCacheFrom(values["layer-cache"]),
-        ...(values["auth-file"] !== undefined ? { protectedFiles: [values["auth-file"]] } : {}),
+        cache,
+        ...(protectedFiles.length > 0 ? { protectedFiles } : {}),
         progress,
         logger: log,
         signal: context.signal,

@@ -3,8 +3,15 @@
 // hashes, the tar format version, mtime, store dir and compression. Entries are small JSON files;
 // a missing, unreadable or malformed entry is a miss (the layer is recomputed), and an entry that
 // turns out wrong is overwritten by the pusher.
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+//
+// A hit is trusted without reading the layer's bytes, so whoever can write an entry could make the
+// pusher put another blob into a manifest (issue 12, item 3). Directory entries therefore carry an
+// HMAC over the key and the whole entry, made with a key that only the pushing uid can read
+// (`entry-key`, 0600, created on first use); an entry without a valid MAC is a miss. Code that runs
+// as the pushing uid can read that key, so the push step never runs flake code (a
+// streamLayeredImage script) where the key is readable (see push-step.ts, protectedFiles).
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { lstat, mkdir, open, readFile, rename, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { isDigest, type Digest } from "../oci/digest.ts";
 import type { LayerCompression } from "../oci/image-manifest.ts";
@@ -66,14 +73,63 @@ export function parseLayerCacheEntry(json: unknown): LayerCacheEntry | undefined
 }
 
 const keyPattern = /^[0-9a-f]{64}$/;
+const MAC_KEY_BYTES = 32;
 
-/** A directory of `<key>.json` files (e.g. on the store volume), written atomically. */
+/** PURE: the MAC of an entry stored under `key`. */
+export function layerCacheMac(secret: Buffer, key: string, entry: LayerCacheEntry): string {
+  const doc = JSON.stringify([1, key, entry.digest, entry.size, entry.diffId, entry.mediaType, entry.seenIn ?? ""]);
+  return createHmac("sha256", secret).update(doc).digest("hex");
+}
+
+/**
+ * The MAC key in `file`, or a new one when it is missing or could be known to anyone but this uid
+ * (not a regular file of ours, readable or writable by group/others, wrong size). A replaced key
+ * turns every existing entry into a miss, which is safe.
+ */
+async function loadOrCreateMacKey(file: string): Promise<Buffer> {
+  const uid = process.getuid?.();
+  try {
+    const st = await lstat(file);
+    if (st.isFile() && (uid === undefined || st.uid === uid) && (st.mode & 0o077) === 0 && st.size === MAC_KEY_BYTES) {
+      const key = await readFile(file);
+      if (key.length === MAC_KEY_BYTES) return key;
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+  const key = randomBytes(MAC_KEY_BYTES);
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  const handle = await open(tmp, "wx", 0o600);
+  try {
+    await handle.writeFile(key);
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, file);
+  return key;
+}
+
+/** A directory of `<key>.json` files (e.g. on the store volume), written atomically, authenticated. */
 export class DirectoryLayerCache implements LayerCache {
   readonly dir: string;
-  #created = false;
+  /** The MAC key; only the pushing uid may be able to read it. */
+  readonly keyFile: string;
+  /** Entries refused because their MAC did not verify (forged, or from an older key). */
+  rejected = 0;
+  #secret: Promise<Buffer> | undefined;
 
   constructor(dir: string) {
     this.dir = dir;
+    this.keyFile = join(dir, "entry-key");
+  }
+
+  /** Creates the directory and the MAC key when missing (call before running untrusted code). */
+  ensureKey(): Promise<Buffer> {
+    this.#secret ??= (async () => {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      return loadOrCreateMacKey(this.keyFile);
+    })();
+    return this.#secret;
   }
 
   #file(key: string): string {
@@ -88,22 +144,30 @@ export class DirectoryLayerCache implements LayerCache {
     } catch {
       return undefined;
     }
+    let json: unknown;
     try {
-      return parseLayerCacheEntry(JSON.parse(text));
+      json = JSON.parse(text);
     } catch {
       return undefined;
     }
+    const entry = parseLayerCacheEntry(json);
+    if (!entry) return undefined;
+    const mac = (json as { mac?: unknown }).mac;
+    const expected = Buffer.from(layerCacheMac(await this.ensureKey(), key, entry), "hex");
+    if (typeof mac !== "string" || !/^[0-9a-f]{64}$/.test(mac) || !timingSafeEqual(Buffer.from(mac, "hex"), expected)) {
+      this.rejected++;
+      return undefined;
+    }
+    return entry;
   }
 
   async put(key: string, entry: LayerCacheEntry): Promise<void> {
     const file = this.#file(key);
-    if (!this.#created) {
-      await mkdir(this.dir, { recursive: true });
-      this.#created = true;
-    }
+    const secret = await this.ensureKey();
     const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-    const doc: LayerCacheEntry = { digest: entry.digest, size: entry.size, diffId: entry.diffId, mediaType: entry.mediaType };
+    const doc: LayerCacheEntry & { mac?: string } = { digest: entry.digest, size: entry.size, diffId: entry.diffId, mediaType: entry.mediaType };
     if (entry.seenIn) doc.seenIn = entry.seenIn;
+    doc.mac = layerCacheMac(secret, key, doc);
     try {
       await writeFile(tmp, `${JSON.stringify(doc)}\n`, { mode: 0o644 });
       await rename(tmp, file);

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -54,10 +54,40 @@ describe("DirectoryLayerCache", () => {
     expect(await cache.get(key)).toBeUndefined();
     await cache.put(key, { digest: d("a"), size: 1, diffId: d("a"), mediaType: "m" });
     expect(await cache.get(key)).toEqual({ digest: d("a"), size: 1, diffId: d("a"), mediaType: "m" });
-    expect(readdirSync(join(dir, "sub"))).toEqual([`${key}.json`]);
+    expect(readdirSync(join(dir, "sub")).sort()).toEqual([`${key}.json`, "entry-key"]);
     writeFileSync(join(dir, "sub", `${key}.json`), "garbage");
     expect(await cache.get(key)).toBeUndefined();
     expect(await cache.get("../../etc/passwd")).toBeUndefined();
     await expect(cache.put("../../etc/passwd", { digest: d("a"), size: 1, diffId: d("a"), mediaType: "m" })).rejects.toThrow(/bad layer cache key/);
+  });
+
+  it("authenticates entries: a forged or edited entry is a miss, a key others could know is replaced", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "layer-cache-test-"));
+    dirs.push(dir);
+    const cache = new DirectoryLayerCache(dir);
+    const key = layerCacheKey(base);
+    const entry = { digest: d("a"), size: 1, diffId: d("a"), mediaType: "m" };
+    await cache.put(key, entry);
+    expect(statSync(cache.keyFile).mode & 0o777).toBe(0o600);
+    const file = join(dir, `${key}.json`);
+    const stored = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+    expect(stored.mac).toMatch(/^[0-9a-f]{64}$/);
+    // Another blob under the same MAC, and no MAC at all: both misses.
+    writeFileSync(file, JSON.stringify({ ...stored, digest: d("b"), diffId: d("b") }));
+    expect(await new DirectoryLayerCache(dir).get(key)).toBeUndefined();
+    writeFileSync(file, JSON.stringify({ ...entry }));
+    const fresh = new DirectoryLayerCache(dir);
+    expect(await fresh.get(key)).toBeUndefined();
+    expect(fresh.rejected).toBe(1);
+    // The same entry moved to another key: a miss (the key is inside the MAC).
+    const other = layerCacheKey({ ...base, paths: ["/nix/store/x"] });
+    writeFileSync(join(dir, `${other}.json`), JSON.stringify(stored));
+    expect(await new DirectoryLayerCache(dir).get(other)).toBeUndefined();
+    // The genuine entry verifies; after the key became group-readable it is replaced and the entry is a miss.
+    writeFileSync(file, JSON.stringify(stored));
+    expect(await new DirectoryLayerCache(dir).get(key)).toEqual(entry);
+    chmodSync(cache.keyFile, 0o640);
+    expect(await new DirectoryLayerCache(dir).get(key)).toBeUndefined();
+    expect(statSync(cache.keyFile).mode & 0o777).toBe(0o600);
   });
 });
