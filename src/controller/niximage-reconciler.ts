@@ -5,7 +5,7 @@ import { parseDuration } from "../api/duration.ts";
 import type { OperatorConfig } from "../config/operator-config.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Clock } from "../runtime/clock.ts";
-import type { Informer } from "../runtime/informer.ts";
+import type { InformerView } from "../runtime/informer.ts";
 import { KubeHttpError, kubeRequestJson } from "../runtime/kube-request.ts";
 import type { ReconcileContext, ReconcileResult } from "../runtime/workers.ts";
 import { crashPoint } from "../runtime/crash-point.ts";
@@ -22,7 +22,7 @@ import { storeVolumeView } from "./store-pool.ts";
 import { isWarmDue, nextWarmTime } from "./warm-schedule.ts";
 
 /**
- * gather (the only reader: informer caches, plus the branch's commit when a poll is due) ->
+ * gather (the only reader: informer caches and the revision poller's last answer) ->
  * decide (pure) -> apply (the only writer) -> status, written once and only when it changed.
  */
 
@@ -31,12 +31,12 @@ export interface ReconcilerDeps {
   config: OperatorConfig;
   clock: Clock;
   logger: Logger;
-  images: Informer<KubernetesObject>;
-  jobs: Informer<V1Job>;
-  pods: Informer<V1Pod>;
-  volumes: Informer<V1PersistentVolumeClaim>;
+  images: InformerView<KubernetesObject>;
+  jobs: InformerView<V1Job>;
+  pods: InformerView<V1Pod>;
+  volumes: InformerView<V1PersistentVolumeClaim>;
   /** Deployments, StatefulSets, DaemonSets and CronJobs, indexed by `niximage.io/from`. */
-  workloads: Informer<Workload>;
+  workloads: InformerView<Workload>;
   polls: RevisionPolls;
   /** Counts API writes by verb and resource (metrics, and tests that assert "no writes"). */
   onWrite?: (verb: string, resource: string) => void;
@@ -215,12 +215,15 @@ export class NixImageReconciler {
     if (interval && !image.spec.suspend) {
       const checkRequest = image.metadata.annotations?.[annotations.checkRevision];
       if (checkRequest) this.#deps.polls.requestCheck(`${namespace}/${name}`, checkRequest);
-      const poll = await this.#deps.polls.poll(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), now, context.signal);
-      if (poll.rev) observed.polledRevision = poll.rev;
-      if (poll.refName) observed.polledRefName = poll.refName;
-      if (poll.error) observed.pollError = poll.error;
-      observed.nextPollInMs = poll.nextInMs;
-    }
+      // The last answer of the background poller (revision-polls.ts); it re-queues this key when the answer changes.
+      // A NixImage that never built waits for its first answer, so that build is pinned to a known commit.
+      const poll = image.status?.lastBuild
+        ? this.#deps.polls.observe(`${namespace}/${name}`, image.spec.flake, parseDuration(interval))
+        : await this.#deps.polls.firstAnswer(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), context.signal);
+      if (poll?.rev) observed.polledRevision = poll.rev;
+      if (poll?.refName) observed.polledRefName = poll.refName;
+      if (poll?.error) observed.pollError = poll.error;
+    } else this.#deps.polls.forget(`${namespace}/${name}`);
 
     const warm = image.spec.warm;
     if (warm && !image.spec.suspend) {

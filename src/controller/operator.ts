@@ -1,19 +1,13 @@
-import { hostname } from "node:os";
-import { randomBytes } from "node:crypto";
 import type { KubeConfig, KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
 import { group, plural, version } from "../api/niximage.ts";
 import { parseDuration } from "../api/duration.ts";
 import type { OperatorConfig } from "../config/operator-config.ts";
 import type { Logger } from "../log/logger.ts";
-import { systemClock, type Clock } from "../runtime/clock.ts";
-import { controllerMetricsFactory } from "../runtime/controller-metrics.ts";
-import { startHealthServer, informersSynced, type HealthServer } from "../runtime/health-server.ts";
-import { createInformer, objectKey, type Informer } from "../runtime/informer.ts";
-import { LeaderElector } from "../runtime/leader-election.ts";
-import { KubeLeaseStore } from "../runtime/lease-store.ts";
-import { MetricsRegistry } from "../runtime/metrics.ts";
-import { WorkQueue } from "../runtime/work-queue.ts";
-import { runWorkers, type Workers } from "../runtime/workers.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { objectKey, type Informer, type InformerView } from "../runtime/informer.ts";
+import { Manager } from "../runtime/manager.ts";
+import type { MetricsRegistry } from "../runtime/metrics.ts";
+import { rolloutAnnotations, workloadKinds, type Workload } from "../rollout/rollout-plan.ts";
 import { jobView } from "./job-outcome.ts";
 import { labels } from "./names.ts";
 import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
@@ -21,13 +15,11 @@ import { RevisionPolls } from "./revision-polls.ts";
 import { resolveRevision } from "../flake/revision-resolver.ts";
 import { followingImages, startWebhookReceiver } from "../webhook/webhook-receiver.ts";
 import type { WebhookServer } from "../webhook/webhook-server.ts";
-import { rolloutAnnotations, workloadKinds, type Workload } from "../rollout/rollout-plan.ts";
 
 /**
- * Wires the NixImage controller: informers (NixImages, builder Jobs and their pods, store
- * volumes) that only enqueue keys, a keyed work queue, workers running the reconciler, leader
- * election, and /healthz, /readyz, /metrics. Only the leader runs workers; every replica keeps
- * its caches warm so a takeover starts at once.
+ * The NixImage controller: which objects it watches, how it indexes them, which NixImage an
+ * event concerns, and its reconciler. Everything generic (informers, health, metrics, leader
+ * election, workers, shutdown) is the Manager's (runtime/manager.ts).
  */
 export interface OperatorOptions {
   kc: KubeConfig;
@@ -47,7 +39,8 @@ export interface OperatorOptions {
 
 export interface RunningOperator {
   readonly metrics: MetricsRegistry;
-  readonly health: HealthServer | undefined;
+  /** Where /healthz, /readyz and /metrics are served, if they are. */
+  readonly health: { port: number } | undefined;
   /** The forge webhook receiver, when config.webhook.enabled. */
   readonly webhook: WebhookServer | undefined;
   readonly identity: string;
@@ -63,17 +56,34 @@ export interface RunningOperator {
 
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const { kc, config } = options;
-  const clock = options.clock ?? systemClock;
   const log = options.logger.child({ component: "controller" });
-  const identity = options.identity ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
-  const metrics = new MetricsRegistry();
-  const controllerMetrics = controllerMetricsFactory(metrics)("niximage");
+  const election = config.leaderElection;
+  const manager = new Manager({
+    kc,
+    logger: log,
+    clock: options.clock,
+    identity: options.identity,
+    metricsPort: options.metricsPort,
+    metricsHost: options.metricsHost,
+    onLostLeadership: options.onLostLeadership,
+    relistPeriodMs: parseDuration(config.resyncPeriod),
+    leaderElection: election.enabled
+      ? {
+          namespace: election.namespace,
+          leaseName: election.leaseName,
+          leaseDurationMs: parseDuration(election.leaseDuration),
+          renewDeadlineMs: parseDuration(election.renewDeadline),
+          retryPeriodMs: parseDuration(election.retryPeriod),
+        }
+      : undefined,
+  });
+  const { metrics } = manager;
+  const writes = new Map<string, number>();
   const writeCounter = metrics.counter({
     name: "niximage_api_writes_total",
     help: "API writes made by reconciles, by verb and resource.",
     labelNames: ["verb", "resource"],
   });
-  const writes = new Map<string, number>();
   const buildsTotal = metrics.counter({
     name: "niximage_builds_total",
     help: "Finished builds by kind (Image, Warm) and result.",
@@ -85,44 +95,33 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     labelNames: ["kind", "phase"],
     buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600],
   });
-  const resyncPeriodMs = parseDuration(config.resyncPeriod);
 
   // One informer per resource per watched namespace ("" = all namespaces).
   const scopes = config.namespaces.length > 0 ? config.namespaces : [""];
   const pathFor = (scope: string, apiPrefix: string, resource: string) => `${apiPrefix}${scope ? `/namespaces/${scope}` : ""}/${resource}`;
-  const managed = `${labels.image}`;
-  const informerSets = scopes.map((scope) => ({
-    images: createInformer<KubernetesObject>(kc, { path: pathFor(scope, `/apis/${group}/${version}`, plural), logger: log, clock, resyncPeriodMs }),
-    jobs: createInformer<V1Job>(kc, { path: pathFor(scope, "/apis/batch/v1", "jobs"), labelSelector: managed, logger: log, clock }),
-    pods: createInformer<V1Pod>(kc, { path: pathFor(scope, "/api/v1", "pods"), labelSelector: managed, logger: log, clock }),
-    volumes: createInformer<V1PersistentVolumeClaim>(kc, {
-      path: pathFor(scope, "/api/v1", "persistentvolumeclaims"),
-      labelSelector: labels.store,
-      logger: log,
-      clock,
+  const sets = scopes.map((scope) => ({
+    images: manager.informer<KubernetesObject>({
+      path: pathFor(scope, `/apis/${group}/${version}`, plural),
+      resyncPeriodMs: parseDuration(config.resyncPeriod),
     }),
+    jobs: manager.informer<V1Job>({ path: pathFor(scope, "/apis/batch/v1", "jobs"), labelSelector: labels.image }),
+    pods: manager.informer<V1Pod>({ path: pathFor(scope, "/api/v1", "pods"), labelSelector: labels.image }),
+    volumes: manager.informer<V1PersistentVolumeClaim>({ path: pathFor(scope, "/api/v1", "persistentvolumeclaims"), labelSelector: labels.store }),
     // Consent is an annotation, which no selector can filter on: these watch all workloads.
     workloads: workloadKinds.map((kind) =>
-      createInformer<Workload>(kc, {
+      manager.informer<Workload>({
         path: kind === "CronJob" ? pathFor(scope, "/apis/batch/v1", "cronjobs") : pathFor(scope, "/apis/apps/v1", `${kind.toLowerCase()}s`),
-        logger: log,
-        clock,
       }),
     ),
   }));
-  const merged = {
-    images: mergeInformers(informerSets.map((s) => s.images)),
-    jobs: mergeInformers(informerSets.map((s) => s.jobs)),
-    pods: mergeInformers(informerSets.map((s) => s.pods)),
-    volumes: mergeInformers(informerSets.map((s) => s.volumes)),
-    workloads: mergeInformers(informerSets.flatMap((s) => s.workloads)),
-  };
-  const all = informerSets.flatMap((s) => [s.images, s.jobs, s.pods, s.volumes, ...s.workloads] as Informer<KubernetesObject>[]);
+  const images = mergeInformers(sets.map((s) => s.images));
+
+  // Indexes.
   const fromKey = (workload: KubernetesObject) => {
     const from = workload.metadata?.annotations?.[rolloutAnnotations.from];
     return from ? [`${workload.metadata?.namespace}/${from}`] : [];
   };
-  for (const set of informerSets) {
+  for (const set of sets) {
     set.jobs.addIndex(indexes.jobsByImage, (job) =>
       job.metadata?.labels?.[labels.image] ? [`${job.metadata.namespace}/${job.metadata.labels[labels.image]}`] : [],
     );
@@ -130,43 +129,29 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       const job = pod.metadata?.labels?.["batch.kubernetes.io/job-name"] ?? pod.metadata?.labels?.["job-name"];
       return job ? [`${pod.metadata?.namespace}/${job}`] : [];
     });
+    for (const informer of set.workloads) informer.addIndex(indexes.workloadsByImage, fromKey);
   }
 
-  const queue = new WorkQueue<string>({ clock, metrics: controllerMetrics.queue });
-  const enqueueImage = (obj: KubernetesObject) => queue.add(objectKey(obj));
-  const enqueueOwner = (obj: KubernetesObject) => {
-    const image = obj.metadata?.labels?.[labels.image];
-    if (image) queue.add(`${obj.metadata?.namespace}/${image}`);
-  };
-  // A finished build frees a store volume: everyone waiting in that namespace may start now.
-  const enqueueNamespaceOnFinish = (old: V1Job, job: V1Job) => {
-    if (jobView(old, []).state === "Running" && jobView(job, []).state !== "Running") {
-      for (const image of merged.images.list(job.metadata?.namespace)) enqueueImage(image);
-    }
-  };
-  for (const informer of informerSets.flatMap((s) => s.workloads)) {
-    informer.addIndex(indexes.workloadsByImage, fromKey);
-    // A workload that opts in, changes its mind or changes its status wakes its NixImage.
-    informer.addEventHandler({
-      add: (w) => fromKey(w).forEach((k) => queue.add(k)),
-      update: (old, w) => new Set([...fromKey(old), ...fromKey(w)]).forEach((k) => queue.add(k)),
-      delete: (w) => fromKey(w).forEach((k) => queue.add(k)),
+  const polls =
+    options.polls ??
+    new RevisionPolls({
+      clock: manager.clock,
+      logger: log,
+      // The poller connects only where the flake ref policy allows (SSRF): its allowed address ranges.
+      resolve: (ref, o) => resolveRevision(ref, { ...o, allowedAddressRanges: config.flakeRefPolicy.allowedAddressRanges }),
     });
-  }
-  for (const set of informerSets) {
-    set.images.addEventHandler({ add: enqueueImage, update: (_old, obj) => enqueueImage(obj), delete: enqueueImage });
-    set.jobs.addEventHandler({ add: enqueueOwner, update: (old, job) => (enqueueOwner(job), enqueueNamespaceOnFinish(old, job)), delete: enqueueOwner });
-    set.pods.addEventHandler({ add: enqueueOwner, update: (_old, pod) => enqueueOwner(pod), delete: enqueueOwner });
-  }
-
   const reconciler = new NixImageReconciler({
     kc,
     config,
-    clock,
+    clock: manager.clock,
     logger: log,
-    ...merged,
-    // The poller connects only where the flake ref policy allows (SSRF): its allowed address ranges.
-    polls: options.polls ?? new RevisionPolls((ref, o) => resolveRevision(ref, { ...o, allowedAddressRanges: config.flakeRefPolicy.allowedAddressRanges })),
+    images,
+    jobs: mergeInformers(sets.map((s) => s.jobs)),
+    pods: mergeInformers(sets.map((s) => s.pods)),
+    volumes: mergeInformers(sets.map((s) => s.volumes)),
+    workloads: mergeInformers(sets.flatMap((s) => s.workloads)),
+    polls,
+    canWrite: () => manager.canWrite(),
     onBuildFinished: ({ kind, result, seconds }) => {
       buildsTotal.inc({ kind, result });
       for (const [phase, value] of Object.entries(seconds)) phaseSeconds.observe({ kind, phase }, value);
@@ -176,19 +161,43 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       writes.set(`${verb} ${resource}`, (writes.get(`${verb} ${resource}`) ?? 0) + 1);
     },
   });
+  const enqueueAll = () => {
+    for (const image of images.list()) queue.add(objectKey(image));
+  };
+  const queue = manager.controller("niximage", {
+    reconcile: (key, context) => reconciler.reconcile(key, context),
+    concurrency: config.concurrency.reconcilers,
+    onLeading: enqueueAll,
+  });
+  manager.leaderTask("revision-polls", (signal) => polls.run(signal, (key) => queue.add(key)));
 
-  for (const informer of all) informer.start();
-  const health =
-    options.metricsPort === undefined
-      ? undefined
-      : await startHealthServer({
-          port: options.metricsPort,
-          host: options.metricsHost,
-          registry: metrics,
-          logger: log,
-          readinessChecks: { informers: informersSynced(all) },
-        });
+  // Event mappers: every event only enqueues the key of the NixImage it concerns.
+  const enqueueImage = (obj: KubernetesObject) => queue.add(objectKey(obj));
+  const enqueueOwner = (obj: KubernetesObject) => {
+    const image = obj.metadata?.labels?.[labels.image];
+    if (image) queue.add(`${obj.metadata?.namespace}/${image}`);
+  };
+  // A finished build frees a store volume: everyone waiting in that namespace may start now.
+  const enqueueNamespaceOnFinish = (old: V1Job, job: V1Job) => {
+    if (jobView(old, []).state === "Running" && jobView(job, []).state !== "Running") {
+      for (const image of images.list(job.metadata?.namespace)) enqueueImage(image);
+    }
+  };
+  for (const set of sets) {
+    set.images.addEventHandler({ add: enqueueImage, update: (_old, obj) => enqueueImage(obj), delete: enqueueImage });
+    set.jobs.addEventHandler({ add: enqueueOwner, update: (old, job) => (enqueueOwner(job), enqueueNamespaceOnFinish(old, job)), delete: enqueueOwner });
+    set.pods.addEventHandler({ add: enqueueOwner, update: (_old, pod) => enqueueOwner(pod), delete: enqueueOwner });
+    // A workload that opts in, changes its mind or changes its status wakes its NixImage.
+    for (const informer of set.workloads) {
+      informer.addEventHandler({
+        add: (w) => fromKey(w).forEach((k) => queue.add(k)),
+        update: (old, w) => new Set([...fromKey(old), ...fromKey(w)]).forEach((k) => queue.add(k)),
+        delete: (w) => fromKey(w).forEach((k) => queue.add(k)),
+      });
+    }
+  }
 
+  await manager.start();
   // Every replica receives webhooks (the Service spreads them); the request goes through the API
   // server (an annotation) so the leader acts on it.
   const webhook = config.webhook.enabled
@@ -196,106 +205,38 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         kc,
         config: config.webhook,
         port: options.webhookPort,
-        images: () => followingImages(merged.images.list()),
+        images: () => followingImages(images.list()),
         metrics,
         logger: log,
-        clock,
+        clock: manager.clock,
       })
     : undefined;
-
-  let workers: Workers | undefined;
-  let busy = 0;
-  let stopped: Promise<void> | undefined;
-  const startWorkers = async (signal: AbortSignal) => {
-    await Promise.all(all.map((i) => i.waitForSync(signal)));
-    log.info({ identity }, "leading: caches synced, starting workers");
-    for (const image of merged.images.list()) enqueueImage(image);
-    workers = runWorkers({
-      queue,
-      reconcile: async (key, context) => {
-        busy++;
-        try {
-          return await reconciler.reconcile(key, context);
-        } finally {
-          busy--;
-        }
-      },
-      concurrency: config.concurrency.reconcilers,
-      logger: log,
-      metrics: controllerMetrics.workers,
-    });
-  };
-
-  let elector: LeaderElector | undefined;
-  let leading = false;
-  if (config.leaderElection.enabled) {
-    elector = new LeaderElector({
-      store: new KubeLeaseStore(kc, config.leaderElection.namespace, config.leaderElection.leaseName),
-      identity,
-      leaseDurationMs: parseDuration(config.leaderElection.leaseDuration),
-      renewDeadlineMs: parseDuration(config.leaderElection.renewDeadline),
-      retryPeriodMs: parseDuration(config.leaderElection.retryPeriod),
-      clock,
-      logger: log,
-      onStartedLeading: (signal) => {
-        leading = true;
-        startWorkers(signal).catch((error: unknown) => log.error({ err: String(error) }, "could not start workers"));
-      },
-      onStoppedLeading: () => {
-        leading = false;
-      },
-      onLost: () => {
-        log.error("lost the leader lease; stopping");
-        options.onLostLeadership?.();
-      },
-    });
-    void elector.run();
-  } else {
-    leading = true;
-    await startWorkers(AbortSignal.timeout(120_000));
-  }
-
   return {
     metrics,
-    health,
+    get health() {
+      const port = manager.healthPort;
+      return port === undefined ? undefined : { port };
+    },
     webhook,
-    identity,
+    identity: manager.identity,
     writes,
-    isLeader: () => leading,
-    enqueueAll: () => {
-      for (const image of merged.images.list()) enqueueImage(image);
-    },
-    async idle() {
-      // Two empty looks in a row: a reconcile that just finished may have queued a follow-up.
-      for (let quiet = 0; quiet < 2;) {
-        await clock.sleep(50);
-        quiet = queue.length === 0 && busy === 0 ? quiet + 1 : 0;
-      }
-    },
-    stop() {
-      stopped ??= stopAll();
-      return stopped;
+    isLeader: () => manager.isLeader(),
+    enqueueAll,
+    idle: () => manager.idle(),
+    stop: async () => {
+      await webhook?.close();
+      await manager.stop();
     },
   };
-
-  async function stopAll(): Promise<void> {
-    await webhook?.close();
-    await queue.shutDownWithDrain();
-    await workers?.finished;
-    await elector?.stop();
-    await Promise.all(all.map((informer) => informer.stop()));
-    await health?.close();
-  }
 }
 
 /** A read view over the same resource's informers in several namespaces. */
-function mergeInformers<T extends KubernetesObject>(informers: Informer<T>[]): Informer<T> {
+function mergeInformers<T extends KubernetesObject>(informers: Informer<T>[]): InformerView<T> {
   if (informers.length === 1) return informers[0]!;
-  const view = {
-    get: (name: string, namespace?: string) => informers.map((i) => i.get(name, namespace)).find(Boolean),
-    getByKey: (key: string) => informers.map((i) => i.getByKey(key)).find(Boolean),
-    list: (namespace?: string) => informers.flatMap((i) => i.list(namespace)),
-    byIndex: (name: string, value: string) => informers.flatMap((i) => i.byIndex(name, value)),
+  return {
+    get: (name, namespace) => informers.map((i) => i.get(name, namespace)).find(Boolean),
+    getByKey: (key) => informers.map((i) => i.getByKey(key)).find(Boolean),
+    list: (namespace) => informers.flatMap((i) => i.list(namespace)),
+    byIndex: (name, value) => informers.flatMap((i) => i.byIndex(name, value)),
   };
-  return view as unknown as Informer<T>;
 }

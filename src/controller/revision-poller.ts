@@ -1,6 +1,5 @@
 // When to poll a NixImage's flake ref for a new revision next (`spec.triggers.interval`). Pure: the
-// time comes from a Clock (or a `now` argument); the controller requeues the key for that time.
-import type { Clock } from "../runtime/clock.ts";
+// time comes in as `now`; the background poller (revision-polls.ts) schedules by it.
 
 /** No poll is scheduled closer than this after the previous one, whatever the spec says. */
 export const MIN_POLL_INTERVAL_MS = 10_000;
@@ -52,41 +51,4 @@ export function nextPollTime(lastPoll: Date | undefined, intervalMs: number | un
   if (lastPoll === undefined) return new Date(now.getTime());
   const from = Math.min(lastPoll.getTime(), now.getTime());
   return new Date(from + interval + pollJitterMs(interval, options));
-}
-
-/** Whether a poll is due at `now`. False when polling is off. */
-export function isPollDue(lastPoll: Date | undefined, intervalMs: number | undefined, now: Date, options: PollTimeOptions = {}): boolean {
-  const next = nextPollTime(lastPoll, intervalMs, now, options);
-  return next !== undefined && next.getTime() <= now.getTime();
-}
-
-/** The same, reading the time from a Clock, for the controller. */
-export class RevisionPoller {
-  readonly #clock: Clock;
-  readonly #jitterRatio: number;
-
-  constructor(clock: Clock, options: { jitterRatio?: number } = {}) {
-    this.#clock = clock;
-    this.#jitterRatio = options.jitterRatio ?? DEFAULT_POLL_JITTER_RATIO;
-  }
-
-  /** When the next poll is due (now when never polled); undefined when polling is off. */
-  nextPollAt(lastPoll: Date | undefined, intervalMs: number | undefined, key?: string): Date | undefined {
-    return nextPollTime(lastPoll, intervalMs, this.#clock.now(), this.#options(key));
-  }
-
-  isDue(lastPoll: Date | undefined, intervalMs: number | undefined, key?: string): boolean {
-    return isPollDue(lastPoll, intervalMs, this.#clock.now(), this.#options(key));
-  }
-
-  /** Milliseconds until the next poll (0 when due now), for the work queue; undefined when off. */
-  requeueAfterMs(lastPoll: Date | undefined, intervalMs: number | undefined, key?: string): number | undefined {
-    const now = this.#clock.now();
-    const next = nextPollTime(lastPoll, intervalMs, now, this.#options(key));
-    return next === undefined ? undefined : Math.max(0, next.getTime() - now.getTime());
-  }
-
-  #options(key: string | undefined): PollTimeOptions {
-    return key === undefined ? { jitterRatio: this.#jitterRatio } : { key, jitterRatio: this.#jitterRatio };
-  }
 }

@@ -1,87 +1,269 @@
-import { redactCredentials } from "../flake/flake-ref.ts";
+import { cloneUrlOf, parseFlakeRef, redactCredentials } from "../flake/flake-ref.ts";
 import { resolveRevision } from "../flake/revision-resolver.ts";
+import type { Logger } from "../log/logger.ts";
+import { systemClock, type Clock } from "../runtime/clock.ts";
 import { nextPollTime } from "./revision-poller.ts";
 
-export interface PollOutcome {
+/** The last known answer for a NixImage's flake ref. */
+export interface PollResult {
   rev?: string;
   /** Full ref name the commit was found under (refs/heads/main), to pin git refs exactly. */
   refName?: string;
+  /** Why there is no newer answer (the last good rev, if any, is kept). */
   error?: string;
-  /** When the next poll is due. */
-  nextInMs: number;
 }
 
 type Resolve = typeof resolveRevision;
-interface LastPoll {
-  at: Date;
+
+export interface RevisionPollsOptions {
+  resolve?: Resolve;
+  clock?: Clock;
+  random?: () => number;
+  logger?: Logger;
+  /** Polls in flight at once. Default 8. */
+  concurrency?: number;
+  /** Polls in flight at once against one host, so a few slow hosts cannot take every slot. Default 2. */
+  perHostLimit?: number;
+  /** The first poll of a key (after start or a failover) is put at a random time in this window (capped at its interval). Default 60 s. */
+  startSpreadMs?: number;
+  /** One poll's time limit. Default 15 s. */
+  timeoutMs?: number;
+}
+
+interface Entry {
   flake: string;
-  rev?: string;
-  refName?: string;
-  error?: string;
+  intervalMs: number;
+  host: string;
+  dueMs: number;
+  running: boolean;
+  lastMs?: number;
+  result?: PollResult;
+  /** Reconciles waiting for the first answer (`firstAnswer`). */
+  waiters?: (() => void)[];
 }
 
 /**
- * Revision polling state, kept in memory on purpose: a poll that finds the same commit must
- * cost one small request and no API write. After a restart the first reconcile polls at once.
- * Timing (interval floor, a fixed per-key spread) comes from revision-poller.ts.
+ * Revision polling off the reconcile path (one small request per poll, no API write when the
+ * commit is the same). The reconcile only registers the key's flake and interval (`observe`) and
+ * reads the last known answer; a background loop, running only on the leader, polls what is due
+ * with a global and a per-host concurrency limit, and calls `onChange(key)` when an answer
+ * differs from the last one, so the key is reconciled again. The first poll of each key is spread
+ * over a window, so a restart or a failover does not poll every NixImage at once; later polls
+ * follow the interval plus a fixed per-key spread (revision-poller.ts). State is in memory on
+ * purpose: after a restart the answers are found again within the spread window.
  */
 export class RevisionPolls {
-  readonly #last = new Map<string, LastPoll>();
+  readonly #entries = new Map<string, Entry>();
+  readonly #resolve: Resolve;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #log: Logger | undefined;
+  readonly #concurrency: number;
+  readonly #perHostLimit: number;
+  readonly #startSpreadMs: number;
+  readonly #timeoutMs: number;
+  readonly #runningByHost = new Map<string, number>();
   /** The last check request (niximage.io/check-revision value) honoured per key. */
   readonly #requested = new Map<string, string>();
-  readonly #resolve: Resolve;
+  /** Keys with a check request before their first `observe`: polled at once instead of spread. */
+  readonly #checkFirst = new Set<string>();
+  #running = 0;
+  #wake: (() => void) | undefined;
 
-  constructor(resolve: Resolve = resolveRevision) {
-    this.#resolve = resolve;
-  }
-
-  async poll(key: string, flake: string, intervalMs: number, now: Date, signal?: AbortSignal): Promise<PollOutcome> {
-    const last = this.#last.get(key);
-    const known = last?.flake === flake ? last : undefined;
-    const due = nextPollTime(known?.at, intervalMs, now, { key })!;
-    if (known && due.getTime() > now.getTime()) return outcome(known, due.getTime() - now.getTime());
-
-    let entry: LastPoll;
-    try {
-      const resolved = await this.#resolve(flake, { signal, timeoutMs: 15_000 });
-      entry = "rev" in resolved ? { at: now, flake, rev: resolved.rev, refName: resolved.refName } : { at: now, flake };
-    } catch (error) {
-      // Keep the last good answer; say why there is no newer one (never with URL credentials).
-      entry = {
-        at: now,
-        flake,
-        rev: known?.rev,
-        refName: known?.refName,
-        error: redactCredentials(`cannot resolve the revision of ${flake}: ${(error as Error).message}`),
-      };
-    }
-    this.#last.set(key, entry);
-    return outcome(entry, nextPollTime(now, intervalMs, now, { key })!.getTime() - now.getTime());
+  constructor(options: RevisionPollsOptions = {}) {
+    this.#resolve = options.resolve ?? resolveRevision;
+    this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? Math.random;
+    this.#log = options.logger;
+    this.#concurrency = options.concurrency ?? 8;
+    this.#perHostLimit = Math.min(options.perHostLimit ?? 2, this.#concurrency);
+    this.#startSpreadMs = options.startSpreadMs ?? 60_000;
+    this.#timeoutMs = options.timeoutMs ?? 15_000;
   }
 
   /**
-   * A check was requested (a forge webhook, or by hand) with `token`: the next `poll` of `key`
-   * resolves at once, unless this token was honoured already. True when it makes the poll due.
+   * Called by the reconcile of a NixImage that polls: registers (or updates) its flake and
+   * interval and returns the last known answer, undefined before the first poll. Never waits.
+   */
+  observe(key: string, flake: string, intervalMs: number): PollResult | undefined {
+    const nowMs = this.#clock.now().getTime();
+    const entry = this.#entries.get(key);
+    if (entry && entry.flake === flake) {
+      if (entry.intervalMs !== intervalMs && entry.lastMs !== undefined) {
+        entry.intervalMs = intervalMs;
+        entry.dueMs = this.#nextDue(key, entry.lastMs, intervalMs, nowMs);
+      }
+      // The loop sleeps until the earliest due time; a clock that jumped (tests) is noticed here.
+      if (entry.dueMs <= nowMs && !entry.running) this.#wake?.();
+      return entry.result;
+    }
+    const spread = this.#checkFirst.delete(key) ? 0 : Math.floor(this.#random() * Math.min(this.#startSpreadMs, intervalMs));
+    this.#entries.set(key, { flake, intervalMs, host: hostOf(flake), dueMs: nowMs + spread, running: false });
+    this.#wake?.();
+    return undefined;
+  }
+
+  /**
+   * For a NixImage that never built: polls it first and waits for that answer (at most one poll's
+   * time limit plus a little), so its first build is pinned to a known commit. Existing NixImages
+   * never wait: they use `observe`.
+   */
+  async firstAnswer(key: string, flake: string, intervalMs: number, signal?: AbortSignal): Promise<PollResult | undefined> {
+    const known = this.observe(key, flake, intervalMs);
+    if (known) return known;
+    const entry = this.#entries.get(key)!;
+    entry.dueMs = Math.min(entry.dueMs, this.#clock.now().getTime());
+    this.#wake?.();
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        timer.cancel();
+        signal?.removeEventListener("abort", done);
+        entry.waiters = entry.waiters?.filter((w) => w !== done);
+        resolve();
+      };
+      const timer = this.#clock.setTimeout(done, this.#timeoutMs + 5_000);
+      signal?.addEventListener("abort", done, { once: true });
+      (entry.waiters ??= []).push(done);
+    });
+    return entry.result;
+  }
+
+  /**
+   * A check was requested (a forge webhook sets niximage.io/check-revision, or a human) with
+   * `token`: the key is polled as soon as a slot is free, unless this token was honoured already.
+   * True when it made the poll due.
    */
   requestCheck(key: string, token: string): boolean {
     if (this.#requested.get(key) === token) return false;
     this.#requested.set(key, token);
-    const last = this.#last.get(key);
-    if (last) this.#last.set(key, { ...last, at: new Date(0) });
+    const entry = this.#entries.get(key);
+    if (entry) entry.dueMs = Math.min(entry.dueMs, this.#clock.now().getTime());
+    else this.#checkFirst.add(key);
+    this.#wake?.();
     return true;
   }
 
+  /** The NixImage is gone, suspended or polls no more. */
   forget(key: string): void {
-    this.#last.delete(key);
+    this.#entries.delete(key);
     this.#requested.delete(key);
+    this.#checkFirst.delete(key);
+  }
+
+  /**
+   * Polls the matching keys as soon as a slot is free (e.g. a forge webhook said a branch moved).
+   * Returns how many keys matched.
+   */
+  expedite(matches: (flake: string, key: string) => boolean): number {
+    const nowMs = this.#clock.now().getTime();
+    let count = 0;
+    for (const [key, entry] of this.#entries) {
+      if (!matches(entry.flake, key)) continue;
+      entry.dueMs = Math.min(entry.dueMs, nowMs);
+      count++;
+    }
+    if (count > 0) this.#wake?.();
+    return count;
+  }
+
+  /** Keys known and polls in flight (metrics, tests). */
+  stats(): { keys: number; running: number } {
+    return { keys: this.#entries.size, running: this.#running };
+  }
+
+  /** The background loop: polls what is due until `signal` aborts (leadership ends, or stop). */
+  async run(signal: AbortSignal, onChange: (key: string) => void): Promise<void> {
+    const inFlight = new Set<Promise<void>>();
+    while (!signal.aborted) {
+      const nowMs = this.#clock.now().getTime();
+      let nextDueMs = Number.POSITIVE_INFINITY;
+      const due = [...this.#entries].filter(([, e]) => !e.running).sort((a, b) => a[1].dueMs - b[1].dueMs);
+      for (const [key, entry] of due) {
+        if (entry.dueMs > nowMs) {
+          nextDueMs = Math.min(nextDueMs, entry.dueMs);
+          break;
+        }
+        if (this.#running >= this.#concurrency) break;
+        if ((this.#runningByHost.get(entry.host) ?? 0) >= this.#perHostLimit) continue;
+        const poll = this.#poll(key, entry, signal, onChange).finally(() => inFlight.delete(poll));
+        inFlight.add(poll);
+      }
+      await this.#sleep(nextDueMs === Number.POSITIVE_INFINITY ? 60_000 : nextDueMs - nowMs, signal);
+    }
+    await Promise.all(inFlight);
+  }
+
+  async #poll(key: string, entry: Entry, signal: AbortSignal, onChange: (key: string) => void): Promise<void> {
+    const { flake, host } = entry;
+    entry.running = true;
+    this.#running++;
+    this.#runningByHost.set(host, (this.#runningByHost.get(host) ?? 0) + 1);
+    let result: PollResult;
+    try {
+      const resolved = await this.#resolve(flake, { signal, timeoutMs: this.#timeoutMs });
+      result = "rev" in resolved ? { rev: resolved.rev, refName: resolved.refName } : {};
+    } catch (error) {
+      // Keep the last good answer; say why there is no newer one (never with URL credentials).
+      result = {
+        ...(entry.result?.rev ? { rev: entry.result.rev } : {}),
+        ...(entry.result?.refName ? { refName: entry.result.refName } : {}),
+        error: redactCredentials(`cannot resolve the revision of ${flake}: ${(error as Error).message}`),
+      };
+    } finally {
+      entry.running = false;
+      this.#running--;
+      const left = (this.#runningByHost.get(host) ?? 1) - 1;
+      if (left > 0) this.#runningByHost.set(host, left);
+      else this.#runningByHost.delete(host);
+      this.#wake?.();
+    }
+    // Forgotten, or the flake changed while the poll ran: this answer is for nobody.
+    if (signal.aborted || this.#entries.get(key) !== entry || entry.flake !== flake) {
+      for (const wake of entry.waiters ?? []) wake();
+      return;
+    }
+    const nowMs = this.#clock.now().getTime();
+    const changed = !sameResult(entry.result, result);
+    entry.result = result;
+    entry.lastMs = nowMs;
+    entry.dueMs = this.#nextDue(key, nowMs, entry.intervalMs, nowMs);
+    for (const wake of entry.waiters ?? []) wake();
+    if (changed) {
+      this.#log?.debug({ key, rev: result.rev, error: result.error !== undefined }, "revision poll: new answer");
+      onChange(key);
+    }
+  }
+
+  #nextDue(key: string, lastMs: number, intervalMs: number, nowMs: number): number {
+    return nextPollTime(new Date(lastMs), intervalMs, new Date(nowMs), { key })!.getTime();
+  }
+
+  /** Sleeps until `ms` passed, something changed (a poll finished, a key was added or expedited) or `signal` aborts. */
+  #sleep(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        timer.cancel();
+        signal.removeEventListener("abort", done);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = this.#clock.setTimeout(done, Math.max(0, ms));
+      signal.addEventListener("abort", done, { once: true });
+      this.#wake = done;
+    });
   }
 }
 
-function outcome(poll: LastPoll, nextInMs: number): PollOutcome {
-  return {
-    ...(poll.rev ? { rev: poll.rev } : {}),
-    ...(poll.refName ? { refName: poll.refName } : {}),
-    ...(poll.error ? { error: poll.error } : {}),
-    nextInMs,
-  };
+function sameResult(a: PollResult | undefined, b: PollResult): boolean {
+  return a !== undefined && a.rev === b.rev && a.refName === b.refName && a.error === b.error;
+}
+
+/** The host a flake ref is fetched from (for the per-host limit); refs without one share a bucket. */
+function hostOf(flake: string): string {
+  try {
+    const target = cloneUrlOf(parseFlakeRef(flake));
+    return target ? new URL(target.url).host : "-";
+  } catch {
+    return "-";
+  }
 }

@@ -16,18 +16,35 @@ export interface HealthServerOptions {
   /** `/healthz`: the process works. Default none (always ok while the server answers). */
   livenessChecks?: Record<string, HealthCheck>;
   /**
-   * `/readyz`: ready to serve. For the operator: informers synced. Leadership is deliberately not
+   * `/readyz`: ready to serve. For the operator: informers synced and watching. Leadership is deliberately not
    * a readiness check: a standby replica is healthy and ready to take over.
    */
   readinessChecks?: Record<string, HealthCheck>;
   logger?: Logger;
 }
 
-/** Ready when every informer has synced; the reason names those that have not. */
-export function informersSynced(informers: readonly { name: string; hasSynced(): boolean }[]): HealthCheck {
+/** What readiness needs to know of an informer. */
+export interface InformerHealth {
+  readonly name: string;
+  hasSynced(): boolean;
+  /** Since when (ms) it has had no established watch; undefined while watching. */
+  notWatchingSince(): number | undefined;
+}
+
+/**
+ * Ready when every informer has synced and none has been without a watch for longer than
+ * `graceMs` (a watch is re-established now and then; a short gap is normal). The reason names
+ * those that are not.
+ */
+export function informersReady(informers: readonly InformerHealth[], graceMs: number, nowMs: () => number): HealthCheck {
   return () => {
-    const pending = informers.filter((i) => !i.hasSynced()).map((i) => i.name);
-    return pending.length === 0 ? true : `not synced: ${pending.join(", ")}`;
+    const now = nowMs();
+    const problems = informers.flatMap((i) => {
+      if (!i.hasSynced()) return [`${i.name}: not synced`];
+      const since = i.notWatchingSince();
+      return since !== undefined && now - since > graceMs ? [`${i.name}: no watch for ${Math.round((now - since) / 1000)}s`] : [];
+    });
+    return problems.length === 0 ? true : problems.join(", ");
   };
 }
 

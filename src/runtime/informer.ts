@@ -1,16 +1,27 @@
-import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "../log/logger.ts";
 import type { Clock } from "./clock.ts";
 import { systemClock } from "./clock.ts";
-import { kubeListAll } from "./kube-request.ts";
+import { kubeListAll, kubeWatch } from "./kube-request.ts";
 import { ExponentialBackoffRateLimiter, type ExponentialBackoffOptions } from "./rate-limiter.ts";
 
-/** The part of client-node's list-watch (`ListWatch`, `makeInformer`) this wrapper uses. */
+/** One watch event as the API server sends it (after the informer's transform). */
+export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK";
+
+/**
+ * Where an informer gets its objects: a full list, and a watch from a resourceVersion. Kept this
+ * small so the informer (cache, relist, restart, readiness) is tested without an API server.
+ */
 export interface ListWatchSource<T extends KubernetesObject> {
-  on(verb: "add" | "update" | "delete", cb: (obj: T) => void): void;
-  on(verb: "error" | "connect", cb: (err?: unknown) => void): void;
-  start(): Promise<void>;
-  stop(): Promise<void>;
+  /** Every object and the collection's resourceVersion to watch from. */
+  list(signal: AbortSignal): Promise<{ items: T[]; resourceVersion: string }>;
+  /**
+   * Watches from `resourceVersion`, calling `onEvent` for each event. Resolves when the watch ends
+   * cleanly (server timeout, idle timeout: watch again from the last resourceVersion); rejects on an
+   * error (a `statusCode`/`code` of 410 means the resourceVersion is too old: list again).
+   * `onWatching` is called once the server accepted the watch.
+   */
+  watch(resourceVersion: string, onEvent: (type: WatchEventType, obj: T) => void, signal: AbortSignal, onWatching: () => void): Promise<void>;
 }
 
 export interface InformerEventHandlers<T> {
@@ -36,6 +47,25 @@ export interface InformerOptions<T extends KubernetesObject> {
   backoffResetMs?: number;
   /** Re-deliver every cached object as an update this often (0/undefined: never). */
   resyncPeriodMs?: number;
+  /**
+   * List again from the API server this often (0/undefined: only when needed), so an event the
+   * watch lost (a dropped line, a stalled connection) is repaired within this bound. Only objects
+   * whose resourceVersion changed are delivered.
+   */
+  relistPeriodMs?: number;
+  /**
+   * Applied to every object before it is cached (e.g. drop managedFields and fields never read):
+   * the cache holds only what the controller uses. Must keep metadata.name/namespace/resourceVersion.
+   */
+  transform?: (obj: T) => T;
+}
+
+/** The read side of an informer: what a reconciler may use (never start/stop or handlers). */
+export interface InformerView<T extends KubernetesObject> {
+  get(name: string, namespace?: string): T | undefined;
+  getByKey(key: string): T | undefined;
+  list(namespace?: string): T[];
+  byIndex(name: string, value: string): T[];
 }
 
 /** `namespace/name`, or `name` for cluster-scoped objects: the work-queue key. */
@@ -77,16 +107,17 @@ function keyOf(namespace: string | undefined, name: string): string {
 }
 
 /**
- * A list-watch cache that does not give up. client-node's `ListWatch` re-lists on 410 Gone and
- * re-watches on timeouts, but stops for good on any other error; this wrapper restarts it with
- * backoff on every error (from the resource version it had, so a re-list happens only when needed).
+ * A list-watch cache that does not give up: lists, then watches from the list's resourceVersion;
+ * a watch that ends cleanly is resumed from the last resourceVersion seen, a 410 Gone lists again,
+ * any other error restarts after a backoff. `relistPeriodMs` lists again now and then so that an
+ * event lost on the way (a stalled or cut watch, a malformed line) is repaired within that bound.
  *
- * It keeps its own copy of the objects so that updates come with the old object, secondary indexes
- * stay consistent, and handlers added late are replayed the objects already known.
- * Objects are the API server's JSON as-is (timestamps are strings, whatever the model types say);
- * treat them as read-only.
+ * It keeps the only copy of the objects (after `transform`), so that updates come with the old
+ * object, secondary indexes stay consistent, and handlers added late are replayed the objects
+ * already known. Objects are the API server's JSON (timestamps are strings, whatever the model
+ * types say); treat them as read-only.
  */
-export class Informer<T extends KubernetesObject> {
+export class Informer<T extends KubernetesObject> implements InformerView<T> {
   readonly name: string;
   readonly #source: ListWatchSource<T>;
   readonly #log: Logger;
@@ -94,6 +125,8 @@ export class Informer<T extends KubernetesObject> {
   readonly #backoff: ExponentialBackoffRateLimiter<string>;
   readonly #backoffResetMs: number;
   readonly #resyncPeriodMs: number;
+  readonly #relistPeriodMs: number;
+  readonly #transform: ((obj: T) => T) | undefined;
 
   readonly #objects = new Map<string, Map<string, T>>();
   readonly #handlers: InformerEventHandlers<T>[] = [];
@@ -102,14 +135,22 @@ export class Informer<T extends KubernetesObject> {
   #started = false;
   #stopped = false;
   #synced = false;
+  #watching = false;
+  #downSinceMs: number;
   #syncWaiters: (() => void)[] = [];
-  #attempt = 0;
-  #attemptFailed = false;
+  /** Aborts the list or watch in flight (stop, or a relist that is due). */
+  #current: AbortController | undefined;
+  #resourceVersion = "";
+  #relistDue = true;
+  #lastListMs = 0;
   #healthySinceMs: number | undefined;
-  #restartTimer: { cancel(): void } | undefined;
   #resyncTimer: { cancel(): void } | undefined;
+  #relistTimer: { cancel(): void } | undefined;
+  #wake: (() => void) | undefined;
   #restarts = 0;
+  #relists = 0;
   #lastError: string | undefined;
+  #running: Promise<void> | undefined;
 
   constructor(options: InformerOptions<T>) {
     this.name = options.name;
@@ -119,33 +160,43 @@ export class Informer<T extends KubernetesObject> {
     this.#backoff = new ExponentialBackoffRateLimiter({ baseMs: 1_000, maxMs: 30_000, ...options.restartBackoff });
     this.#backoffResetMs = options.backoffResetMs ?? 60_000;
     this.#resyncPeriodMs = options.resyncPeriodMs ?? 0;
-    this.#source.on("add", (obj) => this.#onAddOrUpdate(obj));
-    this.#source.on("update", (obj) => this.#onAddOrUpdate(obj));
-    this.#source.on("delete", (obj) => this.#onDelete(obj));
-    this.#source.on("error", (err) => this.#onError(err));
+    this.#relistPeriodMs = options.relistPeriodMs ?? 0;
+    this.#transform = options.transform;
+    this.#downSinceMs = this.#clock.now().getTime();
   }
 
   /** Starts listing and watching; returns at once. Use `waitForSync` to wait for the first list. */
   start(): void {
     if (this.#started) return;
     this.#started = true;
-    void this.#run();
+    this.#running = this.#run();
     if (this.#resyncPeriodMs > 0) this.#scheduleResync();
   }
 
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    this.#restartTimer?.cancel();
-    this.#restartTimer = undefined;
+    this.#watching = false;
     this.#resyncTimer?.cancel();
-    this.#resyncTimer = undefined;
-    await this.#source.stop();
+    this.#relistTimer?.cancel();
+    this.#current?.abort(new Error("informer stopped"));
+    this.#wake?.();
+    await this.#running;
   }
 
   /** True once the first full list is in the cache (and stays true across restarts). */
   hasSynced(): boolean {
     return this.#synced;
+  }
+
+  /** True while a watch is established: events arrive as they happen. */
+  isWatching(): boolean {
+    return this.#watching;
+  }
+
+  /** Since when (clock ms) no watch has been established; undefined while watching. */
+  notWatchingSince(): number | undefined {
+    return this.#watching ? undefined : this.#downSinceMs;
   }
 
   /** Resolves once synced; rejects when the signal aborts first. */
@@ -162,9 +213,9 @@ export class Informer<T extends KubernetesObject> {
     });
   }
 
-  /** How many times the list-watch was restarted after an error, and the last error's message. */
-  status(): { synced: boolean; restarts: number; lastError: string | undefined } {
-    return { synced: this.#synced, restarts: this.#restarts, lastError: this.#lastError };
+  /** Restarts after errors, periodic relists, and the last error's message. */
+  status(): { synced: boolean; watching: boolean; restarts: number; relists: number; lastError: string | undefined } {
+    return { synced: this.#synced, watching: this.#watching, restarts: this.#restarts, relists: this.#relists, lastError: this.#lastError };
   }
 
   get(name: string, namespace?: string): T | undefined {
@@ -223,17 +274,47 @@ export class Informer<T extends KubernetesObject> {
   }
 
   async #run(): Promise<void> {
-    if (this.#stopped) return;
-    const attempt = ++this.#attempt;
-    this.#attemptFailed = false;
-    try {
-      await this.#source.start();
-    } catch (err) {
-      if (attempt === this.#attempt) this.#onError(err);
-      return;
+    while (!this.#stopped) {
+      const current = new AbortController();
+      this.#current = current;
+      let listed = false;
+      try {
+        if (this.#relistDue || this.#resourceVersion === "") {
+          await this.#list(current.signal);
+          listed = true;
+        }
+        if (this.#stopped) return;
+        await this.#source.watch(
+          this.#resourceVersion,
+          (type, obj) => this.#onEvent(type, obj),
+          current.signal,
+          () => this.#onWatching(),
+        );
+        this.#watchEnded();
+      } catch (err) {
+        this.#watchEnded();
+        if (this.#stopped) return;
+        if (current.signal.aborted) continue; // a relist cut the watch on purpose
+        if (statusOf(err) === 410 && !listed) {
+          // Too old a resourceVersion: list again at once (what client-go does).
+          this.#relistDue = true;
+          this.#log.info("watch expired (410 Gone); listing again");
+          continue;
+        }
+        await this.#backOff(err);
+      }
     }
-    if (this.#stopped || attempt !== this.#attempt || this.#attemptFailed) return;
-    this.#healthySinceMs = this.#clock.now().getTime();
+  }
+
+  async #list(signal: AbortSignal): Promise<void> {
+    const { items, resourceVersion } = await this.#source.list(signal);
+    if (this.#stopped) return;
+    if (this.#lastListMs > 0) this.#relists++;
+    this.#replace(items);
+    this.#resourceVersion = resourceVersion;
+    this.#relistDue = false;
+    this.#lastListMs = this.#clock.now().getTime();
+    this.#scheduleRelist();
     if (!this.#synced) {
       this.#synced = true;
       this.#log.info({ objects: this.list().length }, "informer synced");
@@ -243,28 +324,70 @@ export class Informer<T extends KubernetesObject> {
     }
   }
 
-  #onError(err: unknown): void {
+  #watchEnded(): void {
+    if (this.#watching) this.#downSinceMs = this.#clock.now().getTime();
+    this.#watching = false;
+  }
+
+  #onWatching(): void {
     if (this.#stopped) return;
-    this.#attemptFailed = true;
-    if (this.#restartTimer !== undefined) return;
+    this.#watching = true;
+    this.#healthySinceMs ??= this.#clock.now().getTime();
+  }
+
+  /** Waits out the restart backoff (shorter when the last error is long ago). */
+  async #backOff(err: unknown): Promise<void> {
     const nowMs = this.#clock.now().getTime();
-    if (this.#healthySinceMs !== undefined && nowMs - this.#healthySinceMs >= this.#backoffResetMs) {
-      this.#backoff.forget("restart");
-    }
+    if (this.#healthySinceMs !== undefined && nowMs - this.#healthySinceMs >= this.#backoffResetMs) this.#backoff.forget("restart");
     this.#healthySinceMs = undefined;
     const delayMs = this.#backoff.when("restart");
     this.#lastError = describeError(err);
     this.#log.warn({ error: this.#lastError, delayMs, restarts: this.#restarts }, "list-watch failed; restarting after backoff");
-    this.#restartTimer = this.#clock.setTimeout(() => {
-      this.#restartTimer = undefined;
-      if (this.#stopped) return;
-      this.#restarts++;
-      void this.#run();
-    }, delayMs);
+    await new Promise<void>((resolve) => {
+      const timer = this.#clock.setTimeout(() => {
+        this.#wake = undefined;
+        resolve();
+      }, delayMs);
+      this.#wake = () => {
+        timer.cancel();
+        resolve();
+      };
+    });
+    if (!this.#stopped) this.#restarts++;
   }
 
-  #onAddOrUpdate(obj: T): void {
+  #onEvent(type: WatchEventType, raw: T): void {
     if (this.#stopped) return;
+    const resourceVersion = raw.metadata?.resourceVersion;
+    if (type === "BOOKMARK") {
+      if (resourceVersion) this.#resourceVersion = resourceVersion;
+      return;
+    }
+    const obj = this.#transform ? this.#transform(raw) : raw;
+    if (type === "DELETED") this.#delete(obj);
+    else this.#addOrUpdate(obj);
+    if (resourceVersion) this.#resourceVersion = resourceVersion;
+  }
+
+  /** A full list: deliver what is new or changed, delete what is gone. */
+  #replace(items: T[]): void {
+    const seen = new Map<string, Set<string>>();
+    for (const raw of items) {
+      const obj = this.#transform ? this.#transform(raw) : raw;
+      const namespace = obj.metadata?.namespace ?? "";
+      const name = obj.metadata?.name ?? "";
+      let names = seen.get(namespace);
+      if (!names) seen.set(namespace, (names = new Set()));
+      names.add(name);
+      const old = this.get(name, namespace);
+      if (old === undefined || old.metadata?.resourceVersion !== obj.metadata?.resourceVersion) this.#addOrUpdate(obj);
+    }
+    for (const [namespace, byName] of [...this.#objects]) {
+      for (const [name, obj] of [...byName]) if (!seen.get(namespace)?.has(name)) this.#delete(obj);
+    }
+  }
+
+  #addOrUpdate(obj: T): void {
     const namespace = obj.metadata?.namespace ?? "";
     const name = obj.metadata?.name ?? "";
     let byName = this.#objects.get(namespace);
@@ -284,8 +407,7 @@ export class Informer<T extends KubernetesObject> {
     }
   }
 
-  #onDelete(obj: T): void {
-    if (this.#stopped) return;
+  #delete(obj: T): void {
     const namespace = obj.metadata?.namespace ?? "";
     const name = obj.metadata?.name ?? "";
     const byName = this.#objects.get(namespace);
@@ -344,6 +466,23 @@ export class Informer<T extends KubernetesObject> {
       this.#scheduleResync();
     }, this.#resyncPeriodMs);
   }
+
+  /** After each list: the next one is due relistPeriod later; it cuts the watch and lists. */
+  #scheduleRelist(): void {
+    if (!(this.#relistPeriodMs > 0) || this.#stopped) return;
+    this.#relistTimer?.cancel();
+    this.#relistTimer = this.#clock.setTimeout(() => {
+      if (this.#stopped) return;
+      this.#relistDue = true;
+      this.#current?.abort(new Error("periodic relist"));
+    }, this.#relistPeriodMs);
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  const e = err as { statusCode?: unknown; code?: unknown } | undefined;
+  const code = e?.statusCode ?? e?.code;
+  return typeof code === "number" ? code : undefined;
 }
 
 /** A short, secret-free description of a list/watch error (no bodies, no headers). */
@@ -356,21 +495,38 @@ function describeError(err: unknown): string {
   return String(err).slice(0, 300);
 }
 
-export interface KubeInformerOptions extends Omit<InformerOptions<KubernetesObject>, "source" | "name"> {
+export interface KubeInformerOptions<T extends KubernetesObject> extends Omit<InformerOptions<T>, "source" | "name"> {
   /** Collection path, e.g. `/apis/niximage.io/v1alpha1/niximages` or `/api/v1/namespaces/x/pods`. */
   path: string;
   name?: string;
   labelSelector?: string;
   fieldSelector?: string;
-  /** Replaces the default list (a paginated raw GET of `path`). */
-  list?: () => Promise<KubernetesListObject<KubernetesObject>>;
+  /** A watch that sends nothing (not even a bookmark) for this long is ended and resumed. Default 60 s. */
+  idleTimeoutMs?: number;
 }
 
-/** An informer over client-node's `ListWatch` for one collection path. */
-export function createInformer<T extends KubernetesObject>(kc: KubeConfig, options: KubeInformerOptions): Informer<T> {
-  const list =
-    (options.list as (() => Promise<KubernetesListObject<T>>) | undefined) ??
-    (() => kubeListAll<T>(kc, options.path, { labelSelector: options.labelSelector, fieldSelector: options.fieldSelector }));
-  const source = new ListWatch<T>(options.path, new Watch(kc), list, false, options.labelSelector, options.fieldSelector);
-  return new Informer<T>({ ...options, name: options.name ?? options.path, source: source as ListWatchSource<T> });
+/** An informer over one collection path: paginated raw lists and a raw watch (plain JSON, no model classes). */
+export function createInformer<T extends KubernetesObject>(kc: KubeConfig, options: KubeInformerOptions<T>): Informer<T> {
+  return new Informer<T>({ ...options, name: options.name ?? options.path, source: kubeListWatch<T>(kc, options) });
+}
+
+function kubeListWatch<T extends KubernetesObject>(
+  kc: KubeConfig,
+  options: Pick<KubeInformerOptions<T>, "path" | "labelSelector" | "fieldSelector" | "idleTimeoutMs">,
+): ListWatchSource<T> {
+  const selectors = { labelSelector: options.labelSelector, fieldSelector: options.fieldSelector };
+  return {
+    async list(signal) {
+      const list = await kubeListAll<T>(kc, options.path, { ...selectors, signal });
+      return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? "" };
+    },
+    watch: (resourceVersion, onEvent, signal, onWatching) =>
+      kubeWatch<T>(kc, options.path, {
+        query: { ...selectors, resourceVersion },
+        idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+        signal,
+        onWatching,
+        onEvent: (type, obj) => onEvent(type as WatchEventType, obj),
+      }),
+  };
 }

@@ -136,3 +136,103 @@ export async function kubeListAll<T extends KubernetesObject>(kc: KubeConfig, pa
   } while (continueToken !== undefined);
   return { ...last, items };
 }
+
+export interface WatchOptions<T> {
+  query: Record<string, string | undefined>;
+  /** End the watch (cleanly) when nothing arrives for this long: a stalled connection is noticed. */
+  idleTimeoutMs: number;
+  signal: AbortSignal;
+  /** The server answered 200: the watch is established. */
+  onWatching?: () => void;
+  onEvent: (type: string, obj: T) => void;
+}
+
+/**
+ * One watch request (`?watch=true`, bookmarks on, a server-side timeout of 5-10 minutes as
+ * client-go spreads them). Resolves when the watch ends cleanly (server closed it, or idle for
+ * `idleTimeoutMs`); rejects on an HTTP error, an ERROR event (its `statusCode` is the Status code:
+ * 410 means list again) or a line that is not JSON (resume from the last resourceVersion, so the
+ * event in it is delivered again), and with the signal's reason when aborted.
+ */
+export async function kubeWatch<T>(kc: KubeConfig, path: string, options: WatchOptions<T>): Promise<void> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new Error("kubeconfig has no current cluster");
+  const url = new URL(cluster.server.replace(/\/+$/, "") + path);
+  const timeoutSeconds = 300 + Math.floor(Math.random() * 300);
+  for (const [key, value] of Object.entries({ ...options.query, watch: "true", allowWatchBookmarks: "true", timeoutSeconds: String(timeoutSeconds) })) {
+    if (value !== undefined) url.searchParams.set(key, value);
+  }
+  const requestOptions: https.RequestOptions = { method: "GET", headers: {} };
+  await kc.applyToHTTPSOptions(requestOptions);
+  requestOptions.headers = { ...requestOptions.headers, accept: "application/json" };
+  const transport = url.protocol === "http:" ? http : https;
+  const what = `WATCH ${url.pathname}`;
+  const { signal } = options;
+
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const finish = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(idle);
+      signal.removeEventListener("abort", onAbort);
+      req.destroy();
+      if (err !== undefined) reject(err);
+      else resolve();
+    };
+    const onAbort = () => finish(signal.reason ?? new Error(`${what}: aborted`));
+    const touch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish(), options.idleTimeoutMs);
+    };
+    if (signal.aborted) return reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    const req = transport.request(url, requestOptions, (res) => {
+      const status = res.statusCode ?? 0;
+      if (status !== 200) {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () => finish(statusError(status, Buffer.concat(chunks).toString("utf8"), what)));
+        res.on("error", finish);
+        return;
+      }
+      options.onWatching?.();
+      touch();
+      let buffer = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        touch();
+        buffer += chunk;
+        let newline: number;
+        while (!settled && (newline = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, newline);
+          buffer = buffer.slice(newline + 1);
+          if (line.trim() === "") continue;
+          let event: { type?: string; object?: { code?: number; message?: string } };
+          try {
+            event = JSON.parse(line) as typeof event;
+          } catch {
+            // Never echo the line (it may hold a Secret's data).
+            finish(new Error(`${what}: a watch event is not JSON (${line.length} bytes)`));
+            return;
+          }
+          if (event.type === "ERROR") {
+            const code = event.object?.code;
+            finish(
+              Object.assign(new Error(`${what}: ${code ?? ""} ${String(event.object?.message ?? "watch error").slice(0, 300)}`), { statusCode: code, code }),
+            );
+            return;
+          }
+          if (event.type && event.object) options.onEvent(event.type, event.object as T);
+        }
+      });
+      res.on("end", () => finish());
+      res.on("error", (err) => finish(err));
+    });
+    // Connecting (not the whole watch) is bounded too.
+    touch();
+    req.on("error", (err) => finish(err));
+    req.end();
+  });
+}

@@ -87,6 +87,16 @@ export class LeaderElector {
     return this.#leading;
   }
 
+  /**
+   * Whether this replica may write now: leading, and the last successful renewal is less than
+   * renewDeadline ago by our own clock. Others take the Lease only leaseDuration (> renewDeadline)
+   * after they saw it change, so a write checked here cannot overlap a new leader's, even when
+   * the renew loop itself is stalled (a frozen process, a hung request).
+   */
+  holdsLease(): boolean {
+    return this.#leading && this.#clock.now().getTime() - this.#lastRenewMs < this.#renewDeadlineMs;
+  }
+
   /** The holder last seen on the Lease (undefined when released or never seen). */
   leader(): string | undefined {
     return this.#observed?.record.holderIdentity;

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { isPollDue, MIN_POLL_INTERVAL_MS, nextPollTime, pollJitterMs, RevisionPoller } from "../../src/controller/revision-poller.ts";
-import { FakeClock } from "../support/fake-clock.ts";
+import { MIN_POLL_INTERVAL_MS, nextPollTime, pollJitterMs } from "../../src/controller/revision-poller.ts";
 
 const T0 = Date.parse("2026-05-01T10:00:00Z");
 const at = (ms: number) => new Date(ms);
@@ -21,7 +20,6 @@ describe("nextPollTime", () => {
   it.each(table)("%s", (_name, last, interval, now, expected) => {
     const next = nextPollTime(last === undefined ? undefined : at(last), interval, at(now));
     expect(next?.getTime()).toBe(expected);
-    expect(isPollDue(last === undefined ? undefined : at(last), interval, at(now))).toBe(expected !== undefined && expected <= now);
   });
 
   it.each([0, -5, Number.NaN, Number.POSITIVE_INFINITY])("rejects interval %s", (interval) => {
@@ -57,36 +55,5 @@ describe("nextPollTime", () => {
         expect(next).toBeGreaterThanOrEqual(Math.min(last.getTime(), T0) + effective);
       }),
     );
-  });
-});
-
-describe("RevisionPoller", () => {
-  it("reads the time from the clock and says when to requeue", async () => {
-    const clock = new FakeClock(at(T0));
-    const poller = new RevisionPoller(clock, { jitterRatio: 0 });
-    expect(poller.isDue(undefined, 5 * MIN)).toBe(true);
-    expect(poller.requeueAfterMs(undefined, 5 * MIN)).toBe(0);
-    const lastPoll = clock.now();
-    expect(poller.isDue(lastPoll, 5 * MIN)).toBe(false);
-    expect(poller.nextPollAt(lastPoll, 5 * MIN)?.getTime()).toBe(T0 + 5 * MIN);
-    expect(poller.requeueAfterMs(lastPoll, 5 * MIN)).toBe(5 * MIN);
-    await clock.advance(2 * MIN);
-    expect(poller.requeueAfterMs(lastPoll, 5 * MIN)).toBe(3 * MIN);
-    await clock.advance(3 * MIN);
-    expect(poller.isDue(lastPoll, 5 * MIN)).toBe(true);
-    expect(poller.requeueAfterMs(lastPoll, 5 * MIN)).toBe(0);
-    await clock.advance(60 * MIN);
-    expect(poller.requeueAfterMs(lastPoll, 5 * MIN)).toBe(0);
-    expect(poller.requeueAfterMs(lastPoll, undefined)).toBeUndefined();
-    expect(poller.nextPollAt(lastPoll, undefined)).toBeUndefined();
-    expect(poller.isDue(lastPoll, undefined)).toBe(false);
-  });
-
-  it("applies the per-key spread by default", () => {
-    const clock = new FakeClock(at(T0));
-    const poller = new RevisionPoller(clock);
-    const wait = poller.requeueAfterMs(at(T0), 10 * MIN, "shop/web")!;
-    expect(wait).toBe(10 * MIN + pollJitterMs(10 * MIN, { key: "shop/web" }));
-    expect(poller.requeueAfterMs(at(T0), 10 * MIN)).toBe(10 * MIN);
   });
 });

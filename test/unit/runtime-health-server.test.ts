@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { informersSynced, startHealthServer, type HealthServer } from "../../src/runtime/health-server.ts";
+import { informersReady, startHealthServer, type HealthServer } from "../../src/runtime/health-server.ts";
 import { MetricsRegistry } from "../../src/runtime/metrics.ts";
 
 let server: HealthServer | undefined;
@@ -60,18 +60,18 @@ describe("health server", () => {
     expect((await get("/metrics")).status).toBe(404); // no registry given
   });
 
-  it("informersSynced names the informers that are not synced yet", () => {
-    const a = {
-      name: "niximages",
-      synced: false,
-      hasSynced() {
-        return this.synced;
-      },
-    };
-    const b = { name: "jobs", hasSynced: () => true };
-    const check = informersSynced([a, b]);
-    expect(check()).toBe("not synced: niximages");
+  it("informersReady names informers not synced, or without a watch for longer than the grace", () => {
+    let now = 100_000;
+    const a = { name: "niximages", synced: false, down: 0 as number | undefined, hasSynced: () => a.synced, notWatchingSince: () => a.down };
+    const b = { name: "jobs", hasSynced: () => true, notWatchingSince: () => undefined };
+    const check = informersReady([a, b], 30_000, () => now);
+    expect(check()).toBe("niximages: not synced");
     a.synced = true;
+    a.down = now - 30_000;
+    expect(check()).toBe(true); // a short gap (a re-watch) is normal
+    now += 1_000;
+    expect(check()).toBe("niximages: no watch for 31s");
+    a.down = undefined;
     expect(check()).toBe(true);
   });
 });

@@ -1,39 +1,56 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { Informer, annotationIndex, objectKey, ownerIndex, parseKey, type ListWatchSource } from "../../src/runtime/informer.ts";
+import { Informer, annotationIndex, objectKey, ownerIndex, parseKey, type ListWatchSource, type WatchEventType } from "../../src/runtime/informer.ts";
 import { FakeClock, flushAsync } from "../support/fake-clock.ts";
 
 const logger = pino({ level: "silent" });
 
-type Verb = "add" | "update" | "delete" | "error" | "connect";
+type Verb = "add" | "update" | "delete";
+const eventType = { add: "ADDED", update: "MODIFIED", delete: "DELETED" } as const;
 
-/** Stands in for client-node's ListWatch: the test decides what each start() does. */
+/**
+ * Stands in for the API server: `state` is what a list returns; `emit` sends a watch event (and
+ * updates the state); `plan` decides what the next lists do (default: answer from `state`).
+ */
 class FakeSource implements ListWatchSource<KubernetesObject> {
-  readonly callbacks: Record<Verb, ((x?: unknown) => void)[]> = { add: [], update: [], delete: [], error: [], connect: [] };
-  starts = 0;
-  stops = 0;
-  /** Behaviour of the next start() calls, in order; default: succeed. */
-  plan: ((source: FakeSource) => Promise<void> | void)[] = [];
+  readonly state = new Map<string, KubernetesObject>();
+  lists = 0;
+  watches = 0;
+  watchedFrom: string[] = [];
+  rv = 100;
+  plan: ((source: FakeSource) => void)[] = [];
+  #watch: { onEvent: (type: WatchEventType, obj: KubernetesObject) => void; resolve: () => void; reject: (err: unknown) => void } | undefined;
 
-  on(verb: "add" | "update" | "delete", cb: (obj: KubernetesObject) => void): void;
-  on(verb: "error" | "connect", cb: (err?: unknown) => void): void;
-  on(verb: Verb, cb: (x: never) => void): void {
-    this.callbacks[verb].push(cb as (x?: unknown) => void);
+  async list(): Promise<{ items: KubernetesObject[]; resourceVersion: string }> {
+    this.lists++;
+    this.plan.shift()?.(this);
+    return { items: [...this.state.values()], resourceVersion: String(this.rv) };
   }
 
-  async start(): Promise<void> {
-    this.starts++;
-    const step = this.plan.shift();
-    if (step) await step(this);
+  watch(resourceVersion: string, onEvent: (type: WatchEventType, obj: KubernetesObject) => void, signal: AbortSignal, onWatching: () => void): Promise<void> {
+    this.watches++;
+    this.watchedFrom.push(resourceVersion);
+    return new Promise((resolve, reject) => {
+      this.#watch = { onEvent, resolve, reject };
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+      onWatching();
+    });
   }
 
-  async stop(): Promise<void> {
-    this.stops++;
+  /** A watch event (the state changes with it); `dropped` changes the state only, as if the event were lost. */
+  emit(verb: Verb, o: KubernetesObject, options: { dropped?: boolean } = {}): void {
+    this.rv++;
+    if (verb === "delete") this.state.delete(objectKey(o));
+    else this.state.set(objectKey(o), o);
+    if (!options.dropped) this.#watch?.onEvent(eventType[verb], { ...o, metadata: { ...o.metadata, resourceVersion: o.metadata?.resourceVersion } });
   }
 
-  emit(verb: Verb, arg?: unknown): void {
-    for (const cb of this.callbacks[verb]) cb(arg);
+  endWatch(err?: unknown): void {
+    const watch = this.#watch;
+    this.#watch = undefined;
+    if (err === undefined) watch?.resolve();
+    else watch?.reject(err);
   }
 }
 
@@ -41,7 +58,14 @@ function obj(name: string, namespace = "ns", rv = "1", extra: Partial<NonNullabl
   return { apiVersion: "v1", kind: "ConfigMap", metadata: { name, namespace, resourceVersion: rv, ...extra } };
 }
 
-function setup(options: { backoffResetMs?: number; resyncPeriodMs?: number } = {}) {
+/** Starts, waits for the first list and for the watch to be up. */
+async function started(informer: Informer<KubernetesObject>): Promise<void> {
+  informer.start();
+  await informer.waitForSync();
+  await flushAsync();
+}
+
+function setup(options: { backoffResetMs?: number; resyncPeriodMs?: number; relistPeriodMs?: number } = {}) {
   const clock = new FakeClock();
   const source = new FakeSource();
   const informer = new Informer({ name: "configmaps", source, logger, clock, ...options });
@@ -67,8 +91,7 @@ describe("Informer cache and events", () => {
       s.emit("add", obj("c", "y"));
     });
     expect(informer.hasSynced()).toBe(false);
-    informer.start();
-    await informer.waitForSync();
+    await started(informer);
     expect(informer.hasSynced()).toBe(true);
     expect(informer.get("a", "x")?.metadata?.name).toBe("a");
     expect(informer.getByKey("y/c")?.metadata?.name).toBe("c");
@@ -86,8 +109,7 @@ describe("Informer cache and events", () => {
       update: (old, o) => seen.push(`update ${objectKey(o)} ${old.metadata?.resourceVersion}->${o.metadata?.resourceVersion}`),
       delete: (o) => seen.push(`delete ${objectKey(o)}`),
     });
-    informer.start();
-    await informer.waitForSync();
+    await started(informer);
     source.emit("add", obj("a"));
     source.emit("update", obj("a", "ns", "2"));
     source.emit("delete", obj("a", "ns", "3"));
@@ -111,7 +133,7 @@ describe("Informer cache and events", () => {
       throw new Error("bad handler");
     });
     informer.onChange((o) => seen.push(objectKey(o)));
-    informer.start();
+    await started(informer);
     source.emit("add", obj("a"));
     expect(seen).toEqual(["ns/a"]);
   });
@@ -126,7 +148,7 @@ describe("Informer secondary indexes", () => {
     const { source, informer } = setup();
     informer.addIndex("owner", ownerIndex("NixImage", "niximage.io"));
     informer.addIndex("from", annotationIndex("niximage.io/from"));
-    informer.start();
+    await started(informer);
     source.emit("add", owned("web-build-1", "web"));
     source.emit("add", owned("web-build-2", "web"));
     source.emit("add", owned("api-build-1", "api"));
@@ -153,7 +175,7 @@ describe("Informer secondary indexes", () => {
 
   it("an index added after objects are cached covers them; unknown and duplicate indexes throw", async () => {
     const { source, informer } = setup();
-    informer.start();
+    await started(informer);
     source.emit("add", owned("b1", "web"));
     source.emit("add", obj("other", "shop", "1", { ownerReferences: [{ apiVersion: "apps/v1", kind: "NixImage", name: "web", uid: "u" }] }));
     informer.addIndex("owner", ownerIndex("NixImage", "niximage.io"));
@@ -164,93 +186,115 @@ describe("Informer secondary indexes", () => {
 });
 
 describe("Informer restarts", () => {
-  it("restarts with growing backoff while starts fail, then syncs", async () => {
+  it("retries the first list with growing backoff, then syncs", async () => {
     const { clock, source, informer } = setup();
-    const fail = (s: FakeSource) => s.emit("error", new Error("list failed: connection refused"));
-    source.plan.push(fail, fail, fail, (s) => s.emit("add", obj("a")));
+    const fail = () => {
+      throw new Error("list failed: connection refused");
+    };
+    source.plan.push(fail, fail, fail, (s) => s.state.set("ns/a", obj("a")));
     informer.start();
     await flushAsync();
-    expect(source.starts).toBe(1);
+    expect(source.lists).toBe(1);
     expect(informer.hasSynced()).toBe(false);
-    const startTimes: number[] = [];
+    const listTimes: number[] = [];
     const t0 = clock.nowMs();
-    while (source.starts < 4) {
+    while (source.lists < 4) {
       await clock.advanceToNext();
-      startTimes.push(clock.nowMs() - t0);
+      listTimes.push(clock.nowMs() - t0);
     }
-    expect(startTimes).toEqual([1000, 3000, 7000]);
+    expect(listTimes).toEqual([1000, 3000, 7000]);
     expect(informer.hasSynced()).toBe(true);
-    expect(informer.status()).toMatchObject({ synced: true, restarts: 3, lastError: "Error: list failed: connection refused" });
+    expect(informer.status()).toMatchObject({ synced: true, watching: true, restarts: 3, lastError: "Error: list failed: connection refused" });
     expect(informer.get("a", "ns")).toBeDefined();
   });
 
-  it("restarts after a broken watch, keeps the cache and stays synced", async () => {
+  it("after a broken watch: not watching during the backoff, then watches again from the last resourceVersion without a list", async () => {
     const { clock, source, informer } = setup();
-    source.plan.push((s) => s.emit("add", obj("a")));
-    informer.start();
-    await informer.waitForSync();
-    source.emit("error", Object.assign(new Error("Internal Server Error"), { statusCode: 500 }));
+    source.state.set("ns/a", obj("a"));
+    await started(informer);
+    source.emit("add", obj("b", "ns", "101"));
+    source.endWatch(Object.assign(new Error("Internal Server Error"), { statusCode: 500 }));
+    await flushAsync();
     expect(informer.hasSynced()).toBe(true);
-    expect(informer.list()).toHaveLength(1);
-    await clock.advance(999);
-    expect(source.starts).toBe(1);
-    await clock.advance(1);
-    expect(source.starts).toBe(2);
-    source.emit("add", obj("b"));
+    expect(informer.isWatching()).toBe(false);
     expect(informer.list()).toHaveLength(2);
+    await clock.advance(999);
+    expect(source.watches).toBe(1);
+    await clock.advance(1);
+    expect(source.watches).toBe(2);
+    expect(source.watchedFrom).toEqual(["100", "101"]);
+    expect(source.lists).toBe(1);
+    expect(informer.isWatching()).toBe(true);
     expect(informer.status().lastError).toBe("Error 500: Internal Server Error");
   });
 
-  it("treats a rejected start like an error, and only one restart is pending at a time", async () => {
+  it("a watch that ends cleanly is resumed at once; 410 Gone lists again and delivers only what changed", async () => {
     const { clock, source, informer } = setup();
-    source.plan.push(async (s) => {
-      s.emit("error", new Error("first"));
-      throw new Error("No currently active cluster");
+    source.state.set("ns/keep", obj("keep"));
+    source.state.set("ns/gone", obj("gone"));
+    source.state.set("ns/changed", obj("changed"));
+    const seen: string[] = [];
+    await started(informer);
+    informer.addEventHandler({
+      update: (o, n) => seen.push(`update ${objectKey(n)} ${o.metadata?.resourceVersion}->${n.metadata?.resourceVersion}`),
+      delete: (o) => seen.push(`delete ${objectKey(o)}`),
     });
-    informer.start();
+    source.endWatch();
     await flushAsync();
-    expect(clock.pending()).toBe(1);
-    await clock.advance(1000);
-    expect(source.starts).toBe(2);
-    expect(informer.hasSynced()).toBe(true);
+    expect(source.watches).toBe(2);
+    expect(clock.pending()).toBe(0);
+
+    source.emit("delete", obj("gone"), { dropped: true });
+    source.emit("update", obj("changed", "ns", "2"), { dropped: true });
+    source.emit("add", obj("new"), { dropped: true });
+    source.endWatch(Object.assign(new Error("too old resource version"), { statusCode: 410 }));
+    await flushAsync();
+    expect(source.lists).toBe(2);
+    expect(seen).toEqual(["update ns/changed 1->2", "delete ns/gone"]);
+    expect(informer.list().map(objectKey).sort()).toEqual(["ns/changed", "ns/keep", "ns/new"]);
+    expect(informer.status().restarts).toBe(0);
   });
 
   it("the backoff starts over after a healthy stretch", async () => {
     const { clock, source, informer } = setup({ backoffResetMs: 60_000 });
-    const fail = (s: FakeSource) => s.emit("error", new Error("x"));
-    source.plan.push(fail, fail, () => {}); // two failures, then healthy
-    informer.start();
+    await started(informer);
+    source.endWatch(new Error("x"));
     await clock.advance(1000);
+    source.endWatch(new Error("x"));
+    await flushAsync();
+    expect(clock.nextDueInMs()).toBe(2000);
     await clock.advance(2000);
-    expect(source.starts).toBe(3);
     // Healthy for a minute, then the watch breaks: the delay is back to 1 s, not 4 s.
     await clock.advance(60_000);
-    source.emit("error", new Error("watch broke"));
+    source.endWatch(new Error("watch broke"));
+    await flushAsync();
     expect(clock.nextDueInMs()).toBe(1000);
     await clock.advance(1000);
     // Breaks again at once: the backoff grows from there.
-    source.emit("error", new Error("again"));
+    source.endWatch(new Error("again"));
+    await flushAsync();
     expect(clock.nextDueInMs()).toBe(2000);
   });
 
-  it("stop cancels a pending restart and ignores later errors and events", async () => {
+  it("stop cancels a pending restart and ignores later events", async () => {
     const { clock, source, informer } = setup();
-    informer.start();
-    await informer.waitForSync();
-    source.emit("error", new Error("x"));
+    await started(informer);
+    source.endWatch(new Error("x"));
+    await flushAsync();
     expect(clock.pending()).toBe(1);
     await informer.stop();
     expect(clock.pending()).toBe(0);
-    expect(source.stops).toBe(1);
-    source.emit("error", new Error("after stop"));
     source.emit("add", obj("late"));
-    expect(clock.pending()).toBe(0);
+    await clock.advance(10_000);
+    expect(source.watches).toBe(1);
     expect(informer.list()).toEqual([]);
   });
 
   it("waitForSync rejects when its signal aborts first", async () => {
     const { source, informer } = setup();
-    source.plan.push((s) => s.emit("error", new Error("down")));
+    source.plan.push(() => {
+      throw new Error("down");
+    });
     informer.start();
     const abort = new AbortController();
     const waiting = informer.waitForSync(abort.signal);
@@ -259,12 +303,56 @@ describe("Informer restarts", () => {
   });
 });
 
+describe("Informer periodic relist", () => {
+  it("repairs a lost event within the relist period, and re-delivers nothing unchanged", async () => {
+    const { clock, source, informer } = setup({ relistPeriodMs: 300_000 });
+    source.state.set("ns/a", obj("a"));
+    await started(informer);
+    const seen: string[] = [];
+    informer.addEventHandler({
+      update: (_o, n) => seen.push(`update ${objectKey(n)}`),
+      delete: (o) => seen.push(`delete ${objectKey(o)}`),
+      add: (o) => seen.push(`add ${objectKey(o)}`),
+    });
+    expect(seen).toEqual(["add ns/a"]);
+    source.emit("add", obj("b"), { dropped: true });
+    await clock.advance(299_999);
+    expect(informer.get("b", "ns")).toBeUndefined();
+    await clock.advance(1);
+    expect(informer.get("b", "ns")).toBeDefined();
+    expect(seen).toEqual(["add ns/a", "add ns/b"]);
+    expect(informer.status()).toMatchObject({ relists: 1, restarts: 0, watching: true });
+    expect(source.watches).toBe(2);
+    // And again one period after that list.
+    await clock.advance(300_000);
+    expect(source.lists).toBe(3);
+  });
+});
+
+describe("Informer transform", () => {
+  it("caches the transformed object from lists and watch events", async () => {
+    const clock = new FakeClock();
+    const source = new FakeSource();
+    const slim = (o: KubernetesObject): KubernetesObject => ({
+      metadata: { name: o.metadata?.name, namespace: o.metadata?.namespace, resourceVersion: o.metadata?.resourceVersion },
+    });
+    const informer = new Informer({ name: "x", source, logger, clock, transform: slim });
+    source.state.set("ns/a", obj("a", "ns", "1", { managedFields: [{ manager: "kubectl" }] }));
+    await started(informer);
+    source.emit("add", obj("b", "ns", "1", { managedFields: [{ manager: "kubectl" }] }));
+    expect(informer.list().map((o) => Object.keys(o.metadata ?? {}).sort())).toEqual([
+      ["name", "namespace", "resourceVersion"],
+      ["name", "namespace", "resourceVersion"],
+    ]);
+  });
+});
+
 describe("Informer resync", () => {
   it("re-delivers every cached object as an update each period", async () => {
     const { clock, source, informer } = setup({ resyncPeriodMs: 10_000 });
     const updates: string[] = [];
     informer.addEventHandler({ update: (old, o) => updates.push(`${objectKey(o)}:${old === o}`) });
-    informer.start();
+    await started(informer);
     source.emit("add", obj("a"));
     await clock.advance(10_000);
     expect(updates).toEqual(["ns/a:true"]);

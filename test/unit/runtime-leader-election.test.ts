@@ -161,6 +161,21 @@ describe("LeaderElector", () => {
     await a.running;
   });
 
+  it("holdsLease (the write fence) turns false renewDeadline after the last renewal, even while a renew hangs", async () => {
+    const { candidate, advance, clock } = world();
+    const a = candidate("a");
+    await flushAsync();
+    expect(a.elector.holdsLease()).toBe(true);
+    await advance(RETRY); // renewed at RETRY
+    a.store.mode = "hang";
+    // The next renewal (due at 2 * RETRY) hangs; the fence holds until RETRY + RENEW_DEADLINE.
+    await advance(RENEW_DEADLINE - 100);
+    expect(a.elector.holdsLease()).toBe(true);
+    await clock.advance(100);
+    expect(a.elector.holdsLease()).toBe(false);
+    expect(LEASE).toBeGreaterThan(RENEW_DEADLINE); // a new leader needs LEASE after its first sight
+  });
+
   it("waits a full lease duration from its own first sight of a Lease held by another (clock skew safe)", async () => {
     const { server, candidate, advance, clock, since } = world();
     // A Lease from a dead process, with a renewTime far in the past by our clock.
