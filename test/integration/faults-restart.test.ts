@@ -42,10 +42,7 @@ describe("faults: controller restarts", () => {
     const s = await faultScenario({ prefix: "sigterm" });
     const names = ["t1", "t2", "t3"];
     // The proxy holds every Deployment patch, so SIGTERM lands while the patches are in flight.
-    const { startApiFaultProxy } = await import("../support/api-fault-proxy.ts");
-    const { testbed } = await import("../support/kube.ts");
-    const bed = testbed();
-    const proxy = await startApiFaultProxy({ upstream: bed.kube.server, upstreamCaFile: bed.kube.caFile, dir: `${bed.tmpDir}/proxy-${s.namespace}` });
+    const proxy = await s.startApiProxy();
     const hold = proxy.holdWrites((r) => r.method === "PATCH" && /\/deployments\//.test(r.path));
     const ctl = await s.startController("one", { server: proxy.url, caFile: proxy.caFile });
     await s.createImages(names);
@@ -64,7 +61,6 @@ describe("faults: controller restarts", () => {
     expect(tally.repeatedPatches).toBe(0);
     const patches = (await s.operatorWrites((w) => w.resource === "deployments" && succeeded(w))).length;
     expect(patches).toBe(names.length);
-    await proxy.close();
     await recordFigures("8", { images: names.length, shutdownMs, recoveryMs, deploymentPatches: patches, repeatedPatches: tally.repeatedPatches });
   });
 });

@@ -47,7 +47,7 @@ export interface ApiFaultProxy {
   blackholeWatches(): void;
   /** New watches flow again (streams blackholed so far stay silent, like a dead connection). */
   restoreWatches(): void;
-  /** Resets every open watch connection; returns how many. */
+  /** Closes every open watch connection abruptly (no end of stream); returns how many. */
   cutWatches(): number;
   /** Sends `ERROR 410 Gone (Expired)` on every open watch and ends it; returns how many. */
   goneWatches(): number;
@@ -88,6 +88,10 @@ export async function startApiFaultProxy(opts: { upstream: string; upstreamCaFil
     const headers = { ...req.headers, host: upstream.host };
     delete headers.connection;
     const up = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent }, (ur) => {
+      if (res.headersSent || res.writableEnded) {
+        ur.destroy(); // the proxy answered this one itself meanwhile
+        return;
+      }
       record.code = ur.statusCode ?? 0;
       const outHeaders = { ...ur.headers };
       delete outHeaders.connection;
@@ -212,7 +216,7 @@ export async function startApiFaultProxy(opts: { upstream: string; upstreamCaFil
       eachWatch((w) => {
         watches.delete(w);
         w.upstream?.destroy();
-        w.res.socket?.resetAndDestroy();
+        w.res.socket?.destroy();
       }),
     goneWatches: () =>
       eachWatch((w) => {
@@ -223,7 +227,7 @@ export async function startApiFaultProxy(opts: { upstream: string; upstreamCaFil
       }),
     malformedWatches: () =>
       eachWatch((w) => {
-        if (!w.res.headersSent) w.res.writeHead(200, { "content-type": "application/json" });
+        if (!w.res.headersSent) return; // not started yet: nothing to break
         w.res.write('{"type":"MODIFIED","object":{"kind":\n');
       }),
     failWrites(rule) {

@@ -5,10 +5,11 @@
 // operator made per NixImage (Job creates = builds started, Deployment patches = rollouts).
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { KubernetesObject, V1Deployment } from "@kubernetes/client-node";
+import { CoordinationV1Api, type KubernetesObject, type V1Deployment } from "@kubernetes/client-node";
 import { onTestFinished } from "vitest";
 import type { NixImageStatus } from "../../src/api/niximage.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
+import { startApiFaultProxy, type ApiFaultProxy } from "./api-fault-proxy.ts";
 import { readAuditWrites, succeeded, type AuditWrite } from "./audit-log.ts";
 import {
   chartConfig,
@@ -33,6 +34,12 @@ export interface FaultScenario {
   access: OperatorAccess;
   repo: GitRepo;
   kubelet: FakeKubelet;
+  /** The Lease's holder identity (undefined when none). */
+  leaseHolder(): Promise<string | undefined>;
+  /** Waits until `ctl` leads: the Lease names a holder other than `previous`; returns it. */
+  waitLeading(ctl: ControllerProcess, previous: string | undefined): Promise<string>;
+  /** A TLS fault proxy in front of the test bed's API server (closed after the test); pass its url and caFile to startController. */
+  startApiProxy(): Promise<ApiFaultProxy>;
   /** Writes the config and a kubeconfig (own token) and starts one controller process. */
   startController(
     name: string,
@@ -83,8 +90,10 @@ export async function faultScenario(opts: ScenarioOptions): Promise<FaultScenari
   await mkdir(dir, { recursive: true });
   const kubelet = startFakeKubelet({ namespaces: [namespace], defaultRev: () => repo.rev, ...opts.kubelet });
   const processes: ControllerProcess[] = [];
+  const proxies: ApiFaultProxy[] = [];
   onTestFinished(async () => {
     await Promise.allSettled(processes.map((p) => p.stop()));
+    await Promise.allSettled(proxies.map((p) => p.close()));
     await kubelet.stop();
   });
   const config = await chartConfig(access, testOverrides(access, [namespace], opts.config));
@@ -98,6 +107,28 @@ export async function faultScenario(opts: ScenarioOptions): Promise<FaultScenari
     access,
     repo,
     kubelet,
+    async leaseHolder() {
+      const lease = await kc
+        .makeApiClient(CoordinationV1Api)
+        .readNamespacedLease({ namespace: access.namespace, name: `${access.release}-nix-image-operator` })
+        .catch(() => undefined);
+      return lease?.spec?.holderIdentity ?? undefined;
+    },
+    waitLeading: (ctl, previous) =>
+      waitFor(
+        `controller ${ctl.name} to take the Lease`,
+        async () => {
+          if (!ctl.running()) throw new Error(`controller exited: ${await ctl.exited()}`);
+          const holder = await scenario.leaseHolder();
+          return holder && holder !== previous ? holder : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 100 },
+      ),
+    async startApiProxy() {
+      const proxy = await startApiFaultProxy({ upstream: bed.kube.server, upstreamCaFile: bed.kube.caFile, dir: join(dir, `proxy-${proxies.length}`) });
+      proxies.push(proxy);
+      return proxy;
+    },
     async startController(name, o = {}) {
       const { file, credentialId } = await operatorKubeconfig(access, join(dir, `${name}.kubeconfig`), o);
       const proc = await startControllerProcess({ name: `${namespace}-${name}`, configFile, kubeconfigFile: file, env: o.env });
