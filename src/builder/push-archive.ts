@@ -17,7 +17,7 @@ import { pipeline } from "node:stream/promises";
 import type { Logger } from "../log/logger.ts";
 import type { Digest } from "../oci/digest.ts";
 import { sha256Digest } from "../oci/digest.ts";
-import { buildImageManifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP, type Descriptor } from "../oci/image-manifest.ts";
+import { MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP } from "../oci/image-manifest.ts";
 import type { BlobInfo, BlobStreamSource } from "../oci/registry-client.ts";
 import {
   layerBlobStreamSource,
@@ -27,7 +27,8 @@ import {
   type LayerCompression,
 } from "../image/formats/docker-archive.ts";
 import { noLayerCache, type LayerCache, type LayerCacheEntry } from "../image/layer-cache.ts";
-import type { LayerOutcome, PushClosureResult, PushProgress, PushedLayer, RegistryPusher } from "../image/push-closure.ts";
+import type { PushClosureResult, PushProgress, PushedLayer, RegistryPusher } from "../image/push-closure.ts";
+import { publishImage, type LayerOutcome } from "../image/publish-image.ts";
 
 export const MEDIA_TYPE_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd";
 
@@ -208,48 +209,32 @@ async function pushOnce(options: PushArchiveOptions, trustCache: boolean): Promi
     }
   }
 
-  // Config.
-  let t = performance.now();
-  progress("config");
+  // Config (as archived, plus labels), manifest, tags.
   const configBytes = configWithLabels(image.configBytes, image.config, options.labels);
-  const configDigest = sha256Digest(configBytes);
-  if (!(await registry.hasBlob(repo, configDigest))) {
-    await registry.uploadBlob(repo, configBytes);
-    bytesPushed += configBytes.length;
-  }
-  const configSeconds = seconds(t);
+  const config = { mediaType: MEDIA_TYPE_OCI_CONFIG, bytes: configBytes, digest: sha256Digest(configBytes), size: configBytes.length };
+  const published = await publishImage({
+    registry,
+    repository: repo,
+    config,
+    layers: layerDetails,
+    tags,
+    onPhase: (phase) => progress(phase),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const { manifest, counts } = published;
+  bytesPushed += published.bytesPushed;
 
-  // Manifest, then the other tags.
-  t = performance.now();
-  progress("manifest");
-  const descriptors: Descriptor[] = layerDetails.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size }));
-  const manifest = buildImageManifest({ config: { mediaType: MEDIA_TYPE_OCI_CONFIG, digest: configDigest, size: configBytes.length }, layers: descriptors });
-  const [first, ...others] = tags.length > 0 ? tags : [manifest.digest];
-  await registry.putManifest(repo, first!, manifest);
-  bytesPushed += manifest.size;
-  const manifestSeconds = seconds(t);
-  t = performance.now();
-  progress("tags");
-  for (const tag of others) {
-    options.signal?.throwIfAborted();
-    await registry.putManifest(repo, tag, manifest);
-    bytesPushed += manifest.size;
-  }
-  const tagsSeconds = seconds(t);
-
-  const counts = { total: layerDetails.length, pushed: 0, skipped: 0, mounted: 0 };
-  for (const l of layerDetails) counts[l.outcome]++;
   progress("done");
   log?.info({ repository: seenIn, digest: manifest.digest, layers: counts, bytesPushed }, "image pushed");
   return {
     digest: manifest.digest,
     size: manifest.size,
     mediaType: manifest.mediaType,
-    configDigest,
+    configDigest: config.digest,
     tags,
     layers: counts,
     layerDetails,
     bytesPushed,
-    seconds: { plan: 0, layers: layersSeconds, config: configSeconds, manifest: manifestSeconds, tags: tagsSeconds, total: seconds(started) },
+    seconds: { plan: 0, layers: layersSeconds, ...published.seconds, total: seconds(started) },
   };
 }

@@ -5,29 +5,21 @@
 import type { Logger } from "../log/logger.ts";
 import { systemClock, type Clock } from "../runtime/clock.ts";
 import type { Digest } from "../oci/digest.ts";
-import {
-  buildImageConfig,
-  buildImageManifest,
-  layerMediaType,
-  type Descriptor,
-  type ImageRuntimeConfig,
-  type LayerCompression,
-} from "../oci/image-manifest.ts";
+import { buildImageConfig, layerMediaType, type ImageRuntimeConfig, type LayerCompression } from "../oci/image-manifest.ts";
 import { isValidTag } from "../oci/image-reference.ts";
 import type { RegistryClient } from "../oci/registry-client.ts";
 import { mapBounded } from "./bounded-parallel.ts";
 import { hashLayer, layerBlobSource, type LayerBlobInfo, type LayerBlobOptions } from "./layer-blob.ts";
 import { layerCacheKey, noLayerCache, type LayerCache, type LayerCacheEntry } from "./layer-cache.ts";
 import { planLayers, type PlannedLayer } from "./layer-plan.ts";
+import { publishImage, type LayerOutcome, type PushPhase } from "./publish-image.ts";
 import type { ClosurePath } from "./path-info.ts";
 import { DEFAULT_STORE_DIR } from "./tar-writer.ts";
 
 /** The registry operations the pusher needs (a RegistryClient, or a fake in tests). */
 export type RegistryPusher = Pick<RegistryClient, "host" | "hasBlob" | "mountBlob" | "uploadBlob" | "uploadBlobStream" | "putManifest">;
 
-export type PushPhase = "plan" | "layers" | "config" | "manifest" | "tags" | "done";
-
-export type LayerOutcome = "skipped" | "mounted" | "pushed";
+export type { LayerOutcome, PushPhase } from "./publish-image.ts";
 
 export interface PushProgress {
   phase: PushPhase;
@@ -275,10 +267,7 @@ export async function pushClosure(options: PushClosureOptions): Promise<PushClos
   const layers = await mapBounded(plan.layers, options.concurrency ?? 3, processLayer, signal);
   seconds.layers = elapsed(clock, phaseStart);
 
-  // Config.
-  phaseStart = clock.now().getTime();
-  progress("config");
-  signal?.throwIfAborted();
+  // Config, manifest, tags.
   const image = options.image ?? {};
   const config = buildImageConfig({
     diffIds: layers.map((l) => l.diffId),
@@ -288,38 +277,22 @@ export async function pushClosure(options: PushClosureOptions): Promise<PushClos
     ...(image.variant ? { variant: image.variant } : {}),
     ...(image.created ? { created: image.created } : {}),
   });
-  if (!(await registry.hasBlob(repo, config.digest))) {
-    await registry.uploadBlob(repo, config.bytes);
-    bytesPushed += config.size;
-  }
-  seconds.config = elapsed(clock, phaseStart);
-
-  // Manifest: pushed by digest when there are no tags, else under each tag (same bytes).
-  phaseStart = clock.now().getTime();
-  progress("manifest");
-  const layerDescriptors: Descriptor[] = layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size }));
-  const manifest = buildImageManifest({
-    config: { mediaType: config.mediaType, digest: config.digest, size: config.size },
-    layers: layerDescriptors,
+  const published = await publishImage({
+    registry,
+    repository: repo,
+    config,
+    layers,
+    tags,
     ...(image.annotations ? { annotations: image.annotations } : {}),
+    onPhase: (phase) => progress(phase),
+    clock,
+    ...(signal ? { signal } : {}),
   });
-  const [firstRef, ...otherTags] = tags.length > 0 ? tags : [manifest.digest];
-  await registry.putManifest(repo, firstRef!, manifest);
-  bytesPushed += manifest.size;
-  seconds.manifest = elapsed(clock, phaseStart);
-
-  phaseStart = clock.now().getTime();
-  progress("tags");
-  for (const tag of otherTags) {
-    signal?.throwIfAborted();
-    await registry.putManifest(repo, tag, manifest);
-    bytesPushed += manifest.size;
-  }
-  seconds.tags = elapsed(clock, phaseStart);
+  const { manifest, counts } = published;
+  bytesPushed += published.bytesPushed;
+  Object.assign(seconds, published.seconds);
   seconds.total = elapsed(clock, startMs);
 
-  const counts = { total: layers.length, pushed: 0, skipped: 0, mounted: 0 };
-  for (const l of layers) counts[l.outcome]++;
   progress("done");
   log?.info({ repository: seenIn, digest: manifest.digest, layers: counts, bytesPushed, seconds }, "image pushed");
   return {
