@@ -2,8 +2,8 @@
 # Installs everything the tests need on a Debian 12 machine, idempotently (a second run only
 # checks): Debian packages (Nix, etcd, docker-registry, skopeo, umoci, htpasswd, openssl, git),
 # Node >= 22 (scripts/ensure-node.sh), npm dependencies (npm ci, only when the lock file changed),
-# a Go >= 1.24 toolchain when none is there (from the Go module proxy), and the Kubernetes
-# binaries (scripts/build-k8s.sh, built once and cached by version).
+# a Go >= 1.24 toolchain when none is there (from the Go module proxy), the Kubernetes
+# binaries (scripts/build-k8s.sh), Helm, cosign and oras (built once and cached by version).
 #
 # Usage: scripts/setup.sh [--with-e2e]
 #   --with-e2e   also what the e2e tier's single-node cluster needs (containerd, runc, CNI,
@@ -143,6 +143,17 @@ if [ -x "$cache/helm-$helm_version/helm" ]; then
 else
   command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build Helm (see the Kubernetes step)"
   PATH="$PATH:/usr/local/go/bin" bash "$here/scripts/build-helm.sh" >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "cosign and oras (independent clients of the SBOM, provenance and signatures we attach)"
+cosign_version=$(sed -n 's/^cosign_version=//p' "$here/scripts/build-supply-chain-tools.sh")
+oras_version=$(sed -n 's/^oras_version=//p' "$here/scripts/build-supply-chain-tools.sh")
+if [ -x "$cache/cosign-$cosign_version/cosign" ] && [ -x "$cache/oras-$oras_version/oras" ]; then
+  info "cosign $cosign_version and oras $oras_version present in $cache"
+else
+  command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build cosign and oras (see the Kubernetes step)"
+  PATH="$PATH:/usr/local/go/bin" bash "$here/scripts/build-supply-chain-tools.sh" >/dev/null
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import { closureNarSize, queryClosure } from "../nix/closure.ts";
 import { lockFlake, type LockedFlake } from "../nix/flake-metadata.ts";
 import { listGcRoots, registerGcRoots } from "../nix/gc-root.ts";
 import { collectGarbageIfFull } from "../nix/store-gc.ts";
-import { buildFlakeAttribute, evalAttributeInfo, type AttributeInfo } from "../nix/nix-build.ts";
+import { buildFlakeAttribute, evalAttributeInfo, nixVersion, type AttributeInfo } from "../nix/nix-build.ts";
 import type { NixCommand } from "../nix/nix-command.ts";
 import { checkAttribute } from "../flake/flake-ref-policy.ts";
 import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
@@ -93,6 +93,7 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
     onProgress: (p: Parameters<ProgressSink["nix"]>[0]) => progress.nix(p),
   };
   const started = performance.now();
+  const startedAt = new Date().toISOString();
   const seconds: Record<string, number> = {};
 
   let t = performance.now();
@@ -180,6 +181,8 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
     }
   }
 
+  // For the provenance; a Nix that cannot say its version does not fail the build.
+  const version = await nixVersion(options.nix, options.signal ? { signal: options.signal } : {}).catch(() => undefined);
   seconds.buildStep = secondsSince(started);
   const result: BuildResult = {
     version: 1,
@@ -195,7 +198,17 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
     extraAttributes,
     gcRoots,
     seconds,
+    startedAt,
+    inputs: locked.inputs,
   };
+  if (version) result.nixVersion = version;
+  const meta = {
+    ...(info.licenses ? { licenses: info.licenses } : {}),
+    ...(info.homepage ? { homepage: info.homepage } : {}),
+    ...(info.description ? { description: info.description } : {}),
+    ...(info.version ? { version: info.version } : {}),
+  };
+  if (Object.keys(meta).length > 0) result.meta = meta;
   const drvPath = built.derivations[0]?.drvPath;
   if (drvPath !== undefined) result.drvPath = drvPath;
   if (detected.compression !== undefined) result.archiveCompression = detected.compression;

@@ -22,6 +22,8 @@ export interface PushStepResult {
   layers: { total: number; pushed: number; skipped: number; mounted: number };
   bytesPushed: number;
   seconds: Record<string, number>;
+  /** Digests of the SBOM / provenance referrers and the cosign signature / attestation manifests. */
+  attestations?: { sbom?: string; provenance?: string; signature?: string; attestations?: string };
 }
 
 function bytes(s: string): number {

@@ -7,12 +7,14 @@
 //   stream-layered  the script's stdout, consumed while it runs (push-archive.ts)
 // Tags: the immutable `rev-…` tag plus the requested ones.
 import { stat } from "node:fs/promises";
+import { attachAttestations, type AttestationSettings, type AttestResult } from "../attest/attach-attestations.ts";
 import { readNix2Container, nix2ContainerFeatures } from "../image/formats/nix2container.ts";
 import type { DockerArchiveSource } from "../image/formats/docker-archive.ts";
 import { noLayerCache, type LayerCache } from "../image/layer-cache.ts";
 import { pushClosure, type PushClosureResult, type RegistryPusher } from "../image/push-closure.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ImageRuntimeConfig, LayerCompression } from "../oci/image-manifest.ts";
+import type { ReferrersRegistry } from "../oci/referrers.ts";
 import { fromOciConfig, mergeImageConfig, packageDefaults } from "./image-config.ts";
 import { imageTags } from "./image-tags.ts";
 import { pushDockerArchive } from "./push-archive.ts";
@@ -27,7 +29,7 @@ export class PushStepError extends Error {
 export interface PushStepOptions {
   /** The build step's directory. */
   from: string;
-  registry: RegistryPusher;
+  registry: RegistryPusher & ReferrersRegistry;
   repository: string;
   /** Tags besides the immutable one. */
   tags?: readonly string[];
@@ -48,15 +50,26 @@ export interface PushStepOptions {
    * is code from the flake: when it could read one of these, it is not run at all.
    */
   protectedFiles?: readonly string[];
+  /** SBOM, provenance and signatures attached to the pushed digest (none when absent). */
+  attest?: PushAttestOptions;
   progress?: ProgressSink;
   logger?: Logger;
   signal?: AbortSignal;
+}
+
+export interface PushAttestOptions extends AttestationSettings {
+  operatorVersion: string;
+  /** The builder Job's image, for the provenance. */
+  builderImage?: string;
+  /** The builder Job's name, for the provenance. */
+  job?: string;
 }
 
 export interface PushStepOutput {
   result: PushStepResult;
   push: PushClosureResult;
   files: StepFiles;
+  attested?: AttestResult;
 }
 
 /** OCI architecture of a Nix system. */
@@ -200,6 +213,20 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
       break;
     }
   }
+  let attested: AttestResult | undefined;
+  const attest = options.attest;
+  if (attest && (attest.sbom || attest.provenance || attest.signingKey)) {
+    progress.phase("attest", `${options.repository}@${push.digest}`);
+    attested = await attachAttestations({
+      ...attest,
+      registry: options.registry,
+      repository: options.repository,
+      image: { mediaType: push.mediaType, digest: push.digest, size: push.size },
+      build: built,
+      closure,
+      ...(log ? { logger: log } : {}),
+    });
+  }
   progress.done();
   // The build step's phases (lock, build, closure, ...) and the push's, as `build` reports them:
   // the controller copies these into status.lastBuild.durations.
@@ -212,7 +239,8 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
     revision: built.revision,
     layers: push.layers,
     bytesPushed: push.bytesPushed,
-    seconds: { ...built.seconds, ...pushPhases, push: pushTotal ?? 0 },
+    seconds: { ...built.seconds, ...pushPhases, push: pushTotal ?? 0, ...(attested ? { attest: attested.seconds } : {}) },
+    ...(attested ? { attestations: attested.digests } : {}),
   };
-  return { result, push, files };
+  return { result, push, files, ...(attested ? { attested } : {}) };
 }

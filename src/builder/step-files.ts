@@ -71,6 +71,32 @@ export const buildResultSchema = z.strictObject({
     .default([]),
   gcRoots: z.array(z.string().max(4096)).max(256).default([]),
   seconds: z.record(z.string().max(32), z.number()),
+  // For the push step's SBOM and provenance (absent in results of older builder images).
+  /** When the build step started (RFC 3339). */
+  startedAt: z.string().max(64).optional(),
+  /** `nix --version` of the build step, e.g. 2.8.0. */
+  nixVersion: z.string().max(128).optional(),
+  /** Every input of the flake's lock with its NAR hash. */
+  inputs: z
+    .array(
+      z.strictObject({
+        name: z.string().max(256),
+        url: z.string().max(2048),
+        narHash: z.string().max(128),
+        rev: z.string().max(64).optional(),
+      }),
+    )
+    .max(1024)
+    .optional(),
+  /** The package's meta (packages only). */
+  meta: z
+    .strictObject({
+      licenses: z.array(z.string().max(128)).max(16).optional(),
+      homepage: z.string().max(256).optional(),
+      description: z.string().max(1024).optional(),
+      version: z.string().max(256).optional(),
+    })
+    .optional(),
 });
 export type BuildResult = z.output<typeof buildResultSchema>;
 

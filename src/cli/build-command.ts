@@ -13,6 +13,7 @@ import {
   checkRefAllowed,
   defaultLayerCacheDir,
   imageConfigFromFlags,
+  attestFromFlags,
   layerCacheFrom,
   oneOf,
   parseCompression,
@@ -48,8 +49,11 @@ store: the build step and the push step of the builder Job, in one process with 
      output consumed while it runs), or a nix2container image JSON
   4. pushes: blobs the registry has are skipped, new layers go tar -> sha256 -> upload in one
      pass; then config, manifest, and the tags: rev-<commit>-<out hash> (immutable) + --tag ones
-  5. prints <registry>/<repository>@sha256:<digest> (with --json: image, digest, tags, revision,
-     layers pushed/skipped/mounted, bytesPushed, seconds per phase)
+  5. attaches a CycloneDX SBOM of the closure and a SLSA provenance to the digest as OCI
+     referrers (--no-sbom, --no-provenance to skip); with --sign-key, cosign-compatible
+     signatures of the image (.sig) and of both documents (.att)
+  6. prints <registry>/<repository>@sha256:<digest> (with --json: image, digest, tags, revision,
+     layers pushed/skipped/mounted, bytesPushed, seconds per phase, attestation digests)
 
 Progress goes to stderr: one updating line on a terminal, JSON log lines otherwise.
 Exit code 0 on success, 1 on a failure (one message on stderr), 2 on a usage error.
@@ -136,7 +140,8 @@ ${pushFlagsHelp}
         config,
         logger: log,
       });
-      // Before a long build: is the registry there, and does it take our credentials?
+      // Before a long build: a readable signing key, a registry that answers and takes our credentials.
+      const attest = await attestFromFlags(values, context.env);
       progress.phase("registry", target.host);
       await target.client.ping();
 
@@ -164,6 +169,7 @@ ${pushFlagsHelp}
         ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),
         imageConfig,
         cache: layerCacheFrom(values["no-layer-cache"] ? undefined : (values["layer-cache"] ?? defaultLayerCacheDir(context.env))),
+        attest,
         progress,
         logger: log,
         signal: context.signal,

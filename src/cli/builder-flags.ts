@@ -1,6 +1,7 @@
 // Flags and helpers shared by the builder commands (build, build-step, push-step, prepare-store):
 // strict value parsing with messages that name the flag, the push target's flags, the image
 // settings, and one way to report a failure (stderr + termination message + exit code 1).
+import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { imageConfigSchema } from "../api/niximage.ts";
@@ -16,6 +17,9 @@ import type { Logger } from "../log/logger.ts";
 import { NixCommand } from "../nix/nix-command.ts";
 import type { ImageRuntimeConfig, LayerCompression } from "../oci/image-manifest.ts";
 import { UsageError, type CommandContext } from "./command.ts";
+import { loadSigningKey, type SigningKey } from "../attest/signing-key.ts";
+import type { PushAttestOptions } from "../builder/push-step.ts";
+import packageJson from "../../package.json" with { type: "json" };
 
 export const formatChoices = ["auto", "package", "docker-archive", "stream-layered", "nix2container"] as const;
 
@@ -33,6 +37,12 @@ export const pushFlags = {
   "on-cache-miss": { type: "string" },
   config: { type: "string" },
   json: { type: "boolean" },
+  "no-sbom": { type: "boolean" },
+  "no-provenance": { type: "boolean" },
+  "sign-key": { type: "string" },
+  "sign-key-password-file": { type: "string" },
+  "builder-image": { type: "string" },
+  job: { type: "string" },
 } as const;
 
 export const pushFlagsHelp = `  --image REPO            registry host and repository, e.g. registry.example.com/acme/web (required)
@@ -49,7 +59,15 @@ export const pushFlagsHelp = `  --image REPO            registry host and reposi
   --on-cache-miss M       upload (default: stream new layers straight to the registry) or hash-first
                           (hash, ask the registry, upload only what it lacks: reads new layers twice)
   --config FILE           operator config (flakeRefPolicy, registries[].plainHttp/caFile)
-  --json                  print the result as JSON instead of the image reference`;
+  --json                  print the result as JSON instead of the image reference
+  --no-sbom               attach no SBOM (default: a CycloneDX 1.6 SBOM of the closure, as an OCI referrer)
+  --no-provenance         attach no provenance (default: a SLSA v1 in-toto statement, as an OCI referrer)
+  --sign-key FILE         ECDSA P-256 private key PEM (plain, or cosign's encrypted format): sign the
+                          image (cosign .sig) and the SBOM/provenance (cosign .att, DSSE in-toto)
+  --sign-key-password-file FILE
+                          password of an encrypted --sign-key (else $COSIGN_PASSWORD)
+  --builder-image REF     the builder image, recorded in the provenance
+  --job NAME              the builder Job's name, recorded in the provenance`;
 
 export function positiveInt(flag: string, value: string | undefined, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;
@@ -181,4 +199,33 @@ export function nixFromFlags(
       extraTrustedPublicKeys: values["trusted-public-key"] ?? [],
     },
   });
+}
+
+/** The SBOM / provenance / signing settings of --no-sbom, --no-provenance, --sign-key (reads the key). */
+export async function attestFromFlags(
+  values: {
+    "no-sbom"?: boolean;
+    "no-provenance"?: boolean;
+    "sign-key"?: string;
+    "sign-key-password-file"?: string;
+    "builder-image"?: string;
+    job?: string;
+  },
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<PushAttestOptions> {
+  let signingKey: SigningKey | undefined;
+  const keyFile = values["sign-key"];
+  if (keyFile !== undefined) {
+    const passwordFile = values["sign-key-password-file"];
+    const password = passwordFile !== undefined ? (await readFile(passwordFile, "utf8")).replace(/\r?\n$/, "") : env.COSIGN_PASSWORD;
+    signingKey = await loadSigningKey(await readFile(keyFile, "utf8"), password);
+  }
+  return {
+    sbom: values["no-sbom"] !== true,
+    provenance: values["no-provenance"] !== true,
+    ...(signingKey ? { signingKey } : {}),
+    operatorVersion: packageJson.version,
+    ...(values["builder-image"] !== undefined ? { builderImage: values["builder-image"] } : {}),
+    ...(values.job !== undefined ? { job: values.job } : {}),
+  };
 }

@@ -6,6 +6,7 @@ import { DirectoryLayerCache } from "../image/layer-cache.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
 import {
+  attestFromFlags,
   layerCacheFrom,
   oneOf,
   parseCompression,
@@ -24,18 +25,21 @@ export const pushStepCommand: Command = {
 The push step of the builder Job. Reads ONLY the build step's directory (result.json,
 closure.json) and the Nix store, makes the image for the detected format and pushes it:
 layers straight from the store (one pass: tar -> sha256 -> upload, no temp files), blobs the
-registry has are skipped, then config, manifest and tags.
+registry has are skipped, then config, manifest and tags; then the SBOM and provenance as OCI
+referrers and, with --sign-key, cosign signatures (.sig, .att).
 
 On success it prints the pushed reference (repository@sha256:...; with --json the result) and
 writes the result as JSON (at most 4096 bytes) to --termination-message:
 
   {"image","digest","tags","format","revision":{"url","rev","lastModified","narHash"},
-   "layers":{"total","pushed","skipped","mounted"},"bytesPushed","seconds":{...}}
+   "layers":{"total","pushed","skipped","mounted"},"bytesPushed","seconds":{...},
+   "attestations":{"sbom","provenance","signature","attestations"}}
 
 On failure: a short message there, the full one on stderr, exit code 1.
 
 A streamLayeredImage script (code from the flake) runs with a clean environment, as uid/gid
-65534 when this step runs as root; it is refused when it could read the --auth-file.
+65534 when this step runs as root; it is refused when it could read the --auth-file or the
+--sign-key (or its password file).
 
 Flags:
   --from DIR                   the build step's directory (required)
@@ -79,7 +83,10 @@ ${pushFlagsHelp}
       // The layer cache's MAC key exists before any flake code runs, so that a streamLayeredImage
       // script that could read it (and forge cache entries) is refused like one that could read the Secret.
       const cacheKeyFile = cache instanceof DirectoryLayerCache ? (await cache.ensureKey(), cache.keyFile) : undefined;
-      const protectedFiles = [values["auth-file"], cacheKeyFile].filter((f): f is string => f !== undefined);
+      // Credentials a streamLayeredImage script (flake code) must not be able to read.
+      const protectedFiles = [values["auth-file"], cacheKeyFile, values["sign-key"], values["sign-key-password-file"]].filter(
+        (f): f is string => f !== undefined,
+      );
       const out = await runPushStep({
         from: values.from,
         registry: target.client,
@@ -91,6 +98,7 @@ ${pushFlagsHelp}
         ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),
         imageConfig,
         cache,
+        attest: await attestFromFlags(values, context.env),
         ...(protectedFiles.length > 0 ? { protectedFiles } : {}),
         progress,
         logger: log,

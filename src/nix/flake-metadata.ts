@@ -5,6 +5,7 @@
 // Output fields used (Nix 2.8 seen; same names in later releases): `url` (the locked URL, with
 // `rev=`), `originalUrl`, `resolvedUrl`, `revision`, `revCount`, `lastModified`, `locked.narHash`,
 // `path` (the source's store path). Nix >= 2.20 also prints `lockedUrl`; it wins when present.
+import { lockedInputs, type LockedInput } from "./flake-lock-inputs.ts";
 import type { NixCommand } from "./nix-command.ts";
 import { NixError } from "./nix-error.ts";
 import type { NixProgress } from "./nix-log.ts";
@@ -26,6 +27,8 @@ export interface LockedFlake {
   sourcePath?: string;
   /** Nix's `locked` attribute set (type, owner/repo or url, rev, narHash, ...). */
   locked: Record<string, unknown>;
+  /** Every input of the flake's lock (transitive ones too), for the provenance. */
+  inputs: LockedInput[];
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -61,6 +64,7 @@ export function parseFlakeMetadata(json: unknown): LockedFlake {
     lastModified: typeof json.lastModified === "number" ? json.lastModified : typeof locked.lastModified === "number" ? locked.lastModified : 0,
     narHash,
     locked,
+    inputs: lockedInputs(json.locks),
   };
   const resolved = optString(json.resolvedUrl);
   if (resolved !== undefined) out.resolvedUrl = resolved;

@@ -35,6 +35,10 @@ export interface AttributeInfo {
   version?: string;
   /** "derivation" for packages and images. */
   type?: string;
+  /** meta.license as SPDX ids (short names when a license has none), for the SBOM. */
+  licenses?: string[];
+  homepage?: string;
+  description?: string;
 }
 
 export interface NixBuildOptions {
@@ -146,6 +150,10 @@ export const attributeInfoExpr = [
   "  name = if a then str (d.name or null) else null;",
   "  version = if a then str (d.version or null) else null;",
   "  type = if a then str (d.type or null) else null;",
+  "  homepage = let h = meta.homepage or null; in if builtins.isList h then str (builtins.head (h ++ [null])) else str h;",
+  "  description = str (meta.description or null);",
+  "  licenses = let l = meta.license or null; ls = if builtins.isList l then l else if l == null then [] else [l]; in",
+  "    builtins.filter (x: x != null) (map (x: if builtins.isAttrs x then str (x.spdxId or x.shortName or null) else str x) ls);",
   "}",
 ].join("\n");
 
@@ -153,10 +161,12 @@ export const attributeInfoExpr = [
 export function parseAttributeInfo(json: unknown): AttributeInfo {
   const out: AttributeInfo = {};
   if (!isRecord(json)) return out;
-  for (const key of ["mainProgram", "pname", "name", "version", "type"] as const) {
+  for (const key of ["mainProgram", "pname", "name", "version", "type", "homepage", "description"] as const) {
     const v = json[key];
-    if (typeof v === "string" && v !== "") out[key] = v;
+    if (typeof v === "string" && v !== "") out[key] = v.slice(0, key === "description" ? 1024 : 256);
   }
+  const licenses = Array.isArray(json.licenses) ? json.licenses.filter((l): l is string => typeof l === "string" && l !== "").map((l) => l.slice(0, 128)) : [];
+  if (licenses.length > 0) out.licenses = licenses.slice(0, 16);
   return out;
 }
 
@@ -187,4 +197,11 @@ export function defaultProgram(info: AttributeInfo): string | undefined {
     return info.name.replace(/-[0-9][^-]*$/, "") || info.name;
   }
   return undefined;
+}
+
+/** `nix --version` -> `2.8.0` (the whole first line when it has another shape). */
+export async function nixVersion(nix: NixCommand, options: NixBuildOptions = {}): Promise<string> {
+  const result = await nix.run(["--version"], runOptions("nix --version", options));
+  const line = result.stdout.split("\n")[0]?.trim() ?? "";
+  return (/\(Nix\) (\S+)$/.exec(line)?.[1] ?? line).slice(0, 128);
 }

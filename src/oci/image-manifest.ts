@@ -24,6 +24,8 @@ export interface Descriptor {
   mediaType: string;
   digest: Digest;
   size: number;
+  /** OCI 1.1: the artifact type of a referrer listed in an index. */
+  artifactType?: string;
   annotations?: Record<string, string>;
 }
 
@@ -130,23 +132,27 @@ export interface ManifestInput {
   config: Descriptor;
   layers: Descriptor[];
   annotations?: Record<string, string>;
+  /** OCI 1.1 artifacts: what this manifest is (an SBOM, a provenance, ...). */
+  artifactType?: string;
+  /** OCI 1.1 referrers: the manifest this one is about. */
+  subject?: Descriptor;
 }
 
 function descriptor(d: Descriptor): Record<string, unknown> {
   if (!Number.isSafeInteger(d.size) || d.size < 0) throw new ImageManifestError("descriptor size must be a non-negative integer");
   const out: Record<string, unknown> = { mediaType: d.mediaType, digest: assertDigest(d.digest), size: d.size };
+  if (d.artifactType !== undefined) out.artifactType = d.artifactType;
   if (d.annotations && Object.keys(d.annotations).length > 0) out.annotations = sortedRecord(d.annotations);
   return out;
 }
 
 /** The OCI image manifest (application/vnd.oci.image.manifest.v1+json). */
 export function buildImageManifest(input: ManifestInput): SerialisedBlob {
-  const doc: Record<string, unknown> = {
-    schemaVersion: 2,
-    mediaType: MEDIA_TYPE_OCI_MANIFEST,
-    config: descriptor(input.config),
-    layers: input.layers.map(descriptor),
-  };
+  const doc: Record<string, unknown> = { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST };
+  if (input.artifactType !== undefined) doc.artifactType = input.artifactType;
+  doc.config = descriptor(input.config);
+  doc.layers = input.layers.map(descriptor);
+  if (input.subject) doc.subject = descriptor(input.subject);
   if (input.annotations && Object.keys(input.annotations).length > 0) doc.annotations = sortedRecord(input.annotations);
   return serialise(MEDIA_TYPE_OCI_MANIFEST, doc);
 }

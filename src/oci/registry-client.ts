@@ -387,6 +387,39 @@ export class RegistryClient {
 
   /** GETs a manifest (or index) by tag or digest; a digest reference is verified against the bytes. */
   async getManifest(repository: string, reference: string, accept: string = MANIFEST_ACCEPT): Promise<ManifestData> {
+    const found = await this.#getManifest(repository, reference, accept, false);
+    return found!;
+  }
+
+  /** Like getManifest, but undefined when the registry answers 404 (no such tag or manifest). */
+  findManifest(repository: string, reference: string, accept: string = MANIFEST_ACCEPT): Promise<ManifestData | undefined> {
+    return this.#getManifest(repository, reference, accept, true);
+  }
+
+  /**
+   * The OCI 1.1 referrers API (`GET /v2/<name>/referrers/<digest>`): the index of manifests whose
+   * subject is `digest`; undefined when the registry does not implement it (404), as distribution
+   * 2.8 and 3.x do not (then the tag schema `sha256-<hex>` is the fallback).
+   */
+  async referrers(repository: string, digest: Digest): Promise<ManifestData | undefined> {
+    assertDigest(digest);
+    const operation = `GET referrers of ${repository}@${shortDigest(digest)}`;
+    const res = await this.#send({
+      method: "GET",
+      url: this.#repoPath(repository, `referrers/${digest}`),
+      operation,
+      scopes: [repositoryScope(repository, "pull")],
+      headers: { Accept: MEDIA_TYPE_OCI_INDEX },
+      expect: [200, 404],
+    });
+    const bytes = await readBody(res.body, MAX_MANIFEST_BYTES + 1);
+    const mediaType = (header(res, "content-type") ?? "").split(";")[0]!.trim();
+    // A registry without the API may answer 200 with something else (an HTML page, a v2 error).
+    if (res.status === 404 || mediaType !== MEDIA_TYPE_OCI_INDEX || bytes.length > MAX_MANIFEST_BYTES) return undefined;
+    return { bytes, mediaType, digest: sha256Digest(bytes) };
+  }
+
+  async #getManifest(repository: string, reference: string, accept: string, optional: boolean): Promise<ManifestData | undefined> {
     if (!isValidTag(reference) && !isDigest(reference)) throw new Error(`invalid tag or digest ${JSON.stringify(reference.slice(0, 200))}`);
     const operation = `GET manifest ${repository}:${shortDigest(reference)}`;
     const res = await this.#send({
@@ -395,9 +428,10 @@ export class RegistryClient {
       operation,
       scopes: [repositoryScope(repository, "pull")],
       headers: { Accept: accept },
-      expect: [200],
+      expect: optional ? [200, 404] : [200],
     });
     const bytes = await readBody(res.body, MAX_MANIFEST_BYTES + 1);
+    if (res.status === 404) return undefined;
     if (bytes.length > MAX_MANIFEST_BYTES) throw this.#error(operation, { status: 200, reason: "manifest larger than 4 MiB" });
     const digest = sha256Digest(bytes);
     if (isDigest(reference) && digest !== reference) throw this.#error(operation, { status: 200, reason: "manifest bytes do not match the requested digest" });

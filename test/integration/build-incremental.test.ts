@@ -40,7 +40,8 @@ beforeAll(async () => {
 async function build(ref: string, repository: string, extra: string[], cwd?: string): Promise<PushStepResult> {
   const r = await runCli(
     bed,
-    ["build", ref, "--image", `${plain.host}/${repository}`, "--plain-http", "--config", config, "--json", ...extra],
+    // Counting image uploads: no SBOM/provenance referrers (attestations.test.ts covers those).
+    ["build", ref, "--image", `${plain.host}/${repository}`, "--plain-http", "--config", config, "--json", "--no-sbom", "--no-provenance", ...extra],
     cwd ? { cwd } : {},
   );
   expect(r.code, r.stderr).toBe(0);
@@ -135,9 +136,24 @@ describe("incremental pushes", () => {
     const env = { NIX_IMAGE_OPERATOR_CACHE: join(bed.tmpDir, "default-cache") };
     const results: PushStepResult[] = [];
     for (let i = 0; i < 2; i++) {
-      const r = await runCli(bed, ["build", `${hello.flakeUrl}#default`, "--image", `${plain.host}/${repo}`, "--plain-http", "--config", config, "--json"], {
-        env,
-      });
+      const r = await runCli(
+        bed,
+        [
+          "build",
+          `${hello.flakeUrl}#default`,
+          "--image",
+          `${plain.host}/${repo}`,
+          "--plain-http",
+          "--config",
+          config,
+          "--json",
+          "--no-sbom",
+          "--no-provenance",
+        ],
+        {
+          env,
+        },
+      );
       expect(r.code, r.stderr).toBe(0);
       results.push(lastJson<PushStepResult>(r.stdout));
     }

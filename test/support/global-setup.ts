@@ -60,6 +60,10 @@ function missingPrerequisites(binDir: string): string[] {
   }
   const helm = helmBinary();
   if (!existsSync(helm)) missing.push(`helm not found at ${helm}: ${setupHint} (or scripts/build-helm.sh)`);
+  for (const tool of ["cosign", "oras"] as const) {
+    const bin = supplyChainTool(tool);
+    if (!existsSync(bin)) missing.push(`${tool} not found at ${bin}: ${setupHint} (or scripts/build-supply-chain-tools.sh)`);
+  }
   return missing;
 }
 
@@ -69,6 +73,14 @@ export function helmBinary(): string {
   const version = /^helm_version=(\S+)$/m.exec(script)?.[1] ?? "unknown";
   const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
   return join(cache, "nix-image-operator", `helm-${version}`, "helm");
+}
+
+/** cosign or oras built by scripts/build-supply-chain-tools.sh (versions pinned there). */
+export function supplyChainTool(tool: "cosign" | "oras"): string {
+  const script = readFileSync(join(repoRoot, "scripts/build-supply-chain-tools.sh"), "utf8");
+  const version = new RegExp(`^${tool}_version=(\\S+)$`, "m").exec(script)?.[1] ?? "unknown";
+  const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
+  return join(cache, "nix-image-operator", `${tool}-${version}`, tool);
 }
 
 interface PidsFile {

@@ -42,6 +42,7 @@ describe("parseFlakeMetadata", () => {
       narHash: "sha256-p0B18OuAV8AP4peO2b09QF8GliyoTQUZG7j5Kylj84M=",
       sourcePath: "/nix/store/r9jmrhmgnvpg98x5948jai3f9mcgdx7f-source",
       locked: metadata28.locked,
+      inputs: [],
     });
   });
 
