@@ -101,6 +101,18 @@ export const imageSchema = z
     config: imageConfigSchema.optional(),
     maxLayers: z.number().int().min(1).max(125).default(100).describe("Upper bound on image layers (the app's own paths are always last)."),
     compression: z.enum(["none", "gzip"]).default("none").describe("Layer compression; none gives digests equal to diff_ids and stable across tools."),
+    attestations: z
+      .strictObject({
+        sbom: z.boolean().default(true).describe("Attach a CycloneDX 1.6 SBOM of the image's runtime closure as an OCI referrer."),
+        provenance: z.boolean().default(true).describe("Attach a SLSA v1 provenance (in-toto statement) as an OCI referrer."),
+        signingKeySecretRef: localObjectReference
+          .optional()
+          .describe(
+            "A Secret with `cosign.key` (ECDSA P-256 PEM, plain or cosign-encrypted) and optionally `cosign.password`, as `cosign generate-key-pair k8s://NS/NAME` makes it; mounted only in the push step. The image and the attestations are then signed (cosign .sig/.att).",
+          ),
+      })
+      .optional()
+      .describe("Proof attached to the pushed digest (the image digest itself does not change). SBOM and provenance are on when absent."),
   })
   .describe("Where and how the image is pushed.");
 
@@ -301,6 +313,10 @@ export const buildRecordSchema = z.strictObject({
   revision: revisionSchema.optional(),
   layers: z.strictObject({ pushed: z.number().int(), skipped: z.number().int(), mounted: z.number().int().optional() }).optional(),
   bytesPushed: z.number().int().optional(),
+  attestations: z
+    .strictObject({ sbom: digest.optional(), provenance: digest.optional(), signature: digest.optional(), attestations: digest.optional() })
+    .optional()
+    .describe("Manifest digests of the SBOM and provenance referrers and of the cosign signature (.sig) and attestation (.att) manifests"),
   durations: z.record(z.string().max(32), z.number()).optional().describe("Seconds per phase"),
   specHash: z.string().max(64).optional().describe("Hash of the spec fields that shape the image"),
   builderHash: z.string().max(64).optional().describe("Hash of the builder images"),

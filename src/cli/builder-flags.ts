@@ -201,6 +201,11 @@ export function nixFromFlags(
   });
 }
 
+function missingAsUndefined(e: unknown): undefined {
+  if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+  throw e;
+}
+
 /** The SBOM / provenance / signing settings of --no-sbom, --no-provenance, --sign-key (reads the key). */
 export async function attestFromFlags(
   values: {
@@ -217,7 +222,9 @@ export async function attestFromFlags(
   const keyFile = values["sign-key"];
   if (keyFile !== undefined) {
     const passwordFile = values["sign-key-password-file"];
-    const password = passwordFile !== undefined ? (await readFile(passwordFile, "utf8")).replace(/\r?\n$/, "") : env.COSIGN_PASSWORD;
+    // A missing password file means a key without one (the Job mounts the Secret's optional key).
+    const fromFile = passwordFile !== undefined ? await readFile(passwordFile, "utf8").catch(missingAsUndefined) : undefined;
+    const password = fromFile !== undefined ? fromFile.replace(/\r?\n$/, "") : env.COSIGN_PASSWORD;
     signingKey = await loadSigningKey(await readFile(keyFile, "utf8"), password);
   }
   return {

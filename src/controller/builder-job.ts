@@ -38,6 +38,7 @@ const paths = {
   work: "/work",
   result: "/work/result",
   pushSecret: "/var/run/niximage/push",
+  signingKey: "/var/run/niximage/signing",
   layerCache: "/var/cache/niximage",
 };
 
@@ -175,6 +176,16 @@ export function builderJob(input: BuilderJobInput): V1Job {
       });
       pushMounts.push({ name: "push-secret", mountPath: paths.pushSecret, readOnly: true });
       pushArgs.push("--auth-file", `${paths.pushSecret}/config.json`);
+    }
+    // SBOM, provenance and signatures of the pushed digest (the signing key only in this step).
+    const attest = spec.image.attestations;
+    if (attest?.sbom === false) pushArgs.push("--no-sbom");
+    if (attest?.provenance === false) pushArgs.push("--no-provenance");
+    pushArgs.push("--builder-image", config.builder.nixImage, "--job", name);
+    if (attest?.signingKeySecretRef) {
+      volumes.push({ name: "signing-key", secret: { secretName: attest.signingKeySecretRef.name } });
+      pushMounts.push({ name: "signing-key", mountPath: paths.signingKey, readOnly: true });
+      pushArgs.push("--sign-key", `${paths.signingKey}/cosign.key`, "--sign-key-password-file", `${paths.signingKey}/cosign.password`);
     }
     containers.push(
       step({

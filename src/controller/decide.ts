@@ -132,6 +132,7 @@ function recordOf(view: JobView): BuildRecord {
     if (view.result.revision) record.revision = boundedRevision(view.result.revision);
     record.layers = view.result.layers;
     record.bytesPushed = view.result.bytesPushed;
+    if (view.result.attestations && Object.keys(view.result.attestations).length > 0) record.attestations = view.result.attestations;
     if (view.result.seconds) record.durations = boundedDurations(view.result.seconds);
   }
   if (view.warmResult) {

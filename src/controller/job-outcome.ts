@@ -17,6 +17,26 @@ export const pushResultSchema = z.object({
   layers: z.object({ pushed: z.number(), skipped: z.number(), mounted: z.number().optional() }),
   bytesPushed: z.number(),
   seconds: z.record(z.string(), z.number()).optional(),
+  attestations: z
+    .object({
+      sbom: z
+        .string()
+        .regex(/^sha256:[a-f0-9]{64}$/)
+        .optional(),
+      provenance: z
+        .string()
+        .regex(/^sha256:[a-f0-9]{64}$/)
+        .optional(),
+      signature: z
+        .string()
+        .regex(/^sha256:[a-f0-9]{64}$/)
+        .optional(),
+      attestations: z
+        .string()
+        .regex(/^sha256:[a-f0-9]{64}$/)
+        .optional(),
+    })
+    .optional(),
 });
 export type PushResult = z.output<typeof pushResultSchema>;
 

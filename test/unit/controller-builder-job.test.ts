@@ -143,6 +143,31 @@ describe("builderJob", () => {
       expect(container(job, "report").volumeMounts).toEqual([{ name: "work", mountPath: "/work", readOnly: true }]);
     });
 
+    it("the signing key Secret is mounted only in the push step; SBOM/provenance switches become flags", () => {
+      const signed = testImage({
+        image: { repository, maxLayers: 100, compression: "none", attestations: { sbom: false, provenance: true, signingKeySecretRef: { name: "cosign" } } },
+      });
+      const job = builderJob(input("Image", { image: signed }));
+      expect(podOf(job).volumes).toEqual(expect.arrayContaining([{ name: "signing-key", secret: { secretName: "cosign" } }]));
+      for (const c of allContainers(job)) {
+        const mounted = (c.volumeMounts ?? []).some((m) => m.name === "signing-key");
+        expect(mounted, c.name).toBe(c.name === "push");
+      }
+      const args = container(job, "push").args!;
+      expect(args).toEqual(
+        expect.arrayContaining([
+          "--no-sbom",
+          "--sign-key",
+          "/var/run/niximage/signing/cosign.key",
+          "--sign-key-password-file",
+          "/var/run/niximage/signing/cosign.password",
+          "--job",
+          job.metadata!.name!,
+        ]),
+      );
+      expect(args).not.toContain("--no-provenance");
+    });
+
     it("without a pushSecretRef there is no Secret volume", () => {
       const job = builderJob(input("Image", { image: testImage() }));
       expect((podOf(job).volumes ?? []).filter((v) => v.secret)).toEqual([]);

@@ -106,7 +106,8 @@ describe("decide: first build", () => {
 describe("decide: steady state", () => {
   it("records a succeeded build once (event), then does nothing: Ready, no actions, an identical status", () => {
     const bare = testImage();
-    const job = imageJob(bare, config, { number: 1, result: pushResultFor(), completionTime: "2026-11-22T09:10:00Z" });
+    const attestations = { sbom: `sha256:${"a".repeat(64)}`, signature: `sha256:${"c".repeat(64)}` };
+    const job = imageJob(bare, config, { number: 1, result: { ...pushResultFor(), attestations }, completionTime: "2026-11-22T09:10:00Z" });
     const first = decide(observe(bare, { jobs: [job] }));
     expect(first.status).toMatchObject({
       latestImage: `${repository}@${digest1}`,
@@ -117,6 +118,7 @@ describe("decide: steady state", () => {
         digest: digest1,
         layers: { pushed: 2, skipped: 40 },
         bytesPushed: 4096,
+        attestations,
         durations: { build: 12, push: 3 },
       },
     });

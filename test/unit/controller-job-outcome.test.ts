@@ -145,6 +145,7 @@ const pushMessage = JSON.stringify({
   layers: { total: 42, pushed: 2, skipped: 39, mounted: 1 },
   bytesPushed: 123456,
   seconds: { plan: 0.1, layers: 3.2, push: 4 },
+  attestations: { sbom: `sha256:${"a".repeat(64)}`, provenance: `sha256:${"b".repeat(64)}` },
 });
 
 describe("jobView", () => {
@@ -187,6 +188,7 @@ describe("jobView", () => {
       layers: { pushed: 2, skipped: 39, mounted: 1 },
       bytesPushed: 123456,
       seconds: { plan: 0.1, layers: 3.2, push: 4 },
+      attestations: { sbom: `sha256:${"a".repeat(64)}`, provenance: `sha256:${"b".repeat(64)}` },
     });
     expect(view.failure).toBeUndefined();
   });
