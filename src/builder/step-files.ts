@@ -15,7 +15,8 @@
 // The push step holds the push credentials and treats both files as untrusted input: they are
 // validated here (store paths only, bounded sizes) before anything is read from the store.
 import { randomBytes } from "node:crypto";
-import { readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import type { ClosurePath } from "../image/path-info.ts";
@@ -129,18 +130,44 @@ export async function writeStepFiles(dir: string, result: BuildResult, closure: 
 }
 
 const MAX_RESULT_BYTES = 1024 * 1024;
-const MAX_CLOSURE_BYTES = 256 * 1024 * 1024;
+/** About 100,000 store paths; JSON.parse needs several times this in memory. */
+const MAX_CLOSURE_BYTES = 64 * 1024 * 1024;
 
+/**
+ * Reads at most `limit` bytes: the build step's directory is written by flake code, so a
+ * multi-GB (or endless, e.g. a FIFO or /dev/zero symlink) file must fail before it fills memory.
+ */
 async function readBounded(file: string, limit: number): Promise<string> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (e) {
+  const cannot = (e: unknown) => {
     const code = (e as NodeJS.ErrnoException).code ?? "error";
-    throw new StepFilesError(`cannot read ${file} (${code}): did the build step finish successfully?`);
+    return new StepFilesError(`cannot read ${file} (${code}): did the build step finish successfully?`);
+  };
+  let handle;
+  try {
+    handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    throw cannot(e);
   }
-  if (bytes.length > limit) throw new StepFilesError(`${file} is ${bytes.length} bytes, more than ${limit}`);
-  return bytes.toString("utf8");
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new StepFilesError(`${file} is not a regular file; the build step writes plain files there`);
+    if (st.size > limit) throw new StepFilesError(`${file} is ${st.size} bytes, more than ${limit}: refusing to read it`);
+    // One byte more than stat says, to notice a file that grows while it is read.
+    const buffer = Buffer.alloc(st.size + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > st.size) throw new StepFilesError(`${file} grew while it was read: refusing it`);
+    }
+    return buffer.toString("utf8", 0, length);
+  } catch (e) {
+    if (e instanceof StepFilesError) throw e;
+    throw cannot(e);
+  } finally {
+    await handle.close();
+  }
 }
 
 function parseJson(text: string, file: string): unknown {

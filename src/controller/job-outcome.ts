@@ -114,8 +114,11 @@ function terminationMessage(pod: V1Pod, container: string): string | undefined {
   return status?.state?.terminated?.exitCode === 0 ? status.state.terminated.message : undefined;
 }
 
+/** The kubelet keeps at most 4096 bytes of a termination message; anything longer was not written by our step. */
+const MAX_TERMINATION_MESSAGE = 4096;
+
 function parseJson<T>(schema: z.ZodType<T>, text: string | undefined): T | undefined {
-  if (!text) return undefined;
+  if (!text || text.length > MAX_TERMINATION_MESSAGE) return undefined;
   try {
     const parsed = schema.safeParse(JSON.parse(text));
     return parsed.success ? parsed.data : undefined;

@@ -48,24 +48,39 @@ export class HttpTimeoutError extends Error {
 
 export const DEFAULT_USER_AGENT = "nix-image-operator";
 
-/** Reads a response body up to `limit` bytes (the rest is read and discarded). */
+/**
+ * Reads a response body up to `limit` bytes. A longer body is cut there and its connection closed
+ * (a registry, or something posing as one, may send an endless body; reading it to the end would
+ * never finish). Callers that must tell "cut" from "complete" read `limit + 1` bytes.
+ */
 export async function readBody(res: IncomingMessage, limit = 4 * 1024 * 1024): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of res as AsyncIterable<Buffer>) {
-    if (total >= limit) continue;
     const part = total + chunk.length > limit ? chunk.subarray(0, limit - total) : chunk;
     chunks.push(part);
     total += part.length;
+    if (total >= limit) {
+      res.destroy();
+      break;
+    }
   }
   return Buffer.concat(chunks);
 }
 
-/** Consumes and discards a response body so the connection can be reused. */
+/** Bodies we do not need are read up to this many bytes so the connection can be reused; beyond, it is closed. */
+export const MAX_DRAIN_BYTES = 1024 * 1024;
+
+/** Consumes and discards a response body so the connection can be reused (or closes it when the body is long). */
 export async function drain(res: IncomingMessage): Promise<void> {
+  let total = 0;
   try {
-    for await (const _ of res as AsyncIterable<Buffer>) {
-      // discard
+    for await (const chunk of res as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > MAX_DRAIN_BYTES) {
+        res.destroy();
+        return;
+      }
     }
   } catch {
     // a broken body of a response we do not need

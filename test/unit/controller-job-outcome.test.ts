@@ -252,7 +252,9 @@ describe("jobView", () => {
   });
 
   it("push step exited 0 without a readable result: the build counts as failed in the push step", () => {
-    for (const message of [undefined, "", "pushed!", '{"digest":"sha256:short"}', "{not json"]) {
+    // The last one: a 8 MB termination message (valid JSON; more than the kubelet ever keeps) is not parsed at all.
+    const huge = JSON.stringify({ digest: `sha256:${"a".repeat(64)}`, pad: "x".repeat(8 * 1024 * 1024) });
+    for (const message of [undefined, "", "pushed!", '{"digest":"sha256:short"}', "{not json", huge]) {
       const p = pod("p", "2026-11-22T09:00:01Z", "Succeeded", [terminated("prepare", 0), terminated("build", 0)], [terminated("push", 0, message)]);
       const view = jobView(job("web-build-7", "Image", succeeded), [p]);
       expect(view.state).toBe("Failed");

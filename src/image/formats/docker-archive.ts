@@ -70,6 +70,8 @@ export type DockerArchiveSource =
 export interface DockerArchiveOptions {
   /** Largest JSON metadata entry buffered (manifest, config). Default 16 MiB. */
   metadataLimit?: number;
+  /** All metadata and JSON-looking entries buffered together. Default 64 MiB. */
+  metadataTotalLimit?: number;
   /** Check uncompressed layer digests against rootfs.diff_ids. Default true. */
   verifyDiffIds?: boolean;
   /** Which image of a multi-image manifest.json. Default 0 (a single image is the norm). */
@@ -238,10 +240,62 @@ function peekChunk(stream: Readable): Promise<Buffer | undefined> {
   });
 }
 
-function decompress(stream: Readable, compression: ArchiveCompression): Readable {
+/**
+ * Decompressed bytes allowed per compressed byte, beyond DECOMPRESSION_FLOOR. Layers of real images
+ * compress 2-10x; a gzip bomb (zeros) 1000x. Past the bound the read fails with a clear error instead
+ * of streaming gigabytes into the registry.
+ */
+export const MAX_DECOMPRESSION_RATIO = 100;
+export const DECOMPRESSION_FLOOR = 256 * 1024 * 1024;
+
+function decompress(stream: Readable, compression: ArchiveCompression, describe: string): Readable {
   if (compression === "none") return stream;
   const d = compression === "gzip" ? createGunzip() : createZstdDecompress();
-  return pipeline(stream, d, () => undefined);
+  let input = 0;
+  let output = 0;
+  const countIn = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      input += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const bound = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      output += chunk.length;
+      if (output > DECOMPRESSION_FLOOR + MAX_DECOMPRESSION_RATIO * input) {
+        cb(
+          formatError(
+            describe,
+            `the ${compression} archive expands to more than ${MAX_DECOMPRESSION_RATIO} times its compressed size (${output} bytes from ${input}): a decompression bomb, or data that does not belong in an image`,
+          ),
+        );
+        return;
+      }
+      cb(null, chunk);
+    },
+  });
+  return pipeline(stream, countIn, d, bound, () => undefined);
+}
+
+/** Counts buffered metadata against one total, so many JSON-looking entries cannot fill memory. */
+class MetadataBudget {
+  #used = 0;
+  readonly limit: number;
+  readonly describe: string;
+  constructor(limit: number, describe: string) {
+    this.limit = limit;
+    this.describe = describe;
+  }
+
+  take(bytes: number, name: string): void {
+    this.#used += bytes;
+    if (this.#used > this.limit) {
+      throw formatError(
+        this.describe,
+        `the archive holds more than ${this.limit} bytes of metadata and JSON-looking entries (at ${name}); a docker-archive has one manifest.json and one config per image`,
+      );
+    }
+  }
 }
 
 async function openSource(source: DockerArchiveSource, signal: AbortSignal | undefined): Promise<OpenedSource> {
@@ -257,7 +311,7 @@ async function openSource(source: DockerArchiveSource, signal: AbortSignal | und
     }
     const compression = sniffCompression(head);
     const raw = createReadStream(source.path, { highWaterMark: 1024 * 1024 });
-    const stream = decompress(raw, compression);
+    const stream = decompress(raw, compression, source.path);
     return {
       stream,
       compression,
@@ -272,7 +326,7 @@ async function openSource(source: DockerArchiveSource, signal: AbortSignal | und
     const head = await peekChunk(source.stream);
     const compression = head ? sniffCompression(head) : "none";
     return {
-      stream: decompress(source.stream, compression),
+      stream: decompress(source.stream, compression, source.description ?? "stream"),
       compression,
       finish: async () => undefined,
       failure: async () => undefined,
@@ -324,7 +378,7 @@ async function openSource(source: DockerArchiveSource, signal: AbortSignal | und
   }
   const compression = sniffCompression(head);
   return {
-    stream: decompress(child.stdout!, compression),
+    stream: decompress(child.stdout!, compression, describe),
     compression,
     describe,
     close: () => {
@@ -369,6 +423,7 @@ export class DockerArchive {
     this.source = source;
     this.options = {
       metadataLimit: options.metadataLimit ?? 16 * 1024 * 1024,
+      metadataTotalLimit: options.metadataTotalLimit ?? 64 * 1024 * 1024,
       verifyDiffIds: options.verifyDiffIds ?? true,
       imageIndex: options.imageIndex ?? 0,
       chunkSize: options.chunkSize ?? 1024 * 1024,
@@ -403,6 +458,7 @@ export class DockerArchive {
       this.opened = await openSource(this.source, this.options.signal);
       describe = this.opened.describe;
       reader = new TarReader(this.opened.stream);
+      const budget = new MetadataBudget(this.options.metadataTotalLimit, describe);
       const buffered = new Map<string, Buffered>();
       const streamed = new Map<string, Streamed>();
       const links = new Map<string, { kind: "symlink" | "hardlink"; target: string }>();
@@ -420,6 +476,7 @@ export class DockerArchive {
         if (entry.kind !== "file") continue;
         if (metadataNames.test(entry.name)) {
           const bytes = await this.readMetadata(reader, entry, describe);
+          budget.take(bytes.length, entry.name);
           buffered.set(entry.name, { bytes, entry });
           if (entry.name === "manifest.json") {
             manifest = parseArchiveManifest(bytes, describe);
@@ -430,12 +487,14 @@ export class DockerArchive {
         if (wanted !== undefined && !wanted.has(entry.name)) {
           // Manifest known: a small entry may still be the config; anything else is not needed.
           if (entry.size <= this.options.metadataLimit && manifest!.some((m) => m.Config === entry.name)) {
+            budget.take(entry.size, entry.name);
             buffered.set(entry.name, { bytes: await this.readMetadata(reader, entry, describe), entry });
           }
           continue;
         }
         const first = entry.size > 0 ? await reader.readData(Math.min(this.options.chunkSize, 64 * 1024)) : undefined;
         if (wanted === undefined && entry.size <= this.options.metadataLimit && looksLikeJson(first)) {
+          budget.take(entry.size, entry.name);
           const rest = await reader.readAll(this.options.metadataLimit);
           buffered.set(entry.name, { bytes: first ? Buffer.concat([first, rest]) : rest, entry });
           continue;
@@ -717,9 +776,10 @@ export interface IndexedDockerArchive {
  */
 export async function indexDockerArchiveFile(
   path: string,
-  options: Pick<DockerArchiveOptions, "metadataLimit" | "imageIndex"> = {},
+  options: Pick<DockerArchiveOptions, "metadataLimit" | "metadataTotalLimit" | "imageIndex"> = {},
 ): Promise<IndexedDockerArchive | undefined> {
   const metadataLimit = options.metadataLimit ?? 16 * 1024 * 1024;
+  const budget = new MetadataBudget(options.metadataTotalLimit ?? 64 * 1024 * 1024, path);
   let source: FileByteSource;
   try {
     source = await FileByteSource.open(path);
@@ -742,6 +802,7 @@ export async function indexDockerArchiveFile(
       if (entry.kind !== "file") continue;
       if (metadataNames.test(entry.name)) {
         if (entry.size > metadataLimit) throw formatError(path, `metadata entry ${entry.name} is ${entry.size} bytes, more than ${metadataLimit}`);
+        budget.take(entry.size, entry.name);
         buffered.set(entry.name, await reader.readAll(metadataLimit));
         continue;
       }
@@ -749,6 +810,7 @@ export async function indexDockerArchiveFile(
       const compression = first ? sniffCompression(first) : "none";
       entries.set(entry.name, { offset: entry.dataOffset, size: entry.size, compression });
       if (entry.size <= metadataLimit && looksLikeJson(first)) {
+        budget.take(entry.size, entry.name);
         const rest = await reader.readAll(metadataLimit);
         buffered.set(entry.name, first ? Buffer.concat([first, rest]) : rest);
       }

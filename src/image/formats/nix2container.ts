@@ -18,7 +18,7 @@
 // nix2container's `digest`/`diff_ids` are of ITS tar of the paths; ours differs (entry order,
 // headers), so they are informational for path layers. For a `layer-path` layer the digest is the
 // blob's and can be trusted once the pusher has re-hashed the file.
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { ImageFormatError } from "./format-error.ts";
 
 export interface Nix2ContainerPathOptions {
@@ -171,10 +171,16 @@ export function nix2ContainerFeatures(image: Nix2ContainerImage): string[] {
   return [...features].sort();
 }
 
+/** A nix2container JSON lists store paths per layer: megabytes at most. */
+export const MAX_NIX2CONTAINER_JSON_BYTES = 64 * 1024 * 1024;
+
 /** Reads and parses the JSON file at `path` (a store path). */
 export async function readNix2Container(path: string, options: Omit<ParseNix2ContainerOptions, "source"> = {}): Promise<Nix2ContainerImage> {
   let text: string;
   try {
+    // Flake output: a multi-GB file must fail before it fills memory.
+    const size = (await stat(path)).size;
+    if (size > MAX_NIX2CONTAINER_JSON_BYTES) throw new Error(`it is ${size} bytes, more than ${MAX_NIX2CONTAINER_JSON_BYTES}`);
     text = await readFile(path, "utf8");
   } catch (e) {
     throw fail(path, `cannot read: ${(e as Error).message}`);
