@@ -308,8 +308,11 @@ export const buildRecordSchema = z.strictObject({
   reasons: z.array(z.string().max(64)).max(16),
   startTime: time.optional(),
   completionTime: time.optional(),
-  result: z.enum(["Running", "Succeeded", "Failed"]),
+  result: z
+    .enum(["Running", "Succeeded", "Failed", "Unchanged"])
+    .describe("Unchanged: the revision evaluated to the Nix output of the image in use; nothing was pushed or rolled out"),
   digest: digest.optional(),
+  outPath: z.string().max(512).optional().describe("Nix store path the image was made from"),
   revision: revisionSchema.optional(),
   layers: z.strictObject({ pushed: z.number().int(), skipped: z.number().int(), mounted: z.number().int().optional() }).optional(),
   bytesPushed: z.number().int().optional(),
@@ -356,6 +359,15 @@ export const nixImageStatusSchema = z.strictObject({
     .meta({ "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"] }),
   latestImage: z.string().max(512).optional(),
   latestRevision: revisionSchema.optional(),
+  latestOutput: z
+    .strictObject({
+      outPath: z.string().max(512),
+      digest,
+      specHash: z.string().max(64).optional(),
+      builderHash: z.string().max(64).optional(),
+    })
+    .optional()
+    .describe("What latestImage was made from: a new revision with the same Nix output, spec and builder images is an exact no-op (Unchanged)"),
   lastBuild: buildRecordSchema.optional(),
   buildCount: z.number().int().min(0).optional(),
   rollout: z.array(rolloutTargetSchema).max(256).optional(),

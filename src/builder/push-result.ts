@@ -5,7 +5,8 @@
 //   {"image": "<host>/<repo>@sha256:<hex>", "digest": "sha256:<hex>", "tags": ["rev-…", ...],
 //    "format": "package", "revision": {"url", "rev", "lastModified", "narHash"},
 //    "layers": {"total", "pushed", "skipped", "mounted"}, "bytesPushed": n,
-//    "seconds": {"plan", "layers", "config", "manifest", "tags", "push", ...}}
+//    "seconds": {"plan", "layers", "config", "manifest", "tags", "push", ...}, "outPath": "/nix/store/…",
+//    "unchanged": true (only when the output was that of the image in use: nothing pushed)}
 //
 // A failure writes a short plain-text message instead (also <= 4096 bytes).
 import { writeFile } from "node:fs/promises";
@@ -24,6 +25,10 @@ export interface PushStepResult {
   seconds: Record<string, number>;
   /** Digests of the SBOM / provenance referrers and the cosign signature / attestation manifests. */
   attestations?: { sbom?: string; provenance?: string; signature?: string; attestations?: string };
+  /** The Nix output the image was made from. */
+  outPath?: string;
+  /** The output was that of the image in use (--unchanged-out-path): nothing was pushed, `digest` is that image's. */
+  unchanged?: boolean;
 }
 
 function bytes(s: string): number {

@@ -35,6 +35,12 @@ export interface PushStepOptions {
   tags?: readonly string[];
   /** The build's time (RFC 3339): also push the sortable tag `<YYYYMMDDHHMMSS>-<rev>` (image-tags.ts). */
   sortableTagTime?: string;
+  /**
+   * The image in use and the Nix output it was made from (same spec, same builder images: the
+   * controller checks that). When this build's output is the same path, the image would be the
+   * same bytes: nothing is pushed, not even a tag, and the result says `unchanged`.
+   */
+  unchangedIf?: { outPath: string; digest: string };
   maxLayers?: number;
   compression?: LayerCompression;
   /** The user's image settings (spec.image.config / flags); they win over defaults. */
@@ -67,7 +73,8 @@ export interface PushAttestOptions extends AttestationSettings {
 
 export interface PushStepOutput {
   result: PushStepResult;
-  push: PushClosureResult;
+  /** Absent when nothing was pushed (an unchanged output). */
+  push?: PushClosureResult;
   files: StepFiles;
   attested?: AttestResult;
 }
@@ -139,6 +146,25 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
     ...(options.onCacheMiss !== undefined ? { onCacheMiss: options.onCacheMiss } : {}),
     ...(options.concurrency !== undefined ? { concurrency: options.concurrency } : {}),
   };
+  if (options.unchangedIf !== undefined && options.unchangedIf.outPath === built.outPath) {
+    // No registry request at all: an unchanged output is an exact no-op (issue 14). No revision
+    // tag either: a new tag on the same digest would look like a new image to tag-following
+    // image updaters (and could start a Git write-back loop).
+    log?.info({ outPath: built.outPath, digest: options.unchangedIf.digest }, "same Nix output as the image in use: nothing to push");
+    const result: PushStepResult = {
+      image: `${options.registry.host}/${options.repository}@${options.unchangedIf.digest}`,
+      digest: options.unchangedIf.digest,
+      tags: [],
+      format: built.format,
+      revision: built.revision,
+      layers: { total: 0, pushed: 0, skipped: 0, mounted: 0 },
+      bytesPushed: 0,
+      seconds: { ...built.seconds, push: 0 },
+      outPath: built.outPath,
+      unchanged: true,
+    };
+    return { result, files };
+  }
   const platform = ociPlatform(built.system);
   progress.phase("push", `${options.repository} (${built.format})`);
 
@@ -241,6 +267,7 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
     bytesPushed: push.bytesPushed,
     seconds: { ...built.seconds, ...pushPhases, push: pushTotal ?? 0, ...(attested ? { attest: attested.seconds } : {}) },
     ...(attested ? { attestations: attested.digests } : {}),
+    outPath: built.outPath,
   };
   return { result, push, files, ...(attested ? { attested } : {}) };
 }

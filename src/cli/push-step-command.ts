@@ -44,6 +44,9 @@ A streamLayeredImage script (code from the flake) runs with a clean environment,
 Flags:
   --from DIR                   the build step's directory (required)
 ${pushFlagsHelp}
+  --unchanged-out-path P       with --unchanged-digest D: the image in use D was made from the Nix output P (same spec,
+  --unchanged-digest D         same builder images); when this build's output is P too, nothing is pushed and the
+                               result says "unchanged": true with digest D
   --sortable-tag-time RFC3339  also push the tag <YYYYMMDDHHMMSS>-<12 hex of the commit> of this (UTC) time, which
                                image updaters can order (the controller passes it with rollout.policy Disabled)
   --termination-message PATH   where the JSON result (or the failure) goes (Kubernetes: /dev/termination-log)
@@ -51,7 +54,14 @@ ${pushFlagsHelp}
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,
-      { ...pushFlags, from: { type: "string" }, "termination-message": { type: "string" }, "sortable-tag-time": { type: "string" } },
+      {
+        ...pushFlags,
+        from: { type: "string" },
+        "termination-message": { type: "string" },
+        "sortable-tag-time": { type: "string" },
+        "unchanged-out-path": { type: "string" },
+        "unchanged-digest": { type: "string" },
+      },
       "push-step",
     );
     if (values.help) {
@@ -70,6 +80,14 @@ ${pushFlagsHelp}
       const compression = parseCompression(values.compression);
       const onCacheMiss = oneOf("--on-cache-miss", values["on-cache-miss"], ["upload", "hash-first"] as const);
       const imageConfig = parseImageConfigJson(values["image-config"]);
+      if ((values["unchanged-out-path"] === undefined) !== (values["unchanged-digest"] === undefined)) {
+        throw new UsageError("push-step: --unchanged-out-path and --unchanged-digest go together");
+      }
+      if (values["unchanged-digest"] !== undefined && !/^sha256:[a-f0-9]{64}$/.test(values["unchanged-digest"])) {
+        throw new UsageError("push-step: --unchanged-digest must be sha256:<64 hex>");
+      }
+      const unchangedIf =
+        values["unchanged-out-path"] !== undefined ? { outPath: values["unchanged-out-path"], digest: values["unchanged-digest"]! } : undefined;
       const config = values.config !== undefined ? await loadOperatorConfig({ file: values.config, env: {} }) : undefined;
       target = await openRegistryTarget({
         image: values.image,
@@ -93,6 +111,7 @@ ${pushFlagsHelp}
         repository: target.repository,
         tags: [...(target.tag !== undefined ? [target.tag] : []), ...(values.tag ?? [])],
         ...(values["sortable-tag-time"] !== undefined ? { sortableTagTime: values["sortable-tag-time"] } : {}),
+        ...(unchangedIf !== undefined ? { unchangedIf } : {}),
         ...(maxLayers !== undefined ? { maxLayers } : {}),
         ...(compression !== undefined ? { compression } : {}),
         ...(onCacheMiss !== undefined ? { onCacheMiss } : {}),

@@ -29,6 +29,8 @@ export interface BuilderJobInput {
   rebuildToken?: string;
   /** The controller's time when it decided on this build (RFC 3339). */
   requestedAt?: string;
+  /** The image in use and the Nix output it was made from: the push step skips an identical output. */
+  unchangedIf?: { outPath: string; digest: string };
   config: OperatorConfig;
 }
 
@@ -157,6 +159,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
       "/dev/termination-log",
     ];
     for (const tag of spec.image.tags ?? []) pushArgs.push("--tag", tag);
+    if (input.unchangedIf) pushArgs.push("--unchanged-out-path", input.unchangedIf.outPath, "--unchanged-digest", input.unchangedIf.digest);
     // Hand-off to an image updater (Flux, Argo CD Image Updater): a tag that sorts by build time.
     if (spec.rollout.policy === "Disabled" && input.requestedAt !== undefined) pushArgs.push("--sortable-tag-time", input.requestedAt);
     if (spec.image.config) pushArgs.push("--image-config", JSON.stringify(spec.image.config));

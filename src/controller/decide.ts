@@ -128,6 +128,8 @@ function recordOf(view: JobView): BuildRecord {
     ...(view.flake ? { flake: view.flake } : {}),
   };
   if (view.result) {
+    if (view.result.unchanged) record.result = "Unchanged";
+    if (view.result.outPath) record.outPath = view.result.outPath.slice(0, 512);
     record.digest = view.result.digest;
     if (view.result.revision) record.revision = boundedRevision(view.result.revision);
     record.layers = view.result.layers;
@@ -159,6 +161,24 @@ function flakeToBuild(image: NixImage, polledRevision: string | undefined, polle
   } catch {
     return image.spec.flake;
   }
+}
+
+/**
+ * Only a new commit can leave the image as it is: when nothing but the revision changed since
+ * the image in use was made (same spec, same builder images), the push step is told its output
+ * path and skips an identical one (BuildUnchanged). A spec change, a new builder or a rebuild
+ * request always pushes.
+ */
+function unchangedIf(
+  status: NixImageStatus,
+  why: readonly string[],
+  current: { specHash: string; builderHash: string },
+): { unchangedIf?: { outPath: string; digest: string } } {
+  const made = status.latestOutput;
+  if (!made || why.length !== 1 || why[0] !== "RevisionChanged") return {};
+  if (made.specHash !== current.specHash || made.builderHash !== current.builderHash) return {};
+  if (!status.latestImage?.endsWith(`@${made.digest}`)) return {};
+  return { unchangedIf: { outPath: made.outPath, digest: made.digest } };
 }
 
 function decideBuild(observed: Observed): Decision {
@@ -204,8 +224,20 @@ function decideBuild(observed: Observed): Decision {
     const record = recordOf(imageJob);
     status.lastBuild = record;
     const finishedNow = previous.lastBuild?.job !== record.job || previous.lastBuild.result !== record.result;
-    if (record.result === "Succeeded" && record.digest) {
+    if (record.result === "Unchanged") {
+      // Exact no-op: the image in use stays, only the revision it stands for moves on.
+      if (record.revision) status.latestRevision = record.revision;
+      if (finishedNow)
+        actions.push({
+          type: "event",
+          eventType: "Normal",
+          reason: "BuildUnchanged",
+          message: `revision ${record.revision?.rev?.slice(0, 12) ?? "?"} builds the same Nix output as ${status.latestImage ?? "the image in use"}; nothing pushed or rolled out`,
+        });
+    } else if (record.result === "Succeeded" && record.digest) {
       status.latestImage = `${image.spec.image.repository}@${record.digest}`;
+      if (record.outPath) status.latestOutput = { outPath: record.outPath, digest: record.digest, specHash: record.specHash, builderHash: record.builderHash };
+      else delete status.latestOutput;
       if (record.revision) status.latestRevision = record.revision;
       if (finishedNow)
         actions.push({
@@ -333,6 +365,7 @@ function decideBuild(observed: Observed): Decision {
       ...current,
       ...(rebuildToken !== undefined ? { rebuildToken } : {}),
       requestedAt: rfc3339(now),
+      ...(kind === "Image" ? unchangedIf(status, why, current) : {}),
       config,
     });
     const jobName = job.metadata!.name!;

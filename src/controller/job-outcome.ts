@@ -37,6 +37,9 @@ export const pushResultSchema = z.object({
         .optional(),
     })
     .optional(),
+  outPath: z.string().optional(),
+  /** The output was that of the image in use: nothing was pushed (issue 14, exact no-op). */
+  unchanged: z.boolean().optional(),
 });
 export type PushResult = z.output<typeof pushResultSchema>;
 

@@ -46,11 +46,12 @@ export interface ReconcilerDeps {
    */
   canWrite?: () => boolean;
   /** A build finished (counted once, after its status was written): for metrics. */
-  onBuildFinished?: (build: { kind: "Image" | "Warm"; result: "Succeeded" | "Failed"; seconds: Record<string, number> }) => void;
+  onBuildFinished?: (build: { kind: "Image" | "Warm"; result: "Succeeded" | "Failed" | "Unchanged"; seconds: Record<string, number> }) => void;
 }
 
-const finishedBuildEvents: Record<string, { kind: "Image" | "Warm"; result: "Succeeded" | "Failed" }> = {
+const finishedBuildEvents: Record<string, { kind: "Image" | "Warm"; result: "Succeeded" | "Failed" | "Unchanged" }> = {
   BuildSucceeded: { kind: "Image", result: "Succeeded" },
+  BuildUnchanged: { kind: "Image", result: "Unchanged" },
   BuildFailed: { kind: "Image", result: "Failed" },
   WarmBuildSucceeded: { kind: "Warm", result: "Succeeded" },
   WarmBuildFailed: { kind: "Warm", result: "Failed" },
