@@ -10,7 +10,7 @@
 // run that finds the state of a dead owner first removes what that run left behind. Teardown
 // deletes the pods through the API (so the kubelet stops sandboxes and CNI releases addresses),
 // stops the kubelet and containerd, then sweeps: processes in the cluster's cgroups and shims,
-// mounts under the run directory, the bridge and veths, the iptables rule, sysctls, cgroups,
+// mounts under the run directory, the bridge and veths, the iptables rules, sysctls, cgroups,
 // the kubelet's log symlinks. `leftovers()` reports anything that survived.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
@@ -43,7 +43,7 @@ import {
 } from "./host.ts";
 import { buildImages, e2eCacheDir, pushImage, type PushedImage } from "./images.ts";
 import { startKubelet, type Kubelet } from "./kubelet.ts";
-import { defaultNetwork, restoreSysctls, saveSysctls, setServiceRule, setUpNetwork, tearDownNetwork, type ClusterNetwork } from "./network.ts";
+import { clusterRules, defaultNetwork, restoreSysctls, saveSysctls, setServiceRule, setUpNetwork, tearDownNetwork, type ClusterNetwork } from "./network.ts";
 import { missingPrerequisites } from "./prerequisites.ts";
 import { startProvisioner, storageClassName, type Provisioner } from "./provisioner.ts";
 
@@ -172,10 +172,7 @@ export function leftovers(info: Pick<ClusterInfo, "runDir" | "net">, socket = co
   const podPids = pidsInCgroup("kubepods");
   if (podPids.length) out.push(`processes in kubepods cgroups: ${podPids.join(", ")}`);
   if (linkExists(info.net.bridge)) out.push(`interface ${info.net.bridge} (ports: ${bridgePorts(info.net.bridge).join(", ") || "none"})`);
-  const nat = runSync("iptables", ["-w", "5", "-t", "nat", "-S"])
-    .stdout.split("\n")
-    .filter((l) => l.includes(info.net.ruleComment));
-  out.push(...nat.map((r) => `iptables rule ${r}`));
+  out.push(...clusterRules(info.net).map((r) => `iptables rule ${r}`));
   if (existsSync(info.runDir)) out.push(`directory ${info.runDir}`);
   const ours = (argv: string[]) => argv.some((a) => a.includes(info.runDir));
   const procs = readdirSync("/proc")

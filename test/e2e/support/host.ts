@@ -268,11 +268,38 @@ export function writeSysctl(key: string, value: string): void {
   }
 }
 
-/** `iptables -S` style rules of a table/chain that carry `comment`. */
+/** The comment of an `iptables -S` line (quoted or not), or undefined. */
+export function ruleComment(rule: string): string | undefined {
+  const args = splitRule(rule);
+  const i = args.indexOf("--comment");
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/**
+ * `iptables -S` style rules of a table that carry `comment` or a comment starting with
+ * `<comment>-` (the cluster tags each rule "nio-e2e" or "nio-e2e-<purpose>").
+ */
 export function iptablesRulesWithComment(table: string, comment: string, binary = "iptables"): string[] {
   const r = runSync(binary, ["-w", "5", "-t", table, "-S"]);
   if (r.status !== 0) return [];
-  return r.stdout.split("\n").filter((l) => l.startsWith("-A ") && (l.includes(`--comment ${comment}`) || l.includes(`--comment "${comment}"`)));
+  return r.stdout.split("\n").filter((l) => {
+    if (!l.startsWith("-A ")) return false;
+    const c = ruleComment(l);
+    return c !== undefined && (c === comment || c.startsWith(`${comment}-`));
+  });
+}
+
+/** Packet counters of the rules in `table` whose comment is exactly `comment` (from `-S -v`: "-c pkts bytes"). */
+export function iptablesPacketCounts(table: string, comment: string, binary = "iptables"): number[] {
+  const out = mustRun(binary, ["-w", "5", "-t", table, "-S", "-v"]);
+  return out
+    .split("\n")
+    .filter((l) => l.startsWith("-A ") && ruleComment(l) === comment)
+    .map((l) => {
+      const m = / -c (\d+) \d+/.exec(l);
+      if (!m) throw new Error(`${binary} -t ${table} -S -v printed no counter for the rule ${l}`);
+      return Number(m[1]);
+    });
 }
 
 /** Deletes every rule in `table` whose comment is `comment`. */

@@ -3,10 +3,29 @@
 //     listen on its address): the CNI bridge plugin attaches pod veths to it, host-local IPAM
 //     hands out pod IPs in its subnet, and its address is the node IP and the pods' gateway;
 //   - one iptables DNAT rule that plays kube-proxy for the only Service pods need, `kubernetes`
-//     (its ClusterIP:443 -> the API server on the node IP), tagged with a comment so teardown (or
-//     a later run after a crash) removes exactly it. No MASQUERADE: pods only talk to the node.
-// Teardown also restores the sysctls the bridge plugin flips (ip_forward) to their old values.
-import { bridgePorts, deleteIptablesRulesWithComment, deleteLink, linkExists, mustRun, readSysctl, runSync, writeSysctl } from "./host.ts";
+//     (its ClusterIP:443 -> the API server on the node IP). No MASQUERADE: pods only talk to the node;
+//   - a forward filter: the bridge plugin turns on ip_forward and pods have a default route via the
+//     node, so without it a pod's packet to an outside address would be routed out of this machine
+//     (with a pod source address, but out all the same). Pods may reach the node (INPUT, not
+//     touched: the API server, registry and git server listen on the node IP) and each other; every
+//     other forwarded packet from or to the bridge hits a final DROP, IPv4 and IPv6. A counting rule
+//     in mangle POSTROUTING sees any packet with a pod source address that leaves by another
+//     interface: the e2e egress test asserts that it stays at 0 while the DROP counter grows.
+// Every rule carries a comment starting with "nio-e2e", so teardown (or a later run after a crash)
+// removes exactly these. Teardown also restores the sysctls the bridge plugin flips (ip_forward).
+import { existsSync } from "node:fs";
+import {
+  bridgePorts,
+  deleteIptablesRulesWithComment,
+  deleteLink,
+  iptablesPacketCounts,
+  iptablesRulesWithComment,
+  linkExists,
+  mustRun,
+  readSysctl,
+  runSync,
+  writeSysctl,
+} from "./host.ts";
 
 export interface ClusterNetwork {
   bridge: string;
@@ -18,7 +37,7 @@ export interface ClusterNetwork {
   serviceCidr: string;
   /** ClusterIP of the `kubernetes` Service (first address of serviceCidr). */
   apiServiceIp: string;
-  /** Comment on every iptables rule of the cluster. */
+  /** Comment (or comment prefix, "<comment>-<purpose>") on every iptables rule of the cluster. */
   ruleComment: string;
 }
 
@@ -53,8 +72,14 @@ export function networkProblems(net: ClusterNetwork = defaultNetwork): string[] 
   const problems: string[] = [];
   if (runSync("ip", ["-V"]).status === 127) problems.push("ip (iproute2) not found: apt-get install iproute2");
   if (runSync("iptables", ["-V"]).status === 127) problems.push("iptables not found: apt-get install iptables, or scripts/setup.sh --with-e2e");
-  else if (runSync("iptables", ["-w", "5", "-t", "nat", "-S"]).status !== 0)
-    problems.push("iptables cannot read the nat table (kernel without NAT support, or not root)");
+  else {
+    if (runSync("iptables", ["-w", "5", "-t", "nat", "-S"]).status !== 0)
+      problems.push("iptables cannot read the nat table (kernel without NAT support, or not root)");
+    if (runSync("iptables", ["-w", "5", "-t", "mangle", "-S"]).status !== 0)
+      problems.push("iptables cannot read the mangle table (needed to count pod packets leaving the host)");
+    if (ipv6Enabled() && runSync("ip6tables", ["-w", "5", "-S"]).status !== 0)
+      problems.push("ip6tables cannot read the filter table (IPv6 is on, so pod IPv6 forwarding must be dropped too): apt-get install iptables");
+  }
   if (!linkExists(net.bridge)) {
     const routes = runSync("ip", ["-4", "route", "show", "to", "match", net.nodeIp])
       .stdout.split("\n")
@@ -70,7 +95,73 @@ export function setUpNetwork(apiServerPort: number, net: ClusterNetwork = defaul
   const addrs = runSync("ip", ["-4", "-o", "addr", "show", "dev", net.bridge]).stdout;
   if (!addrs.includes(` ${net.nodeIp}/`)) mustRun("ip", ["addr", "add", `${net.nodeIp}/${net.prefixLength}`, "dev", net.bridge]);
   mustRun("ip", ["link", "set", net.bridge, "up"]);
+  setPodFilter(net);
   setServiceRule(apiServerPort, net);
+}
+
+function ipv6Enabled(): boolean {
+  return existsSync("/proc/sys/net/ipv6");
+}
+
+/** Comments of the forward filter's rules (each starts with ruleComment, so teardown removes them). */
+export function podFilterComments(net: ClusterNetwork = defaultNetwork) {
+  return {
+    podToPod: `${net.ruleComment}-pod-to-pod`,
+    egressDrop: `${net.ruleComment}-egress-drop`,
+    ingressDrop: `${net.ruleComment}-ingress-drop`,
+    leftHost: `${net.ruleComment}-left-host`,
+  };
+}
+
+/**
+ * (Re)writes the forward filter, at the top of FORWARD so that no other rule of the host (Docker's,
+ * a permissive policy) sees pod packets first:
+ *   -i bridge -d podCidr            ACCEPT  pod to pod (bridged frames pass FORWARD with br_netfilter)
+ *   -i bridge                       DROP    anything else a pod sends that would be routed away
+ *   -o bridge                       DROP    anything routed into the pods from another interface
+ * The service range needs no ACCEPT: its only address is DNATed to the node IP in PREROUTING
+ * (INPUT), any other service address would be routed out, so it is dropped. Plus a rule without a
+ * target in mangle POSTROUTING that only counts pod-sourced packets leaving by another interface.
+ */
+export function setPodFilter(net: ClusterNetwork = defaultNetwork): void {
+  const c = podFilterComments(net);
+  for (const table of ["filter", "mangle"]) deleteIptablesRulesWithComment(table, net.ruleComment);
+  const tag = (comment: string) => ["-m", "comment", "--comment", comment];
+  const ipt = (args: string[]) => mustRun("iptables", ["-w", "5", ...args]);
+  ipt(["-I", "FORWARD", "1", "-i", net.bridge, "-d", net.podCidr, ...tag(c.podToPod), "-j", "ACCEPT"]);
+  ipt(["-I", "FORWARD", "2", "-i", net.bridge, ...tag(c.egressDrop), "-j", "DROP"]);
+  ipt(["-I", "FORWARD", "3", "-o", net.bridge, ...tag(c.ingressDrop), "-j", "DROP"]);
+  ipt(["-t", "mangle", "-A", "POSTROUTING", "-s", net.podCidr, "!", "-o", net.bridge, ...tag(c.leftHost)]);
+  if (ipv6Enabled()) {
+    deleteIptablesRulesWithComment("filter", net.ruleComment, "ip6tables");
+    const ip6 = (args: string[]) => mustRun("ip6tables", ["-w", "5", ...args]);
+    ip6(["-I", "FORWARD", "1", "-i", net.bridge, ...tag(c.egressDrop), "-j", "DROP"]);
+    ip6(["-I", "FORWARD", "2", "-o", net.bridge, ...tag(c.ingressDrop), "-j", "DROP"]);
+  }
+}
+
+export interface PodFilterCounters {
+  /** IPv4 packets from pods dropped by the final egress DROP. */
+  egressDropped: number;
+  /** IPv6 packets from pods dropped (0 when IPv6 is off). */
+  egressDropped6: number;
+  /** Packets with a pod source address that left by an interface other than the bridge. */
+  leftHost: number;
+}
+
+/** Reads the filter's counters; throws when a rule is missing (a missing rule must not read as 0). */
+export function podFilterCounters(net: ClusterNetwork = defaultNetwork): PodFilterCounters {
+  const c = podFilterComments(net);
+  const one = (table: string, comment: string, binary = "iptables") => {
+    const counts = iptablesPacketCounts(table, comment, binary);
+    if (counts.length !== 1) throw new Error(`expected one ${binary} rule with comment ${comment} in table ${table}, found ${counts.length}`);
+    return counts[0]!;
+  };
+  return {
+    egressDropped: one("filter", c.egressDrop),
+    egressDropped6: ipv6Enabled() ? one("filter", c.egressDrop, "ip6tables") : 0,
+    leftHost: one("mangle", c.leftHost),
+  };
 }
 
 /** (Re)writes the DNAT rule for the `kubernetes` Service to the API server's port. */
@@ -102,17 +193,25 @@ export function setServiceRule(apiServerPort: number, net: ClusterNetwork = defa
   ]);
 }
 
-/** Removes the rule, the pods' veths still on the bridge, and the bridge. */
+/** Every iptables/ip6tables rule of the cluster still on the host, as "<binary> <table>: <rule>". */
+export function clusterRules(net: ClusterNetwork = defaultNetwork): string[] {
+  const tables: Array<[string, string]> = [
+    ["iptables", "nat"],
+    ["iptables", "filter"],
+    ["iptables", "mangle"],
+    ["ip6tables", "filter"],
+  ];
+  return tables.flatMap(([binary, table]) => iptablesRulesWithComment(table, net.ruleComment, binary).map((r) => `${binary} ${table}: ${r}`));
+}
+
+/** Removes the rules, the pods' veths still on the bridge, and the bridge. */
 export function tearDownNetwork(net: ClusterNetwork = defaultNetwork): string[] {
-  deleteIptablesRulesWithComment("nat", net.ruleComment);
-  deleteIptablesRulesWithComment("filter", net.ruleComment);
+  for (const table of ["nat", "filter", "mangle"]) deleteIptablesRulesWithComment(table, net.ruleComment);
+  deleteIptablesRulesWithComment("filter", net.ruleComment, "ip6tables");
   for (const port of bridgePorts(net.bridge)) deleteLink(port);
   deleteLink(net.bridge);
   const left: string[] = [];
   if (linkExists(net.bridge)) left.push(`interface ${net.bridge}`);
-  const rules = runSync("iptables", ["-w", "5", "-t", "nat", "-S"])
-    .stdout.split("\n")
-    .filter((l) => l.includes(net.ruleComment));
-  left.push(...rules.map((r) => `iptables rule ${r}`));
+  left.push(...clusterRules(net).map((r) => `iptables rule ${r}`));
   return left;
 }
