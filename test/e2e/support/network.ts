@@ -116,12 +116,13 @@ export function podFilterComments(net: ClusterNetwork = defaultNetwork) {
 /**
  * (Re)writes the forward filter, at the top of FORWARD so that no other rule of the host (Docker's,
  * a permissive policy) sees pod packets first:
- *   -i bridge -d podCidr            ACCEPT  pod to pod (bridged frames pass FORWARD with br_netfilter)
+ *   -i bridge -d podCidr            ACCEPT  pod to pod (bridged frames pass FORWARD with br_netfilter;
+ *                                           for IPv6, link-local only: -i bridge -o bridge)
  *   -i bridge                       DROP    anything else a pod sends that would be routed away
  *   -o bridge                       DROP    anything routed into the pods from another interface
  * The service range needs no ACCEPT: its only address is DNATed to the node IP in PREROUTING
  * (INPUT), any other service address would be routed out, so it is dropped. Plus a rule without a
- * target in mangle POSTROUTING that only counts pod-sourced packets leaving by another interface.
+ * target in mangle POSTROUTING that only counts packets from a pod address leaving by another interface.
  */
 export function setPodFilter(net: ClusterNetwork = defaultNetwork): void {
   const c = podFilterComments(net);
@@ -131,13 +132,27 @@ export function setPodFilter(net: ClusterNetwork = defaultNetwork): void {
   ipt(["-I", "FORWARD", "1", "-i", net.bridge, "-d", net.podCidr, ...tag(c.podToPod), "-j", "ACCEPT"]);
   ipt(["-I", "FORWARD", "2", "-i", net.bridge, ...tag(c.egressDrop), "-j", "DROP"]);
   ipt(["-I", "FORWARD", "3", "-o", net.bridge, ...tag(c.ingressDrop), "-j", "DROP"]);
-  ipt(["-t", "mangle", "-A", "POSTROUTING", "-s", net.podCidr, "!", "-o", net.bridge, ...tag(c.leftHost)]);
+  // Pod addresses only: the node IP is in the pod subnet too, and the host's own traffic from it
+  // (kubelet -> API server) leaves by `lo`.
+  const [first, last] = podAddressRange(net);
+  ipt(["-t", "mangle", "-A", "POSTROUTING", "-m", "iprange", "--src-range", `${first}-${last}`, "!", "-o", net.bridge, ...tag(c.leftHost)]);
   if (ipv6Enabled()) {
     deleteIptablesRulesWithComment("filter", net.ruleComment, "ip6tables");
     const ip6 = (args: string[]) => mustRun("ip6tables", ["-w", "5", ...args]);
-    ip6(["-I", "FORWARD", "1", "-i", net.bridge, ...tag(c.egressDrop), "-j", "DROP"]);
-    ip6(["-I", "FORWARD", "2", "-o", net.bridge, ...tag(c.ingressDrop), "-j", "DROP"]);
+    ip6(["-I", "FORWARD", "1", "-i", net.bridge, "-o", net.bridge, ...tag(c.podToPod), "-j", "ACCEPT"]);
+    ip6(["-I", "FORWARD", "2", "-i", net.bridge, ...tag(c.egressDrop), "-j", "DROP"]);
+    ip6(["-I", "FORWARD", "3", "-o", net.bridge, ...tag(c.ingressDrop), "-j", "DROP"]);
   }
+}
+
+const ipv4ToInt = (ip: string) => ip.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
+const intToIpv4 = (n: number) => [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join(".");
+
+/** The addresses pods can have: after the node IP up to the last one before the broadcast address. */
+export function podAddressRange(net: ClusterNetwork): [string, string] {
+  const [base, bits] = net.podCidr.split("/") as [string, string];
+  const broadcast = ipv4ToInt(base) + 2 ** (32 - Number(bits)) - 1;
+  return [intToIpv4(ipv4ToInt(net.nodeIp) + 1), intToIpv4(broadcast - 1)];
 }
 
 export interface PodFilterCounters {
