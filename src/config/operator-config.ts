@@ -3,6 +3,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../flake/flake-ref-policy.ts";
 import { durationPattern } from "../api/duration.ts";
+import { quantityPattern } from "../api/patterns.ts";
 import { describeZodError } from "../api/describe-issues.ts";
 
 /**
@@ -10,6 +11,22 @@ import { describeZodError } from "../api/describe-issues.ts";
  * (`--config` or NIX_IMAGE_OPERATOR_CONFIG) with a few environment overrides for the common knobs.
  */
 const duration = z.string().regex(new RegExp(durationPattern), "must be a duration like 15s or 1m");
+const quantity = z.string().max(32).regex(new RegExp(quantityPattern), "must be a quantity like 500m, 2 or 4Gi");
+const quantityMap = z.strictObject({ cpu: quantity.optional(), memory: quantity.optional() });
+
+/** Every builder step gets these unless the NixImage's spec.build.resources says otherwise. */
+const defaultStepResources = { requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } };
+
+/**
+ * What Nix running as root needs in the build step to build as the nixbld build users (sandbox
+ * off): SETUID/SETGID to switch a builder to its build user; CHOWN to hand the build directory to
+ * it and take the outputs back for root; FOWNER to fix modes and times of files the build user
+ * made; DAC_OVERRIDE to read and delete what the build user left in directories it owns; KILL to
+ * stop a build user's processes after a timeout. Nothing else of the runtime's defaults (NET_RAW,
+ * MKNOD, SETFCAP, SETPCAP, SYS_CHROOT, AUDIT_WRITE, FSETID, NET_BIND_SERVICE) is needed.
+ */
+export const defaultBuildCapabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"] as const;
+const buildCapabilityNames = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID", "FSETID"] as const;
 
 export const registryConfigSchema = z.strictObject({
   host: z.string().min(1).describe("host[:port] as in image references"),
@@ -41,6 +58,18 @@ export const operatorConfigSchema = z.strictObject({
       pushImage: z.string().default("ghcr.io/niximage/nix-image-operator:0.1.0").describe("Image of the push step (this operator)"),
       imagePullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).default("IfNotPresent"),
       serviceAccountName: z.string().optional().describe("ServiceAccount of builder pods; its token is never mounted"),
+      resources: z
+        .strictObject({ requests: quantityMap.optional(), limits: quantityMap.optional() })
+        .default(defaultStepResources)
+        .describe("Requests/limits of every builder step; a NixImage's spec.build.resources is laid over them key by key"),
+      buildCapabilities: z
+        .array(z.enum(buildCapabilityNames))
+        .default([...defaultBuildCapabilities])
+        .describe(
+          "Capabilities the build step keeps (all others are dropped): what Nix as root needs to run builds as nixbld build users. [] for a single-user builder image (build-users-group empty)",
+        ),
+      workSizeLimit: quantity.default("1Gi").describe("sizeLimit of the emptyDir the steps hand results over in (/work)"),
+      tmpSizeLimit: quantity.default("10Gi").describe("sizeLimit of the build step's /tmp emptyDir (HOME, Nix's fetcher cache, build directories)"),
     })
     .prefault({}),
   flakeRefPolicy: flakeRefPolicySchema.default(defaultFlakeRefPolicy),

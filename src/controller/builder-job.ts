@@ -3,6 +3,7 @@ import type { NixImage } from "../api/niximage.ts";
 import { parseDuration } from "../api/duration.ts";
 import type { OperatorConfig } from "../config/operator-config.ts";
 import { annotations, buildJobName, labels, managedByValue } from "./names.ts";
+import { stepResources } from "./step-resources.ts";
 
 /**
  * The builder Job of one build (design.md section 3): pure, so its exact shape is pinned by
@@ -14,6 +15,14 @@ import { annotations, buildJobName, labels, managedByValue } from "./names.ts";
  *
  * Each step's last log lines become its termination message on failure, which the controller
  * copies into status; the push step writes its JSON result there on success.
+ *
+ * Posture (docs/security.md): every step drops ALL capabilities, has no privilege escalation, the
+ * runtime's default seccomp profile, a read-only root filesystem and the same requests/limits
+ * (operator config, spec.build.resources over it); emptyDirs have size limits. push and report
+ * run as uid 65532 and meet Pod Security `restricted`. prepare runs as root with CHOWN only: it
+ * seeds a root-owned store (Nix's store belongs to root, build users must not own it) and hands
+ * the layer cache directory to uid 65532. build runs Nix as root with the capabilities it needs to
+ * build as the nixbld build users (config builder.buildCapabilities).
  */
 
 export interface BuilderJobInput {
@@ -42,6 +51,7 @@ const paths = {
   pushSecret: "/var/run/niximage/push",
   signingKey: "/var/run/niximage/signing",
   layerCache: "/var/cache/niximage",
+  tmp: "/tmp",
 };
 
 /**
@@ -51,11 +61,16 @@ const paths = {
  */
 export const volumeLayout = { nix: "nix", layerCache: "layer-cache" } as const;
 
+/** The push step's user (the operator image's): the prepare step gives it the layer cache. */
+export const pushUid = 65532;
+
 const restricted = {
   allowPrivilegeEscalation: false,
   capabilities: { drop: ["ALL"] },
   seccompProfile: { type: "RuntimeDefault" },
+  readOnlyRootFilesystem: true,
 };
+const nonRoot = { runAsNonRoot: true, runAsUser: pushUid, runAsGroup: pushUid };
 
 export function builderJob(input: BuilderJobInput): V1Job {
   const { image, config } = input;
@@ -68,10 +83,16 @@ export function builderJob(input: BuilderJobInput): V1Job {
     [labels.buildNumber]: String(input.number),
   };
   const storeVolume: V1Volume = { name: "store", persistentVolumeClaim: { claimName: input.storeVolume } };
-  const volumes: V1Volume[] = [storeVolume, { name: "work", emptyDir: {} }];
+  const volumes: V1Volume[] = [
+    storeVolume,
+    { name: "work", emptyDir: { sizeLimit: config.builder.workSizeLimit } },
+    { name: "tmp", emptyDir: { sizeLimit: config.builder.tmpSizeLimit } },
+  ];
+  const resources = stepResources(config.builder.resources, spec.build.resources);
   const step = (container: V1Container): V1Container => ({
     imagePullPolicy: config.builder.imagePullPolicy,
     terminationMessagePolicy: "FallbackToLogsOnError",
+    resources,
     ...container,
   });
 
@@ -88,7 +109,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
       "--layer-cache",
       paths.layerCache,
       "--layer-cache-owner",
-      "65532",
+      String(pushUid),
       "--termination-message",
       "/dev/termination-log",
     ],
@@ -133,12 +154,18 @@ export function builderJob(input: BuilderJobInput): V1Job {
     command: ["nix-image-operator"],
     args: buildArgs,
     // Untrusted code: argv only, no env from Secrets, no token (automount is off for the pod).
+    // HOME (Nix's fetcher and eval caches) and TMPDIR (build directories) on the tmp emptyDir:
+    // the root filesystem is read-only.
+    env: [{ name: "HOME", value: paths.tmp }],
     volumeMounts: [
       { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix },
       { name: "work", mountPath: paths.work },
+      { name: "tmp", mountPath: paths.tmp },
     ],
-    resources: spec.build.resources,
-    securityContext: { allowPrivilegeEscalation: false },
+    securityContext: {
+      ...restricted,
+      capabilities: { drop: ["ALL"], ...(config.builder.buildCapabilities.length ? { add: [...config.builder.buildCapabilities] } : {}) },
+    },
   });
 
   const containers: V1Container[] = [];
@@ -197,7 +224,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
         command: ["nix-image-operator"],
         args: pushArgs,
         volumeMounts: pushMounts,
-        securityContext: { ...restricted, readOnlyRootFilesystem: true },
+        securityContext: { ...restricted, ...nonRoot },
       }),
     );
   } else {
@@ -208,7 +235,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
         image: config.builder.nixImage,
         command: ["nix-image-operator", "warm-report", "--from", paths.result, "--termination-message", "/dev/termination-log"],
         volumeMounts: [{ name: "work", mountPath: paths.work, readOnly: true }],
-        securityContext: restricted,
+        securityContext: { ...restricted, ...nonRoot },
       }),
     );
   }

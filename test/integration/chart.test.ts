@@ -244,6 +244,10 @@ describe("Helm chart: lint and render", () => {
       pushImage: image,
       imagePullPolicy: "Always",
       serviceAccountName: "nix-builder",
+      resources: { requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } },
+      buildCapabilities: ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"],
+      workSizeLimit: "1Gi",
+      tmpSizeLimit: "10Gi",
     });
     expect(config.registries).toEqual([
       { host: "registry.corp.example", plainHttp: false, caFile: "/etc/ssl/corp/ca.pem" },

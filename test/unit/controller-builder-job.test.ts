@@ -85,9 +85,9 @@ describe("builderJob", () => {
         expect(pod.securityContext?.seccompProfile?.type).toBe("RuntimeDefault");
       });
 
-      it(`${kind}: the build step has no env, no envFrom and no Secret mount`, () => {
+      it(`${kind}: the build step has no env from anything but literals, no envFrom and no Secret mount`, () => {
         const build = container(job, "build");
-        expect(build.env).toBeUndefined();
+        expect(build.env).toEqual([{ name: "HOME", value: "/tmp" }]);
         expect(build.envFrom).toBeUndefined();
         const secretVolumes = new Set((pod.volumes ?? []).filter((v) => v.secret || v.projected).map((v) => v.name));
         expect((build.volumeMounts ?? []).filter((m) => secretVolumes.has(m.name))).toEqual([]);
@@ -135,6 +135,55 @@ describe("builderJob", () => {
       expect(push.volumeMounts?.filter((m) => m.mountPath === "/nix" || m.mountPath === "/work").map((m) => m.readOnly)).toEqual([true, true]);
       expect(push.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } });
     });
+
+    for (const kind of ["Image", "Warm"] as const) {
+      const job = builderJob(input(kind));
+      it(`${kind}: every step drops ALL capabilities, no privilege escalation, RuntimeDefault seccomp, read-only root`, () => {
+        expect(podOf(job).securityContext?.seccompProfile?.type).toBe("RuntimeDefault");
+        for (const c of allContainers(job)) {
+          expect(c.securityContext, c.name).toMatchObject({
+            allowPrivilegeEscalation: false,
+            readOnlyRootFilesystem: true,
+            seccompProfile: { type: "RuntimeDefault" },
+            capabilities: { drop: ["ALL"] },
+          });
+        }
+      });
+
+      it(`${kind}: capabilities added back: prepare CHOWN only, build the configured Nix build-user set, push/report none`, () => {
+        const added = Object.fromEntries(allContainers(job).map((c) => [c.name, c.securityContext?.capabilities?.add ?? []]));
+        expect(added).toEqual({
+          prepare: ["CHOWN"],
+          build: ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"],
+          ...(kind === "Image" ? { push: [] } : { report: [] }),
+        });
+        const none = builderJob(input(kind, { config: testConfig({ builder: { buildCapabilities: [] } }) }));
+        expect(container(none, "build").securityContext?.capabilities).toEqual({ drop: ["ALL"] });
+      });
+
+      it(`${kind}: the last step runs as uid 65532, non-root (Pod Security restricted)`, () => {
+        const last = podOf(job).containers[0]!;
+        expect(last.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532 });
+      });
+
+      it(`${kind}: every step has requests and limits; spec.build.resources over the config's defaults`, () => {
+        for (const c of allContainers(job)) {
+          expect(c.resources, c.name).toEqual({ requests: { cpu: "2", memory: "4Gi" }, limits: { cpu: "2", memory: "8Gi" } });
+        }
+        const defaults = builderJob(input(kind, { image: testImage() }));
+        for (const c of allContainers(defaults)) {
+          expect(c.resources, c.name).toEqual({ requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } });
+        }
+      });
+
+      it(`${kind}: emptyDirs have size limits`, () => {
+        const emptyDirs = (podOf(job).volumes ?? []).filter((v) => v.emptyDir);
+        expect(emptyDirs.map((v) => [v.name, v.emptyDir?.sizeLimit])).toEqual([
+          ["work", "1Gi"],
+          ["tmp", "10Gi"],
+        ]);
+      });
+    }
 
     it("a warm build has no push step and no Secret at all", () => {
       const job = builderJob(input("Warm"));

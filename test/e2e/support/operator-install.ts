@@ -43,7 +43,9 @@ export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}):
         // hostPath volumes do not support ReadWriteOncePod (CSI only).
         accessMode: "ReadWriteOnce",
       },
-      builder: { nixImage: cluster.images.builder.reference, imagePullPolicy: "IfNotPresent" },
+      // The e2e builder image runs Nix single-user as root (build-users-group empty): its build
+      // step needs no capability at all, so it gets none (the default set is for nixbld users).
+      builder: { nixImage: cluster.images.builder.reference, imagePullPolicy: "IfNotPresent", buildCapabilities: [] },
       // The test git server listens on the node IP, a private address the default policy refuses.
       flakeRefPolicy: { allowedSchemes: [...DEFAULT_ALLOWED_SCHEMES, "git+http"], allowedAddressRanges: [`${cluster.net.nodeIp}/32`] },
       registries: [{ host: cluster.registry.host, plainHttp: true }],
