@@ -3,7 +3,8 @@
 # checks): Debian packages (Nix, etcd, docker-registry, skopeo, umoci, htpasswd, openssl, git),
 # Node >= 22 (scripts/ensure-node.sh), npm dependencies (npm ci, only when the lock file changed),
 # a Go >= 1.24 toolchain when none is there (from the Go module proxy), the Kubernetes
-# binaries (scripts/build-k8s.sh), Helm, cosign and oras (built once and cached by version).
+# binaries (scripts/build-k8s.sh), Helm, cosign and oras (built once and cached by version), and
+# checkov from PyPI in a venv (scripts/install-checkov.sh, cached by version).
 #
 # Usage: scripts/setup.sh [--with-e2e]
 #   --with-e2e   also what the e2e tier's single-node cluster needs (containerd, runc, CNI,
@@ -18,7 +19,7 @@ with_e2e=0
 for arg in "$@"; do
   case "$arg" in
     --with-e2e) with_e2e=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,7 +37,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 step "Debian packages"
 [ -r /etc/debian_version ] || info "warning: not a Debian system; package names are Debian 12's"
-pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci busybox-static)
+pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci busybox-static python3 python3-venv)
 if [ "$with_e2e" = 1 ]; then pkgs+=(containerd runc containernetworking-plugins debootstrap iptables iproute2 gcc libc6-dev); fi
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
@@ -154,6 +155,15 @@ if [ -x "$cache/cosign-$cosign_version/cosign" ] && [ -x "$cache/oras-$oras_vers
 else
   command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build cosign and oras (see the Kubernetes step)"
   PATH="$PATH:/usr/local/go/bin" bash "$here/scripts/build-supply-chain-tools.sh" >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "checkov (PyPI, in a venv)"
+checkov_version=$(sed -n 's/^checkov_version=//p' "$here/scripts/install-checkov.sh")
+if [ -f "$cache/checkov-$checkov_version/installed" ]; then
+  info "$checkov_version present in $cache/checkov-$checkov_version"
+else
+  bash "$here/scripts/install-checkov.sh" >/dev/null
 fi
 
 # ---------------------------------------------------------------------------------------------
