@@ -10,7 +10,8 @@ import { onTestFinished } from "vitest";
 import type { NixImageStatus } from "../../src/api/niximage.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { startApiFaultProxy, type ApiFaultProxy } from "./api-fault-proxy.ts";
-import { readAuditWrites, succeeded, type AuditWrite } from "./audit-log.ts";
+import { countByKind, readAuditWrites, succeeded, type AuditWrite } from "./audit-log.ts";
+import { sleep } from "./process.ts";
 import {
   chartConfig,
   operatorKubeconfig,
@@ -51,6 +52,11 @@ export interface FaultScenario {
   waitConverged(names: string[], timeoutMs?: number): Promise<number>;
   /** The operator's completed writes in this namespace (and its Lease), from the audit log. */
   operatorWrites(filter?: (w: AuditWrite) => boolean): Promise<AuditWrite[]>;
+  /**
+   * Waits until the operator has made no write (Lease renewals aside) for `quietMs`; returns how
+   * many it had made by then. On timeout the error lists the writes of the last window.
+   */
+  waitWritesSettle(quietMs?: number, timeoutMs?: number): Promise<number>;
   /** Oracle counts per NixImage: builds (Job creates), rollout patches, status writes. */
   tally(names: string[]): Promise<Tally>;
 }
@@ -190,6 +196,27 @@ export async function faultScenario(opts: ScenarioOptions): Promise<FaultScenari
     },
     operatorWrites: (filter = () => true) =>
       readAuditWrites(bed.kube.auditLogFile, (w) => w.username === username && (w.namespace === namespace || w.namespace === access.namespace) && filter(w)),
+    async waitWritesSettle(quietMs = 2000, timeoutMs = 60_000) {
+      const notLease = (w: AuditWrite) => w.resource !== "leases";
+      let window: AuditWrite[] = [];
+      try {
+        return await waitFor(
+          `the operator's writes to settle (${quietMs} ms without one)`,
+          async () => {
+            const n = (await scenario.operatorWrites(notLease)).length;
+            await sleep(quietMs);
+            const now = await scenario.operatorWrites(notLease);
+            window = now.slice(n);
+            return window.length === 0 ? now.length : undefined;
+          },
+          { timeoutMs },
+        );
+      } catch (e) {
+        throw new Error(
+          `${(e as Error).message}; writes in the last window: ${JSON.stringify(countByKind(window))} e.g. ${JSON.stringify(window.slice(0, 3))}`,
+        );
+      }
+    },
     async tally(names) {
       const writes = (await scenario.operatorWrites()).filter(succeeded);
       const jobCreates: Record<string, number> = {};
