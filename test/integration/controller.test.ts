@@ -92,7 +92,9 @@ describe("NixImage controller", () => {
     expect(pod.containers.map((c) => c.name)).toEqual(["push"]);
     const build = pod.initContainers![1]!;
     expect(build.args).toEqual(expect.arrayContaining(["build-step", "--flake", flake.flakeUrl, "--attribute", "default"]));
-    expect(build.env ?? []).toEqual([]);
+    // A literal HOME (the root filesystem is read-only), nothing from a Secret or ConfigMap.
+    expect(build.env).toEqual([{ name: "HOME", value: "/tmp" }]);
+    expect(build.envFrom).toBeUndefined();
     expect(build.volumeMounts!.map((m) => m.name)).not.toContain("push-secret");
     expect(pod.containers[0]!.volumeMounts!.map((m) => m.name)).toContain("push-secret");
 
