@@ -14,6 +14,28 @@ const duration = z.string().regex(new RegExp(durationPattern), "must be a durati
 const quantity = z.string().max(32).regex(new RegExp(quantityPattern), "must be a quantity like 500m, 2 or 4Gi");
 const quantityMap = z.strictObject({ cpu: quantity.optional(), memory: quantity.optional() });
 
+const cidr = z
+  .string()
+  .max(64)
+  .regex(/^([0-9]{1,3}(\.[0-9]{1,3}){3}\/[0-9]{1,2}|[0-9a-fA-F:]+\/[0-9]{1,3})$/, "must be a CIDR like 10.0.0.0/8 or fd00::/8");
+
+/**
+ * Denied to builder pods by default: private (RFC 1918), CGNAT, loopback, link-local (the cloud
+ * metadata endpoint 169.254.169.254 among them) and their IPv6 counterparts. Pod and service
+ * ranges, nodes and load balancers of nearly every cluster live there.
+ */
+export const defaultDeniedCidrs = [
+  "10.0.0.0/8",
+  "172.16.0.0/12",
+  "192.168.0.0/16",
+  "100.64.0.0/10",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "fc00::/7",
+  "fe80::/10",
+  "::1/128",
+] as const;
+
 /** Every builder step gets these unless the NixImage's spec.build.resources says otherwise. */
 const defaultStepResources = { requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } };
 
@@ -70,6 +92,20 @@ export const operatorConfigSchema = z.strictObject({
         ),
       workSizeLimit: quantity.default("1Gi").describe("sizeLimit of the emptyDir the steps hand results over in (/work)"),
       tmpSizeLimit: quantity.default("10Gi").describe("sizeLimit of the build step's /tmp emptyDir (HOME, Nix's fetcher cache, build directories)"),
+      networkPolicy: z
+        .strictObject({
+          enabled: z.boolean().default(true).describe("Apply the builder NetworkPolicy in each namespace before its first build (needs an enforcing CNI)"),
+          deniedCidrs: z
+            .array(cidr)
+            .default([...defaultDeniedCidrs])
+            .describe("Destinations builder pods may not reach (beyond DNS): the cluster's pod/service ranges, nodes, cloud metadata"),
+          allowedCidrs: z.array(cidr).default([]).describe("Destinations allowed even inside deniedCidrs, e.g. an in-cluster registry's range"),
+          ports: z
+            .array(z.strictObject({ port: z.number().int().min(1).max(65535), protocol: z.enum(["TCP", "UDP"]).default("TCP") }))
+            .default([])
+            .describe("Destination ports builder pods may use (DNS aside); empty: all"),
+        })
+        .prefault({}),
     })
     .prefault({}),
   flakeRefPolicy: flakeRefPolicySchema.default(defaultFlakeRefPolicy),

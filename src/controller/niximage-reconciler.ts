@@ -14,6 +14,7 @@ import { applyBody, rolloutAnnotations, workloadPath, type ContainerPatch, type 
 import { decide, type Action, type Observed } from "./decide.ts";
 import { jobView } from "./job-outcome.ts";
 import { annotations, fieldManager, labels } from "./names.ts";
+import { builderNetworkPolicy } from "./builder-network-policy.ts";
 import type { RevisionPolls } from "./revision-polls.ts";
 import { classifyError, NotLeaderError, StaleCacheError } from "./reconcile-errors.ts";
 import { mergePatch } from "./status-patch.ts";
@@ -75,6 +76,8 @@ export class NixImageReconciler {
   readonly #rejected = new Map<string, { generation: number; at: number; reason: Reason; message: string }>();
   /** Per NixImage key: the resourceVersion our last status write replaced (the cache is stale while it shows it). */
   readonly #replaced = new Map<string, string>();
+  /** Namespaces whose builder NetworkPolicy this process has written (once per namespace per start). */
+  readonly #policyWritten = new Set<string>();
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
@@ -262,6 +265,24 @@ export class NixImageReconciler {
     }
   }
 
+  /** Creates (or, once per process, updates) the namespace's builder NetworkPolicy (config.builder.networkPolicy). */
+  async #ensureBuilderNetworkPolicy(namespace: string): Promise<void> {
+    const policy = this.#deps.config.builder.networkPolicy;
+    if (!policy.enabled || this.#policyWritten.has(namespace)) return;
+    const desired = builderNetworkPolicy(namespace, policy);
+    const base = `/apis/networking.k8s.io/v1/namespaces/${namespace}/networkpolicies`;
+    try {
+      await this.#write("POST", "networkpolicies", base, desired);
+    } catch (error) {
+      if (!(error instanceof KubeHttpError && error.statusCode === 409)) throw error;
+      await this.#write("PATCH", "networkpolicies", `${base}/${desired.metadata!.name}`, {
+        metadata: { labels: desired.metadata!.labels },
+        spec: desired.spec,
+      });
+    }
+    this.#policyWritten.add(namespace);
+  }
+
   /**
    * Leases, Jobs and clean-ups, in order. Returns the error that stopped them (shown in status),
    * or nothing. A lost race for a store volume (409 on the lease) means the decision was made
@@ -273,6 +294,13 @@ export class NixImageReconciler {
       switch (action.type) {
         case "createJob": {
           const jobName = action.job.metadata!.name!;
+          // Fail closed: no builder pod without its NetworkPolicy.
+          try {
+            await this.#ensureBuilderNetworkPolicy(namespace);
+          } catch (error) {
+            if (error instanceof NotLeaderError) throw error;
+            return { error, action };
+          }
           try {
             if ("create" in action.lease) {
               await this.#write("POST", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims`, action.lease.create);

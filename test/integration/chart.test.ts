@@ -18,6 +18,7 @@ import { z } from "zod";
 import { nixImageSchema } from "../../src/api/niximage.ts";
 import { operatorConfigSchema, parseOperatorConfig } from "../../src/config/operator-config.ts";
 import { builderJob } from "../../src/controller/builder-job.ts";
+import { builderNetworkPolicy } from "../../src/controller/builder-network-policy.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { createGitRepo, minimalFlake } from "../support/git-fixtures.ts";
 import { createNamespace, deleteNamespace, kubeClients, kubectl, testbed, testNamespace, waitFor } from "../support/kube.ts";
@@ -248,6 +249,7 @@ describe("Helm chart: lint and render", () => {
       buildCapabilities: ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"],
       workSizeLimit: "1Gi",
       tmpSizeLimit: "10Gi",
+      networkPolicy: expect.objectContaining({ enabled: true }) as unknown,
     });
     expect(config.registries).toEqual([
       { host: "registry.corp.example", plainHttp: false, caFile: "/etc/ssl/corp/ca.pem" },
@@ -296,9 +298,18 @@ describe("Helm chart: lint and render", () => {
     // ...and no other Service in the release matches it.
     expect(r.manifests.filter((m) => m.kind === "Service")).toHaveLength(1);
 
-    // NetworkPolicy: one per watched namespace, selecting the builder pods the operator creates.
-    const policies = r.manifests.filter((m) => m.kind === "NetworkPolicy");
-    expect(policies.map((p) => p.metadata.namespace)).toEqual(["team-a", "team-b"]);
+    // NetworkPolicy: none in the chart; the operator applies config.builder.networkPolicy in each
+    // namespace before its first build (src/controller/builder-network-policy.ts).
+    expect(r.manifests.filter((m) => m.kind === "NetworkPolicy")).toEqual([]);
+    expect(config.builder.networkPolicy).toEqual({
+      enabled: true,
+      deniedCidrs: ["10.0.0.0/8", "169.254.0.0/16"],
+      allowedCidrs: ["10.20.0.0/16"],
+      ports: [
+        { port: 443, protocol: "TCP" },
+        { port: 22, protocol: "TCP" },
+      ],
+    });
     const job = builderJob({
       image: nixImageSchema.parse({
         apiVersion: "niximage.io/v1alpha1",
@@ -315,33 +326,33 @@ describe("Helm chart: lint and render", () => {
       builderHash: "y",
       config,
     });
-    const podLabels = job.spec!.template.metadata!.labels!;
-    for (const policy of policies) {
-      expect(policy.metadata.name).toBe("platform-nix-image-operator-builders");
-      expect(selects(policy.spec.podSelector, podLabels), "selects builder pods").toBe(true);
-      expect(selects(policy.spec.podSelector, { app: "web" }), "leaves other pods alone").toBe(false);
-      expect(policy.spec.policyTypes).toEqual(["Ingress", "Egress"]);
-      expect(policy.spec.ingress).toEqual([]);
-      expect(policy.spec.egress).toEqual([
-        {
-          ports: [
-            { port: 53, protocol: "UDP" },
-            { port: 53, protocol: "TCP" },
-          ],
-          to: [
-            { namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "kube-system" } }, podSelector: { matchLabels: { "k8s-app": "kube-dns" } } },
-          ],
-        },
-        {
-          to: [{ ipBlock: { cidr: "10.20.0.0/16" } }, { ipBlock: { cidr: "192.0.2.0/24", except: ["192.0.2.1/32"] } }],
-          ports: [
-            { port: 443, protocol: "TCP" },
-            { port: 22, protocol: "TCP" },
-          ],
-        },
-        { to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "registry" } } }], ports: [{ port: 5000, protocol: "TCP" }] },
-      ]);
-    }
+    const policy = builderNetworkPolicy("team-a", config.builder.networkPolicy);
+    expect(selects(policy.spec!.podSelector!, job.spec!.template.metadata!.labels!), "selects builder pods").toBe(true);
+    expect(selects(policy.spec!.podSelector!, { app: "web" }), "leaves other pods alone").toBe(false);
+    expect(policy.spec!.policyTypes).toEqual(["Ingress", "Egress"]);
+    expect(policy.spec!.ingress).toEqual([]);
+    expect(policy.spec!.egress).toEqual([
+      {
+        ports: [
+          { port: 53, protocol: "UDP" },
+          { port: 53, protocol: "TCP" },
+        ],
+      },
+      {
+        to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["10.0.0.0/8", "169.254.0.0/16"] } }, { ipBlock: { cidr: "::/0" } }],
+        ports: [
+          { port: 443, protocol: "TCP" },
+          { port: 22, protocol: "TCP" },
+        ],
+      },
+      {
+        to: [{ ipBlock: { cidr: "10.20.0.0/16" } }],
+        ports: [
+          { port: 443, protocol: "TCP" },
+          { port: 22, protocol: "TCP" },
+        ],
+      },
+    ]);
 
     // Watching listed namespaces: the ClusterRole is bound in those namespaces only.
     expect(r.manifests.filter((m) => m.kind === "ClusterRoleBinding")).toEqual([]);
@@ -358,11 +369,12 @@ describe("Helm chart: lint and render", () => {
     for (const kind of ["ClusterRole", "Role"]) expect(find(r, kind).rules).toEqual(find(defaults, kind).rules);
   });
 
-  it("default NetworkPolicy: DNS anywhere, all egress but the cloud metadata endpoint, no ingress", async () => {
-    const r = await render({ networkPolicy: { enabled: true, namespaces: ["apps"] } });
-    const policy = find(r, "NetworkPolicy");
-    expect(policy.metadata.namespace).toBe("apps");
-    expect(policy.spec.egress).toEqual([
+  it("default builder NetworkPolicy (applied by the operator): DNS anywhere, egress to all but private, loopback, link-local (metadata) and CGNAT ranges, no ingress", async () => {
+    const config = operatorConfigOf(await render({}));
+    expect(config.builder.networkPolicy.enabled).toBe(true);
+    const policy = builderNetworkPolicy("apps", config.builder.networkPolicy);
+    expect(policy.metadata?.namespace).toBe("apps");
+    expect(policy.spec!.egress).toEqual([
       {
         ports: [
           { port: 53, protocol: "UDP" },
@@ -370,10 +382,13 @@ describe("Helm chart: lint and render", () => {
         ],
       },
       {
-        to: [{ ipBlock: { cidr: "0.0.0.0/0", except: ["169.254.169.254/32"] } }, { ipBlock: { cidr: "::/0", except: ["fd00:ec2::254/128"] } }],
+        to: [
+          { ipBlock: { cidr: "0.0.0.0/0", except: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"] } },
+          { ipBlock: { cidr: "::/0", except: ["fc00::/7", "fe80::/10", "::1/128"] } },
+        ],
       },
     ]);
-    expect(policy.spec.ingress).toEqual([]);
+    expect(policy.spec!.ingress).toEqual([]);
   });
 
   it("webhook enabled: its own port and Service, the Secret mounted read-only, config pointing at both, and patch on NixImages", async () => {
@@ -423,8 +438,8 @@ describe("Helm chart: lint and render", () => {
       [{ config: { namespaces: ["Team_A"] } }, /config\/namespaces\/0/],
       [{ image: { digest: "sha256:short" } }, /image\/digest/],
       [{ metrics: { port: 80 } }, /metrics\/port.*minimum/],
-      [{ networkPolicy: { enabled: true } }, /networkPolicy.enabled needs networkPolicy.namespaces \(or config.namespaces\)/],
-      [{ networkPolicy: { egress: { cidrs: [{ cidr: "everywhere" }] } } }, /networkPolicy\/egress\/cidrs\/0\/cidr/],
+      [{ networkPolicy: { enabled: true } }, /additional properties 'networkPolicy'/],
+      [{ config: { builder: { networkPolicy: { deniedCidrs: ["everywhere"] } } } }, /config\/builder\/networkPolicy\/deniedCidrs\/0/],
     ];
     for (const [values, message] of cases) {
       await expect(render(values), JSON.stringify(values)).rejects.toThrow(message);
@@ -460,7 +475,19 @@ function nonDefaultValues(namespaces: string[]) {
       namespaces,
       concurrency: { builds: 8, reconcilers: 2 },
       store: { poolSize: 3, size: "100Gi", storageClassName: "fast-ssd", accessMode: "ReadWriteOnce", gcThresholdPercent: 70, keepSuccessful: 3 },
-      builder: { nixImage: "registry.corp.example/platform/nix-builder:2.28.3", imagePullPolicy: "Always", serviceAccountName: "nix-builder" },
+      builder: {
+        nixImage: "registry.corp.example/platform/nix-builder:2.28.3",
+        imagePullPolicy: "Always",
+        serviceAccountName: "nix-builder",
+        networkPolicy: {
+          deniedCidrs: ["10.0.0.0/8", "169.254.0.0/16"],
+          allowedCidrs: ["10.20.0.0/16"],
+          ports: [
+            { port: 443, protocol: "TCP" },
+            { port: 22, protocol: "TCP" },
+          ],
+        },
+      },
       flakeRefPolicy: { allowedSchemes: ["github", "git+https"], allowHostOverride: true, maxLength: 512, allowedAddressRanges: ["10.20.0.0/16"] },
       registries: [
         { host: "registry.corp.example", caFile: "/etc/ssl/corp/ca.pem" },
@@ -476,18 +503,6 @@ function nonDefaultValues(namespaces: string[]) {
     priorityClassName: "system-cluster-critical",
     serviceAccount: { annotations: { "example.com/role": "nio" } },
     metrics: { port: 9090, serviceMonitor: { enabled: true, interval: "1m", labels: { release: "kube-prometheus-stack" } } },
-    networkPolicy: {
-      enabled: true,
-      dns: { namespaceSelector: { "kubernetes.io/metadata.name": "kube-system" }, podSelector: { "k8s-app": "kube-dns" } },
-      egress: {
-        cidrs: [{ cidr: "10.20.0.0/16" }, { cidr: "192.0.2.0/24", except: ["192.0.2.1/32"] }],
-        ports: [
-          { port: 443, protocol: "TCP" },
-          { port: 22, protocol: "TCP" },
-        ],
-        extraRules: [{ to: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "registry" } } }], ports: [{ port: 5000, protocol: "TCP" }] }],
-      },
-    },
   };
 }
 
@@ -595,6 +610,8 @@ function neededIn(app: string, own: string): CanI[] {
     // Store volumes: informer, create, lease annotations by patch.
     ...each(["get", "list", "watch", "create", "patch"], "persistentvolumeclaims", { namespace: app }),
     { verb: "create", resource: "events", namespace: app },
+    // The builder NetworkPolicy, before the namespace's first build.
+    ...each(["create", "patch"], "networkpolicies.networking.k8s.io", { namespace: app }),
     // The push Secret's existence, by name.
     { verb: "get", resource: "secrets", namespace: app },
     // Rollout targets: informers and the image patch.
@@ -642,7 +659,7 @@ function forbiddenIn(app: string, own: string): CanI[] {
     { verb: "create", resource: "serviceaccounts", subresource: "token", namespace: app },
     ...each(["create", "escalate", "bind"], "clusterroles.rbac.authorization.k8s.io"),
     { verb: "create", resource: "rolebindings.rbac.authorization.k8s.io", namespace: app },
-    { verb: "create", resource: "networkpolicies.networking.k8s.io", namespace: app },
+    ...each(["get", "list", "update", "delete"], "networkpolicies.networking.k8s.io", { namespace: app }),
     { verb: "list", resource: "nodes" },
     ...each(["list", "create", "delete"], "namespaces"),
     ...each(["create", "update"], "customresourcedefinitions.apiextensions.k8s.io"),
@@ -737,7 +754,6 @@ describe("Helm chart on the test bed API server", () => {
         "ClusterRole ",
         `ConfigMap ${namespace}`,
         `Deployment ${namespace}`,
-        ...appNamespaces.map((ns) => `NetworkPolicy ${ns}`),
         `Role ${namespace}`,
         `RoleBinding ${namespace}`,
         ...appNamespaces.map((ns) => `RoleBinding ${ns}`),
@@ -760,14 +776,6 @@ describe("Helm chart on the test bed API server", () => {
     expect(deployment.spec?.template.spec?.serviceAccountName).toBe(`${release}-nix-image-operator`);
     const configMap = await core.readNamespacedConfigMap({ namespace, name: `${release}-nix-image-operator` });
     expect(parseOperatorConfig(parseYaml(configMap.data!["config.yaml"]!)).namespaces).toEqual(appNamespaces);
-    for (const ns of appNamespaces) {
-      const policy = await kubeRequestJson<Manifest>(
-        kubeClients().kc,
-        "GET",
-        `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies/${release}-nix-image-operator-builders`,
-      );
-      expect(policy.spec.podSelector).toEqual({ matchExpressions: [{ key: "niximage.io/image", operator: "Exists" }] });
-    }
 
     // The chart's CRD file (crds/) is accepted by this API server too (dry run: the test bed's
     // CRD, which allows git+http for other tests, stays as it is).
@@ -874,7 +882,6 @@ describe("README install steps on the test bed", () => {
             allowedAddressRanges: ["127.0.0.0/8"],
           },
         },
-        networkPolicy: { enabled: true },
       }),
     );
 
@@ -898,7 +905,8 @@ describe("README install steps on the test bed", () => {
         "serviceaccount/default",
       ].sort(),
     );
-    await kubectl(["get", "networkpolicy", `${fullname}-builders`, "--namespace", apps]);
+    // No NetworkPolicy yet: the controller applies it before the namespace's first build (below).
+    expect(await kubectl(["get", "networkpolicy", "--namespace", apps, "-o", "name"])).toBe("");
 
     // Step 4 is the kubelet's: run the container's command with what the pod would have: the
     // ConfigMap's config.yaml and the ServiceAccount's token.
@@ -972,6 +980,13 @@ describe("README install steps on the test bed", () => {
     expect(pod.initContainers!.map((c) => c.image)).toEqual(["ghcr.io/niximage/nix-builder:2.28", "ghcr.io/niximage/nix-builder:2.28"]);
     expect(pod.containers.map((c) => c.image)).toEqual([defaultOperatorImage]);
     expect(pod.automountServiceAccountToken).toBe(false);
+    // ...and, with the chart's RBAC, the builder NetworkPolicy in that namespace before it.
+    const policy = JSON.parse(await kubectl(["get", "networkpolicy", "niximage-builders", "--namespace", apps, "-o", "json"])) as Manifest;
+    // (The API server stores `ingress: []`, no rule: no ingress at all, as an absent list.)
+    const { ingress: noIngress, ...wanted } = builderNetworkPolicy(apps, parseOperatorConfig({}).builder.networkPolicy).spec!;
+    expect(noIngress).toEqual([]);
+    expect(policy.spec).toEqual(wanted);
+    expect(policy.spec.policyTypes).toEqual(["Ingress", "Egress"]);
 
     // A clean stop (SIGTERM, as the kubelet sends): exit code 0.
     await controller.stop(10_000);
