@@ -400,12 +400,54 @@ const objectMeta = z
   })
   .loose();
 
-export function makeNixImageSchema(policy: FlakeRefPolicy = defaultFlakeRefPolicy) {
+/**
+ * The operator's allowlist of binary caches (operator config `nixConfigAllowlist`). Store volumes
+ * are shared by the NixImages of a namespace, so a substituter or key one NixImage adds would feed
+ * paths to all of them: a NixImage may only pick from what the operator allows (issue 12, item 2).
+ */
+export interface NixConfigAllowlist {
+  substituters: readonly string[];
+  trustedPublicKeys: readonly string[];
+}
+
+const withoutTrailingSlash = (url: string) => url.replace(/\/+$/, "");
+
+/** PURE: the spec's nixConfig entries that the allowlist does not contain, as zod issues. */
+function checkNixConfigAllowed(
+  spec: { build: { nixConfig?: { substituters?: string[] | undefined; trustedPublicKeys?: string[] | undefined } | undefined } },
+  allow: NixConfigAllowlist,
+  ctx: z.RefinementCtx,
+): void {
+  const subs = new Set(allow.substituters.map(withoutTrailingSlash));
+  const keys = new Set(allow.trustedPublicKeys);
+  const listed = (items: readonly string[]) => (items.length ? items.join(", ") : "none");
+  (spec.build.nixConfig?.substituters ?? []).forEach((url, i) => {
+    if (!subs.has(withoutTrailingSlash(url))) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["build", "nixConfig", "substituters", i],
+        message: `${url} is not a binary cache this operator allows (nixConfigAllowlist.substituters: ${listed(allow.substituters)}); store volumes are shared in the namespace, so an operator admin must allow a cache before a NixImage may use it`,
+      });
+    }
+  });
+  (spec.build.nixConfig?.trustedPublicKeys ?? []).forEach((key, i) => {
+    if (!keys.has(key)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["build", "nixConfig", "trustedPublicKeys", i],
+        message: `${key.split(":")[0]} is not a signing key this operator allows (nixConfigAllowlist.trustedPublicKeys); an operator admin must allow a key before a NixImage may trust it`,
+      });
+    }
+  });
+}
+
+export function makeNixImageSchema(policy: FlakeRefPolicy = defaultFlakeRefPolicy, nixConfigAllowlist?: NixConfigAllowlist) {
+  const spec = makeNixImageSpecSchema(policy);
   return z.strictObject({
     apiVersion: z.literal(apiVersion),
     kind: z.literal(kind),
     metadata: objectMeta,
-    spec: makeNixImageSpecSchema(policy),
+    spec: nixConfigAllowlist ? spec.superRefine((value, ctx) => checkNixConfigAllowed(value, nixConfigAllowlist, ctx)) : spec,
     status: nixImageStatusSchema.optional(),
   });
 }

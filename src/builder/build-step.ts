@@ -9,6 +9,7 @@ import type { ImageFormat } from "../image/formats/format-error.ts";
 import type { ClosurePath } from "../image/path-info.ts";
 import type { Logger } from "../log/logger.ts";
 import { closureNarSize, queryClosure } from "../nix/closure.ts";
+import { verifyClosure } from "../nix/verify-closure.ts";
 import { lockFlake, type LockedFlake } from "../nix/flake-metadata.ts";
 import { listGcRoots, registerGcRoots } from "../nix/gc-root.ts";
 import { collectGarbageIfFull } from "../nix/store-gc.ts";
@@ -122,6 +123,17 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
   progress.phase("closure", outPath);
   const closure = await queryClosure(options.nix, [outPath], options.signal ? { signal: options.signal } : {});
   seconds.closure = secondsSince(t);
+
+  // The store volume is shared and outlives builds: what goes into the image must still be what
+  // Nix registered (issue 12, item 2).
+  t = performance.now();
+  progress.phase("verify", `${closure.length} store paths`);
+  await verifyClosure(
+    options.nix,
+    closure.map((p) => p.path),
+    options.signal ? { signal: options.signal } : {},
+  );
+  seconds.verify = secondsSince(t);
 
   // With updated inputs, the same attribute from the committed lock file too: what the next image
   // build makes (so it is warm as well), and the "before" of the warm report's closure diff.

@@ -3,7 +3,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../flake/flake-ref-policy.ts";
 import { durationPattern } from "../api/duration.ts";
-import { quantityPattern } from "../api/patterns.ts";
+import { quantityPattern, substituterPattern, trustedPublicKeyPattern } from "../api/patterns.ts";
 import { describeZodError } from "../api/describe-issues.ts";
 
 /**
@@ -109,6 +109,21 @@ export const operatorConfigSchema = z.strictObject({
     })
     .prefault({}),
   flakeRefPolicy: flakeRefPolicySchema.default(defaultFlakeRefPolicy),
+  nixConfigAllowlist: z
+    .strictObject({
+      substituters: z
+        .array(z.string().max(512).regex(new RegExp(substituterPattern)))
+        .max(64)
+        .default([])
+        .describe("Binary caches NixImages may add"),
+      trustedPublicKeys: z
+        .array(z.string().max(128).regex(new RegExp(trustedPublicKeyPattern)))
+        .max(64)
+        .default([])
+        .describe("Signing keys NixImages may trust"),
+    })
+    .prefault({})
+    .describe("What spec.build.nixConfig may pick from (store volumes are shared in a namespace); anything else is refused at reconcile"),
   registries: z.array(registryConfigSchema).default([]),
   metrics: z.strictObject({ address: z.string().default("0.0.0.0:8080") }).prefault({}),
   webhook: z

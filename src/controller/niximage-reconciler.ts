@@ -81,7 +81,7 @@ export class NixImageReconciler {
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
-    this.#schema = makeNixImageSchema(deps.config.flakeRefPolicy);
+    this.#schema = makeNixImageSchema(deps.config.flakeRefPolicy, deps.config.nixConfigAllowlist);
   }
 
   async reconcile(key: string, context: ReconcileContext): Promise<ReconcileResult> {

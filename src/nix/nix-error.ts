@@ -17,6 +17,8 @@ export type NixErrorKind =
   | "unsupported-system"
   | "no-space"
   | "store-incompatible"
+  /** A store path's contents no longer match the hash Nix registered (verify-closure.ts). */
+  | "store-corrupted"
   | "invalid-settings"
   | "invalid-output"
   | "timeout"
