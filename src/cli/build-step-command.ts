@@ -40,6 +40,8 @@ Flags:
   --generation N               generation number of this build's roots (default: next)
   --substituter URL            extra https:// binary cache (repeatable)
   --trusted-public-key KEY     its public key, name:base64 (repeatable)
+  --cluster-cache URL          the operator's binary cache (https://, s3:// or http://; its key via
+                               --trusted-public-key); unreachable, it is skipped and Nix builds
   --allow-import-from-derivation
                                allow IFD for this flake
   --extra-attribute ATTR       warm builds: another attribute to build and keep alive (repeatable)
@@ -63,6 +65,7 @@ Flags:
         generation: { type: "string" },
         substituter: { type: "string", multiple: true },
         "trusted-public-key": { type: "string", multiple: true },
+        "cluster-cache": { type: "string", multiple: true },
         "allow-import-from-derivation": { type: "boolean" },
         "extra-attribute": { type: "string", multiple: true },
         "update-inputs": { type: "boolean" },

@@ -186,7 +186,7 @@ export async function reportFailure(
 
 /** The Nix runner for a build from the flags every build command shares (allowlisted settings only). */
 export function nixFromFlags(
-  values: { "allow-import-from-derivation"?: boolean; substituter?: string[]; "trusted-public-key"?: string[] },
+  values: { "allow-import-from-derivation"?: boolean; substituter?: string[]; "trusted-public-key"?: string[]; "cluster-cache"?: string[] },
   env: NodeJS.ProcessEnv,
   logger: Logger,
 ): NixCommand {
@@ -197,6 +197,7 @@ export function nixFromFlags(
       allowImportFromDerivation: values["allow-import-from-derivation"] === true,
       extraSubstituters: values.substituter ?? [],
       extraTrustedPublicKeys: values["trusted-public-key"] ?? [],
+      clusterSubstituters: values["cluster-cache"] ?? [],
     },
   });
 }

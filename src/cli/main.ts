@@ -35,6 +35,11 @@ const commands: { name: string; summary: string; load: () => Promise<Command> }[
     load: async () => (await import("./build-step-command.ts")).buildStepCommand,
   },
   {
+    name: "cache-step",
+    summary: "builder Job step: copy a build's closure to the cluster binary cache (signed)",
+    load: async () => (await import("./cache-step-command.ts")).cacheStepCommand,
+  },
+  {
     name: "push-step",
     summary: "builder Job step: push the image of a build step's result to a registry",
     load: async () => (await import("./push-step-command.ts")).pushStepCommand,

@@ -56,6 +56,51 @@ export const registryConfigSchema = z.strictObject({
   caFile: z.string().optional().describe("PEM bundle to trust for this registry's TLS certificate"),
 });
 
+const secretName = z
+  .string()
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, "must be a Secret name");
+const secretKey = z
+  .string()
+  .max(253)
+  .regex(/^[-._a-zA-Z0-9]+$/, "must be a Secret key");
+
+/**
+ * The cluster binary cache (issue 14): builds substitute from it, and after a successful build a
+ * separate step (signing key and credentials, no flake code) copies the closure to it. The
+ * Secrets are read in each NixImage namespace (a pod can mount only its own namespace's Secrets).
+ */
+export const binaryCacheConfigSchema = z.strictObject({
+  url: z
+    .string()
+    .max(1024)
+    .regex(/^(https|s3|http):\/\/[^\s@]+$/, "must be an https://, s3:// or http:// URL without credentials")
+    .describe("Nix binary cache builds substitute from: https://, s3://, or http:// inside the cluster (signatures are checked either way)"),
+  uploadUrl: z
+    .string()
+    .max(1024)
+    .regex(/^(https|s3|http|file):\/\/[^\s@]+$/, "must be an https://, s3://, http:// or file:// URL without credentials")
+    .optional()
+    .describe("Where the cache step copies closures (nix copy --to); default url. Store parameters like ?compression=zstd go here"),
+  publicKeys: z
+    .array(z.string().regex(/^[A-Za-z0-9._-]{1,100}:[A-Za-z0-9+/]{20,100}={0,2}$/, "must be name:base64key"))
+    .min(1)
+    .max(8)
+    .describe("Keys builds trust for it (nix key convert-secret-to-public)"),
+  signingKeySecret: z
+    .strictObject({ name: secretName, key: secretKey.default("secret-key") })
+    .describe("Secret (in each NixImage namespace) with the key from nix key generate-secret; mounted only in the cache step"),
+  credentialsSecret: z
+    .strictObject({
+      name: secretName,
+      key: secretKey.default("credentials"),
+      type: z.enum(["aws", "netrc"]).describe("aws: an AWS shared credentials file (s3://); netrc: a netrc file (https:// uploads)"),
+    })
+    .optional()
+    .describe("Upload credentials, mounted only in the cache step"),
+});
+export type BinaryCacheConfig = z.output<typeof binaryCacheConfigSchema>;
+
 export const operatorConfigSchema = z.strictObject({
   namespaces: z.array(z.string()).default([]).describe("Namespaces to watch; empty means all"),
   concurrency: z
@@ -158,6 +203,7 @@ export const operatorConfigSchema = z.strictObject({
       retryPeriod: duration.default("2s"),
     })
     .prefault({}),
+  binaryCache: binaryCacheConfigSchema.optional().describe("Cluster binary cache; off when absent"),
   resyncPeriod: duration.default("10m").describe("Full re-reconcile of every NixImage even without events"),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal"]).default("info"),
 });

@@ -49,6 +49,8 @@ const paths = {
   work: "/work",
   result: "/work/result",
   pushSecret: "/var/run/niximage/push",
+  cacheKey: "/var/run/niximage/cache-key",
+  cacheCredentials: "/var/run/niximage/cache-credentials",
   signingKey: "/var/run/niximage/signing",
   layerCache: "/var/cache/niximage",
   tmp: "/tmp",
@@ -143,6 +145,12 @@ export function builderJob(input: BuilderJobInput): V1Job {
   ];
   for (const url of spec.build.nixConfig?.substituters ?? []) buildArgs.push("--substituter", url);
   for (const key of spec.build.nixConfig?.trustedPublicKeys ?? []) buildArgs.push("--trusted-public-key", key);
+  // The cluster binary cache (operator config): substituted from, with its keys trusted.
+  const cache = config.binaryCache;
+  if (cache) {
+    buildArgs.push("--cluster-cache", cache.url);
+    for (const key of cache.publicKeys) buildArgs.push("--trusted-public-key", key);
+  }
   if (spec.build.allowImportFromDerivation) buildArgs.push("--allow-import-from-derivation");
   if (input.kind === "Warm") {
     for (const attribute of spec.warm?.attributes ?? []) buildArgs.push("--extra-attribute", attribute);
@@ -236,6 +244,49 @@ export function builderJob(input: BuilderJobInput): V1Job {
         command: ["nix-image-operator", "warm-report", "--from", paths.result, "--termination-message", "/dev/termination-log"],
         volumeMounts: [{ name: "work", mountPath: paths.work, readOnly: true }],
         securityContext: { ...restricted, ...nonRoot },
+      }),
+    );
+  }
+  if (cache) {
+    // Copies the closure to the cluster cache, signed: the only step with the signing key and
+    // the upload credentials; it runs `nix copy`, no flake code. Beside the push/report step.
+    const cacheArgs = ["cache-step", "--from", paths.result, "--to", cache.uploadUrl ?? cache.url, "--secret-key-file", `${paths.cacheKey}/secret-key`];
+    const cacheMounts: V1VolumeMount[] = [
+      // nix copy takes temporary GC roots and the store lock: the Nix tree read-write.
+      { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix },
+      { name: "work", mountPath: paths.work, readOnly: true },
+      { name: "cache-key", mountPath: paths.cacheKey, readOnly: true },
+      // Nix's narinfo cache and temporary files (the root filesystem is read-only).
+      { name: "cache-tmp", mountPath: "/tmp" },
+    ];
+    volumes.push({ name: "cache-tmp", emptyDir: {} });
+    volumes.push({
+      name: "cache-key",
+      secret: { secretName: cache.signingKeySecret.name, items: [{ key: cache.signingKeySecret.key, path: "secret-key" }], defaultMode: 0o400 },
+    });
+    if (cache.credentialsSecret) {
+      volumes.push({
+        name: "cache-credentials",
+        secret: { secretName: cache.credentialsSecret.name, items: [{ key: cache.credentialsSecret.key, path: "credentials" }], defaultMode: 0o400 },
+      });
+      cacheMounts.push({ name: "cache-credentials", mountPath: paths.cacheCredentials, readOnly: true });
+      cacheArgs.push(cache.credentialsSecret.type === "aws" ? "--aws-credentials-file" : "--netrc-file", `${paths.cacheCredentials}/credentials`);
+    }
+    cacheArgs.push("--termination-message", "/dev/termination-log");
+    containers.push(
+      step({
+        name: "cache",
+        image: config.builder.nixImage,
+        command: ["nix-image-operator"],
+        args: cacheArgs,
+        env: [
+          { name: "HOME", value: "/tmp" },
+          { name: "TMPDIR", value: "/tmp" },
+          { name: "XDG_CACHE_HOME", value: "/tmp/.cache" },
+        ],
+        volumeMounts: cacheMounts,
+        // Root like the build step (the store is root's), without capabilities.
+        securityContext: restricted,
       }),
     );
   }

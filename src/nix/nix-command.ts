@@ -23,6 +23,12 @@ export interface NixSettings {
   extraSubstituters?: readonly string[];
   /** spec.build.nixConfig.trustedPublicKeys: `name:base64key`. */
   extraTrustedPublicKeys?: readonly string[];
+  /**
+   * The operator's cluster binary cache (config.binaryCache.url, an admin setting): https://,
+   * s3:// or http:// (signatures are checked either way). Builds fall back to building when it
+   * is unreachable: an optional cache never fails a build.
+   */
+  clusterSubstituters?: readonly string[];
 }
 
 /**
@@ -101,6 +107,7 @@ export interface NixRunResult {
 }
 
 const substituterPattern = /^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$/;
+const clusterSubstituterPattern = /^(https|http|s3):\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~!$&'()*+,;=:%/-]*)?(\?[A-Za-z0-9._~!$&'()*+,;=:%/?-]*)?$/;
 const publicKeyPattern = /^[A-Za-z0-9._-]{1,100}:[A-Za-z0-9+/]{20,100}={0,2}$/;
 
 /** The options every call gets, in order. Exported for tests and for display. */
@@ -144,7 +151,20 @@ export function safetyArgs(settings: NixSettings = {}): string[] {
       });
     }
   }
-  if (subs.length > 0) args.push("--option", "extra-substituters", subs.join(" "));
+  const cluster = settings.clusterSubstituters ?? [];
+  for (const s of cluster) {
+    if (!clusterSubstituterPattern.test(s)) {
+      throw new NixError({
+        kind: "invalid-settings",
+        what: "configure Nix",
+        reason: `cluster binary cache ${JSON.stringify(s.slice(0, 200))} is not an https://, s3:// or http:// URL without credentials`,
+        hint: "Fix config.binaryCache.url in the operator config; credentials go in config.binaryCache.credentialsSecret.",
+      });
+    }
+  }
+  if (cluster.length > 0) args.push("--option", "fallback", "true");
+  const allSubs = [...subs, ...cluster];
+  if (allSubs.length > 0) args.push("--option", "extra-substituters", allSubs.join(" "));
   if (keys.length > 0) args.push("--option", "extra-trusted-public-keys", keys.join(" "));
   return args;
 }

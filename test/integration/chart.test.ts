@@ -221,7 +221,8 @@ describe("Helm chart: lint and render", () => {
 
     // values.yaml spells out every knob that is not inside a list (registries[] has an example).
     const values = parseYaml(await readFile(join(chartDir, "values.yaml"), "utf8")) as { config: Record<string, unknown> };
-    for (const key of userKnobs.filter((k) => !k.includes("[]"))) {
+    // binaryCache is an optional section (absent: off); values.yaml shows it commented out.
+    for (const key of userKnobs.filter((k) => !k.includes("[]") && !k.startsWith("binaryCache."))) {
       const value = key.split(".").reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], values.config);
       expect(value, `values.yaml config.${key}`).not.toBeUndefined();
     }
@@ -423,6 +424,18 @@ describe("Helm chart: lint and render", () => {
       "list",
       "watch",
     ]);
+  });
+
+  it("config.binaryCache passes through to the operator's config as given", async () => {
+    const binaryCache = {
+      url: "https://nix-cache.example.com",
+      uploadUrl: "s3://nix-cache?region=eu-central-1&compression=zstd",
+      publicKeys: ["nix-cache.example.com-1:EIMBznL4nGDpN+48ZDSZO2ndB+pb1vtTcjCu9nhVa1M="],
+      signingKeySecret: { name: "nix-cache-signing", key: "secret-key" },
+      credentialsSecret: { name: "nix-cache-s3", key: "credentials", type: "aws" },
+    };
+    expect(operatorConfigOf(await render({ config: { binaryCache } })).binaryCache).toEqual(binaryCache);
+    await expect(render({ config: { binaryCache: { ...binaryCache, url: "ftp://cache" } } })).rejects.toThrow(/config\/binaryCache\/url/);
   });
 
   it("refuses bad values with a message naming the value", async () => {

@@ -1,0 +1,72 @@
+// The builder Job's optional cache step (design.md section 10): after a successful build it copies
+// the built closure to the cluster binary cache, signing it, so a cold store volume elsewhere
+// substitutes instead of rebuilding. It holds the signing key (and upload credentials), runs no
+// flake code (only `nix copy`), and reads from the build step's directory only the out path
+// (validated as a store path by readStepFiles).
+//
+// A failed copy does not fail the build: the image is pushed either way, and a cache is an
+// optimisation. The result says what happened.
+import type { Logger } from "../log/logger.ts";
+import type { NixCommand } from "../nix/nix-command.ts";
+import { redactUrlCredentials } from "../nix/nix-error.ts";
+import { readStepFiles } from "./step-files.ts";
+
+export interface CacheStepOptions {
+  /** The build step's directory. */
+  from: string;
+  /** Binary cache store URL (file://, https://, s3://, http://), store parameters allowed. */
+  to: string;
+  /** The file with the key from `nix key generate-secret`. */
+  secretKeyFile: string;
+  /** A netrc file with the upload credentials (https:// caches). */
+  netrcFile?: string;
+  nix: NixCommand;
+  signal?: AbortSignal;
+  logger?: Logger;
+  timeoutMs?: number;
+}
+
+export interface CacheStepResult {
+  /** The cache URL without query parameters (never the key path or credentials). */
+  cache: string;
+  outPath: string;
+  /** Store paths in the closure (the cache skips those it has). */
+  closurePaths: number;
+  copied: boolean;
+  seconds: number;
+  error?: string;
+}
+
+/** `url` with `name=value` added to its query (Nix store parameters). */
+export function withStoreParameter(url: string, name: string, value: string): string {
+  const [base, query] = url.split("?", 2) as [string, string | undefined];
+  const params = new URLSearchParams(query ?? "");
+  params.set(name, value);
+  // Nix reads the query raw: keep slashes in paths readable.
+  return `${base}?${params.toString().replace(/%2F/gi, "/")}`;
+}
+
+export async function runCacheStep(options: CacheStepOptions): Promise<CacheStepResult> {
+  const { result, closure } = await readStepFiles(options.from);
+  const cache = redactUrlCredentials(options.to.split("?")[0]!);
+  const started = performance.now();
+  const target = withStoreParameter(options.to, "secret-key", options.secretKeyFile);
+  const base = { cache, outPath: result.outPath, closurePaths: closure.length };
+  try {
+    const netrc = options.netrcFile !== undefined ? ["--option", "netrc-file", options.netrcFile] : [];
+    await options.nix.run(["copy", ...netrc, "--to", target, result.outPath], {
+      what: `copy ${result.outPath} to the binary cache ${cache}`,
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    });
+    const seconds = Math.round(performance.now() - started) / 1000;
+    options.logger?.info({ ...base, seconds }, "closure copied to the binary cache");
+    return { ...base, copied: true, seconds };
+  } catch (error) {
+    const seconds = Math.round(performance.now() - started) / 1000;
+    // The message names the store URL without its query (where the key path would be).
+    const message = redactUrlCredentials((error as Error).message).replaceAll(target, cache);
+    options.logger?.warn({ ...base, err: message }, "could not copy the closure to the binary cache; the build itself is fine");
+    return { ...base, copied: false, seconds, error: message.slice(0, 2000) };
+  }
+}
