@@ -325,8 +325,15 @@ export const buildRecordSchema = z.strictObject({
   builderHash: z.string().max(64).optional().describe("Hash of the builder images"),
   rebuildToken: z.string().max(256).optional().describe(`Value of the rebuild annotation this build answered`),
   flake: z.string().max(2048).optional().describe("Flake ref built, pinned to the polled revision"),
+  attempt: z.number().int().min(1).optional().describe("Which try of the same inputs this build is, when not the first (after transient failures)"),
   failure: z
-    .strictObject({ step: z.string().max(63), exitCode: z.number().int().optional(), reason: z.string().max(256).optional(), message: z.string().max(4096) })
+    .strictObject({
+      step: z.string().max(63),
+      exitCode: z.number().int().optional(),
+      reason: z.string().max(256).optional(),
+      message: z.string().max(4096),
+      transient: z.boolean().optional().describe("The failure may pass (registry outage, evicted pod, lost result): retried with backoff"),
+    })
     .optional(),
 });
 

@@ -8,28 +8,10 @@
 //    "seconds": {"plan", "layers", "config", "manifest", "tags", "push", ...}, "outPath": "/nix/store/…",
 //    "unchanged": true (only when the output was that of the image in use: nothing pushed)}
 //
-// A failure writes a short plain-text message instead (also <= 4096 bytes).
+// A failure writes a short plain-text message instead (also <= 4096 bytes). The shape is
+// pushResultSchema in step-results.ts, which the controller parses.
 import { writeFile } from "node:fs/promises";
-import type { Revision } from "./step-files.ts";
-
-export const TERMINATION_MESSAGE_LIMIT = 4096;
-
-export interface PushStepResult {
-  image: string;
-  digest: string;
-  tags: string[];
-  format: string;
-  revision: Revision;
-  layers: { total: number; pushed: number; skipped: number; mounted: number };
-  bytesPushed: number;
-  seconds: Record<string, number>;
-  /** Digests of the SBOM / provenance referrers and the cosign signature / attestation manifests. */
-  attestations?: { sbom?: string; provenance?: string; signature?: string; attestations?: string };
-  /** The Nix output the image was made from. */
-  outPath?: string;
-  /** The output was that of the image in use (--unchanged-out-path): nothing was pushed, `digest` is that image's. */
-  unchanged?: boolean;
-}
+import { boundDurations, boundUrl, resultBounds, TERMINATION_MESSAGE_LIMIT, type PushStepResult } from "./step-results.ts";
 
 function bytes(s: string): number {
   return Buffer.byteLength(s, "utf8");
@@ -41,7 +23,12 @@ function bytes(s: string): number {
  * timings go. The digest, image and counts are never dropped.
  */
 export function fitResult(result: PushStepResult, limit = TERMINATION_MESSAGE_LIMIT): string {
-  const r: PushStepResult = { ...result, tags: [...result.tags], revision: { ...result.revision }, seconds: { ...result.seconds } };
+  const r: PushStepResult = {
+    ...result,
+    tags: result.tags.slice(0, resultBounds.tags),
+    revision: { ...result.revision, url: boundUrl(result.revision.url) },
+    seconds: boundDurations(result.seconds),
+  };
   let text = JSON.stringify(r);
   while (bytes(text) > limit && r.tags.length > 1) {
     r.tags.pop();

@@ -18,7 +18,7 @@ import type { ReferrersRegistry } from "../oci/referrers.ts";
 import { fromOciConfig, mergeImageConfig, packageDefaults } from "./image-config.ts";
 import { imageTags } from "./image-tags.ts";
 import { pushDockerArchive } from "./push-archive.ts";
-import type { PushStepResult } from "./push-result.ts";
+import type { PushStepResult } from "./step-results.ts";
 import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
 import { readStepFiles, type StepFiles } from "./step-files.ts";
 

@@ -11,13 +11,10 @@
 // the updated inputs (closure.json). Lists are cut evenly until the message fits; the full diff
 // goes to the step's log.
 import { diffClosures, type ClosureDiff } from "../controller/closure-diff.ts";
-import type { WarmResult } from "../controller/job-outcome.ts";
-import { TERMINATION_MESSAGE_LIMIT } from "./push-result.ts";
+import { boundDurations, boundUrl, resultBounds, TERMINATION_MESSAGE_LIMIT, type WarmResult } from "./step-results.ts";
 import { readLockedClosure, readStepFiles } from "./step-files.ts";
 
-/** Longest package name and version string in the report (the status schema's bounds). */
-const NAME_MAX = 256;
-const VERSION_MAX = 128;
+const { packageName: NAME_MAX, version: VERSION_MAX, closureChanges: MAX_CHANGES } = resultBounds;
 
 export interface WarmReport {
   /** What goes into the termination message. */
@@ -30,12 +27,13 @@ const cut = (s: string, max: number) => (s.length <= max ? s : `${s.slice(0, max
 
 /** PURE: the report of a diff and the build result's revision and timings. */
 export function warmReportOf(revision: WarmResult["revision"], seconds: Record<string, number>, diff: ClosureDiff | undefined): WarmResult {
-  const message: WarmResult = { revision, seconds };
+  const message: WarmResult = { revision, seconds: boundDurations(seconds) };
   if (diff) {
+    // The full diff goes to the log; the report keeps as many entries as status holds.
     message.closureDiff = {
-      added: diff.added.map((a) => ({ name: cut(a.name, NAME_MAX), to: cut(a.to, VERSION_MAX) })),
-      removed: diff.removed.map((r) => ({ name: cut(r.name, NAME_MAX), from: cut(r.from, VERSION_MAX) })),
-      changed: diff.changed.map((c) => ({ name: cut(c.name, NAME_MAX), from: cut(c.from, VERSION_MAX), to: cut(c.to, VERSION_MAX) })),
+      added: diff.added.slice(0, MAX_CHANGES).map((a) => ({ name: cut(a.name, NAME_MAX), to: cut(a.to, VERSION_MAX) })),
+      removed: diff.removed.slice(0, MAX_CHANGES).map((r) => ({ name: cut(r.name, NAME_MAX), from: cut(r.from, VERSION_MAX) })),
+      changed: diff.changed.slice(0, MAX_CHANGES).map((c) => ({ name: cut(c.name, NAME_MAX), from: cut(c.from, VERSION_MAX), to: cut(c.to, VERSION_MAX) })),
     };
   }
   return message;
@@ -48,7 +46,8 @@ const bytes = (s: string) => Buffer.byteLength(s, "utf8");
  * same number of entries (the largest number that fits), then the timings go, then the locked URL
  * is shortened. The revision's commit is never dropped.
  */
-export function fitWarmReport(report: WarmResult, limit = TERMINATION_MESSAGE_LIMIT): string {
+export function fitWarmReport(input: WarmResult, limit = TERMINATION_MESSAGE_LIMIT): string {
+  const report = input.revision ? { ...input, revision: { ...input.revision, url: boundUrl(input.revision.url) } } : input;
   const full = JSON.stringify(report);
   if (bytes(full) <= limit) return full;
   const withLists = (r: WarmResult, n: number): WarmResult =>
@@ -75,15 +74,16 @@ export function fitWarmReport(report: WarmResult, limit = TERMINATION_MESSAGE_LI
     r = { ...r, seconds: {} };
     text = JSON.stringify(r);
   }
-  if (bytes(text) > limit && r.revision) {
-    const url = r.revision.url;
+  const revision = r.revision;
+  if (bytes(text) > limit && revision) {
+    const url = revision.url;
     // Characters may take several bytes, and the ellipsis takes three: cut until it fits.
     for (
       let keep = Math.max(0, url.length - (bytes(text) - limit) - 3);
       keep >= 0 && bytes(text) > limit;
       keep -= Math.max(1, Math.ceil((bytes(text) - limit) / 4))
     ) {
-      r = { ...r, revision: { ...r.revision, url: `${url.slice(0, keep)}…` } };
+      r = { ...r, revision: { ...revision, url: `${url.slice(0, keep)}…` } };
       text = JSON.stringify(r);
     }
   }

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runBuildStep } from "../builder/build-step.ts";
 import { ProgressReporter } from "../builder/progress-reporter.ts";
-import type { PushStepResult } from "../builder/push-result.ts";
+import type { PushStepResult } from "../builder/step-results.ts";
 import { runPushStep } from "../builder/push-step.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
 import { loadOperatorConfig } from "../config/operator-config.ts";

@@ -1,6 +1,8 @@
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { ProgressReporter } from "../builder/progress-reporter.ts";
 import { fitResult, writeTerminationMessage } from "../builder/push-result.ts";
+import { TRANSIENT_EXIT_CODE } from "../builder/step-results.ts";
+import { classifyRegistryFailure } from "../oci/registry-error.ts";
 import { runPushStep } from "../builder/push-step.ts";
 import { DirectoryLayerCache } from "../image/layer-cache.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
@@ -128,7 +130,9 @@ ${pushFlagsHelp}
       context.stdout.write(values.json ? `${JSON.stringify(out.result, null, 2)}\n` : `${out.result.image}\n`);
       return 0;
     } catch (error) {
-      return await reportFailure(context, error, { terminationMessage, progress, secrets: target?.secrets ?? [] });
+      const code = await reportFailure(context, error, { terminationMessage, progress, secrets: target?.secrets ?? [] });
+      // A failure that may pass (registry 5xx/429, timeout, network): the controller retries the build.
+      return classifyRegistryFailure(error).retryable ? TRANSIENT_EXIT_CODE : code;
     } finally {
       target?.client.close();
     }

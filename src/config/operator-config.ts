@@ -153,6 +153,23 @@ export const operatorConfigSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  build: z
+    .strictObject({
+      retry: z
+        .strictObject({
+          limit: z
+            .number()
+            .int()
+            .min(0)
+            .max(20)
+            .default(3)
+            .describe("Retries of a build that failed transiently (registry outage, evicted pod, lost result); 0: none"),
+          baseDelay: duration.default("30s").describe("Wait before the first retry; doubled for each further one"),
+          maxDelay: duration.default("10m").describe("Longest wait between retries"),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   flakeRefPolicy: flakeRefPolicySchema.default(defaultFlakeRefPolicy),
   nixConfigAllowlist: z
     .strictObject({

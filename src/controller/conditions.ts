@@ -27,6 +27,8 @@ export const reasons = {
   WriteRejected: "WriteRejected",
   /** A write failed for a reason that may pass (5xx, 429, timeout, network): retried with backoff. */
   RetryingAfterError: "RetryingAfterError",
+  /** A Job or pod labelled as ours that is not ours (by controller UID): ignored. */
+  ForeignObjectIgnored: "ForeignObjectIgnored",
   /** A build failed for a reason that may pass (registry outage, evicted pod, lost result). */
   RetryingBuild: "RetryingBuild",
 } as const;

@@ -7,6 +7,7 @@ import { builderHash, specHash } from "./build-inputs.ts";
 import { buildReasons } from "./build-reasons.ts";
 import { reasons, type Phase, type Reason, type Summary } from "./conditions.ts";
 import type { JobView } from "./job-outcome.ts";
+import { parseDuration } from "../api/duration.ts";
 import { annotations } from "./names.ts";
 import { chooseStoreVolume, leaseAnnotations, storeVolumeClaim, type StoreVolumeView } from "./store-pool.ts";
 import { planRollout, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
@@ -22,7 +23,7 @@ export interface Observed {
   config: OperatorConfig;
   /** This NixImage's builder Jobs. */
   jobs: readonly JobView[];
-  /** Every builder Job in the namespace (any NixImage), name -> still running. */
+  /** Every builder Job in the namespace (any NixImage), name -> still holds its store volume (runs, or a pod of it has not finished). */
   namespaceJobs: ReadonlyMap<string, boolean>;
   /** Builder Jobs running in all namespaces (plus ones this process just created). */
   runningBuildsEverywhere: number;
@@ -41,6 +42,8 @@ export interface Observed {
   nextPollInMs?: number;
   /** Workloads in the namespace that name this NixImage in `niximage.io/from`. */
   workloads?: readonly Workload[];
+  /** Jobs and pods labelled for this NixImage that are not its own (by controller UID): ignored, reported. */
+  foreign?: readonly { kind: string; name: string; uid: string }[];
   /** The API server refused this generation's last build start (JobRejected...): no new try until then. */
   rejected?: { reason: Reason; message: string; retryInMs: number };
 }
@@ -52,7 +55,7 @@ export type Action =
       lease: { volume: string; resourceVersion: string; annotations: Record<string, string> } | { create: V1PersistentVolumeClaim };
     }
   | { type: "deleteJob"; name: string }
-  | { type: "event"; eventType: "Normal" | "Warning"; reason: string; message: string }
+  | { type: "event"; eventType: "Normal" | "Warning"; reason: string; message: string; /** Said once per process under this key. */ once?: string }
   /** Sets one container's image; the status that records it is written before it is sent. */
   | { type: "rollout"; patch: ContainerPatch }
   /** Tells a workload (once per problem) why it is not updated. */
@@ -75,40 +78,6 @@ const waitRetryMs = 10_000;
 
 const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
 
-type Revision = NonNullable<BuildRecord["revision"]>;
-type ClosureDiff = NonNullable<NonNullable<NixImageStatus["lastWarmBuild"]>["closureDiff"]>;
-
-/**
- * Termination messages are written by steps that read what the untrusted build step left in the
- * shared directory: what goes into status is cut to the bounds of the status schema, so a
- * strange result can never make the API server reject every status write.
- */
-function boundedRevision(r: Revision): Revision {
-  return {
-    url: r.url.slice(0, 2048),
-    ...(r.rev !== undefined ? { rev: r.rev.slice(0, 64) } : {}),
-    ...(r.lastModified !== undefined && Number.isFinite(r.lastModified) ? { lastModified: Math.trunc(r.lastModified) } : {}),
-    ...(r.narHash !== undefined ? { narHash: r.narHash.slice(0, 128) } : {}),
-  };
-}
-
-function boundedDurations(seconds: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(
-    Object.entries(seconds)
-      .filter(([k, v]) => k.length <= 32 && Number.isFinite(v))
-      .slice(0, 32),
-  );
-}
-
-function boundedClosureDiff(diff: NonNullable<NonNullable<JobView["warmResult"]>["closureDiff"]>): ClosureDiff {
-  const entry = (e: { name: string; from?: string; to?: string }) => ({
-    name: e.name.slice(0, 256),
-    ...(e.from !== undefined ? { from: e.from.slice(0, 128) } : {}),
-    ...(e.to !== undefined ? { to: e.to.slice(0, 128) } : {}),
-  });
-  return { added: diff.added.slice(0, 256).map(entry), removed: diff.removed.slice(0, 256).map(entry), changed: diff.changed.slice(0, 256).map(entry) };
-}
-
 function recordOf(view: JobView): BuildRecord {
   // A warm build's start is the controller's time (requestedAt): the warm schedule counts from
   // it, and the Job's startTime (the API server's clock, set a moment later, or not yet) can lie
@@ -121,29 +90,32 @@ function recordOf(view: JobView): BuildRecord {
     reasons: view.reasons,
     result: view.state,
     ...(startTime ? { startTime } : {}),
-    ...(view.completionTime ? { completionTime: view.completionTime } : {}),
+    ...((view.completionTime ?? view.failedAt) ? { completionTime: view.completionTime ?? view.failedAt } : {}),
+    ...(view.attempt !== undefined && view.attempt > 1 ? { attempt: view.attempt } : {}),
     ...(view.specHash ? { specHash: view.specHash } : {}),
     ...(view.builderHash ? { builderHash: view.builderHash } : {}),
     ...(view.rebuildToken !== undefined ? { rebuildToken: view.rebuildToken } : {}),
     ...(view.flake ? { flake: view.flake } : {}),
   };
+  // The step results' schemas carry the status bounds: what parsed is copied as it is.
   if (view.result) {
-    if (view.result.unchanged) record.result = "Unchanged";
-    if (view.result.outPath) record.outPath = view.result.outPath.slice(0, 512);
-    record.digest = view.result.digest;
-    if (view.result.revision) record.revision = boundedRevision(view.result.revision);
-    record.layers = view.result.layers;
-    record.bytesPushed = view.result.bytesPushed;
-    if (view.result.attestations && Object.keys(view.result.attestations).length > 0) record.attestations = view.result.attestations;
-    if (view.result.seconds) record.durations = boundedDurations(view.result.seconds);
+    const { digest, revision, layers, bytesPushed, seconds, attestations, outPath, unchanged } = view.result;
+    if (unchanged) record.result = "Unchanged";
+    if (outPath) record.outPath = outPath;
+    Object.assign(record, {
+      digest,
+      revision,
+      layers: { pushed: layers.pushed, skipped: layers.skipped, mounted: layers.mounted },
+      bytesPushed,
+      durations: seconds,
+      ...(attestations && Object.keys(attestations).length > 0 ? { attestations } : {}),
+    });
   }
   if (view.warmResult) {
-    if (view.warmResult.revision) record.revision = boundedRevision(view.warmResult.revision);
-    if (view.warmResult.seconds) record.durations = boundedDurations(view.warmResult.seconds);
+    if (view.warmResult.revision) record.revision = view.warmResult.revision;
+    if (view.warmResult.seconds) record.durations = view.warmResult.seconds;
   }
-  if (view.failure) {
-    record.failure = { ...view.failure, message: view.failure.message.slice(-4000) };
-  }
+  if (view.failure) record.failure = view.failure;
   return record;
 }
 
@@ -199,15 +171,37 @@ function decideBuild(observed: Observed): Decision {
     if (status.lastBuild?.result === "Failed") {
       const f = status.lastBuild.failure;
       const kept = status.latestImage ? ` ${status.latestImage} stays in use.` : "";
+      const failed = `build ${status.lastBuild.job} failed in step ${f?.step ?? "?"}: ${(f?.message ?? "").slice(-600)}.`;
+      const retry = retryOf(status.lastBuild, config, now);
+      if (retry && !retry.exhausted) {
+        // Not Ready: the image in use is not the one these inputs make.
+        requeue(Math.max(0, retry.dueInMs));
+        return finish(
+          "Retrying",
+          reasons.RetryingBuild,
+          `${failed} This may pass: attempt ${retry.attempt} of ${config.build.retry.limit + 1} starts at ${rfc3339(new Date(now.getTime() + Math.max(0, retry.dueInMs)))}.${kept}`,
+        );
+      }
+      const tries = retry?.exhausted ? ` It failed ${status.lastBuild.attempt ?? 1} times for reasons that may pass; no more automatic retries.` : "";
       return finish(
         "Stalled",
         reasons.BuildFailed,
-        `build ${status.lastBuild.job} failed in step ${f?.step ?? "?"}: ${(f?.message ?? "").slice(-600)}.${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`,
+        `${failed}${tries}${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`,
       );
     }
     if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build`);
     return finish("InProgress", reasons.NotBuilt, "no build yet");
   };
+
+  for (const f of observed.foreign ?? []) {
+    actions.push({
+      type: "event",
+      eventType: "Warning",
+      reason: reasons.ForeignObjectIgnored,
+      message: `${f.kind} ${f.name} carries this NixImage's labels but is not the operator's own (its controller is not ${f.kind === "Job" ? "this NixImage" : "its Job"}): ignored. Someone else created it; check who can create Jobs and pods in this namespace.`,
+      once: `foreign:${f.uid}`,
+    });
+  }
 
   // 1. What the Jobs say: the newest of each kind is the build of record. Image and warm builds
   // are numbered separately: web-build-7 is the seventh image build, however many nights warmed
@@ -259,7 +253,7 @@ function decideBuild(observed: Observed): Decision {
   if (warmJob && (!previous.lastWarmBuild || warmJob.number >= previous.lastWarmBuild.number)) {
     const record = recordOf(warmJob);
     const diff = warmJob.warmResult?.closureDiff;
-    status.lastWarmBuild = { ...record, ...(diff ? { closureDiff: boundedClosureDiff(diff) } : {}) };
+    status.lastWarmBuild = { ...record, ...(diff ? { closureDiff: diff } : {}) };
     const finishedNow = previous.lastWarmBuild?.job !== record.job || previous.lastWarmBuild.result !== record.result;
     if (record.result === "Succeeded" && finishedNow) {
       const summary = diff
@@ -313,23 +307,28 @@ function decideBuild(observed: Observed): Decision {
     polledRevision: observed.polledRevision,
     last: status.lastBuild,
   });
+  // A transient failure of the build of record: the same inputs again, with backoff, up to the limit.
+  const retry = buildFor.length === 0 ? retryOf(status.lastBuild, config, now) : undefined;
+  const retryNow = retry !== undefined && !retry.exhausted && retry.dueInMs <= 0;
+  const imageWanted: string[] = buildFor.length > 0 ? buildFor : retryNow ? ["Retry"] : [];
+  const attempt = retryNow ? retry.attempt : 1;
   const warmWanted = observed.warmDue && image.spec.warm !== undefined;
-  if (interval && observed.pollError && buildFor.length === 0) {
+  if (interval && observed.pollError && imageWanted.length === 0) {
     // Keep the last image; say why we cannot see new revisions.
     actions.push({ type: "event", eventType: "Warning", reason: reasons.RevisionUnavailable, message: observed.pollError });
   }
 
-  if (running && buildFor.length > 0) {
-    return finish("InProgress", reasons.Building, `waiting for warm build ${running.name} to finish, then building (${buildFor.join(", ")})`);
+  if (running && imageWanted.length > 0) {
+    return finish("InProgress", reasons.Building, `waiting for warm build ${running.name} to finish, then building (${imageWanted.join(", ")})`);
   }
-  if (!running && (buildFor.length > 0 || warmWanted) && observed.rejected) {
+  if (!running && (imageWanted.length > 0 || warmWanted) && observed.rejected) {
     // The same write would be refused again: wait, and keep saying why.
     requeue(observed.rejected.retryInMs);
     return finish("Stalled", observed.rejected.reason, observed.rejected.message);
   }
-  if (!running && (buildFor.length > 0 || warmWanted)) {
-    const kind = buildFor.length > 0 ? "Image" : "Warm";
-    const why = kind === "Image" ? buildFor : ["WarmSchedule"];
+  if (!running && (imageWanted.length > 0 || warmWanted)) {
+    const kind = imageWanted.length > 0 ? "Image" : "Warm";
+    const why = kind === "Image" ? imageWanted : ["WarmSchedule"];
     if (kind === "Image" && image.spec.image.pushSecretRef && observed.pushSecretFound === undefined) {
       return { ...finish("InProgress", reasons.Building, "checking the push Secret"), needsPushSecretCheck: true };
     }
@@ -369,6 +368,7 @@ function decideBuild(observed: Observed): Decision {
       config,
     });
     const jobName = job.metadata!.name!;
+    if (kind === "Image" && attempt > 1) job.metadata!.annotations = { ...job.metadata!.annotations, [annotations.attempt]: String(attempt) };
     const choice = chooseStoreVolume(observed.storeVolumes, observed.namespaceJobs, config.store.poolSize, now, preferred);
     if (choice.kind === "wait") {
       requeue(waitRetryMs);
@@ -398,6 +398,7 @@ function decideBuild(observed: Observed): Decision {
             ...current,
             ...(rebuildToken !== undefined ? { rebuildToken } : {}),
             flake: flakeToBuild(image, observed.polledRevision, observed.polledRefName),
+            ...(attempt > 1 ? { attempt } : {}),
           }
         : status.lastBuild;
     if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running", startTime: rfc3339(now) };
@@ -413,6 +414,25 @@ function decideBuild(observed: Observed): Decision {
  * rollout targets (previous image, rolled-back digest, patch time) are part of the status
  * decided here, so the reconciler can record them before it sends the patches.
  */
+/**
+ * The retry of a build of record that failed for a reason that may pass: which attempt it would
+ * be and when it is due (base delay doubled per attempt, capped), or that the limit is reached.
+ * Undefined when the build did not fail transiently.
+ */
+export function retryOf(
+  last: BuildRecord | undefined,
+  config: OperatorConfig,
+  now: Date,
+): { attempt: number; dueInMs: number; exhausted: boolean } | undefined {
+  if (last?.result !== "Failed" || last.failure?.transient !== true) return undefined;
+  const attempt = (last.attempt ?? 1) + 1;
+  const { limit, baseDelay, maxDelay } = config.build.retry;
+  const delay = Math.min(parseDuration(baseDelay) * 2 ** (attempt - 2), parseDuration(maxDelay));
+  const finished = Date.parse(last.completionTime ?? last.startTime ?? "");
+  const dueInMs = Number.isNaN(finished) ? 0 : finished + delay - now.getTime();
+  return { attempt, dueInMs, exhausted: attempt > limit + 1 };
+}
+
 export function decide(observed: Observed): Decision {
   const decision = decideBuild(observed);
   if (decision.needsPushSecretCheck) return decision;

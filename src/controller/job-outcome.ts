@@ -1,67 +1,23 @@
-import type { V1ContainerStatus, V1Job, V1Pod } from "@kubernetes/client-node";
-import { z } from "zod";
+import type { V1ContainerStatus, V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
+import { parseStepResult, pushResultSchema, TRANSIENT_EXIT_CODE, warmResultSchema, type PushStepResult, type WarmResult } from "../builder/step-results.ts";
 import { annotations, labels } from "./names.ts";
 
 /**
  * What the controller needs to know about one builder Job, read from the Job and its pods.
  * The push step's termination message carries the result; a failed step's termination
  * message carries its last log lines (terminationMessagePolicy FallbackToLogsOnError).
+ * Failures are sorted: transient ones (a registry outage seen by the push step, an evicted or
+ * preempted pod, a result lost with its pod) are retried; the rest would repeat with the same
+ * inputs. Only pods whose controller is this Job (by UID) count: labels are for selection.
  */
-
-/** The push step's JSON result (<= 4096 bytes), as the push-step command writes it. */
-export const pushResultSchema = z.object({
-  image: z.string(),
-  digest: z.string().regex(/^sha256:[a-f0-9]{64}$/),
-  tags: z.array(z.string()).default([]),
-  revision: z.object({ url: z.string(), rev: z.string().optional(), lastModified: z.number().optional(), narHash: z.string().optional() }).optional(),
-  layers: z.object({ pushed: z.number(), skipped: z.number(), mounted: z.number().optional() }),
-  bytesPushed: z.number(),
-  seconds: z.record(z.string(), z.number()).optional(),
-  attestations: z
-    .object({
-      sbom: z
-        .string()
-        .regex(/^sha256:[a-f0-9]{64}$/)
-        .optional(),
-      provenance: z
-        .string()
-        .regex(/^sha256:[a-f0-9]{64}$/)
-        .optional(),
-      signature: z
-        .string()
-        .regex(/^sha256:[a-f0-9]{64}$/)
-        .optional(),
-      attestations: z
-        .string()
-        .regex(/^sha256:[a-f0-9]{64}$/)
-        .optional(),
-    })
-    .optional(),
-  outPath: z.string().optional(),
-  /** The output was that of the image in use: nothing was pushed (issue 14, exact no-op). */
-  unchanged: z.boolean().optional(),
-});
-export type PushResult = z.output<typeof pushResultSchema>;
-
-/** The warm report step's JSON result. */
-export const warmResultSchema = z.object({
-  revision: pushResultSchema.shape.revision,
-  closureDiff: z
-    .object({
-      added: z.array(z.object({ name: z.string(), to: z.string().optional() })),
-      removed: z.array(z.object({ name: z.string(), from: z.string().optional() })),
-      changed: z.array(z.object({ name: z.string(), from: z.string().optional(), to: z.string().optional() })),
-    })
-    .optional(),
-  seconds: z.record(z.string(), z.number()).optional(),
-});
-export type WarmResult = z.output<typeof warmResultSchema>;
 
 export interface StepFailure {
   step: string;
   exitCode?: number;
   reason?: string;
   message: string;
+  /** The failure may pass: the build is retried with backoff. */
+  transient?: boolean;
 }
 
 export interface JobView {
@@ -79,9 +35,17 @@ export interface JobView {
   requestedAt?: string;
   startTime?: string;
   completionTime?: string;
-  result?: PushResult;
+  result?: PushStepResult;
   warmResult?: WarmResult;
   failure?: StepFailure;
+  /** Which try of the same inputs this build is (1 = the first). */
+  attempt?: number;
+  /** When a failed Job was marked failed (a failed Job has no completionTime). */
+  failedAt?: string;
+  /** Whether a pod of this Job may still run (the store volume is in use until none does). */
+  podsActive?: boolean;
+  /** Pods labelled for this Job whose controller is not this Job: ignored. */
+  foreignPods?: string[];
 }
 
 function jobState(job: V1Job): JobView["state"] {
@@ -95,51 +59,73 @@ function jobState(job: V1Job): JobView["state"] {
 
 const asTime = (t: Date | string | undefined) => (t === undefined ? undefined : typeof t === "string" ? t : t.toISOString());
 
+/** The controller owner of an object, if any. */
+export const controllerOf = (refs: readonly V1OwnerReference[] | undefined) => refs?.find((r) => r.controller === true);
+
+const memoryLimit = (pod: V1Pod, container: string) =>
+  [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].find((c) => c.name === container)?.resources?.limits?.memory;
+
+/** The pod was evicted, preempted or otherwise disrupted: nothing the build did. */
+function disruption(pod: V1Pod): StepFailure | undefined {
+  const target = pod.status?.conditions?.find((c) => c.type === "DisruptionTarget" && c.status === "True");
+  if (pod.status?.reason !== "Evicted" && pod.status?.reason !== "Preempting" && !target) return undefined;
+  const reason = target?.reason ?? pod.status?.reason ?? "Disrupted";
+  const message = pod.status?.message ?? target?.message ?? "the builder pod was disrupted";
+  return { step: "pod", reason, message: `the builder pod was stopped from outside (${reason}): ${message}`.slice(0, 4000), transient: true };
+}
+
 /** The step that failed: the first init container or container that terminated non-zero. */
 export function failedStep(pod: V1Pod): StepFailure | undefined {
   const statuses: V1ContainerStatus[] = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
   for (const status of statuses) {
     const terminated = status.state?.terminated ?? status.lastState?.terminated;
     if (terminated && terminated.exitCode !== 0) {
+      const log = (terminated.message ?? "").trim();
+      if (terminated.reason === "OOMKilled") {
+        const limit = memoryLimit(pod, status.name);
+        return {
+          step: status.name,
+          exitCode: terminated.exitCode,
+          reason: "OOMKilled",
+          message:
+            `step ${status.name} was killed for using more memory than its limit (${limit ?? "no limit set: the node ran out"}); raise spec.build.resources.limits.memory${log ? `. Last output: ${log}` : ""}`.slice(
+              -4000,
+            ),
+        };
+      }
       return {
         step: status.name,
         exitCode: terminated.exitCode,
         reason: terminated.reason,
-        message: (terminated.message ?? "").trim().slice(-4000) || `step ${status.name} exited with code ${terminated.exitCode}`,
+        message: log.slice(-4000) || `step ${status.name} exited with code ${terminated.exitCode}`,
+        // Only the push step's word is taken: it runs no flake code.
+        ...(status.name === "push" && terminated.exitCode === TRANSIENT_EXIT_CODE ? { transient: true } : {}),
       };
     }
   }
   return undefined;
 }
 
-function terminationMessage(pod: V1Pod, container: string): string | undefined {
-  const status = pod.status?.containerStatuses?.find((s) => s.name === container);
-  return status?.state?.terminated?.exitCode === 0 ? status.state.terminated.message : undefined;
+/** The main container's termination: undefined while it has not terminated (or the cache does not show it yet). */
+function terminationOf(pod: V1Pod, container: string): { exitCode: number; message: string | undefined } | undefined {
+  const terminated = pod.status?.containerStatuses?.find((s) => s.name === container)?.state?.terminated;
+  return terminated ? { exitCode: terminated.exitCode, message: terminated.message } : undefined;
 }
 
-/** The kubelet keeps at most 4096 bytes of a termination message; anything longer was not written by our step. */
-const MAX_TERMINATION_MESSAGE = 4096;
-
-function parseJson<T>(schema: z.ZodType<T>, text: string | undefined): T | undefined {
-  if (!text || text.length > MAX_TERMINATION_MESSAGE) return undefined;
-  try {
-    const parsed = schema.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const terminalPod = (pod: V1Pod) => pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed";
 
 /** Newest pod first: with podReplacementPolicy Failed, the last pod tells the story. */
 function newestPod(pods: readonly V1Pod[]): V1Pod | undefined {
   return [...pods].sort((a, b) => String(asTime(b.metadata?.creationTimestamp)).localeCompare(String(asTime(a.metadata?.creationTimestamp))))[0];
 }
 
-export function jobView(job: V1Job, pods: readonly V1Pod[]): JobView {
+export function jobView(job: V1Job, labelled: readonly V1Pod[]): JobView {
   const meta = job.metadata ?? {};
   const kind = meta.labels?.[labels.buildKind] === "Warm" ? "Warm" : "Image";
   const state = jobState(job);
+  const pods = labelled.filter((p) => meta.uid !== undefined && controllerOf(p.metadata?.ownerReferences)?.uid === meta.uid);
   const pod = newestPod(pods);
+  const failedCondition = job.status?.conditions?.find((c) => (c.type === "Failed" || c.type === "FailureTarget") && c.status === "True");
   const view: JobView = {
     name: meta.name ?? "",
     kind,
@@ -154,24 +140,42 @@ export function jobView(job: V1Job, pods: readonly V1Pod[]): JobView {
     requestedAt: meta.annotations?.[annotations.requestedAt],
     startTime: asTime(job.status?.startTime),
     completionTime: asTime(job.status?.completionTime),
+    attempt: Math.max(1, Math.trunc(Number(meta.annotations?.[annotations.attempt] ?? 1)) || 1),
+    podsActive: pods.some((p) => !terminalPod(p)),
+    foreignPods: labelled.filter((p) => !pods.includes(p)).map((p) => p.metadata?.name ?? ""),
   };
-  if (state === "Succeeded" && pod) {
-    if (kind === "Image") {
-      view.result = parseJson(pushResultSchema, terminationMessage(pod, "push"));
+  if (state === "Failed" && failedCondition) view.failedAt = asTime(failedCondition.lastTransitionTime);
+  if (state === "Succeeded" && kind === "Image") {
+    const main = pod && terminationOf(pod, "push");
+    if (!pod) {
+      // The pod went before its result was read (deleted, garbage collected): nothing wrong
+      // with the build, but there is no image to show for it.
+      view.state = "Failed";
+      view.failedAt = view.completionTime;
+      view.failure = { step: "push", reason: "ResultLost", message: "the builder pod was deleted before its result was read", transient: true };
+    } else if (!main) {
+      // The Job says done, the cache does not show the push step's end yet: wait for it.
+      view.state = "Running";
+    } else {
+      view.result = parseStepResult(pushResultSchema, main.exitCode === 0 ? main.message : undefined);
       if (!view.result) {
         view.state = "Failed";
+        view.failedAt = view.completionTime;
         view.failure = { step: "push", message: "the push step finished without a readable result in its termination message" };
       }
-    } else {
-      view.warmResult = parseJson(warmResultSchema, terminationMessage(pod, "report"));
     }
+  } else if (state === "Succeeded" && pod) {
+    const report = terminationOf(pod, "report");
+    view.warmResult = parseStepResult(warmResultSchema, report?.exitCode === 0 ? report.message : undefined);
   }
   if (view.state === "Failed" && !view.failure) {
-    const deadline = job.status?.conditions?.find((c) => c.type === "Failed" && c.status === "True");
-    view.failure = (pod && failedStep(pod)) ?? {
+    const deadline = failedCondition?.reason === "DeadlineExceeded";
+    view.failure = (pod && (disruption(pod) ?? failedStep(pod))) ?? {
       step: "job",
-      reason: deadline?.reason,
-      message: deadline?.message ?? "the builder Job failed",
+      reason: failedCondition?.reason,
+      message: failedCondition?.message ?? "the builder Job failed",
+      // Without a pod to tell why, only a deadline is the build's own doing.
+      ...(!pod && !deadline ? { transient: true } : {}),
     };
   }
   return view;

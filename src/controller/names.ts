@@ -24,6 +24,8 @@ export const annotations = {
   builderHash: "niximage.io/builder-hash",
   rebuildToken: "niximage.io/rebuild-token",
   revision: "niximage.io/revision",
+  /** Which try of the same inputs a build is (1, 2, ... after transient failures). */
+  attempt: "niximage.io/attempt",
   /** When the controller started the build, by its own clock (warm schedules count from it). */
   requestedAt: "niximage.io/requested-at",
   /** On a store PVC: the Job that holds it, and since when. */

@@ -12,7 +12,7 @@ import { crashPoint } from "../runtime/crash-point.ts";
 import { conditionsFor, mergeConditions, reasons, type Reason } from "./conditions.ts";
 import { applyBody, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 import { decide, type Action, type Observed } from "./decide.ts";
-import { jobView } from "./job-outcome.ts";
+import { controllerOf, jobView } from "./job-outcome.ts";
 import { annotations, fieldManager, labels } from "./names.ts";
 import { builderNetworkPolicy } from "./builder-network-policy.ts";
 import type { RevisionPolls } from "./revision-polls.ts";
@@ -70,7 +70,7 @@ export class NixImageReconciler {
   readonly #schema: ReturnType<typeof makeNixImageSchema>;
   /** Jobs this process created that the informer may not show yet (for the global build cap). */
   readonly #justCreated = new Map<string, number>();
-  /** Refusal events already sent (workload uid + message), so each is said once. */
+  /** Events said once per process (refusals: workload uid + message; foreign objects: their uid). */
   readonly #refusalsSent = new Set<string>();
   /** Per NixImage key: a build start the API server refused, for which generation, and when. */
   readonly #rejected = new Map<string, { generation: number; at: number; reason: Reason; message: string }>();
@@ -155,6 +155,10 @@ export class NixImageReconciler {
     const result = summarize({ previous, decision, rollouts, ...(failure ? { error: failure } : {}), generation, now });
     await this.#writeStatus(key, { ...raw, metadata: { ...raw.metadata, resourceVersion: written.resourceVersion } }, written.status, result.status);
     for (const event of result.events) {
+      if (event.once !== undefined) {
+        if (this.#refusalsSent.has(event.once)) continue;
+        this.#refusalsSent.add(event.once);
+      }
       await this.#recordEvent(image, event).catch((error: unknown) => {
         if (error instanceof NotLeaderError) throw error;
         context.log.warn({ err: String(error) }, "could not record event");
@@ -187,15 +191,28 @@ export class NixImageReconciler {
     const { jobs, pods, volumes, config } = this.#deps;
     const namespace = image.metadata.namespace!;
     const name = image.metadata.name!;
-    const ownJobs = jobs
-      .byIndex(indexes.jobsByImage, `${namespace}/${name}`)
-      .map((job) => jobView(job, pods.byIndex(indexes.podsByJob, `${namespace}/${job.metadata?.name}`)));
+    // Only our own objects count: a Job whose controller is this NixImage (by UID), a pod whose
+    // controller is that Job (jobView checks). Labels only select; anything else is reported.
+    const labelled = jobs.byIndex(indexes.jobsByImage, `${namespace}/${name}`);
+    const own = labelled.filter((job) => image.metadata.uid !== undefined && controllerOf(job.metadata?.ownerReferences)?.uid === image.metadata.uid);
+    const ownJobs = own.map((job) => jobView(job, pods.byIndex(indexes.podsByJob, `${namespace}/${job.metadata?.name}`)));
+    const foreign = [
+      ...labelled.filter((job) => !own.includes(job)).map((job) => ({ kind: "Job", name: job.metadata?.name ?? "", uid: job.metadata?.uid ?? "" })),
+      ...ownJobs.flatMap((view) => (view.foreignPods ?? []).map((pod) => ({ kind: "Pod", name: pod, uid: `${view.name}/${pod}` }))),
+    ];
+    // A volume stays leased while its Job runs or any pod of it has not finished (a Job is
+    // marked failed before its pod is gone), and while pods of a deleted holder Job remain.
+    const podsActive = (jobName: string) =>
+      pods.byIndex(indexes.podsByJob, `${namespace}/${jobName}`).some((p) => p.status?.phase !== "Succeeded" && p.status?.phase !== "Failed");
     const namespaceJobs = new Map(
       jobs
         .list(namespace)
         .filter((j) => j.metadata?.labels?.[labels.image])
-        .map((j) => [j.metadata!.name!, isRunning(j)]),
+        .map((j) => [j.metadata!.name!, isRunning(j) || podsActive(j.metadata!.name!)]),
     );
+    for (const volume of volumes.list(namespace).map(storeVolumeView)) {
+      if (volume.holder && !namespaceJobs.has(volume.holder) && podsActive(volume.holder)) namespaceJobs.set(volume.holder, true);
+    }
 
     for (const [jobName, at] of this.#justCreated) {
       if (now.getTime() - at > 60_000 || jobs.get(jobName.split("/")[1]!, jobName.split("/")[0])) this.#justCreated.delete(jobName);
@@ -212,6 +229,7 @@ export class NixImageReconciler {
       storeVolumes: volumes.list(namespace).map(storeVolumeView),
       ...this.#stillRejected(`${namespace}/${name}`, image.metadata.generation ?? 0, now),
       workloads: this.#deps.workloads.byIndex(indexes.workloadsByImage, `${namespace}/${name}`),
+      ...(foreign.length > 0 ? { foreign } : {}),
       warmDue: false,
     };
 

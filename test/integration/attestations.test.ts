@@ -8,7 +8,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { PushStepResult } from "../../src/builder/push-result.ts";
+import type { PushStepResult } from "../../src/builder/step-results.ts";
 import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
 import { cycloneDxValidator } from "../support/cyclonedx-schema.ts";
 import { supplyChainTool } from "../support/global-setup.ts";

@@ -17,7 +17,7 @@ import {
   tlsAccess,
   uniqueRepo,
 } from "../support/builder-fixtures.ts";
-import type { PushStepResult } from "../../src/builder/push-result.ts";
+import type { PushStepResult } from "../../src/builder/step-results.ts";
 
 const bed = testbed();
 const plain = bed.registry.plain;

@@ -8,7 +8,7 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { PushStepResult } from "../../src/builder/push-result.ts";
+import type { PushStepResult } from "../../src/builder/step-results.ts";
 import type { GitRepo } from "../support/git-fixtures.ts";
 import { testbed } from "../support/kube.ts";
 import {

@@ -7,7 +7,7 @@ import { chmod, lstat, mkdir, readFile, readlink, readdir, writeFile } from "nod
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { buildResultSchema, type BuildResult } from "../../src/builder/step-files.ts";
-import { pushResultSchema } from "../../src/controller/job-outcome.ts";
+import { pushResultSchema } from "../../src/builder/step-results.ts";
 import { testbed } from "../support/kube.ts";
 import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
 import {

@@ -6,7 +6,7 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { pushResultSchema, type PushResult } from "../../src/controller/job-outcome.ts";
+import { pushResultSchema, type PushStepResult as PushResult } from "../../src/builder/step-results.ts";
 import { completedUploads, runCli, uniqueRepo } from "../support/builder-fixtures.ts";
 import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
 import { testbed } from "../support/kube.ts";

@@ -16,6 +16,7 @@ import {
   OffsetClock,
   pushResult,
   startTestOperator,
+  waitForBuildPod,
   waitForJob,
 } from "../support/operator-harness.ts";
 
@@ -176,6 +177,7 @@ describe("NixImage controller", () => {
     expect(stalled.status?.lastBuild?.failure?.message).toContain("failed with exit code 2");
     expect(condition(stalled, "Ready")).toMatchObject({ status: "False", reason: "BuildFailed" });
     expect(condition(stalled, "Stalled")?.message).toContain("stays in use");
+    await operator.idle(); // events follow the status write
     expect((await events(namespace, "BuildFailed"))[0]?.message).toContain("step build (exit 1)");
 
     // The failure is not retried in a loop: the same inputs start no new build.
@@ -263,6 +265,67 @@ describe("NixImage controller", () => {
     const pvcs = (await kubeClients().core.listNamespacedPersistentVolumeClaim({ namespace })).items;
     expect(pvcs.map((p) => p.metadata?.annotations?.["niximage.io/lease-holder"] ?? "")).toEqual([""]);
     expect((await events(namespace, "JobRejected")).length).toBe(1);
+  });
+
+  it("failure taxonomy: a registry outage in the push step (exit 75) is retried with backoff and counted; then Ready", async () => {
+    const namespace = await testNamespace("ctl-transient");
+    const operator = await startTestOperator({
+      access: await chartServiceAccount(),
+      namespaces: [namespace],
+      config: { build: { retry: { baseDelay: "1s" } } },
+    });
+    await createNixImage(namespace, "web", { flake: flake.flakeUrl });
+    await waitForJob(namespace, "web-build-1");
+    await finishBuildPod(namespace, "web-build-1", { fail: { step: "push", exitCode: 75, message: "PUT blob: HTTP 503 Service Unavailable" } });
+    const retried = await waitForJob(namespace, "web-build-2");
+    expect(retried.metadata?.annotations).toMatchObject({ "niximage.io/reasons": "Retry", "niximage.io/attempt": "2" });
+    const running = await waitForStatus(namespace, "web", "attempt 2 running", (i) => i.status?.lastBuild?.job === "web-build-2");
+    expect(running.status?.lastBuild).toMatchObject({ attempt: 2, result: "Running" });
+    await finishBuildPod(namespace, "web-build-2", { succeed: { message: pushResult(repository, hex("7"), flake.rev) } });
+    const ready = await waitForStatus(namespace, "web", "Ready", (i) => condition(i, "Ready")?.status === "True");
+    expect(ready.status).toMatchObject({ latestImage: `${repository}@sha256:${hex("7")}`, lastBuild: { job: "web-build-2", attempt: 2 } });
+    await operator.idle();
+    expect((await buildJobs(namespace)).length).toBe(2);
+  });
+
+  it("failure taxonomy: a builder pod deleted mid-build means one rebuild; a result lost with its pod never leaves Ready=True", async () => {
+    const namespace = await testNamespace("ctl-lost");
+    const access = await chartServiceAccount();
+    const config = { build: { retry: { baseDelay: "1s" } } };
+    const operator = await startTestOperator({ access, namespaces: [namespace], config });
+    await createNixImage(namespace, "web", { flake: flake.flakeUrl });
+    await waitForJob(namespace, "web-build-1");
+    // The pod goes (node lost, someone deleted it): the Job fails without a pod to say why.
+    const pod = await waitForBuildPod(namespace, "web-build-1");
+    await kubeClients().core.deleteNamespacedPod({ namespace, name: pod.metadata!.name! });
+    const second = await waitForJob(namespace, "web-build-2");
+    expect(second.metadata?.annotations?.["niximage.io/reasons"]).toBe("Retry");
+    const failed = await readNixImage(namespace, "web");
+    expect(condition(failed, "Ready")?.status).not.toBe("True");
+
+    // The retry succeeds, but its pod is deleted before the (stopped) operator reads the result.
+    await operator.stop();
+    await finishBuildPod(namespace, "web-build-2", { succeed: { message: pushResult(repository, hex("8"), flake.rev) } });
+    await waitFor("web-build-2 complete", async () =>
+      (await kubeClients().batch.readNamespacedJob({ namespace, name: "web-build-2" })).status?.conditions?.some(
+        (c) => c.type === "Complete" && c.status === "True",
+      ),
+    );
+    const pod2 = await waitForBuildPod(namespace, "web-build-2");
+    await kubeClients().core.deleteNamespacedPod({ namespace, name: pod2.metadata!.name!, gracePeriodSeconds: 0 });
+    await waitFor("pod of web-build-2 gone", async () =>
+      (await kubeClients().core.listNamespacedPod({ namespace, labelSelector: "batch.kubernetes.io/job-name=web-build-2" })).items.length === 0
+        ? true
+        : undefined,
+    );
+    const restarted = await startTestOperator({ access, namespaces: [namespace], config });
+    const lost = await waitForStatus(namespace, "web", "the lost result is a transient failure", (i) => i.status?.lastBuild?.failure?.reason === "ResultLost");
+    expect(lost.status?.lastBuild).toMatchObject({ job: "web-build-2", result: "Failed", failure: { transient: true } });
+    expect(lost.status?.latestImage).toBeUndefined();
+    expect(condition(lost, "Ready")?.status).not.toBe("True");
+    await waitForJob(namespace, "web-build-3");
+    await restarted.idle();
+    expect((await readNixImage(namespace, "web")).status?.lastBuild).toMatchObject({ job: "web-build-3", attempt: 3 });
   });
 
   it("leader election: only the leader acts; a standby takes over when it stops", async () => {

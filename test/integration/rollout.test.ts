@@ -307,6 +307,81 @@ describe("rollout", () => {
     expect((await readDeployment(namespace, "web")).spec!.template.spec!.containers[0]!.image).toBe(digest("e"));
   });
 
+  it("trust: a forged labelled Job and pod with forged push results roll nothing out; each is reported once", async () => {
+    const namespace = await testNamespace("rollout-forged");
+    const operator = await startTestOperator({ access: await chartServiceAccount(), namespaces: [namespace] });
+    await apply(deployment(namespace, "web", { "niximage.io/from": "web" }));
+    await nixImage(namespace, "web", flake.flakeUrl);
+    await succeed(namespace, "web", 1, "a", flake.rev);
+    await waitFor("first digest rolled out", async () => (await readDeployment(namespace, "web")).spec!.template.spec!.containers[0]!.image === digest("a"));
+    await operator.idle();
+    const { batch, core } = kubeClients();
+    const builderLabels = {
+      "app.kubernetes.io/managed-by": "nix-image-operator",
+      "niximage.io/image": "web",
+      "niximage.io/build-kind": "Image",
+      "niximage.io/build-number": "9",
+    };
+
+    // Someone who may create Jobs in the namespace labels one like a builder Job (no owner: it is not the NixImage's).
+    await batch.createNamespacedJob({
+      namespace,
+      body: {
+        metadata: { name: "web-build-9", labels: builderLabels, annotations: { "niximage.io/reasons": "SpecChanged" } },
+        spec: {
+          backoffLimit: 0,
+          template: { metadata: { labels: builderLabels }, spec: { restartPolicy: "Never", containers: [{ name: "push", image: "busybox:1" }] } },
+        },
+      },
+    });
+    await finishBuildPod(namespace, "web-build-9", { succeed: { message: pushResult(repository, "e".repeat(64), flake.rev) } });
+    await waitFor("the forged Job completed", async () =>
+      (await batch.readNamespacedJob({ namespace, name: "web-build-9" })).status?.conditions?.some((c) => c.type === "Complete" && c.status === "True"),
+    );
+    // ...and a bare pod labelled as the real build's pod, newer than it, with a forged result.
+    const forgedPod = await core.createNamespacedPod({
+      namespace,
+      body: {
+        metadata: { name: "web-build-1-forged", labels: { ...builderLabels, "niximage.io/build-number": "1", "batch.kubernetes.io/job-name": "web-build-1" } },
+        spec: { restartPolicy: "Never", containers: [{ name: "push", image: "busybox:1" }] },
+      },
+    });
+    const done = (name: string, exitCode: number, message?: string) => ({
+      name,
+      ready: false,
+      restartCount: 0,
+      image: "busybox:1",
+      imageID: "",
+      state: {
+        terminated: {
+          exitCode,
+          reason: "Completed",
+          ...(message ? { message } : {}),
+          startedAt: new Date().toISOString(),
+          finishedAt: new Date().toISOString(),
+        },
+      },
+    });
+    await kubeRequestJson(kubeClients().kc, "PATCH", `/api/v1/namespaces/${namespace}/pods/${forgedPod.metadata!.name}/status`, {
+      body: { status: { phase: "Succeeded", containerStatuses: [done("push", 0, pushResult(repository, "f".repeat(64), flake.rev))] } },
+      contentType: "application/merge-patch+json",
+    });
+
+    const ignored = async () =>
+      (await core.listNamespacedEvent({ namespace })).items.filter((e) => e.reason === "ForeignObjectIgnored" && e.involvedObject.kind === "NixImage");
+    await waitFor("both forgeries reported", async () => (await ignored()).length === 2);
+    for (let i = 0; i < 2; i++) {
+      operator.enqueueAll();
+      await operator.idle();
+    }
+    expect((await ignored()).map((e) => (e.message ?? "").split(" ").slice(0, 2).join(" ")).sort()).toEqual(["Job web-build-9", "Pod web-build-1-forged"]);
+    const status = (await readImage(namespace, "web")).status!;
+    expect(status.latestImage).toBe(digest("a"));
+    expect(status.lastBuild).toMatchObject({ job: "web-build-1", result: "Succeeded", digest: `sha256:${"a".repeat(64)}` });
+    expect(status.buildCount).toBe(1);
+    expect((await readDeployment(namespace, "web")).spec!.template.spec!.containers[0]!.image).toBe(digest("a"));
+  });
+
   it("leaves fields of another manager (a GitOps tool) alone, and keeps the image field ours", async () => {
     const namespace = await testNamespace("rollout-gitops");
     await startTestOperator({ access: await chartServiceAccount(), namespaces: [namespace] });

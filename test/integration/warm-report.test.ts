@@ -8,7 +8,7 @@ import { mkdir, readFile, readdir } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { readLockedClosure, readStepFiles } from "../../src/builder/step-files.ts";
-import { warmResultSchema } from "../../src/controller/job-outcome.ts";
+import { warmResultSchema } from "../../src/builder/step-results.ts";
 import { fixtureRepo, repoRoot, runCli } from "../support/builder-fixtures.ts";
 import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
 import { testbed } from "../support/kube.ts";

@@ -11,6 +11,7 @@ import { pino } from "pino";
 import { parseAllDocuments } from "yaml";
 import { onTestFinished } from "vitest";
 import { nixImageCrd } from "../../src/api/crd.ts";
+import type { PushStepResult } from "../../src/builder/step-results.ts";
 import { parseOperatorConfig, type OperatorConfigInput } from "../../src/config/operator-config.ts";
 import { defaultFlakeRefPolicy } from "../../src/flake/flake-ref-policy.ts";
 import { startOperator, type RunningOperator } from "../../src/controller/operator.ts";
@@ -224,13 +225,16 @@ export async function finishBuildPod(namespace: string, job: string, outcome: Po
 
 /** A push step result as the push-step command writes it. */
 export function pushResult(repository: string, digestHex: string, rev: string) {
-  return JSON.stringify({
+  // Typed with the push step's own result schema: the harness cannot drift from the real writer.
+  const result: PushStepResult = {
     image: `${repository}@sha256:${digestHex}`,
     digest: `sha256:${digestHex}`,
     tags: [`rev-${rev.slice(0, 12)}`],
-    revision: { url: `git+http://127.0.0.1/x.git?rev=${rev}`, rev, lastModified: 1704067200 },
-    layers: { pushed: 1, skipped: 3 },
+    format: "package",
+    revision: { url: `git+http://127.0.0.1/x.git?rev=${rev}`, rev, lastModified: 1704067200, narHash: "sha256-AAAA" },
+    layers: { total: 4, pushed: 1, skipped: 3, mounted: 0 },
     bytesPushed: 1234,
     seconds: { build: 1.5, push: 0.5 },
-  });
+  };
+  return JSON.stringify(result);
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { fitMessage, fitResult, TERMINATION_MESSAGE_LIMIT, type PushStepResult } from "../../src/builder/push-result.ts";
-import { pushResultSchema } from "../../src/controller/job-outcome.ts";
+import { fitMessage, fitResult } from "../../src/builder/push-result.ts";
+import { pushResultSchema, TERMINATION_MESSAGE_LIMIT, type PushStepResult } from "../../src/builder/step-results.ts";
 
 const base: PushStepResult = {
   image: `127.0.0.1:5000/acme/web@sha256:${"a".repeat(64)}`,

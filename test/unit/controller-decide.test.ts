@@ -628,29 +628,6 @@ describe("decide: warm builds", () => {
     expect(createdJobs(d)).toEqual([]);
   });
 
-  it("a warm report's strings and lists are cut to the status schema's bounds", () => {
-    const built = builtImage({ warm });
-    const many = Array.from({ length: 300 }, (_, i) => ({ name: `p${i}`, to: "1" }));
-    const job: JobView = {
-      name: "web-warm-1",
-      kind: "Warm",
-      number: 1,
-      state: "Succeeded",
-      reasons: ["WarmSchedule"],
-      warmResult: {
-        revision: { url: `u${"x".repeat(3000)}`, rev: "r".repeat(100), lastModified: 1.5, narHash: "h".repeat(200) },
-        closureDiff: { added: many, removed: [{ name: "n".repeat(300), from: "v".repeat(200) }], changed: [{ name: "c", from: "1", to: "2".repeat(200) }] },
-        seconds: { build: 1, ["k".repeat(40)]: 2 },
-      },
-    };
-    const w = decide(observe(built.image, { jobs: [built.job, job] })).status.lastWarmBuild!;
-    expect(w.revision).toEqual({ url: `u${"x".repeat(2047)}`, rev: "r".repeat(64), lastModified: 1, narHash: "h".repeat(128) });
-    expect(w.durations).toEqual({ build: 1 });
-    expect(w.closureDiff?.added).toHaveLength(256);
-    expect(w.closureDiff?.removed).toEqual([{ name: "n".repeat(256), from: "v".repeat(128) }]);
-    expect(w.closureDiff?.changed).toEqual([{ name: "c", from: "1", to: "2".repeat(128) }]);
-  });
-
   it("an image build comes before a due warm build", () => {
     const built = builtImage({ warm });
     const image = testImage({ warm, attribute: "changed" }, { status: built.status });
@@ -670,7 +647,7 @@ describe("decide: warm builds", () => {
       completionTime: "2026-11-22T02:20:00Z",
       storeVolume: "niximage-store-0",
       warmResult: {
-        revision: { url: `github:acme/shop/${rev2}`, rev: rev2 },
+        revision: { url: `github:acme/shop/${rev2}`, rev: rev2, lastModified: 1_763_000_000, narHash: "sha256-BBBB" },
         closureDiff: { added: [{ name: "libfoo", to: "1.0" }], removed: [], changed: [{ name: "openssl", from: "3.0.1", to: "3.0.2" }] },
         seconds: { build: 900 },
       },
@@ -748,5 +725,82 @@ describe("decide: requeueAfter", () => {
     ]);
     expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
     expect(d.requeueAfterMs).toBe(30_000);
+  });
+});
+
+describe("decide: failure taxonomy and retries", () => {
+  const failedAt = "2026-11-22T09:59:50Z"; // 10 s before `now`
+  const transient = { step: "push", exitCode: 75, reason: "Error", message: "registry: HTTP 503", transient: true };
+  const failedBuild = (number: number, failure: JobView["failure"], attempt = 1) => {
+    const bare = testImage();
+    const job = imageJob(bare, config, { number, state: "Failed", failure, failedAt, attempt });
+    return { image: bare, job };
+  };
+  const at = (ms: number) => new Date(now.getTime() + ms);
+
+  it.each([
+    // attempt that failed, ms after `now`, expected state, expected next attempt (or none)
+    [1, 0, "Ready=False/RetryingBuild Reconciling=True Stalled=False", undefined, 20_000],
+    [1, 20_000, "Ready=Unknown/Building Reconciling=True Stalled=False", 2, undefined],
+    [2, 0, "Ready=False/RetryingBuild Reconciling=True Stalled=False", undefined, 50_000],
+    [2, 50_000, "Ready=Unknown/Building Reconciling=True Stalled=False", 3, undefined],
+    [3, 110_000, "Ready=Unknown/Building Reconciling=True Stalled=False", 4, undefined],
+    [4, 3_600_000, "Ready=False/BuildFailed Reconciling=False Stalled=True", undefined, undefined],
+  ])("a transient failure of attempt %i, %i ms later: %s, next attempt %s", (attempt, later, want, next, requeue) => {
+    const { image, job } = failedBuild(attempt, transient, attempt);
+    const d = decide(observe(image, { jobs: [job], now: at(later) }));
+    expect(state(d)).toBe(want);
+    if (next === undefined) expect(createdJobs(d)).toEqual([]);
+    else {
+      const created = createdJob(d).job;
+      expect(created.metadata?.annotations?.["niximage.io/reasons"]).toBe("Retry");
+      expect(created.metadata?.annotations?.["niximage.io/attempt"]).toBe(String(next));
+      expect(d.status.lastBuild).toMatchObject({ result: "Running", attempt: next, reasons: ["Retry"] });
+    }
+    if (requeue !== undefined) expect(d.requeueAfterMs).toBe(requeue);
+    if (attempt === 4) expect(conditionOf(d, "Ready")?.message).toContain("failed 4 times");
+  });
+
+  it("the retry limit, delays and cap come from the operator config", () => {
+    const { image, job } = failedBuild(1, transient);
+    const quick = testConfig({ build: { retry: { limit: 0 } } });
+    expect(state(decide(observe(image, { jobs: [job], config: quick })))).toBe("Ready=False/BuildFailed Reconciling=False Stalled=True");
+    const slow = testConfig({ build: { retry: { baseDelay: "1h", maxDelay: "2m" } } });
+    expect(decide(observe(image, { jobs: [job], config: slow })).requeueAfterMs).toBe(110_000);
+  });
+
+  it.each([
+    ["an eval/build error", { step: "build", exitCode: 1, message: "error: attribute 'web' missing" }],
+    ["OOMKilled", { step: "build", exitCode: 137, reason: "OOMKilled", message: "killed: more memory than its limit (2Gi)" }],
+    ["a registry 401 in the push step", { step: "push", exitCode: 1, message: "HTTP 401 Unauthorized" }],
+  ])("%s is not retried with the same inputs", (_what, failure) => {
+    const { image, job } = failedBuild(1, failure);
+    const d = decide(observe(image, { jobs: [job], now: at(3_600_000) }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(state(d)).toBe("Ready=False/BuildFailed Reconciling=False Stalled=True");
+  });
+
+  it("a lost result never leaves the old image Ready: Retrying while the retry waits", () => {
+    const built = builtImage();
+    const lost = imageJob(built.image, config, {
+      number: 2,
+      state: "Failed",
+      reasons: ["RebuildRequested"],
+      failedAt,
+      failure: { step: "push", reason: "ResultLost", message: "the builder pod was deleted before its result was read", transient: true },
+    });
+    const d = decide(observe(built.image, { jobs: [built.job, lost] }));
+    expect(state(d)).toBe("Ready=False/RetryingBuild Reconciling=True Stalled=False");
+    expect(d.status.latestImage).toBe(built.status.latestImage);
+    expect(conditionOf(d, "Ready")?.message).toContain("stays in use");
+  });
+
+  it("a new commit after a transient failure builds at once, as attempt 1", () => {
+    const bare = testImage({ triggers: { interval: "5m" } });
+    const job = imageJob(bare, config, { number: 1, state: "Failed", failure: transient, failedAt, flake: `github:acme/shop/${rev1}` });
+    const d = decide(observe(bare, { jobs: [job], polledRevision: rev2 }));
+    const created = createdJob(d).job;
+    expect(created.metadata?.annotations?.["niximage.io/reasons"]).toBe("RevisionChanged");
+    expect(created.metadata?.annotations?.["niximage.io/attempt"]).toBeUndefined();
   });
 });

@@ -62,8 +62,9 @@ export function pushResultFor(digest = digest1, rev = rev1): NonNullable<JobView
     image: `${repository}@${digest}`,
     digest,
     tags: [`rev-${rev.slice(0, 12)}`],
+    format: "package",
     revision: { url: `github:acme/shop/${rev}`, rev, lastModified: 1_763_000_000, narHash: "sha256-AAAA" },
-    layers: { pushed: 2, skipped: 40 },
+    layers: { total: 42, pushed: 2, skipped: 40, mounted: 0 },
     bytesPushed: 4096,
     seconds: { build: 12, push: 3 },
   };

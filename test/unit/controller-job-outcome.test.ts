@@ -4,6 +4,7 @@ import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
 import { failedStep, jobView } from "../../src/controller/job-outcome.ts";
 
+const jobUid = "5d3c8a0e-1111-4c7b-8a55-0123456789ab";
 const digest = `sha256:${"b".repeat(64)}`;
 const rev = "c".repeat(40);
 
@@ -15,7 +16,7 @@ function job(name: string, kind: "Image" | "Warm", status: V1Job["status"]): V1J
     metadata: {
       name,
       namespace: "shop",
-      uid: "5d3c8a0e-1111-4c7b-8a55-0123456789ab",
+      uid: jobUid,
       resourceVersion: "4711",
       creationTimestamp: new Date("2026-11-22T09:00:00Z"),
       labels: {
@@ -130,7 +131,13 @@ function pod(name: string, created: string, phase: string, init: object[], main:
   return {
     apiVersion: "v1",
     kind: "Pod",
-    metadata: { name, namespace: "shop", creationTimestamp: new Date(created), labels: { "batch.kubernetes.io/job-name": "web-build-7" } },
+    metadata: {
+      name,
+      namespace: "shop",
+      creationTimestamp: new Date(created),
+      labels: { "batch.kubernetes.io/job-name": "web-build-7" },
+      ownerReferences: [{ apiVersion: "batch/v1", kind: "Job", name: "web-build-7", uid: jobUid, controller: true }],
+    },
     spec: { containers: [] },
     status: { phase, initContainerStatuses: init, containerStatuses: main, startTime: new Date(created), qosClass: "BestEffort" } as V1Pod["status"],
   };
@@ -165,6 +172,9 @@ describe("jobView", () => {
       requestedAt: "2026-11-22T09:00:00Z",
       startTime: "2026-11-22T09:00:01Z",
       completionTime: undefined,
+      attempt: 1,
+      podsActive: false,
+      foreignPods: [],
     });
   });
 
@@ -184,8 +194,9 @@ describe("jobView", () => {
       image: `registry.example.com/acme/web@${digest}`,
       digest,
       tags: [`rev-${rev.slice(0, 12)}`, "latest"],
+      format: "package",
       revision: { url: `github:acme/shop/${rev}`, rev, lastModified: 1_763_000_000, narHash: "sha256-x" },
-      layers: { pushed: 2, skipped: 39, mounted: 1 },
+      layers: { total: 42, pushed: 2, skipped: 39, mounted: 1 },
       bytesPushed: 123456,
       seconds: { plan: 0.1, layers: 3.2, push: 4 },
       attestations: { sbom: `sha256:${"a".repeat(64)}`, provenance: `sha256:${"b".repeat(64)}` },
@@ -263,10 +274,17 @@ describe("jobView", () => {
     }
   });
 
-  it("a succeeded Job whose pod was already deleted: Succeeded, no result parsed", () => {
+  it("a succeeded Job whose pod was already deleted: the result is lost, a transient failure (retried), never the old image as Ready", () => {
     const view = jobView(job("web-build-7", "Image", succeeded), []);
-    expect(view.state).toBe("Succeeded");
+    expect(view.state).toBe("Failed");
     expect(view.result).toBeUndefined();
+    expect(view.failure).toMatchObject({ step: "push", reason: "ResultLost", transient: true });
+    expect(view.failedAt).toBe("2026-11-22T09:12:30.000Z");
+  });
+
+  it("a succeeded Job whose push step's end the cache does not show yet: still Running (no verdict from a stale cache)", () => {
+    const p = pod("p", "2026-11-22T09:00:01Z", "Running", [terminated("prepare", 0), terminated("build", 0)], [waiting("push")]);
+    expect(jobView(job("web-build-7", "Image", succeeded), [p]).state).toBe("Running");
   });
 
   it("FailureTarget alone (Failed not yet added) already counts as failed", () => {
@@ -336,6 +354,71 @@ describe("jobView", () => {
     const view = jobView(job("web-warm-3", "Warm", succeeded), [p]);
     expect(view.state).toBe("Succeeded");
     expect(view.warmResult).toBeUndefined();
+  });
+
+  it.each([
+    ["push step exit 75 (registry 503)", "push", 75, "Error", "HTTP 503 from registry", true],
+    ["push step exit 1 (401 Unauthorized)", "push", 1, "Error", "HTTP 401", false],
+    ["build step exit 75 (flake code cannot ask for retries)", "build", 75, "Error", "nix: error", false],
+  ])("failure taxonomy: %s -> transient %s", (_what, step, code, reason, message, transient) => {
+    const init = step === "push" ? [terminated("prepare", 0), terminated("build", 0)] : [terminated("prepare", 0), terminated("build", code, message)];
+    const main = step === "push" ? [terminated("push", code, message)] : [waiting("push")];
+    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", init, main);
+    const view = jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "Job has reached the specified backoff limit")), [p]);
+    expect(view.failure).toMatchObject({ step, exitCode: code, reason });
+    expect(view.failure?.transient === true).toBe(transient);
+    expect(view.failedAt).toBe("2026-11-22T09:03:00.000Z");
+  });
+
+  it("OOMKilled: deterministic, the memory limit in the message", () => {
+    const oom = terminated("build", 137, "building...");
+    (oom.state.terminated as { reason: string }).reason = "OOMKilled";
+    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0), oom], [waiting("push")]);
+    p.spec = { containers: [], initContainers: [{ name: "prepare" }, { name: "build", resources: { limits: { memory: "2Gi" } } }] };
+    const view = jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "limit")), [p]);
+    expect(view.failure).toMatchObject({ step: "build", reason: "OOMKilled", exitCode: 137 });
+    expect(view.failure?.message).toMatch(/more memory than its limit \(2Gi\).*spec\.build\.resources\.limits\.memory/);
+    expect(view.failure?.transient).toBeUndefined();
+  });
+
+  it.each([
+    ["evicted", { reason: "Evicted", message: "The node was low on resource: memory." }, "Evicted"],
+    [
+      "preempted (DisruptionTarget)",
+      { conditions: [{ type: "DisruptionTarget", status: "True", reason: "PreemptionByScheduler", message: "preempted" }] },
+      "PreemptionByScheduler",
+    ],
+  ])("a %s pod: transient", (_what, extra, reason) => {
+    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0), terminated("build", 137)], [waiting("push")]);
+    p.status = { ...p.status, ...extra } as V1Pod["status"];
+    const view = jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "limit")), [p]);
+    expect(view.failure).toMatchObject({ step: "pod", reason, transient: true });
+  });
+
+  it("a failed Job with no pod left (not a deadline): transient; a deadline: not", () => {
+    expect(jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "limit")), []).failure?.transient).toBe(true);
+    expect(jobView(job("web-build-7", "Image", failedStatus("DeadlineExceeded", "deadline")), []).failure?.transient).toBeUndefined();
+  });
+
+  it("trust: a pod labelled for the Job but not controlled by its UID is ignored and reported", () => {
+    const forged = pod("forged", "2026-11-22T09:05:00Z", "Succeeded", [terminated("prepare", 0), terminated("build", 0)], [terminated("push", 0, pushMessage)]);
+    forged.metadata!.ownerReferences = [{ apiVersion: "batch/v1", kind: "Job", name: "web-build-7", uid: "someone-else", controller: true }];
+    const unowned = { ...forged, metadata: { ...forged.metadata, name: "unowned", ownerReferences: [] } };
+    const view = jobView(job("web-build-7", "Image", succeeded), [forged, unowned]);
+    expect(view.result).toBeUndefined();
+    expect(view.foreignPods).toEqual(["forged", "unowned"]);
+    expect(view.failure).toMatchObject({ reason: "ResultLost" });
+  });
+
+  it("the store volume stays in use while any own pod is not finished (a Job marked failed before its pod is gone)", () => {
+    const running = pod("p", "2026-11-22T09:00:01Z", "Running", [terminated("prepare", 0)], [waiting("push")]);
+    const failedTarget = failedStatus("DeadlineExceeded", "deadline");
+    failedTarget.conditions = failedTarget.conditions.filter((c) => c.type === "FailureTarget");
+    const view = jobView(job("web-build-7", "Image", failedTarget), [running]);
+    expect(view.state).toBe("Failed");
+    expect(view.podsActive).toBe(true);
+    const gone = pod("p", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0)], [waiting("push")]);
+    expect(jobView(job("web-build-7", "Image", failedTarget), [gone]).podsActive).toBe(false);
   });
 
   it("a Job without labels or annotations reads as an Image build number 0 with no reasons", () => {

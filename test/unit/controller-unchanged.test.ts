@@ -73,7 +73,14 @@ describe("exact no-op", () => {
       buildCount: 2,
       lastBuild: { job: "web-build-2", number: 2, kind: "Image", reasons: ["RevisionChanged"], result: "Running", flake: `github:acme/shop/${rev2}` },
     });
-    const result = { ...pushResultFor(digest1, rev2), tags: [], layers: { pushed: 0, skipped: 0, mounted: 0 }, bytesPushed: 0, outPath, unchanged: true };
+    const result = {
+      ...pushResultFor(digest1, rev2),
+      tags: [],
+      layers: { total: 0, pushed: 0, skipped: 0, mounted: 0 },
+      bytesPushed: 0,
+      outPath,
+      unchanged: true,
+    };
     const job2 = imageJob(running, config, { number: 2, reasons: ["RevisionChanged"], result });
     const decision = decide(observe(running, { config, jobs: [job2], polledRevision: rev2, storeVolumes: [volume("niximage-store-0")] }));
     expect(decision.status.latestImage).toBe(`${repository}@${digest1}`);

@@ -11,7 +11,7 @@ import { writeStepFiles, type BuildResult } from "../../src/builder/step-files.t
 import { fitWarmReport, warmReport, warmReportOf } from "../../src/builder/warm-report.ts";
 import { main } from "../../src/cli/main.ts";
 import { diffClosures } from "../../src/controller/closure-diff.ts";
-import { warmResultSchema, type WarmResult } from "../../src/controller/job-outcome.ts";
+import { warmResultSchema, type WarmResult } from "../../src/builder/step-results.ts";
 
 const hashChars = "0123456789abcdfghijklmnpqrsvwxyz";
 const storePath = (name: string, seed = 0) => {
@@ -159,13 +159,14 @@ describe("fitWarmReport", () => {
     expect(parsed.closureDiff!.added.length).toBe(parsed.closureDiff!.changed.length);
   });
 
-  it("a huge revision URL is shortened last; the commit stays", () => {
+  it("a huge revision URL is cut to the status bound (2048 characters); the commit stays", () => {
     const r: WarmResult = { revision: { ...revision, url: `git+https://example.com/${"p".repeat(5000)}` }, seconds: { build: 1 } };
     const text = fitWarmReport(r);
     expect(bytes(text)).toBeLessThanOrEqual(4096);
     const parsed = warmResultSchema.parse(JSON.parse(text));
     expect(parsed.revision?.rev).toBe(rev);
-    expect(parsed.seconds).toEqual({});
+    expect(parsed.revision?.url).toHaveLength(2048);
+    expect(parsed.seconds).toEqual({ build: 1 });
     // Multi-byte characters too.
     expect(bytes(fitWarmReport({ revision: { ...revision, url: "ü".repeat(3000) } }))).toBeLessThanOrEqual(4096);
   });
