@@ -19,7 +19,7 @@ import type { RevisionPolls } from "./revision-polls.ts";
 import { classifyError, NotLeaderError, StaleCacheError } from "./reconcile-errors.ts";
 import { mergePatch } from "./status-patch.ts";
 import { summarize, type RolloutOutcome } from "./summarize.ts";
-import { storeVolumeView } from "./store-pool.ts";
+import { storeVolumeView, volumeHolders } from "./store-pool.ts";
 import { isWarmDue, nextWarmTime } from "./warm-schedule.ts";
 
 /**
@@ -200,19 +200,17 @@ export class NixImageReconciler {
       ...labelled.filter((job) => !own.includes(job)).map((job) => ({ kind: "Job", name: job.metadata?.name ?? "", uid: job.metadata?.uid ?? "" })),
       ...ownJobs.flatMap((view) => (view.foreignPods ?? []).map((pod) => ({ kind: "Pod", name: pod, uid: `${view.name}/${pod}` }))),
     ];
-    // A volume stays leased while its Job runs or any pod of it has not finished (a Job is
-    // marked failed before its pod is gone), and while pods of a deleted holder Job remain.
     const podsActive = (jobName: string) =>
       pods.byIndex(indexes.podsByJob, `${namespace}/${jobName}`).some((p) => p.status?.phase !== "Succeeded" && p.status?.phase !== "Failed");
-    const namespaceJobs = new Map(
+    const storeVolumes = volumes.list(namespace).map(storeVolumeView);
+    const namespaceJobs = volumeHolders(
       jobs
         .list(namespace)
         .filter((j) => j.metadata?.labels?.[labels.image])
-        .map((j) => [j.metadata!.name!, isRunning(j) || podsActive(j.metadata!.name!)]),
+        .map((j) => ({ name: j.metadata!.name!, running: isRunning(j) })),
+      podsActive,
+      storeVolumes,
     );
-    for (const volume of volumes.list(namespace).map(storeVolumeView)) {
-      if (volume.holder && !namespaceJobs.has(volume.holder) && podsActive(volume.holder)) namespaceJobs.set(volume.holder, true);
-    }
 
     for (const [jobName, at] of this.#justCreated) {
       if (now.getTime() - at > 60_000 || jobs.get(jobName.split("/")[1]!, jobName.split("/")[0])) this.#justCreated.delete(jobName);
@@ -226,7 +224,7 @@ export class NixImageReconciler {
       jobs: ownJobs,
       namespaceJobs,
       runningBuildsEverywhere: runningEverywhere,
-      storeVolumes: volumes.list(namespace).map(storeVolumeView),
+      storeVolumes,
       ...this.#stillRejected(`${namespace}/${name}`, image.metadata.generation ?? 0, now),
       workloads: this.#deps.workloads.byIndex(indexes.workloadsByImage, `${namespace}/${name}`),
       ...(foreign.length > 0 ? { foreign } : {}),

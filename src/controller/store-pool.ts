@@ -60,6 +60,23 @@ export function isFree(volume: StoreVolumeView, jobs: ReadonlyMap<string, boolea
   return !(now.getTime() - since < leaseGraceMs);
 }
 
+/**
+ * Which builder Jobs still hold their store volume: name -> true while the Job runs or any pod of
+ * it has not finished (a Job is marked failed before its pod is gone: the pod may still write to
+ * the store), false once done. Holders of a lease whose Job is gone count while pods remain.
+ */
+export function volumeHolders(
+  jobs: readonly { name: string; running: boolean }[],
+  podsActive: (job: string) => boolean,
+  volumes: readonly StoreVolumeView[],
+): Map<string, boolean> {
+  const holders = new Map(jobs.map((j) => [j.name, j.running || podsActive(j.name)]));
+  for (const volume of volumes) {
+    if (volume.holder && !holders.has(volume.holder) && podsActive(volume.holder)) holders.set(volume.holder, true);
+  }
+  return holders;
+}
+
 export function leaseAnnotations(holder: string, now: Date): Record<string, string> {
   return { [annotations.leaseHolder]: holder, [annotations.leaseTime]: now.toISOString() };
 }

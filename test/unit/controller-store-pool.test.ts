@@ -6,6 +6,7 @@ import {
   leaseGraceMs,
   storeVolumeClaim,
   storeVolumeView,
+  volumeHolders,
   type StoreVolumeView,
 } from "../../src/controller/store-pool.ts";
 import { now, testConfig, volume } from "./controller-fixtures.ts";
@@ -132,5 +133,39 @@ describe("store volume objects", () => {
     });
     const defaults = storeVolumeClaim("shop", "niximage-store-0", "web-build-1", now, testConfig());
     expect(defaults.spec).toEqual({ accessModes: ["ReadWriteOncePod"], resources: { requests: { storage: "20Gi" } } });
+  });
+});
+
+describe("volumeHolders: a lease ends only once the holder's pod is gone", () => {
+  const volumes = [
+    { name: "niximage-store-0", resourceVersion: "1", holder: "web-build-1", leasedAt: "2026-11-22T09:00:00Z" },
+    { name: "niximage-store-1", resourceVersion: "1", holder: "gone-build-4", leasedAt: "2026-11-22T09:00:00Z" },
+  ];
+  const at = new Date("2026-11-22T10:00:00Z");
+  it.each([
+    ["running Job", true, [], true],
+    ["failed Job, pod still terminating", false, ["web-build-1"], true],
+    ["failed Job, pod finished", false, [], false],
+  ])("%s -> holds %s", (_what, running, active, holds) => {
+    const holders = volumeHolders([{ name: "web-build-1", running }], (j) => active.includes(j), volumes);
+    expect(holders.get("web-build-1")).toBe(holds);
+    expect(isFree(volumes[0]!, holders, at)).toBe(!holds);
+  });
+
+  it("a deleted holder Job whose pod still runs keeps the volume past the grace period; without pods it is free", () => {
+    expect(
+      isFree(
+        volumes[1]!,
+        volumeHolders([], (j) => j === "gone-build-4", volumes),
+        at,
+      ),
+    ).toBe(false);
+    expect(
+      isFree(
+        volumes[1]!,
+        volumeHolders([], () => false, volumes),
+        at,
+      ),
+    ).toBe(true);
   });
 });
