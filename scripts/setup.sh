@@ -62,6 +62,18 @@ if ! NIX_CONFIG=$'experimental-features = nix-command\nsandbox = false\nbuild-us
   nix eval --raw --impure --expr builtins.currentSystem >/dev/null 2>&1; then
   info "warning: 'nix eval' fails for $(id -un): the Debian single-user store needs root (or a nix-daemon)"
 fi
+# Nix build users (test/integration/build-users.test.ts builds as them, as the builder image does):
+# group nixbld (gid 30000) with nixbld1..8 (uid 30001..30008), created when missing.
+if ! getent group nixbld >/dev/null; then
+  info "creating the nixbld group and build users nixbld1..8"
+  $sudo groupadd --system --gid 30000 nixbld
+fi
+for i in 1 2 3 4 5 6 7 8; do
+  if ! getent passwd "nixbld$i" >/dev/null; then
+    $sudo useradd --system --uid $((30000 + i)) --gid nixbld --groups nixbld --no-create-home \
+      --home-dir /var/empty --shell /usr/sbin/nologin "nixbld$i" 2>/dev/null
+  fi
+done
 
 # ---------------------------------------------------------------------------------------------
 step "Node.js >= 22"

@@ -10,6 +10,7 @@ import type { ClosurePath } from "../image/path-info.ts";
 import type { Logger } from "../log/logger.ts";
 import { closureNarSize, queryClosure } from "../nix/closure.ts";
 import { verifyClosure } from "../nix/verify-closure.ts";
+import { requireBuildUsers } from "../nix/build-users.ts";
 import { lockFlake, type LockedFlake } from "../nix/flake-metadata.ts";
 import { listGcRoots, registerGcRoots } from "../nix/gc-root.ts";
 import { collectGarbageIfFull } from "../nix/store-gc.ts";
@@ -47,6 +48,8 @@ export interface BuildStepOptions {
    * the committed lock file, whose closure goes to locked-closure.json for the closure diff.
    */
   updateInputs?: boolean;
+  /** Refuse to build when this process is root and Nix has no build users (see nix/build-users.ts). */
+  requireBuildUsers?: boolean;
   timeoutMs?: number;
   signal?: AbortSignal;
   progress?: ProgressSink;
@@ -98,6 +101,7 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
   const seconds: Record<string, number> = {};
 
   let t = performance.now();
+  if (options.requireBuildUsers) await requireBuildUsers(options.nix, process.getuid?.(), options.signal ? { signal: options.signal } : {});
   progress.phase("lock", options.flake);
   const locked = await lockFlake(options.nix, options.flake, common);
   seconds.lock = secondsSince(t);

@@ -45,6 +45,8 @@ Flags:
   --allow-import-from-derivation
                                allow IFD for this flake
   --extra-attribute ATTR       warm builds: another attribute to build and keep alive (repeatable)
+  --require-build-users        as root: refuse to build unless Nix runs builders as build users
+                               (build-users-group set); the builder Job passes it
   --update-inputs              build against freshly locked inputs (--recreate-lock-file, never
                                written back) and also from the committed lock file
   --timeout DURATION           give up after this long, e.g. 45m (default: no limit)
@@ -61,6 +63,7 @@ Flags:
         format: { type: "string" },
         "gc-root-dir": { type: "string" },
         keep: { type: "string" },
+        "require-build-users": { type: "boolean" },
         "gc-threshold-percent": { type: "string" },
         generation: { type: "string" },
         substituter: { type: "string", multiple: true },
@@ -113,6 +116,7 @@ Flags:
         ...(generation !== undefined ? { generation } : {}),
         ...(values["extra-attribute"] ? { extraAttributes: values["extra-attribute"] } : {}),
         ...(values["update-inputs"] ? { updateInputs: true } : {}),
+        ...(values["require-build-users"] ? { requireBuildUsers: true } : {}),
         ...(timeoutMs !== undefined ? { timeoutMs } : {}),
         signal: context.signal,
         progress,

@@ -152,6 +152,8 @@ export function builderJob(input: BuilderJobInput): V1Job {
     for (const key of cache.publicKeys) buildArgs.push("--trusted-public-key", key);
   }
   if (spec.build.allowImportFromDerivation) buildArgs.push("--allow-import-from-derivation");
+  // With build capabilities the image builds as nixbld users: the step refuses to build as root (issue 12, item 2).
+  if (config.builder.buildCapabilities.length > 0) buildArgs.push("--require-build-users");
   if (input.kind === "Warm") {
     for (const attribute of spec.warm?.attributes ?? []) buildArgs.push("--extra-attribute", attribute);
     if (spec.warm?.updateInputs) buildArgs.push("--update-inputs");
