@@ -13,6 +13,10 @@
 // changed (a commit that changes only the app's store path; the baseline must write its tarball
 // again, skopeo then skips the unchanged layers it knows).
 //
+// The rows above push without attestations (--no-sbom --no-provenance). Then the cost of the
+// proof: cold and warm no-op again into a second repository (fresh layer cache) with the SBOM,
+// the provenance and cosign signatures of all three (--sign-key), beside the same pushes without.
+//
 // Usage: node bench/push.ts [--runs 3] [--paths 60] [--mib 300]
 // Needs nix, docker-registry, skopeo, git, tar on PATH (see testbed.md); runs as the test bed does.
 import { spawn } from "node:child_process";
@@ -195,6 +199,10 @@ async function bench(work: string): Promise<void> {
     `closure: ${v1.result.closure.paths} store paths, ${(narTotal / 2 ** 20).toFixed(1)} MiB (NAR); nix build ${build1.toFixed(1)} s, rebuild after the app-only commit ${build2.toFixed(1)} s`,
   );
 
+  const signKey = join(work, "sign.key");
+  const { generateKeyPairSync } = await import("node:crypto");
+  await writeFile(signKey, generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+
   type Row = Record<string, number[]>;
   const t: Row = {};
   const bytes: Row = {};
@@ -206,17 +214,26 @@ async function bench(work: string): Promise<void> {
     const reg = await startRegistry({ name: `bench-${run}`, dir: regDir, logFile: join(regDir, "registry.log") });
     const cache = join(work, `layer-cache-${run}`);
     try {
-      const push = async (from: string, key: string) => {
+      const push = async (from: string, key: string, attest: string[] = ["--no-sbom", "--no-provenance"], repo = "ours", layerCache = cache) => {
         const before = await dirBytes(reg.rootDir);
         const r = await timed(() =>
-          must(process.execPath, [cli, "push-step", "--from", from, "--image", `${reg.host}/ours`, "--plain-http", "--layer-cache", cache, "--json"], {
-            ...process.env,
-            LOG_LEVEL: "warn",
-          }),
+          must(
+            process.execPath,
+            [cli, "push-step", "--from", from, "--image", `${reg.host}/${repo}`, "--plain-http", "--layer-cache", layerCache, "--json", ...attest],
+            {
+              ...process.env,
+              LOG_LEVEL: "warn",
+            },
+          ),
         );
-        const result = JSON.parse(r.value) as { bytesPushed: number; layers: { pushed: number; total: number }; seconds: { push: number } };
+        const result = JSON.parse(r.value) as {
+          bytesPushed: number;
+          layers: { pushed: number; total: number };
+          seconds: { push: number; attest?: number };
+        };
         add(t, key, r.seconds);
         add(t, `${key}: push phases`, result.seconds.push);
+        if (result.seconds.attest !== undefined) add(t, `${key}: attest phase`, result.seconds.attest);
         add(bytes, key, result.bytesPushed);
         add(bytes, `${key} (registry storage growth)`, (await dirBytes(reg.rootDir)) - before);
         console.error(
@@ -226,6 +243,16 @@ async function bench(work: string): Promise<void> {
       await push(dir1, "cold");
       await push(dir1, "warm no-op");
       await push(dir2, "one path changed");
+      // The same pushes with SBOM + provenance + signatures, into a repository of their own.
+      const attestCache = join(work, `layer-cache-attest-${run}`);
+      const plainCache = join(work, `layer-cache-plain-${run}`);
+      const attest = ["--sign-key", signKey];
+      await push(dir1, "cold, no attestations (repo 2)", undefined, "ours-plain", plainCache);
+      await push(dir1, "cold, SBOM + provenance + signatures", attest, "ours-attested", attestCache);
+      await push(dir1, "warm no-op, no attestations (repo 2)", undefined, "ours-plain", plainCache);
+      await push(dir1, "warm no-op, SBOM + provenance + signatures", attest, "ours-attested", attestCache);
+      await rm(attestCache, { recursive: true, force: true });
+      await rm(plainCache, { recursive: true, force: true });
 
       const skopeo = async (archive: string) =>
         timed(() =>
@@ -265,6 +292,7 @@ async function bench(work: string): Promise<void> {
 
   const f = (xs: number[] | undefined) => (xs && xs.length > 0 ? median(xs).toFixed(2) : "-");
   const mib = (xs: number[] | undefined) => (xs ? (median(xs) / 2 ** 20).toFixed(1) : "-");
+  const kib = (a: number[] | undefined, b: number[] | undefined) => (a && b ? ((median(a) - median(b)) / 1024).toFixed(1) : "-");
   const ratio = (a: number[] | undefined, b: number[] | undefined) => (a && b && median(b) > 0 ? `${(median(a) / median(b)).toFixed(1)}x` : "-");
   console.log(`\nbig fixture: ${v1.result.closure.paths} store paths, ${(narTotal / 2 ** 20).toFixed(1)} MiB; median of ${runs} run(s); seconds`);
   console.log(
@@ -293,6 +321,17 @@ async function bench(work: string): Promise<void> {
   console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const r of rows) console.log(line(r));
   console.log("\nours s: the push-step process (node start-up included); push phases: what it reports for plan + layers + config + manifest + tags.");
+  console.log(
+    `\nattestations (closure of ${v1.result.closure.paths} paths): push-step seconds without -> with SBOM + provenance + cosign signatures (attest phase)`,
+  );
+  for (const key of ["cold", "warm no-op"]) {
+    const without = t[`${key}, no attestations (repo 2)`];
+    const withA = t[`${key}, SBOM + provenance + signatures`];
+    const added = without && withA ? (median(withA) - median(without)).toFixed(2) : "-";
+    console.log(
+      `  ${key}: ${f(without)} -> ${f(withA)} s (attest phase ${f(t[`${key}, SBOM + provenance + signatures: attest phase`])} s; difference ${added} s); registry storage growth ${kib(bytes[`${key}, no attestations (repo 2) (registry storage growth)`], [0])} -> ${kib(bytes[`${key}, SBOM + provenance + signatures (registry storage growth)`], [0])} KiB`,
+    );
+  }
   console.log(`\nraw (all runs): ${JSON.stringify({ seconds: t, bytes })}`);
 }
 

@@ -11,7 +11,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { PushStepResult } from "../../src/builder/step-results.ts";
 import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
 import { cycloneDxValidator } from "../support/cyclonedx-schema.ts";
-import { supplyChainTool } from "../support/global-setup.ts";
+import { supplyChainTool } from "../support/supply-chain-tools.ts";
 import { testbed } from "../support/kube.ts";
 import { fixtureRepo, lastJson, plainAccess, run, runCli, skopeoInspect, testbedConfig, uniqueRepo } from "../support/builder-fixtures.ts";
 

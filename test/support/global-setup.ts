@@ -19,6 +19,7 @@ import { prepareNixEnv } from "./nix-env.ts";
 import { makeCa } from "./pki.ts";
 import { addExitCleanup, liveDaemons, onLiveDaemonsChanged, retryOnPortConflict, StartError } from "./process.ts";
 import { startRegistry } from "./registry.ts";
+import { supplyChainTool } from "./supply-chain-tools.ts";
 import type { TestBed } from "./testbed-types.ts";
 
 export const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -73,14 +74,6 @@ export function helmBinary(): string {
   const version = /^helm_version=(\S+)$/m.exec(script)?.[1] ?? "unknown";
   const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
   return join(cache, "nix-image-operator", `helm-${version}`, "helm");
-}
-
-/** cosign or oras built by scripts/build-supply-chain-tools.sh (versions pinned there). */
-export function supplyChainTool(tool: "cosign" | "oras"): string {
-  const script = readFileSync(join(repoRoot, "scripts/build-supply-chain-tools.sh"), "utf8");
-  const version = new RegExp(`^${tool}_version=(\\S+)$`, "m").exec(script)?.[1] ?? "unknown";
-  const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
-  return join(cache, "nix-image-operator", `${tool}-${version}`, tool);
 }
 
 interface PidsFile {
