@@ -29,7 +29,7 @@ import type { SigningKey } from "./signing-key.ts";
 import { buildSlsaProvenance, IN_TOTO_MEDIA_TYPE, IN_TOTO_STATEMENT_TYPE, SLSA_PROVENANCE_PREDICATE_TYPE } from "./slsa-provenance.ts";
 
 /** artifactType of the provenance referrer (the statement's media type plus which predicate). */
-export const PROVENANCE_ARTIFACT_TYPE = "application/vnd.in-toto+json";
+const PROVENANCE_ARTIFACT_TYPE = "application/vnd.in-toto+json";
 
 export interface AttestationSettings {
   sbom: boolean;

@@ -11,7 +11,7 @@ import { sign as cryptoSign, type KeyObject } from "node:crypto";
 export const SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json";
 export const DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json";
 export const COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature";
-export const IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json";
+const IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json";
 
 /** cosign's tag for a signature / attestation / SBOM of `digest`: `sha256-<hex>.<suffix>`. */
 export function cosignTag(digest: string, suffix: "sig" | "att"): string {

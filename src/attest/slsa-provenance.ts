@@ -9,8 +9,8 @@ export const IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1";
 export const IN_TOTO_MEDIA_TYPE = "application/vnd.in-toto+json";
 export const SLSA_PROVENANCE_PREDICATE_TYPE = "https://slsa.dev/provenance/v1";
 /** Names how this builder turns its parameters into an image (SLSA's buildType). */
-export const BUILD_TYPE = "https://github.com/nix-image-operator/nix-image-operator/build/v1";
-export const BUILDER_ID = "https://github.com/nix-image-operator/nix-image-operator";
+const BUILD_TYPE = "https://github.com/nix-image-operator/nix-image-operator/build/v1";
+const BUILDER_ID = "https://github.com/nix-image-operator/nix-image-operator";
 
 export interface ProvenanceInput {
   /** `<host>/<repository>` and the manifest digest of the image. */

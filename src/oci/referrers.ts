@@ -9,9 +9,9 @@ import { sha256Digest, type Digest } from "./digest.ts";
 import { buildImageManifest, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, type Descriptor } from "./image-manifest.ts";
 import type { RegistryClient } from "./registry-client.ts";
 
-export const MEDIA_TYPE_EMPTY = "application/vnd.oci.empty.v1+json";
-export const EMPTY_JSON = Buffer.from("{}", "utf8");
-export const EMPTY_DESCRIPTOR: Descriptor = { mediaType: MEDIA_TYPE_EMPTY, digest: sha256Digest(EMPTY_JSON), size: EMPTY_JSON.length };
+const MEDIA_TYPE_EMPTY = "application/vnd.oci.empty.v1+json";
+const EMPTY_JSON = Buffer.from("{}", "utf8");
+const EMPTY_DESCRIPTOR: Descriptor = { mediaType: MEDIA_TYPE_EMPTY, digest: sha256Digest(EMPTY_JSON), size: EMPTY_JSON.length };
 
 /** Marks referrers this operator pushed (value: what it is), so a later push replaces only its own. */
 export const REFERRER_KIND_ANNOTATION = "io.niximage.referrer";
