@@ -5,7 +5,10 @@
 // digest and its new pod answers HTTP with the flake's text. Then: a commit changes the text ->
 // one new layer -> rollout -> new text; a failing build keeps the old pod serving; deleting the
 // NixImage leaves the workload running. Timings of each phase go to <logDir>/timings.json.
+import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { writeFileSync } from "node:fs";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
 import "./support/e2e-types.ts";
@@ -13,6 +16,9 @@ import { webDeploymentYaml, webNixImageYaml } from "./support/web-example.ts";
 import { createFlakeRepo, type FlakeRepo } from "./support/git.ts";
 import { diagnostics, httpText, kube, waitFor } from "./support/kube.ts";
 import { installOperator, type InstalledOperator } from "./support/operator-install.ts";
+import { supplyChainTool } from "../support/supply-chain-tools.ts";
+
+const execFileAsync = promisify(execFile);
 
 const { cluster, git, workDir } = inject("e2e");
 const k = kube(cluster);
@@ -30,6 +36,7 @@ interface BuildRecord {
   digest?: string;
   layers?: { pushed: number; skipped: number; mounted?: number };
   bytesPushed?: number;
+  attestations?: { sbom?: string; provenance?: string; signature?: string; attestations?: string };
   durations?: Record<string, number>;
   failure?: { step: string; exitCode?: number; reason?: string; message: string };
 }
@@ -152,7 +159,20 @@ describe.sequential("a NixImage on a real cluster: builder pod -> registry -> De
     await k.kubectl(["create", "namespace", ns]);
     // The workload asks for the image (consent lives on the workload); until the first build it
     // runs a placeholder that never becomes ready.
-    const example = { namespace: ns, imageName, flakeUrl: repo.flakeUrl, repository, placeholderImage: cluster.images.pause.reference };
+    // A signing key Secret: the push step (only it mounts the Secret) signs the image and attestations.
+    const key = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const keyFile = join(workDir, "cosign.key");
+    writeFileSync(keyFile, key.privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+    writeFileSync(join(workDir, "cosign.pub"), key.publicKey.export({ format: "pem", type: "spki" }));
+    await k.kubectl(["-n", ns, "create", "secret", "generic", "cosign", `--from-file=cosign.key=${keyFile}`]);
+    const example = {
+      namespace: ns,
+      imageName,
+      flakeUrl: repo.flakeUrl,
+      repository,
+      placeholderImage: cluster.images.pause.reference,
+      signingKeySecret: "cosign",
+    };
     await k.apply(webDeploymentYaml(example));
     const applied = Date.now();
     await k.apply(webNixImageYaml(example));
@@ -177,6 +197,21 @@ describe.sequential("a NixImage on a real cluster: builder pod -> registry -> De
     };
     timings.rollout1 = { succeededToServing: seconds(finished), appliedToServing: seconds(applied) };
     expect(await httpText(`http://${pod.status.podIP}:8080/about.txt`)).toContain("built by nix-image-operator");
+
+    // Its proof, checked by the real cosign and oras: signature, signed SBOM + provenance, referrers.
+    const sha = expect.stringMatching(/^sha256:[0-9a-f]{64}$/);
+    expect(build.attestations).toEqual({ sbom: sha, provenance: sha, signature: sha, attestations: sha });
+    const env = { ...process.env, HOME: workDir };
+    const offline = ["--insecure-ignore-tlog=true", "--allow-http-registry=true", "--allow-insecure-registry=true"];
+    const pub = join(workDir, "cosign.pub");
+    await execFileAsync(supplyChainTool("cosign"), ["verify", "--key", pub, ...offline, image], { env });
+    for (const type of ["slsaprovenance1", "cyclonedx"]) {
+      await execFileAsync(supplyChainTool("cosign"), ["verify-attestation", "--key", pub, "--type", type, ...offline, image], { env, maxBuffer: 64 << 20 });
+    }
+    const discovered = JSON.parse((await execFileAsync(supplyChainTool("oras"), ["discover", "--plain-http", "--format", "json", image], { env })).stdout) as {
+      referrers?: { artifactType: string; digest: string }[];
+    };
+    expect((discovered.referrers ?? []).map((r) => r.digest).sort()).toEqual([build.attestations!.sbom, build.attestations!.provenance].sort());
   });
 
   it("a commit changing the text: the operator rebuilds on the warm store (one new layer), rolls out, the new text is served", async () => {

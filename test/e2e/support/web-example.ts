@@ -7,6 +7,8 @@ export interface WebExample {
   flakeUrl: string;
   repository: string;
   placeholderImage: string;
+  /** A Secret with `cosign.key`: the image and its SBOM/provenance are then signed. */
+  signingKeySecret?: string;
 }
 
 export function webDeploymentYaml(o: WebExample): string {
@@ -40,7 +42,12 @@ spec:
   attribute: default
   image:
     repository: ${o.repository}
-    config: { exposedPorts: ["8080"] }
+    config: { exposedPorts: ["8080"] }${
+      o.signingKeySecret
+        ? `
+    attestations: { signingKeySecretRef: { name: ${o.signingKeySecret} } }`
+        : ""
+    }
   triggers: { interval: 30s }
   build: { timeout: 15m }
 `;
