@@ -4,6 +4,7 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { NixImageStatus } from "../../src/api/niximage.ts";
+import type { PushStepResult } from "../../src/builder/step-results.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { createGitRepo, minimalFlake } from "../support/git-fixtures.ts";
 import { apply, kubeClients, testNamespace, waitFor } from "../support/kube.ts";
@@ -14,18 +15,20 @@ const repository = "127.0.0.1:5000/shop/web";
 const digest = `sha256:${"d".repeat(64)}`;
 const outPath = "/nix/store/wkjazii3rjn901h0xl6rdlwhiblf3pc2-testbed-default";
 
-const result = (rev: string, extra: object = {}) =>
+// Typed with the push step's result schema, so this fixture cannot drift from the real writer.
+const result = (rev: string, extra: Partial<PushStepResult> = {}) =>
   JSON.stringify({
     image: `${repository}@${digest}`,
     digest,
     tags: [`rev-${rev.slice(0, 12)}-wkjazii3`],
-    revision: { url: `git+http://127.0.0.1/x.git?rev=${rev}`, rev, lastModified: 1704067200 },
-    layers: { pushed: 1, skipped: 0, mounted: 0 },
+    format: "package",
+    revision: { url: `git+http://127.0.0.1/x.git?rev=${rev}`, rev, lastModified: 1704067200, narHash: "sha256-AAAA" },
+    layers: { total: 1, pushed: 1, skipped: 0, mounted: 0 },
     bytesPushed: 1234,
     seconds: { build: 1.5, push: 0.5 },
     outPath,
     ...extra,
-  });
+  } satisfies PushStepResult);
 
 describe("exact no-op in the controller", () => {
   beforeAll(installTestCrd);
@@ -85,7 +88,7 @@ describe("exact no-op in the controller", () => {
       digest,
     ]);
     await finishBuildPod(namespace, "web-build-2", {
-      succeed: { message: result(second, { unchanged: true, tags: [], layers: { pushed: 0, skipped: 0, mounted: 0 }, bytesPushed: 0 }) },
+      succeed: { message: result(second, { unchanged: true, tags: [], layers: { total: 0, pushed: 0, skipped: 0, mounted: 0 }, bytesPushed: 0 }) },
     });
     const done = await waitFor("Unchanged recorded", async () => {
       const image = await read();
