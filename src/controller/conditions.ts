@@ -12,6 +12,8 @@ export const reasons = {
   BuildFailed: "BuildFailed",
   InvalidSpec: "InvalidSpec",
   PushSecretNotFound: "PushSecretNotFound",
+  /** spec.image.attestations.signingKeySecretRef names a Secret that does not exist. */
+  SigningKeySecretNotFound: "SigningKeySecretNotFound",
   RevisionUnavailable: "RevisionUnavailable",
   Suspended: "Suspended",
   NotBuilt: "NotBuilt",

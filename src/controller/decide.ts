@@ -36,6 +36,8 @@ export interface Observed {
   pollError?: string;
   /** Whether the push Secret exists; undefined when not checked (no build pending). */
   pushSecretFound?: boolean;
+  /** Whether the signing key Secret exists; undefined when not checked. */
+  signingKeySecretFound?: boolean;
   warmDue: boolean;
   nextWarm?: Date;
   /** When the next revision poll is due, if polling is on. */
@@ -329,8 +331,21 @@ function decideBuild(observed: Observed): Decision {
   if (!running && (imageWanted.length > 0 || warmWanted)) {
     const kind = imageWanted.length > 0 ? "Image" : "Warm";
     const why = kind === "Image" ? imageWanted : ["WarmSchedule"];
-    if (kind === "Image" && image.spec.image.pushSecretRef && observed.pushSecretFound === undefined) {
-      return { ...finish("InProgress", reasons.Building, "checking the push Secret"), needsPushSecretCheck: true };
+    const signingKey = image.spec.image.attestations?.signingKeySecretRef;
+    if (
+      kind === "Image" &&
+      ((image.spec.image.pushSecretRef && observed.pushSecretFound === undefined) || (signingKey && observed.signingKeySecretFound === undefined))
+    ) {
+      return { ...finish("InProgress", reasons.Building, "checking the push and signing Secrets"), needsPushSecretCheck: true };
+    }
+    // A missing Secret volume would leave the builder pod waiting for its mount until the deadline.
+    if (kind === "Image" && signingKey && observed.signingKeySecretFound === false) {
+      requeue(30_000);
+      return finish(
+        "Stalled",
+        reasons.SigningKeySecretNotFound,
+        `Secret ${signingKey.name} (spec.image.attestations.signingKeySecretRef) does not exist in namespace ${image.metadata.namespace}: create it with \`cosign generate-key-pair k8s://${image.metadata.namespace}/${signingKey.name}\` (or a Secret with the key cosign.key)`,
+      );
     }
     if (kind === "Image" && observed.pushSecretFound === false) {
       requeue(30_000);

@@ -115,7 +115,14 @@ export class NixImageReconciler {
     let observed = await this.#gather(image, now, context);
     let decision = decide(observed);
     if (decision.needsPushSecretCheck) {
-      observed = { ...observed, pushSecretFound: await this.#secretExists(image) };
+      const ns = image.metadata.namespace!;
+      const push = image.spec.image.pushSecretRef;
+      const signing = image.spec.image.attestations?.signingKeySecretRef;
+      observed = {
+        ...observed,
+        ...(push ? { pushSecretFound: await this.#secretExists(ns, push.name) } : {}),
+        ...(signing ? { signingKeySecretFound: await this.#secretExists(ns, signing.name) } : {}),
+      };
       decision = decide(observed);
     }
     context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
@@ -269,11 +276,10 @@ export class NixImageReconciler {
     return { rejected: { reason: rejected.reason, message: rejected.message, retryInMs } };
   }
 
-  async #secretExists(image: NixImage): Promise<boolean> {
-    const name = image.spec.image.pushSecretRef!.name;
+  async #secretExists(namespace: string, name: string): Promise<boolean> {
     try {
       // Only the name is read: the body (the credentials) is dropped unseen.
-      await kubeRequestJson<unknown>(this.#deps.kc, "GET", `/api/v1/namespaces/${image.metadata.namespace}/secrets/${name}`);
+      await kubeRequestJson<unknown>(this.#deps.kc, "GET", `/api/v1/namespaces/${namespace}/secrets/${name}`);
       return true;
     } catch (error) {
       if (error instanceof KubeHttpError && error.statusCode === 404) return false;

@@ -352,6 +352,17 @@ describe("decide: suspend, push Secret", () => {
     expect(d.requeueAfterMs).toBe(30_000);
   });
 
+  it("signing key Secret: checked before a build; missing -> Stalled/SigningKeySecretNotFound, checked again in 30 s", () => {
+    const image = testImage({ image: { repository, attestations: { sbom: true, provenance: true, signingKeySecretRef: { name: "cosign" } } } });
+    expect(decide(observe(image)).needsPushSecretCheck).toBe(true);
+    const d = decide(observe(image, { signingKeySecretFound: false }));
+    expect(d.actions).toEqual([]);
+    expect(state(d)).toBe("Ready=False/SigningKeySecretNotFound Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Stalled")?.message).toContain("cosign generate-key-pair k8s://shop/cosign");
+    expect(d.requeueAfterMs).toBe(30_000);
+    expect(createdJob(decide(observe(image, { signingKeySecretFound: true }))).job.metadata?.name).toBe("web-build-1");
+  });
+
   it("no Secret check while nothing is to be built", () => {
     const built = builtImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
     const d = decide(observe(built.image, { jobs: [built.job] }));
