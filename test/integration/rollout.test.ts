@@ -6,7 +6,7 @@ import type { NixImageStatus } from "../../src/api/niximage.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { createGitRepo, minimalFlake } from "../support/git-fixtures.ts";
 import { apply, kubeClients, testNamespace, waitFor } from "../support/kube.ts";
-import { chartServiceAccount, finishBuildPod, installTestCrd, pushResult, startTestOperator, waitForJob } from "../support/operator-harness.ts";
+import { chartServiceAccount, finishBuildPod, installTestCrd, OffsetClock, pushResult, startTestOperator, waitForJob } from "../support/operator-harness.ts";
 
 type NixImageObject = KubernetesObject & { status?: NixImageStatus };
 const repository = "127.0.0.1:5000/shop/web";
@@ -305,6 +305,50 @@ describe("rollout", () => {
     operator.enqueueAll();
     await operator.idle();
     expect((await readDeployment(namespace, "web")).spec!.template.spec!.containers[0]!.image).toBe(digest("e"));
+  });
+
+  it("a StatefulSet that is not ready within spec.rollout.progressDeadline (a deadline of our own) is rolled back, and that digest is not rolled out again", async () => {
+    const namespace = await testNamespace("rollout-sts-deadline");
+    const clock = new OffsetClock();
+    const operator = await startTestOperator({ access: await chartServiceAccount(), namespaces: [namespace], clock });
+    await apply({
+      apiVersion: "apps/v1",
+      kind: "StatefulSet",
+      metadata: { name: "db", namespace, annotations: { "niximage.io/from": "web" } },
+      spec: { serviceName: "db", selector: { matchLabels: { app: "web" } }, template: template([{ name: "web", image: "busybox:1" }]) },
+    });
+    await nixImage(namespace, "web", flake.flakeUrl, { rollout: { rollbackOnFailure: true, progressDeadline: "5m" } });
+    await succeed(namespace, "web", 1, "5", flake.rev);
+    const sts = () => kubeClients().apps.readNamespacedStatefulSet({ namespace, name: "db" });
+    await waitFor("StatefulSet runs the digest", async () => (await sts()).spec!.template.spec!.containers[0]!.image === digest("5"));
+    await operator.idle();
+    const patched = (await readImage(namespace, "web")).status!.rollout![0]!;
+    expect(patched).toMatchObject({ kind: "StatefulSet", image: digest("5"), previousImage: "busybox:1", ready: false });
+    expect(patched.patchedAt).toBeDefined();
+
+    // Within the deadline: waiting, nothing else written.
+    clock.advance(60_000);
+    operator.enqueueAll();
+    await operator.idle();
+    expect((await sts()).spec!.template.spec!.containers[0]!.image).toBe(digest("5"));
+
+    // Past it (no kubelet here: its pod never becomes ready): rolled back, recorded, said once.
+    clock.advance(5 * 60_000);
+    operator.enqueueAll();
+    await waitFor("rolled back to the previous image", async () => (await sts()).spec!.template.spec!.containers[0]!.image === "busybox:1");
+    await operator.idle();
+    const status = (await readImage(namespace, "web")).status!;
+    expect(status.rollout![0]).toMatchObject({ rolledBackFrom: digest("5"), image: "busybox:1" });
+    expect(status.rollout![0]!.message).toMatch(/did not become ready and was rolled back/);
+    expect((await warningsFor(namespace, "web", "RolledBack")).map((e) => e.message)).toEqual([expect.stringContaining("restored busybox:1")]);
+    expect(status.conditions?.find((c) => c.type === "RolledOut")).toMatchObject({ status: "False", reason: "RolloutFailed" });
+    const patches = operator.writes.get("PATCH statefulset");
+    expect(patches).toBe(2);
+    clock.advance(60 * 60_000);
+    operator.enqueueAll();
+    await operator.idle();
+    expect(operator.writes.get("PATCH statefulset")).toBe(2);
+    expect((await sts()).spec!.template.spec!.containers[0]!.image).toBe("busybox:1");
   });
 
   it("trust: a forged labelled Job and pod with forged push results roll nothing out; each is reported once", async () => {
