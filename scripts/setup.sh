@@ -3,13 +3,15 @@
 # checks): Debian packages (Nix, etcd, docker-registry, skopeo, umoci, htpasswd, openssl, git),
 # Node >= 22 (scripts/ensure-node.sh), npm dependencies (npm ci, only when the lock file changed),
 # a Go >= 1.24 toolchain when none is there (from the Go module proxy), the Kubernetes
-# binaries (scripts/build-k8s.sh), Helm, cosign and oras (built once and cached by version), and
+# binaries (scripts/build-k8s.sh), Helm, cosign, oras and Flux's source-controller and
+# kustomize-controller (scripts/build-flux.sh) (built once and cached by version), and
 # checkov from PyPI in a venv (scripts/install-checkov.sh, cached by version).
 #
 # Usage: scripts/setup.sh [--with-e2e]
 #   --with-e2e   also what the e2e tier's single-node cluster needs (containerd, runc, CNI,
 #                debootstrap, iptables, gcc) and its images, built once (~/.cache/.../e2e)
-# Environment: NIO_SETUP_NPM_CI=1 forces `npm ci`; NIO_SETUP_SKIP_K8S=1 skips the Kubernetes build.
+# Environment: NIO_SETUP_NPM_CI=1 forces `npm ci`; NIO_SETUP_SKIP_K8S=1 skips the Kubernetes build;
+# NIO_SETUP_SKIP_FLUX=1 skips the Flux build.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +21,7 @@ with_e2e=0
 for arg in "$@"; do
   case "$arg" in
     --with-e2e) with_e2e=1 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -176,6 +178,27 @@ if [ -f "$cache/checkov-$checkov_version/installed" ]; then
   info "$checkov_version present in $cache/checkov-$checkov_version"
 else
   bash "$here/scripts/install-checkov.sh" >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+step "Flux source-controller and kustomize-controller (the GitOps tests; first time: ~10-30 min)"
+flux_version=$(sed -n 's/^flux_version=//p' "$here/scripts/build-flux.sh")
+if [ -x "$cache/flux/$flux_version/source-controller" ] && [ -x "$cache/flux/$flux_version/kustomize-controller" ]; then
+  info "$flux_version present in $cache/flux/$flux_version"
+elif [ "${NIO_SETUP_SKIP_FLUX:-0}" = 1 ]; then
+  info "skipped (NIO_SETUP_SKIP_FLUX=1); test/integration/gitops-flux.test.ts will fail until it is built"
+else
+  # A Go >= 1.24 (the Kubernetes step's); build-flux.sh has it fetch the Go that Flux needs.
+  flux_go=""
+  for g in "$(command -v go || true)" /usr/local/go/bin/go "$cache/go-$go_bootstrap_version/bin/go"; do
+    if [ -n "$g" ] && [ -x "$g" ] && GOTOOLCHAIN=local go_ok "$g"; then flux_go=$g; break; fi
+  done
+  [ -n "$flux_go" ] || die "Go >= 1.24 is needed to build Flux (the Kubernetes step bootstraps one; run setup.sh without NIO_SETUP_SKIP_K8S)"
+  mkdir -p "$cache"
+  exec 9>"$cache/build-flux.lock"
+  flock 9
+  PATH="$(dirname "$flux_go"):$PATH" bash "$here/scripts/build-flux.sh" >/dev/null
+  exec 9>&-
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -7,9 +7,12 @@
 //      fields the examples rely on, since no API server here can check them.
 // Plus what ties an example together: each opted-in workload names a NixImage of its example and
 // runs an image of its repository, Secrets are where the NixImage and the pods look for them, the
-// GitOps manifests point at directories that exist and leave the operator's field manager alone.
-// Last, the reason for the Flux annotation, shown on the real API server: after the operator's
-// server-side apply, re-applying the Git manifest conflicts on exactly the image field.
+// GitOps manifests point at directories that exist and leave the operator's field alone.
+// Last, why the GitOps recipe is what it is, on the real API server: a workload without an image
+// is rejected; after the operator's server-side apply, re-applying the Git manifest conflicts on
+// exactly the image field (what Flux would force back without `spec.ignore`); the manifest
+// without that field (what Flux sends with `spec.ignore`) applies Git changes and keeps the
+// digest. (test/integration/gitops-flux.test.ts runs Flux's own controllers.)
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
@@ -105,6 +108,15 @@ const fluxKustomization = z.strictObject({
     path: z.string().startsWith("./"),
     targetNamespace: name.optional(),
     prune: z.boolean(),
+    ignore: z
+      .array(
+        z.strictObject({
+          paths: z.array(z.string().startsWith("/")).min(1),
+          target: z.strictObject({ kind: z.string().min(1), annotationSelector: z.string().min(1) }).optional(),
+        }),
+      )
+      .optional(),
+    healthChecks: z.array(z.strictObject({ apiVersion: z.string().min(1), kind: z.string().min(1), name, namespace: name })).optional(),
     wait: z.boolean().optional(),
     timeout: z
       .string()
@@ -291,10 +303,23 @@ describe("examples/", () => {
     ];
     expect([...kustomization.resources].sort()).toEqual(others.sort());
 
-    // Flux: workloads are created from Git once, then left to the operator.
+    // Flux: every Git change is applied (no `ssa: IfNotPresent`/`Ignore`), except the image of each
+    // opted-in workload's container, which `spec.ignore` leaves to the operator; the NixImage is
+    // health-checked.
     const workloads = docs.filter((d) => dirname(d.file) === appDir && ["Deployment", "StatefulSet", "DaemonSet", "CronJob"].includes(d.object.kind));
-    expect(workloads.length).toBeGreaterThan(0);
-    for (const w of workloads) expect(w.object.metadata.annotations?.["kustomize.toolkit.fluxcd.io/ssa"]).toBe("IfNotPresent");
+    expect(workloads.map((w) => w.object.kind)).toEqual(["Deployment"]);
+    for (const w of workloads) {
+      expect(w.object.metadata.annotations?.["kustomize.toolkit.fluxcd.io/ssa"]).toBeUndefined();
+      expect(w.object.metadata.annotations?.[rolloutAnnotations.from]).toBeDefined();
+      expect(w.object.spec.template.spec.containers).toHaveLength(1);
+    }
+    expect(flux.spec.ignore).toEqual([
+      { paths: ["/spec/template/spec/containers/0/image"], target: { kind: "Deployment", annotationSelector: rolloutAnnotations.from } },
+    ]);
+    const nixImages = docs.filter((d) => dirname(d.file) === appDir && d.object.kind === "NixImage").map((d) => d.object.metadata.name);
+    expect(flux.spec.healthChecks).toEqual(
+      nixImages.map((name) => ({ apiVersion: "niximage.io/v1alpha1", kind: "NixImage", name, namespace: flux.spec.targetNamespace })),
+    );
   });
 
   it("self-hosting: builds the flake's own image attribute and never rolls the operator out by itself", async () => {
@@ -307,31 +332,40 @@ describe("examples/", () => {
     for (const image of images) expect(image.spec.rollout.policy).toBe("Disabled");
   });
 
-  it("gitops on the API server: after the operator's apply, the Git manifest conflicts on the image field only (why Flux needs IfNotPresent)", async () => {
+  it("gitops on the API server: no workload without an image; Git re-applied over the operator's digest conflicts on the image only; without that field it applies and keeps the digest", async () => {
     const namespace = await testNamespace("examples-gitops");
     const deployment = docs.find((d) => d.file === "gitops/apps/shop/deployment.yaml" && d.object.kind === "Deployment")!.object;
     const { kc } = kubeClients();
     const path = `/apis/apps/v1/namespaces/${namespace}/deployments/${deployment.metadata.name}`;
-    const gitApply = (force: boolean) =>
+    const gitApply = (object: Doc["object"], manager = "kustomize-controller") =>
       kubeRequestJson<Workload>(kc, "PATCH", path, {
-        body: { ...deployment, metadata: { ...deployment.metadata, namespace } },
+        body: { ...object, metadata: { ...object.metadata, namespace } },
         contentType: "application/apply-patch+yaml",
-        query: { fieldManager: "kustomize-controller", force: String(force) },
+        // Not forced: a conflict shows that Git and the operator claim the same field.
+        query: { fieldManager: manager, force: "false" },
       });
-    // The GitOps tool creates the Deployment from Git.
-    const created = await gitApply(false);
-    // The operator sets the digest exactly as the reconciler does (src/rollout/rollout-plan.ts).
+    const withSpec = (change: (spec: Doc["object"]["spec"]) => void): Doc["object"] => {
+      const spec = structuredClone(deployment.spec);
+      change(spec);
+      return { ...deployment, spec };
+    };
+    const failure = (p: Promise<unknown>) =>
+      p.then(
+        () => "",
+        (e: Error) => e.message,
+      );
+
+    // The image cannot be left out of Git: the API server requires it in a pod template.
+    const noImage = withSpec((spec) => delete spec.template.spec.containers[0].image);
+    expect(await failure(gitApply(noImage))).toMatch(/422 .*containers\[0\]\.image: Required value/);
+
+    // The GitOps tool creates the Deployment from Git; the operator sets the digest exactly as
+    // the reconciler does (src/rollout/rollout-plan.ts).
+    const created = await gitApply(deployment);
     const digest = `registry.example.com/acme/shop-web@sha256:${"a".repeat(64)}`;
+    const revision = "github:acme/shop/0123456789abcdef";
     await kubeRequestJson(kc, "PATCH", path, {
-      body: applyBody({
-        workload: created,
-        container: "web",
-        init: false,
-        image: digest,
-        revision: "github:acme/shop/0123456789abcdef",
-        previous: undefined,
-        rollback: false,
-      }),
+      body: applyBody({ workload: created, container: "web", init: false, image: digest, revision, previous: undefined, rollback: false }),
       contentType: "application/apply-patch+yaml",
       query: { fieldManager, force: "true" },
     });
@@ -340,28 +374,35 @@ describe("examples/", () => {
     const managers = (live.metadata!.managedFields ?? []).map((m) => m.manager);
     expect(managers).toEqual(expect.arrayContaining(["kustomize-controller", fieldManager]));
 
-    // Re-applying the Git manifest (what Flux does every interval with the default policy)
-    // conflicts on the image, owned by nix-image-operator now; Flux forces, which would put the
-    // Git value back. With `kustomize.toolkit.fluxcd.io/ssa: IfNotPresent` Flux skips this apply.
-    const conflict = await gitApply(false).then(
-      () => undefined,
-      (e: Error) => e.message,
-    );
+    // Re-applying the Git manifest conflicts on the image, owned by nix-image-operator now; Flux
+    // forces, which would put the placeholder back: hence its `spec.ignore` for that path.
+    const conflict = await failure(gitApply(deployment));
     expect(conflict).toMatch(/conflict/i);
     expect(conflict).toContain('"nix-image-operator"');
     expect(conflict).toMatch(/\.image/);
     expect(conflict).not.toMatch(/replicas|ports|securityContext/);
-    // With Argo CD's RespectIgnoreDifferences the desired image is the live one: no conflict,
-    // no change (the generation stays), and the operator's value stays.
-    const respectful: Doc["object"] = { ...deployment, metadata: { ...deployment.metadata, namespace }, spec: structuredClone(deployment.spec) };
-    respectful.spec.template.spec.containers[0].image = digest;
-    respectful.spec.template.metadata.annotations = { [rolloutAnnotations.revision]: "github:acme/shop/0123456789abcdef" };
-    const synced = await kubeRequestJson<Workload>(kc, "PATCH", path, {
-      body: respectful,
-      contentType: "application/apply-patch+yaml",
-      query: { fieldManager: "argocd-controller" },
+
+    // With `spec.ignore`, Flux strips a drifted ignored field that another apply manager owns
+    // from what it sends: a Git change (replicas) then lands and the digest stays, owned by the
+    // operator alone.
+    const changed = withSpec((spec) => {
+      spec.replicas = 2;
+      delete spec.template.spec.containers[0].image;
     });
-    expect(synced.metadata!.generation).toBe(live.metadata!.generation);
+    const after = await gitApply(changed);
+    expect(after.spec).toMatchObject({ replicas: 2, template: { spec: { containers: [{ name: "web", image: digest }] } } });
+    const imageOwners = (after.metadata!.managedFields ?? []).filter((m) => JSON.stringify(m.fieldsV1).includes('"f:image"')).map((m) => m.manager);
+    expect(imageOwners).toEqual([fieldManager]);
+
+    // Argo CD with RespectIgnoreDifferences sends the live image as desired: no conflict, no
+    // change (the generation stays), and the operator's value stays.
+    const respectful = withSpec((spec) => {
+      spec.replicas = 2;
+      spec.template.spec.containers[0].image = digest;
+      spec.template.metadata.annotations = { [rolloutAnnotations.revision]: revision };
+    });
+    const synced = await gitApply(respectful, "argocd-controller");
+    expect(synced.metadata!.generation).toBe(after.metadata!.generation);
     expect(synced.spec!.template!.spec!.containers[0]!.image).toBe(digest);
   });
 });
