@@ -96,6 +96,7 @@ describe("hello: a plain package", () => {
       name: "hello-1.0",
       version: "1.0",
       type: "derivation",
+      description: "Prints a message from the flake",
     });
     expect(await evalAttributeInfo(nix(), locked.url, "busybox")).toEqual({ name: "busybox-static", type: "derivation" });
   });
