@@ -15,7 +15,7 @@ export interface ControllerMetrics {
 export function controllerMetricsFactory(registry: MetricsRegistry): (controller: string) => ControllerMetrics {
   const byName = { labelNames: ["name"] };
   const byController = { labelNames: ["controller"] };
-  const seconds = exponentialBuckets(0.001, 4, 12);
+  const seconds = exponentialBuckets(0.001, 2, 16);
   const depth = registry.gauge({ name: "workqueue_depth", help: "Current depth of the work queue.", ...byName });
   const adds = registry.counter({ name: "workqueue_adds_total", help: "Total number of adds handled by the work queue.", ...byName });
   const latency = registry.histogram({
