@@ -1,6 +1,6 @@
-import { KubeConfig } from "@kubernetes/client-node";
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { startOperator } from "../controller/operator.ts";
+import { loadKubeAccess } from "../runtime/kube-config.ts";
 import { GracefulShutdown } from "../runtime/shutdown.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
 
@@ -37,9 +37,7 @@ Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a lost lease or a fa
     const address = values["metrics-address"] ?? config.metrics.address;
     const match = /^(.*):(\d+)$/.exec(address);
     if (!match) throw new UsageError(`controller: --metrics-address must be HOST:PORT, got "${address}"`);
-    const kc = new KubeConfig();
-    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
-    else kc.loadFromDefault();
+    const kc = await loadKubeAccess({ file: values.kubeconfig, env: context.env });
     const logger = context.logger.child({ component: "operator" });
     logger.level = config.logLevel;
 

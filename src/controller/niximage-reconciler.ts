@@ -1,4 +1,5 @@
-import type { KubeConfig, KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
+import type { KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
+import type { KubeAccess } from "../runtime/kube-config.ts";
 import { makeNixImageSchema, type NixImage, type NixImageStatus } from "../api/niximage.ts";
 import { describeZodError } from "../api/describe-issues.ts";
 import { parseDuration } from "../api/duration.ts";
@@ -28,7 +29,7 @@ import { isWarmDue, nextWarmTime } from "./warm-schedule.ts";
  */
 
 export interface ReconcilerDeps {
-  kc: KubeConfig;
+  kc: KubeAccess;
   config: OperatorConfig;
   clock: Clock;
   logger: Logger;

@@ -1,4 +1,5 @@
-import type { KubeConfig, KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
+import type { KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
+import type { KubeAccess } from "../runtime/kube-config.ts";
 import { group, plural, version } from "../api/niximage.ts";
 import { parseDuration } from "../api/duration.ts";
 import type { OperatorConfig } from "../config/operator-config.ts";
@@ -22,7 +23,7 @@ import type { WebhookServer } from "../webhook/webhook-server.ts";
  * election, workers, shutdown) is the Manager's (runtime/manager.ts).
  */
 export interface OperatorOptions {
-  kc: KubeConfig;
+  kc: KubeAccess;
   config: OperatorConfig;
   logger: Logger;
   clock?: Clock;

@@ -1,4 +1,5 @@
-import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { KubeAccess } from "./kube-config.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Clock } from "./clock.ts";
 import { systemClock } from "./clock.ts";
@@ -506,12 +507,12 @@ export interface KubeInformerOptions<T extends KubernetesObject> extends Omit<In
 }
 
 /** An informer over one collection path: paginated raw lists and a raw watch (plain JSON, no model classes). */
-export function createInformer<T extends KubernetesObject>(kc: KubeConfig, options: KubeInformerOptions<T>): Informer<T> {
+export function createInformer<T extends KubernetesObject>(kc: KubeAccess, options: KubeInformerOptions<T>): Informer<T> {
   return new Informer<T>({ ...options, name: options.name ?? options.path, source: kubeListWatch<T>(kc, options) });
 }
 
 function kubeListWatch<T extends KubernetesObject>(
-  kc: KubeConfig,
+  kc: KubeAccess,
   options: Pick<KubeInformerOptions<T>, "path" | "labelSelector" | "fieldSelector" | "idleTimeoutMs">,
 ): ListWatchSource<T> {
   const selectors = { labelSelector: options.labelSelector, fieldSelector: options.fieldSelector };

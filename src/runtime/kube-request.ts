@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import * as https from "node:https";
-import type { KubeConfig, KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { KubeAccess } from "./kube-config.ts";
 
 /** An API server answer other than 2xx. Carries the status and the Status message, never the request. */
 export class KubeHttpError extends Error {
@@ -36,7 +37,7 @@ export interface RequestJsonOptions extends GetJsonOptions {
  * GET `path` from the kubeconfig's current cluster and parse the JSON answer as-is (no model
  * conversion: timestamps stay strings, exactly as watch events deliver them).
  */
-export function kubeGetJson<R>(kc: KubeConfig, path: string, options: GetJsonOptions = {}): Promise<R> {
+export function kubeGetJson<R>(kc: KubeAccess, path: string, options: GetJsonOptions = {}): Promise<R> {
   return kubeRequestJson<R>(kc, "GET", path, options);
 }
 
@@ -45,7 +46,7 @@ export function kubeGetJson<R>(kc: KubeConfig, path: string, options: GetJsonOpt
  * awkward (status merge patches, server-side apply, fieldValidation). Errors carry the API
  * server's Status message, never the request body.
  */
-export async function kubeRequestJson<R>(kc: KubeConfig, method: string, path: string, options: RequestJsonOptions = {}): Promise<R> {
+export async function kubeRequestJson<R>(kc: KubeAccess, method: string, path: string, options: RequestJsonOptions = {}): Promise<R> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error("kubeconfig has no current cluster");
   const url = new URL(cluster.server.replace(/\/+$/, "") + path);
@@ -112,7 +113,7 @@ export interface ListOptions {
 }
 
 /** Lists every object at a collection path, following `continue` tokens; the list's resourceVersion is kept. */
-export async function kubeListAll<T extends KubernetesObject>(kc: KubeConfig, path: string, options: ListOptions = {}): Promise<KubernetesListObject<T>> {
+export async function kubeListAll<T extends KubernetesObject>(kc: KubeAccess, path: string, options: ListOptions = {}): Promise<KubernetesListObject<T>> {
   const items: T[] = [];
   let continueToken: string | undefined;
   let last: KubernetesListObject<T> | undefined;
@@ -154,7 +155,7 @@ export interface WatchOptions<T> {
  * 410 means list again) or a line that is not JSON (resume from the last resourceVersion, so the
  * event in it is delivered again), and with the signal's reason when aborted.
  */
-export async function kubeWatch<T>(kc: KubeConfig, path: string, options: WatchOptions<T>): Promise<void> {
+export async function kubeWatch<T>(kc: KubeAccess, path: string, options: WatchOptions<T>): Promise<void> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error("kubeconfig has no current cluster");
   const url = new URL(cluster.server.replace(/\/+$/, "") + path);

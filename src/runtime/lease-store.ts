@@ -1,4 +1,5 @@
-import { ApiException, CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
+import type { KubeAccess } from "./kube-config.ts";
+import { KubeHttpError, kubeRequestJson } from "./kube-request.ts";
 
 /** The leader-election fields of a coordination.k8s.io/v1 Lease. */
 export interface LeaseRecord {
@@ -34,15 +35,20 @@ export interface LeaseStore {
   update(record: LeaseRecord, resourceVersion: string): Promise<StoredLease>;
 }
 
-/** A LeaseStore on the API server (coordination.k8s.io/v1). */
+interface LeaseObject {
+  metadata?: { resourceVersion?: string };
+  spec?: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
+}
+
+/** A LeaseStore on the API server (coordination.k8s.io/v1), plain JSON requests. */
 export class KubeLeaseStore implements LeaseStore {
   readonly description: string;
-  readonly #api: CoordinationV1Api;
+  readonly #kc: KubeAccess;
   readonly #namespace: string;
   readonly #name: string;
 
-  constructor(kc: KubeConfig, namespace: string, name: string) {
-    this.#api = kc.makeApiClient(CoordinationV1Api);
+  constructor(kc: KubeAccess, namespace: string, name: string) {
+    this.#kc = kc;
     this.#namespace = namespace;
     this.#name = name;
     this.description = `${namespace}/${name}`;
@@ -50,23 +56,18 @@ export class KubeLeaseStore implements LeaseStore {
 
   async get(): Promise<StoredLease | undefined> {
     try {
-      return fromLease(await this.#api.readNamespacedLease({ name: this.#name, namespace: this.#namespace }));
+      return fromLease(await kubeRequestJson<LeaseObject>(this.#kc, "GET", this.#path(this.#name), { timeoutMs: 10_000 }));
     } catch (err) {
-      if (err instanceof ApiException && err.code === 404) return undefined;
+      if (err instanceof KubeHttpError && err.statusCode === 404) return undefined;
       throw apiError("read", this.description, err);
     }
   }
 
   async create(record: LeaseRecord): Promise<StoredLease> {
     try {
-      return fromLease(
-        await this.#api.createNamespacedLease({
-          namespace: this.#namespace,
-          body: { apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: { name: this.#name, namespace: this.#namespace }, spec: toSpec(record) },
-        }),
-      );
+      return fromLease(await kubeRequestJson<LeaseObject>(this.#kc, "POST", this.#path(), { body: this.#body(record), timeoutMs: 10_000 }));
     } catch (err) {
-      if (err instanceof ApiException && err.code === 409) throw new LeaseConflictError(`lease ${this.description} exists already`);
+      if (err instanceof KubeHttpError && err.statusCode === 409) throw new LeaseConflictError(`lease ${this.description} exists already`);
       throw apiError("create", this.description, err);
     }
   }
@@ -74,36 +75,40 @@ export class KubeLeaseStore implements LeaseStore {
   async update(record: LeaseRecord, resourceVersion: string): Promise<StoredLease> {
     try {
       return fromLease(
-        await this.#api.replaceNamespacedLease({
-          name: this.#name,
-          namespace: this.#namespace,
-          body: {
-            apiVersion: "coordination.k8s.io/v1",
-            kind: "Lease",
-            metadata: { name: this.#name, namespace: this.#namespace, resourceVersion },
-            spec: toSpec(record),
-          },
-        }),
+        await kubeRequestJson<LeaseObject>(this.#kc, "PUT", this.#path(this.#name), { body: this.#body(record, resourceVersion), timeoutMs: 10_000 }),
       );
     } catch (err) {
-      if (err instanceof ApiException && err.code === 409) throw new LeaseConflictError(`lease ${this.description} changed meanwhile`);
+      if (err instanceof KubeHttpError && err.statusCode === 409) throw new LeaseConflictError(`lease ${this.description} changed meanwhile`);
       throw apiError("update", this.description, err);
     }
   }
+
+  #path(name?: string): string {
+    return `/apis/coordination.k8s.io/v1/namespaces/${this.#namespace}/leases${name ? `/${name}` : ""}`;
+  }
+
+  #body(record: LeaseRecord, resourceVersion?: string): unknown {
+    return {
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      metadata: { name: this.#name, namespace: this.#namespace, ...(resourceVersion ? { resourceVersion } : {}) },
+      spec: {
+        holderIdentity: record.holderIdentity || undefined,
+        leaseDurationSeconds: record.leaseDurationSeconds,
+        acquireTime: record.acquireTime ? microTime(record.acquireTime) : undefined,
+        renewTime: record.renewTime ? microTime(record.renewTime) : undefined,
+        leaseTransitions: record.leaseTransitions,
+      },
+    };
+  }
 }
 
-/** MicroTime must go out with six fractional digits; V1MicroTime serialises that way. */
-function toSpec(record: LeaseRecord): NonNullable<V1Lease["spec"]> {
-  return {
-    holderIdentity: record.holderIdentity || undefined,
-    leaseDurationSeconds: record.leaseDurationSeconds,
-    acquireTime: record.acquireTime ? new V1MicroTime(record.acquireTime.getTime()) : undefined,
-    renewTime: record.renewTime ? new V1MicroTime(record.renewTime.getTime()) : undefined,
-    leaseTransitions: record.leaseTransitions,
-  };
+/** MicroTime goes out with six fractional digits. */
+function microTime(date: Date): string {
+  return date.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
 }
 
-function fromLease(lease: V1Lease): StoredLease {
+function fromLease(lease: LeaseObject): StoredLease {
   const spec = lease.spec ?? {};
   return {
     resourceVersion: lease.metadata?.resourceVersion ?? "",
@@ -117,19 +122,14 @@ function fromLease(lease: V1Lease): StoredLease {
   };
 }
 
-/** client-node hands MicroTime back as the raw string (it has no model for it); accept both. */
-function toDate(value: unknown): Date | undefined {
-  if (value instanceof Date) return new Date(value.getTime());
-  if (typeof value === "string" && value !== "") {
-    const ms = Date.parse(value);
-    return Number.isNaN(ms) ? undefined : new Date(ms);
-  }
-  return undefined;
+function toDate(value: string | undefined): Date | undefined {
+  if (!value) return undefined;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? undefined : new Date(ms);
 }
 
-/** ApiException messages carry the whole body and headers; keep only the code. */
+/** Only the status and the Status message, never a body or headers. */
 function apiError(verb: string, what: string, err: unknown): Error {
-  if (err instanceof ApiException) return new Error(`${verb} lease ${what}: HTTP ${err.code}`);
   const message = err instanceof Error ? err.message : String(err);
   return new Error(`${verb} lease ${what}: ${message.slice(0, 300)}`);
 }

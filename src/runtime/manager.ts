@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { KubeAccess } from "./kube-config.ts";
 import type { Logger } from "../log/logger.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import { controllerMetricsFactory, type ControllerMetrics } from "./controller-metrics.ts";
@@ -21,7 +22,7 @@ export interface LeaderElectionSettings {
 }
 
 export interface ManagerOptions {
-  kc: KubeConfig;
+  kc: KubeAccess;
   logger: Logger;
   clock?: Clock;
   /** Unique per process; default host name plus a random suffix. */

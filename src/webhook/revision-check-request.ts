@@ -3,12 +3,12 @@
 // reconcile.fluxcd.io/requestedAt works the same way). The watch delivers the change to the
 // leader, whose next reconcile of that key polls at once. So a delivery that reached a standby
 // replica (the Service spreads them) is not lost, and `kubectl annotate` does the same by hand.
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { KubeAccess } from "../runtime/kube-config.ts";
 import { group, plural, version } from "../api/niximage.ts";
 import { annotations, fieldManager } from "../controller/names.ts";
 import { KubeHttpError, kubeRequestJson } from "../runtime/kube-request.ts";
 
-export function revisionCheckRequester(kc: KubeConfig, onWrite?: (verb: string, resource: string) => void): (keys: string[], value: string) => Promise<void> {
+export function revisionCheckRequester(kc: KubeAccess, onWrite?: (verb: string, resource: string) => void): (keys: string[], value: string) => Promise<void> {
   return async (keys, value) => {
     for (const key of keys) {
       const [namespace, name] = key.split("/") as [string, string];

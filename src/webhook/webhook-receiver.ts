@@ -1,7 +1,8 @@
 // Wires the webhook server to the operator: the secret from its file, the NixImages that follow
 // a branch from the informer cache, and revision-check requests as annotations.
 import { readFile } from "node:fs/promises";
-import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { KubeAccess } from "../runtime/kube-config.ts";
 import type { OperatorConfig } from "../config/operator-config.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Clock } from "../runtime/clock.ts";
@@ -41,7 +42,7 @@ export async function readWebhookSecret(file: string): Promise<Buffer> {
 }
 
 export interface WebhookReceiverOptions {
-  kc: KubeConfig;
+  kc: KubeAccess;
   config: OperatorConfig["webhook"];
   /** Overrides the port of config.address (0 picks a free one). */
   port?: number;
