@@ -9,6 +9,7 @@ import { objectKey, type Informer, type InformerView } from "../runtime/informer
 import { Manager } from "../runtime/manager.ts";
 import type { MetricsRegistry } from "../runtime/metrics.ts";
 import { rolloutAnnotations, workloadKinds, type Workload } from "../rollout/rollout-plan.ts";
+import { withoutBookkeeping, workloadProjection } from "./cache-projections.ts";
 import { jobView } from "./job-outcome.ts";
 import { labels } from "./names.ts";
 import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
@@ -104,14 +105,20 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     images: manager.informer<KubernetesObject>({
       path: pathFor(scope, `/apis/${group}/${version}`, plural),
       resyncPeriodMs: parseDuration(config.resyncPeriod),
+      transform: withoutBookkeeping,
     }),
-    jobs: manager.informer<V1Job>({ path: pathFor(scope, "/apis/batch/v1", "jobs"), labelSelector: labels.image }),
-    pods: manager.informer<V1Pod>({ path: pathFor(scope, "/api/v1", "pods"), labelSelector: labels.image }),
-    volumes: manager.informer<V1PersistentVolumeClaim>({ path: pathFor(scope, "/api/v1", "persistentvolumeclaims"), labelSelector: labels.store }),
+    jobs: manager.informer<V1Job>({ path: pathFor(scope, "/apis/batch/v1", "jobs"), labelSelector: labels.image, transform: withoutBookkeeping }),
+    pods: manager.informer<V1Pod>({ path: pathFor(scope, "/api/v1", "pods"), labelSelector: labels.image, transform: withoutBookkeeping }),
+    volumes: manager.informer<V1PersistentVolumeClaim>({
+      path: pathFor(scope, "/api/v1", "persistentvolumeclaims"),
+      labelSelector: labels.store,
+      transform: withoutBookkeeping,
+    }),
     // Consent is an annotation, which no selector can filter on: these watch all workloads.
     workloads: workloadKinds.map((kind) =>
       manager.informer<Workload>({
         path: kind === "CronJob" ? pathFor(scope, "/apis/batch/v1", "cronjobs") : pathFor(scope, "/apis/apps/v1", `${kind.toLowerCase()}s`),
+        transform: workloadProjection,
       }),
     ),
   }));
