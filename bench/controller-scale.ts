@@ -12,7 +12,9 @@
 //   node bench/controller-scale.ts [--images 1000] [--deployments 1000] [--secrets 2000] [--idle 60]
 //                                  [--root DIR] [--no-build]
 // --root runs another checkout's dist/cli/main.js (e.g. a worktree of an older commit, for a
-// before/after); it is built with `npm run build` there unless --no-build.
+// before/after); it is built with `npm run build` there unless --no-build. A priming run first
+// brings the NixImages to the status the controller writes; the measured runs then start from that
+// steady state (as after a restart). --try="FLAGS" (repeatable) measures other NODE_OPTIONS.
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -37,6 +39,8 @@ const { values: args } = parseArgs({
     idle: { type: "string", default: "60" },
     root: { type: "string", default: repoRoot },
     "no-build": { type: "boolean", default: false },
+    /** Instead of the chart's NODE_OPTIONS: one measured run per --try (flags, and NAME=value words for the environment). */
+    try: { type: "string", multiple: true, default: [] },
   },
 });
 const N = Number(args.images);
@@ -44,6 +48,7 @@ const D = Number(args.deployments);
 const S = Number(args.secrets);
 const idleMs = Number(args.idle) * 1000;
 const root = args.root;
+const variants = args.try;
 const MiB = 2 ** 20;
 
 if (!args["no-build"]) {
@@ -56,6 +61,8 @@ const bed = await startTestBed();
 const work = await mkdtemp(join(tmpdir(), "nio-scale-"));
 let child: ReturnType<typeof spawn> | undefined;
 let logFile: string | undefined;
+let configFile = "";
+let chartNodeOptions = "";
 const logs: Buffer[] = [];
 try {
   const kc = new KubeConfig();
@@ -80,12 +87,12 @@ try {
   const docs = parseAllDocuments(rendered).map((d) => d.toJS() as Record<string, any>); // eslint-disable-line @typescript-eslint/no-explicit-any
   const configYaml = docs.find((d) => d?.kind === "ConfigMap" && d.data?.["config.yaml"])!.data["config.yaml"] as string;
   const container = docs.find((d) => d?.kind === "Deployment")!.spec.template.spec.containers[0];
-  const nodeOptions = ((container.env ?? []) as { name: string; value?: string }[]).find((e) => e.name === "NODE_OPTIONS")?.value ?? "";
+  chartNodeOptions = ((container.env ?? []) as { name: string; value?: string }[]).find((e) => e.name === "NODE_OPTIONS")?.value ?? "";
   const resources = JSON.stringify(container.resources ?? {});
-  const configFile = join(work, "config.yaml");
+  configFile = join(work, "config.yaml");
   await writeFile(configFile, configYaml);
   const config = parseOperatorConfig(parseAllDocuments(configYaml)[0]!.toJS());
-  console.log(`chart: NODE_OPTIONS="${nodeOptions}" resources ${resources}`);
+  console.log(`chart: NODE_OPTIONS="${chartNodeOptions}" resources ${resources}`);
 
   // The objects, created in parallel (16 at a time).
   const t0 = performance.now();
@@ -163,14 +170,36 @@ try {
   );
   console.log(`created ${N} NixImages, ${D} Deployments, ${S} Secrets in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
 
-  // The controller, as the pod runs it.
+  // First a priming run, so the measured runs start from the steady state the controller itself
+  // wrote (conditions, observedGeneration): a restart, as after a rollout or a failover.
+  await runController("priming", chartNodeOptions, false);
+  for (const variant of variants.length > 0 ? variants : [chartNodeOptions]) await runController("measured", variant, true);
+} finally {
+  if (child && child.exitCode === null) {
+    child.kill("SIGTERM");
+    await new Promise((r) => child!.once("exit", r));
+  }
+  if (logFile) await writeFile(logFile, Buffer.concat(logs)).then(() => console.log(`controller log: ${logFile}`));
+  await bed.stop();
+}
+
+/**
+ * One run of the controller as the pod runs it; `options` are NODE_OPTIONS-style flags, where a
+ * `NAME=value` word is an environment variable (e.g. MALLOC_ARENA_MAX=2) instead.
+ */
+async function runController(label: string, options: string, idle: boolean): Promise<void> {
+  const words = options.split(/\s+/).filter(Boolean);
+  const envWords = Object.fromEntries(words.filter((w) => /^[A-Z_]+=/.test(w)).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]));
+  const flags = words.filter((w) => !/^[A-Z_]+=/.test(w));
+  console.log(`--- ${label} run: ${options || "(no flags)"}`);
   const port = await freePort();
-  logFile = join(work, "controller.log");
+  logFile = join(work, `controller-${label}.log`);
+  logs.length = 0;
   const started = performance.now();
   child = spawn(
     process.execPath,
     [
-      ...nodeOptions.split(/\s+/).filter(Boolean),
+      ...flags,
       join(root, "dist/cli/main.js"),
       "controller",
       "--config",
@@ -180,11 +209,12 @@ try {
       "--metrics-address",
       `127.0.0.1:${port}`,
     ],
-    { env: { PATH: process.env.PATH, HOME: work, NODE_ENV: "production", POD_NAME: "bench" }, stdio: ["ignore", "pipe", "pipe"] },
+    { env: { PATH: process.env.PATH, HOME: work, NODE_ENV: "production", POD_NAME: "bench", ...envWords }, stdio: ["ignore", "pipe", "pipe"] },
   );
-  child.stdout!.on("data", (b: Buffer) => logs.push(b));
-  child.stderr!.on("data", (b: Buffer) => logs.push(b));
-  const pid = child.pid!;
+  const running = child;
+  running.stdout!.on("data", (b: Buffer) => logs.push(b));
+  running.stderr!.on("data", (b: Buffer) => logs.push(b));
+  const pid = running.pid!;
   const memory = async () => {
     const status = await readFile(`/proc/${pid}/status`, "utf8");
     const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
@@ -199,13 +229,11 @@ try {
       return { status: 0, text: "" };
     }
   };
-  const sample = (text: string, name: string, filter = "") =>
-    [...text.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`, "gm"))].filter((m) => (m[1] ?? "").includes(filter)).reduce((a, m) => a + Number(m[2]), 0);
   const waitUntil = async (what: string, ok: () => Promise<boolean>, timeoutMs = 600_000) => {
     const t = performance.now();
     while (!(await ok())) {
-      if (child?.exitCode !== null)
-        throw new Error(`controller exited (${child?.exitCode}) while waiting for ${what}:\n${Buffer.concat(logs).toString().slice(-3000)}`);
+      if (running.exitCode !== null)
+        throw new Error(`controller exited (${running.exitCode}) while waiting for ${what}:\n${Buffer.concat(logs).toString().slice(-3000)}`);
       if (performance.now() - t > timeoutMs) throw new Error(`timed out waiting for ${what}`);
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -213,7 +241,8 @@ try {
 
   await waitUntil("/readyz", async () => (await get("/readyz")).status === 200);
   const ready = performance.now() - started;
-  console.log(`after start (ready in ${(ready / 1000).toFixed(2)}s): ${show(await memory())}`);
+  const afterStart = await memory();
+  console.log(`after start (ready in ${(ready / 1000).toFixed(2)}s): ${show(afterStart)}`);
 
   let metrics = "";
   await waitUntil(`${N} reconciles and an empty queue`, async () => {
@@ -234,56 +263,58 @@ try {
     return quiet;
   });
   const firstPassWrites = sample(metrics, "niximage_api_writes_total");
-
-  // Reconcile latency from the histogram (linear inside a bucket).
-  const quantile = (q: number) => {
-    const buckets = [...metrics.matchAll(/^controller_reconcile_time_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$/gm)].map((m) => ({
-      le: m[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(m[1]),
-      count: Number(m[2]),
-    }));
-    const total = buckets.at(-1)?.count ?? 0;
-    let previous = { le: 0, count: 0 };
-    for (const b of buckets) {
-      if (b.count >= q * total) {
-        if (!Number.isFinite(b.le)) return previous.le;
-        return previous.le + ((q * total - previous.count) / Math.max(1, b.count - previous.count)) * (b.le - previous.le);
-      }
-      previous = b;
-    }
-    return Number.NaN;
-  };
   const reconciles = sample(metrics, "controller_reconcile_total");
+  const p50 = quantile(metrics, 0.5) * 1000;
+  const p99 = quantile(metrics, 0.99) * 1000;
   console.log(
-    `reconcile latency over ${reconciles} reconciles: p50 ${(quantile(0.5) * 1000).toFixed(1)} ms, p99 ${(quantile(0.99) * 1000).toFixed(1)} ms; writes in the first pass: ${firstPassWrites}`,
+    `reconcile latency over ${reconciles} reconciles: p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms; writes in the first pass: ${firstPassWrites}`,
   );
 
-  // Idle window.
-  const apiserverMetrics = async () => {
-    const res = await run(bed.bed.kube.kubectl, ["--kubeconfig", bed.bed.kube.kubeconfig, "get", "--raw", "/metrics"]);
-    return sample(res.stdout, "apiserver_request_total");
-  };
-  const before = { metrics, api: await apiserverMetrics() };
-  await new Promise((r) => setTimeout(r, idleMs));
-  const after = { metrics: (await get("/metrics")).text, api: await apiserverMetrics() };
-  const perMinute = (n: number) => ((n * 60_000) / idleMs).toFixed(1);
-  const ownRequests = sample(after.metrics, "rest_client_requests_total") - sample(before.metrics, "rest_client_requests_total");
-  const writes = sample(after.metrics, "niximage_api_writes_total") - sample(before.metrics, "niximage_api_writes_total");
-  const hasOwn = /^rest_client_requests_total/m.test(after.metrics);
-  const idleMemory = await memory();
-  console.log(`after an idle window of ${idleMs / 1000}s: ${show(idleMemory)}`);
-  console.log(
-    `idle: ${writes} writes (${perMinute(writes)}/min); API requests ${hasOwn ? `by the controller ${perMinute(ownRequests)}/min, ` : ""}seen by the API server (all clients) ${perMinute(after.api - before.api)}/min`,
-  );
-  console.log(
-    `SUMMARY images=${N} deployments=${D} secrets=${S} ready_s=${(ready / 1000).toFixed(2)} all_reconciled_s=${(allReconciled / 1000).toFixed(2)} ` +
-      `rss_first_mib=${(afterFirst.rss / MiB).toFixed(1)} rss_idle_mib=${(idleMemory.rss / MiB).toFixed(1)} hwm_mib=${(idleMemory.hwm / MiB).toFixed(1)} ` +
-      `p50_ms=${(quantile(0.5) * 1000).toFixed(1)} p99_ms=${(quantile(0.99) * 1000).toFixed(1)} idle_writes=${writes}`,
-  );
-} finally {
-  if (child && child.exitCode === null) {
-    child.kill("SIGTERM");
-    await new Promise((r) => child!.once("exit", r));
+  if (idle) {
+    const before = { metrics, api: await apiserverRequests() };
+    await new Promise((r) => setTimeout(r, idleMs));
+    const after = { metrics: (await get("/metrics")).text, api: await apiserverRequests() };
+    const perMinute = (n: number) => ((n * 60_000) / idleMs).toFixed(1);
+    const writes = sample(after.metrics, "niximage_api_writes_total") - sample(before.metrics, "niximage_api_writes_total");
+    const idleMemory = await memory();
+    console.log(`after an idle window of ${idleMs / 1000}s: ${show(idleMemory)}`);
+    console.log(
+      `idle: ${writes} writes (${perMinute(writes)}/min); API requests seen by the API server (all clients) ${perMinute(after.api - before.api)}/min`,
+    );
+    console.log(
+      `SUMMARY images=${N} deployments=${D} secrets=${S} options="${options}" ready_s=${(ready / 1000).toFixed(2)} all_reconciled_s=${(allReconciled / 1000).toFixed(2)} ` +
+        `rss_start_mib=${(afterStart.rss / MiB).toFixed(1)} rss_first_mib=${(afterFirst.rss / MiB).toFixed(1)} rss_idle_mib=${(idleMemory.rss / MiB).toFixed(1)} ` +
+        `hwm_mib=${(idleMemory.hwm / MiB).toFixed(1)} p50_ms=${p50.toFixed(1)} p99_ms=${p99.toFixed(1)} idle_writes=${writes}`,
+    );
   }
-  if (logFile) await writeFile(logFile, Buffer.concat(logs)).then(() => console.log(`controller log: ${logFile}`));
-  await bed.stop();
+  running.kill("SIGTERM");
+  await new Promise((r) => running.once("exit", r));
+  await writeFile(logFile, Buffer.concat(logs));
+}
+
+function sample(text: string, name: string): number {
+  return [...text.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`, "gm"))].reduce((a, m) => a + Number(m[2]), 0);
+}
+
+/** Reconcile latency from the controller's histogram (linear inside a bucket). */
+function quantile(metrics: string, q: number): number {
+  const buckets = [...metrics.matchAll(/^controller_reconcile_time_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$/gm)].map((m) => ({
+    le: m[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(m[1]),
+    count: Number(m[2]),
+  }));
+  const total = buckets.at(-1)?.count ?? 0;
+  let previous = { le: 0, count: 0 };
+  for (const b of buckets) {
+    if (b.count >= q * total) {
+      if (!Number.isFinite(b.le)) return previous.le;
+      return previous.le + ((q * total - previous.count) / Math.max(1, b.count - previous.count)) * (b.le - previous.le);
+    }
+    previous = b;
+  }
+  return Number.NaN;
+}
+
+async function apiserverRequests(): Promise<number> {
+  const res = await run(bed.bed.kube.kubectl, ["--kubeconfig", bed.bed.kube.kubeconfig, "get", "--raw", "/metrics"]);
+  return sample(res.stdout, "apiserver_request_total");
 }
