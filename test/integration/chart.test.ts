@@ -175,7 +175,9 @@ describe("Helm chart: lint and render", () => {
     expect(container.livenessProbe.httpGet).toEqual({ path: "/healthz", port: "metrics" });
     expect(container.readinessProbe.httpGet).toEqual({ path: "/readyz", port: "metrics" });
     expect(container.ports).toEqual([{ name: "metrics", containerPort: 8080, protocol: "TCP" }]);
-    expect(container.resources).toEqual({ requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "512Mi" } });
+    expect(container.resources).toEqual({ requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "256Mi" } });
+    // V8 sized for a small controller (bench/controller-scale.ts), under the memory limit.
+    expect(container.env).toContainEqual({ name: "NODE_OPTIONS", value: "--max-semi-space-size=2 --max-old-space-size=160" });
     // The only writable paths: /tmp (emptyDir); config read-only.
     expect(container.volumeMounts).toEqual([
       { name: "config", mountPath: "/etc/nix-image-operator", readOnly: true },
