@@ -1,3 +1,4 @@
+import { buildSlotFor } from "./build-slots.ts";
 import type { V1Job, V1PersistentVolumeClaim } from "@kubernetes/client-node";
 import type { BuildRecord, NixImage, NixImageStatus } from "../api/niximage.ts";
 import type { OperatorConfig } from "../config/operator-config.ts";
@@ -27,6 +28,9 @@ export interface Observed {
   namespaceJobs: ReadonlyMap<string, boolean>;
   /** Builder Jobs running in all namespaces (plus ones this process just created). */
   runningBuildsEverywhere: number;
+  /** The same per namespace, and namespaces with a build waiting for a slot: the cap's fair share (build-slots.ts). */
+  runningBuildsByNamespace?: ReadonlyMap<string, number>;
+  namespacesWaitingForBuilds?: ReadonlySet<string>;
   storeVolumes: readonly StoreVolumeView[];
   /** The branch's current commit, when polling is on and it was resolved. */
   polledRevision?: string;
@@ -355,15 +359,17 @@ function decideBuild(observed: Observed): Decision {
         `Secret ${image.spec.image.pushSecretRef!.name} (spec.image.pushSecretRef) does not exist in namespace ${image.metadata.namespace}: create it with \`kubectl create secret docker-registry\``,
       );
     }
-    if (observed.runningBuildsEverywhere >= config.concurrency.builds) {
+    const slot = buildSlotFor(image.metadata.namespace ?? "", {
+      cap: config.concurrency.builds,
+      running: observed.runningBuildsEverywhere,
+      runningByNamespace: observed.runningBuildsByNamespace ?? new Map(),
+      waitingNamespaces: observed.namespacesWaitingForBuilds ?? new Set(),
+    });
+    if (!slot.ok) {
       requeue(waitRetryMs);
       // A warm build waits quietly: it is no change to the image.
       if (kind === "Warm") return settled();
-      return finish(
-        "InProgress",
-        reasons.WaitingForCapacity,
-        `${observed.runningBuildsEverywhere} builds are running, the operator's limit (concurrency.builds) is ${config.concurrency.builds}`,
-      );
+      return finish("InProgress", reasons.WaitingForCapacity, slot.message);
     }
     const number = (kind === "Image" ? highest : highestWarm) + 1;
     // The volume this image's most recent build used has the warmest store for it.

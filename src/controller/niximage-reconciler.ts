@@ -71,6 +71,8 @@ export class NixImageReconciler {
   readonly #schema: ReturnType<typeof makeNixImageSchema>;
   /** Jobs this process created that the informer may not show yet (for the global build cap). */
   readonly #justCreated = new Map<string, number>();
+  /** Namespaces with a build told to wait for a slot, and when (refreshed by their retries; dropped after 30 s). */
+  readonly #waitingForSlot = new Map<string, number>();
   /** Events said once per process (refusals: workload uid + message; foreign objects: their uid). */
   readonly #refusalsSent = new Set<string>();
   /** Per NixImage key: a build start the API server refused, for which generation, and when. */
@@ -127,6 +129,7 @@ export class NixImageReconciler {
       decision = decide(observed);
     }
     context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
+    if (decision.status.conditions?.some((c) => c.reason === reasons.WaitingForCapacity)) this.#waitingForSlot.set(image.metadata.namespace!, now.getTime());
     const generation = image.metadata.generation ?? 0;
     const previous = image.status ?? {};
 
@@ -223,7 +226,13 @@ export class NixImageReconciler {
     for (const [jobName, at] of this.#justCreated) {
       if (now.getTime() - at > 60_000 || jobs.get(jobName.split("/")[1]!, jobName.split("/")[0])) this.#justCreated.delete(jobName);
     }
-    const runningEverywhere = jobs.list().filter((j) => j.metadata?.labels?.[labels.image] && isRunning(j)).length + this.#justCreated.size;
+    // Running builds per namespace (with ones just created), and namespaces recently told to wait: the fair share of the cap (build-slots.ts).
+    const runningBuildsByNamespace = new Map<string, number>();
+    const countRunning = (ns: string) => runningBuildsByNamespace.set(ns, (runningBuildsByNamespace.get(ns) ?? 0) + 1);
+    for (const job of jobs.list()) if (job.metadata?.labels?.[labels.image] && isRunning(job)) countRunning(job.metadata.namespace ?? "");
+    for (const jobKey of this.#justCreated.keys()) countRunning(jobKey.split("/")[0]!);
+    const runningEverywhere = [...runningBuildsByNamespace.values()].reduce((a, b) => a + b, 0);
+    for (const [ns, at] of this.#waitingForSlot) if (now.getTime() - at > 30_000) this.#waitingForSlot.delete(ns);
 
     const observed: Observed = {
       image,
@@ -232,6 +241,8 @@ export class NixImageReconciler {
       jobs: ownJobs,
       namespaceJobs,
       runningBuildsEverywhere: runningEverywhere,
+      runningBuildsByNamespace,
+      namespacesWaitingForBuilds: new Set(this.#waitingForSlot.keys()),
       storeVolumes,
       ...this.#stillRejected(`${namespace}/${name}`, image.metadata.generation ?? 0, now),
       workloads: this.#deps.workloads.byIndex(indexes.workloadsByImage, `${namespace}/${name}`),
