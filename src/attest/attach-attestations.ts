@@ -110,21 +110,26 @@ export async function attachAttestations(options: AttestOptions): Promise<Attest
       bytes: json(provenance),
       title: "provenance.intoto.json",
     });
-  if (documents.length > 0) {
+  // Three independent writes (the referrers, the `.sig` tag, the `.att` tag): at once.
+  const referrersTask = async () => {
+    if (documents.length === 0) return;
     const attached = await attachReferrers({ registry, repository: repo, subject: image, documents, ...(options.logger ? { logger: options.logger } : {}) });
     for (const r of attached.referrers) digests[r.kind as "sbom" | "provenance"] = r.digest;
     referrersTag = attached.fallbackTag;
     bytesPushed += attached.bytesPushed;
-  }
-
+  };
   const key = options.signingKey?.privateKey;
-  if (key) {
+  const signatureTask = async () => {
+    if (!key) return;
     const payload = simpleSigningPayload(name, image.digest);
     const sig = await pushCosignLayers(registry, repo, cosignTag(image.digest, "sig"), [
       { kind: "signature", mediaType: SIMPLE_SIGNING_MEDIA_TYPE, bytes: payload, annotations: { [COSIGN_SIGNATURE_ANNOTATION]: signBytes(key, payload) } },
     ]);
     digests.signature = sig.digest;
     bytesPushed += sig.bytesPushed;
+  };
+  const attestationsTask = async () => {
+    if (!key) return;
     const statements: { kind: string; predicateType: string; statement: unknown }[] = [];
     if (sbom) {
       statements.push({
@@ -134,22 +139,22 @@ export async function attachAttestations(options: AttestOptions): Promise<Attest
       });
     }
     if (provenance) statements.push({ kind: "provenance", predicateType: SLSA_PROVENANCE_PREDICATE_TYPE, statement: provenance });
-    if (statements.length > 0) {
-      const att = await pushCosignLayers(
-        registry,
-        repo,
-        cosignTag(image.digest, "att"),
-        statements.map((s) => ({
-          kind: s.kind,
-          mediaType: DSSE_MEDIA_TYPE,
-          bytes: dsseEnvelope(key, s.statement),
-          annotations: { [COSIGN_SIGNATURE_ANNOTATION]: "", predicateType: s.predicateType },
-        })),
-      );
-      digests.attestations = att.digest;
-      bytesPushed += att.bytesPushed;
-    }
-  }
+    if (statements.length === 0) return;
+    const att = await pushCosignLayers(
+      registry,
+      repo,
+      cosignTag(image.digest, "att"),
+      statements.map((s) => ({
+        kind: s.kind,
+        mediaType: DSSE_MEDIA_TYPE,
+        bytes: dsseEnvelope(key, s.statement),
+        annotations: { [COSIGN_SIGNATURE_ANNOTATION]: "", predicateType: s.predicateType },
+      })),
+    );
+    digests.attestations = att.digest;
+    bytesPushed += att.bytesPushed;
+  };
+  await Promise.all([referrersTask(), signatureTask(), attestationsTask()]);
   const seconds = Math.round(clock.now().getTime() - started) / 1000;
   options.logger?.info({ image: `${name}@${image.digest}`, ...digests, referrersTag, bytesPushed, seconds }, "attestations attached");
   return { digests, ...(referrersTag ? { referrersTag } : {}), bytesPushed, seconds };

@@ -69,16 +69,15 @@ export async function pushCosignLayers(
   layers: readonly CosignLayer[],
 ): Promise<{ digest: Digest; bytesPushed: number }> {
   let bytesPushed = 0;
-  const ours: Descriptor[] = [];
-  for (const l of layers) {
+  const upload = async (l: CosignLayer): Promise<Descriptor> => {
     const digest = sha256Digest(l.bytes);
     if (!(await registry.hasBlob(repo, digest))) {
       await registry.uploadBlob(repo, l.bytes);
       bytesPushed += l.bytes.length;
     }
-    ours.push({ mediaType: l.mediaType, digest, size: l.bytes.length, annotations: { ...l.annotations, [REFERRER_KIND_ANNOTATION]: l.kind } });
-  }
-  const current = await registry.findManifest(repo, tag, MEDIA_TYPE_OCI_MANIFEST);
+    return { mediaType: l.mediaType, digest, size: l.bytes.length, annotations: { ...l.annotations, [REFERRER_KIND_ANNOTATION]: l.kind } };
+  };
+  const [ours, current] = await Promise.all([Promise.all(layers.map(upload)), registry.findManifest(repo, tag, MEDIA_TYPE_OCI_MANIFEST)]);
   const all = [...keptCosignLayers(current ? parseJson(current.bytes) : undefined, ours), ...ours];
   const config = cosignConfig(all);
   const configDigest = sha256Digest(config);

@@ -110,24 +110,32 @@ async function ensureBlob(registry: ReferrersRegistry, repo: string, bytes: Buff
 export async function attachReferrers(options: AttachReferrersOptions): Promise<AttachReferrersResult> {
   const { registry, repository: repo, subject } = options;
   let bytesPushed = await ensureBlob(registry, repo, EMPTY_JSON, EMPTY_DESCRIPTOR.digest);
-  const entries: Descriptor[] = [];
-  const referrers: AttachedReferrer[] = [];
-  for (const doc of options.documents) {
-    const digest = sha256Digest(doc.bytes);
-    bytesPushed += await ensureBlob(registry, repo, doc.bytes, digest);
-    const annotations = { [REFERRER_KIND_ANNOTATION]: doc.kind };
-    const manifest = buildImageManifest({
-      artifactType: doc.artifactType,
-      config: EMPTY_DESCRIPTOR,
-      layers: [{ mediaType: doc.mediaType, digest, size: doc.bytes.length, annotations: { "org.opencontainers.image.title": doc.title } }],
-      subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
-      annotations,
-    });
-    await registry.putManifest(repo, manifest.digest, manifest);
-    bytesPushed += manifest.size;
-    entries.push({ mediaType: MEDIA_TYPE_OCI_MANIFEST, digest: manifest.digest, size: manifest.size, artifactType: doc.artifactType, annotations });
-    referrers.push({ kind: doc.kind, artifactType: doc.artifactType, digest: manifest.digest });
-  }
+  const pushed = await Promise.all(
+    options.documents.map(async (doc) => {
+      const digest = sha256Digest(doc.bytes);
+      const sent = await ensureBlob(registry, repo, doc.bytes, digest);
+      const annotations = { [REFERRER_KIND_ANNOTATION]: doc.kind };
+      const manifest = buildImageManifest({
+        artifactType: doc.artifactType,
+        config: EMPTY_DESCRIPTOR,
+        layers: [{ mediaType: doc.mediaType, digest, size: doc.bytes.length, annotations: { "org.opencontainers.image.title": doc.title } }],
+        subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
+        annotations,
+      });
+      await registry.putManifest(repo, manifest.digest, manifest);
+      const entry: Descriptor = {
+        mediaType: MEDIA_TYPE_OCI_MANIFEST,
+        digest: manifest.digest,
+        size: manifest.size,
+        artifactType: doc.artifactType,
+        annotations,
+      };
+      return { entry, referrer: { kind: doc.kind, artifactType: doc.artifactType, digest: manifest.digest }, bytes: sent + manifest.size };
+    }),
+  );
+  const entries = pushed.map((p) => p.entry);
+  const referrers: AttachedReferrer[] = pushed.map((p) => p.referrer);
+  for (const p of pushed) bytesPushed += p.bytes;
   if (await registry.referrers(repo, subject.digest)) return { referrers, bytesPushed };
 
   // Fallback: read, merge, write, and read again: a writer that raced us (the registry has no
