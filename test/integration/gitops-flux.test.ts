@@ -6,8 +6,10 @@
 //     operator rolls out (each change of the Deployment is attributed to its field manager from
 //     managedFields, recorded by a watch over the whole run);
 //   - the Kustomization never goes Ready=False over at least ten Flux reconciles (interval 3 s);
-//   - Flux's health check sees the NixImage's own readiness (kstatus): not healthy while the first
-//     build runs, healthy once it succeeded.
+//   - Flux's health check sees the NixImage's own readiness (kstatus): a reconcile during a build
+//     waits for it, a failed build (Stalled) fails the Kustomization, the next good build heals it.
+//     (The very first reconcile may pass before the operator has written any status: kstatus
+//     takes a resource without conditions as Current.)
 // The recipe: the Deployment keeps a placeholder image in Git (the API server requires one), and
 // the Kustomization's `spec.ignore` names that field. The counter-example without it: Flux puts
 // the placeholder back after each rollout, and the two take turns.
@@ -311,6 +313,24 @@ describe("GitOps with Flux's controllers", () => {
     expect((k.status?.inventory?.entries ?? []).map((e) => e.id).sort()).toEqual(
       [`${namespace}_shop-web_apps_Deployment`, `${namespace}_shop-web_niximage.io_NixImage`, `${namespace}_shop-web__Service`].sort(),
     );
+
+    // The health check is the NixImage's kstatus: a failed build (Stalled=True) fails it, the next
+    // good build heals it; the digest on the Deployment stays c meanwhile.
+    await rebuild("3");
+    await waitForJob(namespace, "shop-web-build-4");
+    await finishBuildPod(namespace, "shop-web-build-4", {
+      fail: { step: "build", exitCode: 1, message: "error: builder for '/nix/store/00000000000000000000000000000000-web.drv' failed with exit code 1" },
+    });
+    const failed = await waitFor("Kustomization health check fails with the NixImage", async () => {
+      const ready = condition(await readKustomization(), "Ready");
+      return ready?.status === "False" ? ready : undefined;
+    });
+    expect(failed.reason).toBe("HealthCheckFailed");
+    expect(failed.message).toContain("NixImage");
+    await rebuild("4");
+    await release(5, "d");
+    await waitFor("Kustomization Ready again", async () => condition(await readKustomization(), "Ready")?.status === "True", { timeoutMs: 60_000 });
+    await waitFor("Deployment runs digest d", async () => (await readDeployment()).spec!.template.spec!.containers[0]!.image === digest("d"));
   }, 300_000);
 
   it("without `spec.ignore`, Flux forces Git's placeholder back after a rollout and Flux and the operator take turns", async () => {
