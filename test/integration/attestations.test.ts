@@ -196,6 +196,45 @@ describe("attestations", () => {
     });
   });
 
+  it("on the TLS registry with basic auth: referrers through the fallback tag and a signature cosign verifies with the same credentials", async () => {
+    const tls = bed.registry.tls;
+    const repository = uniqueRepo("attest-tls");
+    const key = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    await writeFile(join(work, "tls.key"), key.privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+    await writeFile(join(work, "tls.pub"), key.publicKey.export({ format: "pem", type: "spki" }));
+    const r = await runCli(bed, [
+      "build",
+      `${app.flakeUrl}#default`,
+      "--image",
+      `${tls.host}/${repository}`,
+      "--auth-file",
+      tls.authFile,
+      "--ca-file",
+      tls.caFile,
+      "--config",
+      config,
+      "--json",
+      "--sign-key",
+      join(work, "tls.key"),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const result = lastJson<PushStepResult>(r.stdout);
+    const ref = `${tls.host}/${repository}@${result.digest}`;
+    const discovered = JSON.parse(
+      await run(oras, ["discover", "--ca-file", tls.caFile, "--registry-config", tls.authFile, "--format", "json", ref], {
+        env: { ...process.env, HOME: work },
+      }),
+    ) as { referrers?: { digest: string }[] };
+    expect((discovered.referrers ?? []).map((d) => d.digest).sort()).toEqual([result.attestations!.sbom, result.attestations!.provenance].sort());
+    // cosign reads credentials from $DOCKER_CONFIG/config.json and trusts the CA via SSL_CERT_FILE.
+    const dockerConfig = join(work, "docker-config");
+    await mkdir(dockerConfig, { recursive: true });
+    await writeFile(join(dockerConfig, "config.json"), await readFile(tls.authFile));
+    const env = { ...cosignEnv(), DOCKER_CONFIG: dockerConfig, SSL_CERT_FILE: tls.caFile };
+    await run(cosign, ["verify", "--key", join(work, "tls.pub"), "--insecure-ignore-tlog=true", ref], { env });
+    await run(cosign, ["verify-attestation", "--key", join(work, "tls.pub"), "--type", "slsaprovenance1", "--insecure-ignore-tlog=true", ref], { env });
+  });
+
   it("a rebuild of the same digest keeps one SBOM and one provenance of ours and another tool's referrer", async () => {
     const repository = uniqueRepo("attest");
     const first = await build(repository, []);
