@@ -156,10 +156,13 @@ describe("Helm chart: lint and render", () => {
         "RoleBinding/nio-nix-image-operator-leader-election",
         "Service/nio-nix-image-operator-metrics",
         "ServiceAccount/nio-nix-image-operator",
+        "ValidatingAdmissionPolicy/nio-nix-image-operator-builders",
+        "ValidatingAdmissionPolicyBinding/nio-nix-image-operator-builders",
       ].sort(),
     );
     for (const m of r.manifests) {
-      if (!m.kind.startsWith("Cluster")) expect(m.metadata.namespace, `${m.kind} namespace`).toBe("nix-image-operator");
+      if (!m.kind.startsWith("Cluster") && !m.kind.startsWith("ValidatingAdmissionPolicy"))
+        expect(m.metadata.namespace, `${m.kind} namespace`).toBe("nix-image-operator");
       expect(m.metadata.labels).toMatchObject({ "app.kubernetes.io/name": "nix-image-operator", "app.kubernetes.io/instance": "nio" });
     }
 
@@ -747,8 +750,11 @@ describe("Helm chart on the test bed API server", () => {
     applied = { objects, ...(await applyAll(objects)) };
   });
   afterAll(async () => {
-    for (const release of releases)
+    for (const release of releases) {
       await kubectl(["delete", "clusterrole,clusterrolebinding", `${release}-nix-image-operator`, "--ignore-not-found"]).catch(() => undefined);
+      const policy = `${release}-nix-image-operator-builders`;
+      await kubectl(["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy, "--ignore-not-found"]).catch(() => undefined);
+    }
     for (const ns of created) await deleteNamespace(ns);
   });
 
@@ -774,6 +780,8 @@ describe("Helm chart on the test bed API server", () => {
         ...appNamespaces.map((ns) => `RoleBinding ${ns}`),
         `Service ${namespace}`,
         `ServiceAccount ${namespace}`,
+        "ValidatingAdmissionPolicy ",
+        "ValidatingAdmissionPolicyBinding ",
       ].sort(),
     );
     expect(stderr, "no PodSecurity warning for the controller pod").not.toMatch(/PodSecurity|violate/i);
