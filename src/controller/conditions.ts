@@ -14,6 +14,7 @@ export const reasons = {
   PushSecretNotFound: "PushSecretNotFound",
   /** spec.image.attestations.signingKeySecretRef names a Secret that does not exist. */
   SigningKeySecretNotFound: "SigningKeySecretNotFound",
+  PushSecretNotAllowed: "PushSecretNotAllowed",
   RevisionUnavailable: "RevisionUnavailable",
   Suspended: "Suspended",
   NotBuilt: "NotBuilt",

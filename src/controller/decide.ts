@@ -42,6 +42,8 @@ export interface Observed {
   pushSecretFound?: boolean;
   /** Whether the signing key Secret exists; undefined when not checked. */
   signingKeySecretFound?: boolean;
+  /** Why this NixImage may not push with the Secret (it has not opted in to it), when it may not. */
+  pushSecretRefused?: string;
   warmDue: boolean;
   nextWarm?: Date;
   /** When the next revision poll is due, if polling is on. */
@@ -358,6 +360,10 @@ function decideBuild(observed: Observed): Decision {
         reasons.PushSecretNotFound,
         `Secret ${image.spec.image.pushSecretRef!.name} (spec.image.pushSecretRef) does not exist in namespace ${image.metadata.namespace}: create it with \`kubectl create secret docker-registry\``,
       );
+    }
+    if (kind === "Image" && observed.pushSecretRefused) {
+      requeue(30_000);
+      return finish("Stalled", reasons.PushSecretNotAllowed, observed.pushSecretRefused);
     }
     const slot = buildSlotFor(image.metadata.namespace ?? "", {
       cap: config.concurrency.builds,

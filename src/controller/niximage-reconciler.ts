@@ -16,6 +16,7 @@ import { decide, type Action, type Observed } from "./decide.ts";
 import { controllerOf, jobView } from "./job-outcome.ts";
 import { annotations, fieldManager, labels } from "./names.ts";
 import { builderNetworkPolicy } from "./builder-network-policy.ts";
+import { pushSecretConsent } from "./push-secret-consent.ts";
 import type { RevisionPolls } from "./revision-polls.ts";
 import { classifyError, NotLeaderError, StaleCacheError } from "./reconcile-errors.ts";
 import { mergePatch } from "./status-patch.ts";
@@ -121,10 +122,13 @@ export class NixImageReconciler {
       const ns = image.metadata.namespace!;
       const push = image.spec.image.pushSecretRef;
       const signing = image.spec.image.attestations?.signingKeySecretRef;
+      const pushSecret = push ? await this.#secretMetadata(ns, push.name) : undefined;
+      const consent = push && pushSecret ? pushSecretConsent(push.name, pushSecret.annotations, image.metadata.name!) : undefined;
       observed = {
         ...observed,
-        ...(push ? { pushSecretFound: await this.#secretExists(ns, push.name) } : {}),
-        ...(signing ? { signingKeySecretFound: await this.#secretExists(ns, signing.name) } : {}),
+        ...(push ? { pushSecretFound: pushSecret !== undefined } : {}),
+        ...(consent && !consent.allowed ? { pushSecretRefused: consent.message } : {}),
+        ...(signing ? { signingKeySecretFound: (await this.#secretMetadata(ns, signing.name)) !== undefined } : {}),
       };
       decision = decide(observed);
     }
@@ -288,13 +292,21 @@ export class NixImageReconciler {
     return { rejected: { reason: rejected.reason, message: rejected.message, retryInMs } };
   }
 
-  async #secretExists(namespace: string, name: string): Promise<boolean> {
+  /**
+   * A Secret's metadata (annotations: the push Secret's consent), or undefined when it does not
+   * exist. Metadata only: the API server sends no data, so credentials never reach the controller.
+   */
+  async #secretMetadata(namespace: string, name: string): Promise<{ annotations?: Record<string, string> } | undefined> {
     try {
-      // Only the name is read: the body (the credentials) is dropped unseen.
-      await kubeRequestJson<unknown>(this.#deps.kc, "GET", `/api/v1/namespaces/${namespace}/secrets/${name}`);
-      return true;
+      const secret = await kubeRequestJson<{ metadata?: { annotations?: Record<string, string> } }>(
+        this.#deps.kc,
+        "GET",
+        `/api/v1/namespaces/${namespace}/secrets/${name}`,
+        { accept: "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1" },
+      );
+      return secret.metadata ?? {};
     } catch (error) {
-      if (error instanceof KubeHttpError && error.statusCode === 404) return false;
+      if (error instanceof KubeHttpError && error.statusCode === 404) return undefined;
       throw error;
     }
   }

@@ -31,6 +31,8 @@ export interface RequestJsonOptions extends GetJsonOptions {
   body?: unknown;
   /** Defaults to application/json; e.g. application/merge-patch+json or application/apply-patch+yaml. */
   contentType?: string;
+  /** Defaults to application/json; e.g. PartialObjectMetadata to get an object's metadata only. */
+  accept?: string;
 }
 
 /**
@@ -58,7 +60,7 @@ export async function kubeRequestJson<R>(kc: KubeAccess, method: string, path: s
   const body = options.body === undefined ? undefined : JSON.stringify(options.body);
   requestOptions.headers = {
     ...requestOptions.headers,
-    accept: "application/json",
+    accept: options.accept ?? "application/json",
     ...(body !== undefined ? { "content-type": options.contentType ?? "application/json" } : {}),
   };
   const transport = url.protocol === "http:" ? http : https;

@@ -76,7 +76,8 @@ describe("NixImage controller", () => {
     await kubeClients().core.createNamespacedSecret({
       namespace,
       body: {
-        metadata: { name: "regcred" },
+        // The Secret opts in to the NixImages that may push with it (push-secret-consent.ts).
+        metadata: { name: "regcred", annotations: { "niximage.io/allowed-images": "web" } },
         type: "kubernetes.io/dockerconfigjson",
         data: { ".dockerconfigjson": Buffer.from('{"auths":{}}').toString("base64") },
       },

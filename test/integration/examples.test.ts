@@ -21,6 +21,7 @@ import { parseAllDocuments } from "yaml";
 import { beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { fieldManager } from "../../src/controller/names.ts";
+import { pushSecretConsent } from "../../src/controller/push-secret-consent.ts";
 import { applyBody, rolloutAnnotations, type Workload } from "../../src/rollout/rollout-plan.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { kubeClients, testbed, testNamespace } from "../support/kube.ts";
@@ -263,6 +264,8 @@ describe("examples/", () => {
     expect(push, "push Secret").toBeDefined();
     expect(pull, "pull Secret").toBeDefined();
     expect(pullName).not.toBe(image.spec.image.pushSecretRef.name);
+    // The push Secret opts in to this NixImage (src/controller/push-secret-consent.ts).
+    expect(pushSecretConsent(push!.metadata.name, push!.metadata.annotations, image.metadata.name).allowed).toBe(true);
     for (const secret of [push!, pull!]) {
       expect(secret.type).toBe("kubernetes.io/dockerconfigjson");
       const config = JSON.parse(secret.stringData[".dockerconfigjson"]) as { auths: Record<string, { auth: string }> };

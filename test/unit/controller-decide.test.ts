@@ -363,6 +363,15 @@ describe("decide: suspend, push Secret", () => {
     expect(createdJob(decide(observe(image, { signingKeySecretFound: true }))).job.metadata?.name).toBe("web-build-1");
   });
 
+  it("push Secret not opted in to this NixImage: Stalled/PushSecretNotAllowed with the reason, no Job, checked again in 30 s", () => {
+    const image = testImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
+    const d = decide(observe(image, { pushSecretFound: true, pushSecretRefused: "Secret regcred has not opted in" }));
+    expect(d.actions).toEqual([]);
+    expect(state(d)).toBe("Ready=False/PushSecretNotAllowed Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Stalled")?.message).toBe("Secret regcred has not opted in");
+    expect(d.requeueAfterMs).toBe(30_000);
+  });
+
   it("no Secret check while nothing is to be built", () => {
     const built = builtImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
     const d = decide(observe(built.image, { jobs: [built.job] }));
