@@ -18,6 +18,7 @@ import type { ReferrersRegistry } from "../oci/referrers.ts";
 import { fromOciConfig, mergeImageConfig, packageDefaults } from "./image-config.ts";
 import { imageTags } from "./image-tags.ts";
 import { pushDockerArchive } from "./push-archive.ts";
+import { acceptStream } from "./stream-handoff.ts";
 import type { PushStepResult } from "./step-results.ts";
 import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
 import { readStepFiles, type StepFiles } from "./step-files.ts";
@@ -56,6 +57,11 @@ export interface PushStepOptions {
    * is code from the flake: when it could read one of these, it is not run at all.
    */
   protectedFiles?: readonly string[];
+  /**
+   * Take a streamLayeredImage script's output from the stream step through this Unix socket
+   * (stream-handoff.ts) instead of running the script here (issue 12, item 4).
+   */
+  streamSocket?: string;
   /** SBOM, provenance and signatures attached to the pushed digest (none when absent). */
   attest?: PushAttestOptions;
   progress?: ProgressSink;
@@ -214,6 +220,11 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
       if (built.format === "docker-archive") {
         source = { kind: "file", path: built.outPath };
         totalBytes = (await stat(built.outPath)).size;
+      } else if (options.streamSocket !== undefined) {
+        // The script runs in the stream step's container (no Secret, no cache); its stdout arrives here.
+        progress.phase("stream", `waiting for the stream step on ${options.streamSocket}`);
+        const stream = await acceptStream(options.streamSocket, options.signal ? { signal: options.signal } : {});
+        source = { kind: "stream", stream, description: `${built.outPath} (run by the stream step)` };
       } else {
         // The script is code from the flake: a clean environment, no credentials readable.
         const asRoot = typeof process.getuid === "function" && process.getuid() === 0;
@@ -231,6 +242,8 @@ export async function runPushStep(options: PushStepOptions): Promise<PushStepOut
       if (options.compression === "gzip") log?.warn({}, `layers of a prebuilt ${built.format} image are pushed as stored; --compression does not apply`);
       push = await pushDockerArchive({
         ...common,
+        // A socket cannot be read twice: no cache hits to re-check by a second read.
+        ...(source.kind === "stream" ? { cache: noLayerCache } : {}),
         source,
         cacheId: built.outPath,
         ...(options.imageConfig?.labels ? { labels: options.imageConfig.labels } : {}),

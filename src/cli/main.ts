@@ -45,6 +45,11 @@ const commands: { name: string; summary: string; load: () => Promise<Command> }[
     load: async () => (await import("./push-step-command.ts")).pushStepCommand,
   },
   {
+    name: "stream-step",
+    summary: "builder Job step: run a streamLayeredImage script (no Secret) and stream it to the push step",
+    load: async () => (await import("./stream-step-command.ts")).streamStepCommand,
+  },
+  {
     name: "prepare-store",
     summary: "builder Job step: seed a store volume from the image's /nix, or check its Nix version",
     load: async () => (await import("./prepare-store-command.ts")).prepareStoreCommand,

@@ -5,6 +5,7 @@ import { TRANSIENT_EXIT_CODE } from "../builder/step-results.ts";
 import { classifyRegistryFailure } from "../oci/registry-error.ts";
 import { runPushStep } from "../builder/push-step.ts";
 import { DirectoryLayerCache } from "../image/layer-cache.ts";
+import { markExited, PUSH_EXITED } from "../builder/stream-handoff.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
 import {
@@ -49,6 +50,8 @@ ${pushFlagsHelp}
   --unchanged-out-path P       with --unchanged-digest D: the image in use D was made from the Nix output P (same spec,
   --unchanged-digest D         same builder images); when this build's output is P too, nothing is pushed and the
                                result says "unchanged": true with digest D
+  --stream-socket PATH         take a streamLayeredImage script's output from the stream step (stream-step
+                               --socket PATH) through this Unix socket instead of running the script here
   --sortable-tag-time RFC3339  also push the tag <YYYYMMDDHHMMSS>-<12 hex of the commit> of this (UTC) time, which
                                image updaters can order (the controller passes it with rollout.policy Disabled)
   --termination-message PATH   where the JSON result (or the failure) goes (Kubernetes: /dev/termination-log)
@@ -61,6 +64,7 @@ ${pushFlagsHelp}
         from: { type: "string" },
         "termination-message": { type: "string" },
         "sortable-tag-time": { type: "string" },
+        "stream-socket": { type: "string" },
         "unchanged-out-path": { type: "string" },
         "unchanged-digest": { type: "string" },
       },
@@ -121,6 +125,7 @@ ${pushFlagsHelp}
         cache,
         attest: await attestFromFlags(values, context.env),
         ...(protectedFiles.length > 0 ? { protectedFiles } : {}),
+        ...(values["stream-socket"] !== undefined ? { streamSocket: values["stream-socket"] } : {}),
         progress,
         logger: log,
         signal: context.signal,
@@ -135,6 +140,8 @@ ${pushFlagsHelp}
       return classifyRegistryFailure(error).retryable ? TRANSIENT_EXIT_CODE : code;
     } finally {
       target?.client.close();
+      // The stream step stops waiting for a push that will never ask for the image.
+      if (values["stream-socket"] !== undefined) await markExited(values["stream-socket"], PUSH_EXITED);
     }
   },
 };

@@ -54,7 +54,11 @@ const paths = {
   signingKey: "/var/run/niximage/signing",
   layerCache: "/var/cache/niximage",
   tmp: "/tmp",
+  stream: "/var/run/niximage/stream",
 };
+
+/** The stream step's user: not root, not the push step's (which owns the layer cache). */
+export const streamUid = 65534;
 
 /**
  * What lives where on a store volume: the Nix tree (mounted at /nix) and, beside it, the push
@@ -202,16 +206,22 @@ export function builderJob(input: BuilderJobInput): V1Job {
     if (spec.image.config) pushArgs.push("--image-config", JSON.stringify(spec.image.config));
     const registry = config.registries.find((r) => spec.image.repository.startsWith(`${r.host}/`));
     if (registry?.plainHttp) pushArgs.push("--plain-http");
+    // A streamLayeredImage script runs in the stream step and arrives through this socket.
+    const socket = `${paths.stream}/archive.sock`;
+    pushArgs.push("--stream-socket", socket);
     const pushMounts: V1VolumeMount[] = [
       { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix, readOnly: true },
       { name: "store", mountPath: paths.layerCache, subPath: volumeLayout.layerCache },
       { name: "work", mountPath: paths.work, readOnly: true },
+      { name: "stream", mountPath: paths.stream },
     ];
+    volumes.push({ name: "stream", emptyDir: { sizeLimit: "1Mi" } }, { name: "stream-tmp", emptyDir: { sizeLimit: config.builder.tmpSizeLimit } });
+
     if (spec.image.pushSecretRef) {
       volumes.push({
         name: "push-secret",
-        // Default mode 0644 so the non-root push step can read it; for that reason the push step
-        // refuses to run a streamLayeredImage script (flake code) next to it.
+        // Default mode 0644 so the non-root push step can read it; streamLayeredImage scripts (flake
+        // code) run in the stream step, which does not mount it.
         secret: { secretName: spec.image.pushSecretRef.name, items: [{ key: ".dockerconfigjson", path: "config.json" }] },
       });
       pushMounts.push({ name: "push-secret", mountPath: paths.pushSecret, readOnly: true });
@@ -237,6 +247,21 @@ export function builderJob(input: BuilderJobInput): V1Job {
         securityContext: { ...restricted, ...nonRoot },
       }),
     );
+    // Flake code (issue 12, item 4): no Secret, no token, no layer cache, the store read-only, an
+    // unprivileged uid; it exits at once unless the build made a streamLayeredImage script.
+    const stream = step({
+      name: "stream",
+      image: config.builder.nixImage,
+      command: ["nix-image-operator", "stream-step", "--from", paths.result, "--socket", socket, "--termination-message", "/dev/termination-log"],
+      volumeMounts: [
+        { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix, readOnly: true },
+        { name: "work", mountPath: paths.work, readOnly: true },
+        { name: "stream", mountPath: paths.stream },
+        { name: "stream-tmp", mountPath: paths.tmp },
+      ],
+      securityContext: { ...restricted, runAsNonRoot: true, runAsUser: streamUid, runAsGroup: streamUid },
+    });
+    containers.push(stream);
   } else {
     // A warm build only fills the store; the pod still needs a main container to finish.
     containers.push(

@@ -91,7 +91,7 @@ describe("NixImage controller", () => {
     expect(job.spec).toMatchObject({ backoffLimit: 0, podReplacementPolicy: "Failed", activeDeadlineSeconds: 3600 });
     expect(pod.automountServiceAccountToken).toBe(false);
     expect(pod.initContainers!.map((c) => c.name)).toEqual(["prepare", "build"]);
-    expect(pod.containers.map((c) => c.name)).toEqual(["push"]);
+    expect(pod.containers.map((c) => c.name)).toEqual(["push", "stream"]);
     const build = pod.initContainers![1]!;
     expect(build.args).toEqual(expect.arrayContaining(["build-step", "--flake", flake.flakeUrl, "--attribute", "default"]));
     // A literal HOME (the root filesystem is read-only), nothing from a Secret or ConfigMap.
@@ -99,6 +99,8 @@ describe("NixImage controller", () => {
     expect(build.envFrom).toBeUndefined();
     expect(build.volumeMounts!.map((m) => m.name)).not.toContain("push-secret");
     expect(pod.containers[0]!.volumeMounts!.map((m) => m.name)).toContain("push-secret");
+    // streamLayeredImage scripts (flake code) run in the stream step: no Secret there either.
+    expect(pod.containers[1]!.volumeMounts!.map((m) => m.name)).not.toContain("push-secret");
 
     const pvcs = await kubeClients().core.listNamespacedPersistentVolumeClaim({ namespace });
     expect(pvcs.items.map((p) => [p.metadata?.name, p.metadata?.annotations?.["niximage.io/lease-holder"]])).toEqual([["niximage-store-0", "web-build-1"]]);

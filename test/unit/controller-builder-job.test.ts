@@ -155,7 +155,7 @@ describe("builderJob", () => {
         expect(added).toEqual({
           prepare: ["CHOWN"],
           build: ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"],
-          ...(kind === "Image" ? { push: [] } : { report: [] }),
+          ...(kind === "Image" ? { push: [], stream: [] } : { report: [] }),
         });
         const none = builderJob(input(kind, { config: testConfig({ builder: { buildCapabilities: [] } }) }));
         expect(container(none, "build").securityContext?.capabilities).toEqual({ drop: ["ALL"] });
@@ -181,9 +181,45 @@ describe("builderJob", () => {
         expect(emptyDirs.map((v) => [v.name, v.emptyDir?.sizeLimit])).toEqual([
           ["work", "1Gi"],
           ["tmp", "10Gi"],
+          ...(kind === "Image"
+            ? [
+                ["stream", "1Mi"],
+                ["stream-tmp", "10Gi"],
+              ]
+            : []),
         ]);
       });
     }
+
+    it("Image: a streamLayeredImage script runs in the stream step: no Secret, no layer cache, store read-only, uid 65534 (issue 12 item 4)", () => {
+      const job = builderJob(input("Image"));
+      const stream = container(job, "stream");
+      expect(stream.command).toEqual([
+        "nix-image-operator",
+        "stream-step",
+        "--from",
+        "/work/result",
+        "--socket",
+        "/var/run/niximage/stream/archive.sock",
+        "--termination-message",
+        "/dev/termination-log",
+      ]);
+      expect(stream.securityContext).toMatchObject({
+        runAsNonRoot: true,
+        runAsUser: 65534,
+        runAsGroup: 65534,
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+      });
+      expect(stream.volumeMounts).toEqual([
+        { name: "store", mountPath: "/nix", subPath: "nix", readOnly: true },
+        { name: "work", mountPath: "/work", readOnly: true },
+        { name: "stream", mountPath: "/var/run/niximage/stream" },
+        { name: "stream-tmp", mountPath: "/tmp" },
+      ]);
+      expect(stream.env ?? []).toEqual([]);
+      expect(container(job, "push").args).toEqual(expect.arrayContaining(["--stream-socket", "/var/run/niximage/stream/archive.sock"]));
+    });
 
     it("a warm build has no push step and no Secret at all", () => {
       const job = builderJob(input("Warm"));
