@@ -106,7 +106,7 @@ export interface ControllerProcess {
   exited(): Promise<string>;
   running(): boolean;
   signal(sig: NodeJS.Signals): void;
-  /** Starts the process again (after it exited) with the given extra environment (e.g. NIO_CRASH_AT). */
+  /** Starts the process again (after it exited) with the given extra environment for this start only (e.g. NIO_CRASH_AT). */
   restart(env?: Record<string, string>): Promise<void>;
   /** The leader identity it logged ("leading: ..."), once it leads. */
   identity(): Promise<string | undefined>;
@@ -120,7 +120,10 @@ export interface ControllerProcessOptions {
   name: string;
   configFile: string;
   kubeconfigFile: string;
+  /** Environment of every start. */
   env?: Record<string, string>;
+  /** NIO_CRASH_AT of the first start only (restart() takes the next one). */
+  crashAt?: string;
 }
 
 /** Writes `config` to a file for --config. */
@@ -131,12 +134,14 @@ export async function writeConfig(file: string, config: Record<string, unknown>)
 
 export async function startControllerProcess(opts: ControllerProcessOptions): Promise<ControllerProcess> {
   const bed = testbed();
-  const metricsPort = await freePort();
+  let metricsPort = 0;
   const logFile = join(bed.logDir, `controller-${opts.name}.log`);
   let current: Daemon;
   let done = false;
   const spawnOne = async (env: Record<string, string> = {}) => {
     done = false;
+    // A fresh port per start: another process may have taken the last one while this one was down.
+    metricsPort = await freePort();
     const { NIO_CRASH_AT: _drop, ...inherited } = process.env;
     void _drop;
     current = await startDaemon({
@@ -150,11 +155,13 @@ export async function startControllerProcess(opts: ControllerProcessOptions): Pr
     });
     void current.exited.then(() => (done = true));
   };
-  await spawnOne();
+  await spawnOne(opts.crashAt ? { NIO_CRASH_AT: opts.crashAt } : {});
   const proc: ControllerProcess = {
     name: opts.name,
     logFile,
-    metricsPort,
+    get metricsPort() {
+      return metricsPort;
+    },
     get daemon() {
       return current;
     },

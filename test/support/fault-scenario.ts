@@ -44,7 +44,7 @@ export interface FaultScenario {
   /** Writes the config and a kubeconfig (own token) and starts one controller process. */
   startController(
     name: string,
-    opts?: { server?: string; caFile?: string; env?: Record<string, string> },
+    opts?: { server?: string; caFile?: string; env?: Record<string, string>; crashAt?: string },
   ): Promise<ControllerProcess & { credentialId: string }>;
   createImages(names: string[], opts?: { deployments?: boolean }): Promise<void>;
   readImage(name: string): Promise<NixImageObject>;
@@ -137,7 +137,7 @@ export async function faultScenario(opts: ScenarioOptions): Promise<FaultScenari
     },
     async startController(name, o = {}) {
       const { file, credentialId } = await operatorKubeconfig(access, join(dir, `${name}.kubeconfig`), o);
-      const proc = await startControllerProcess({ name: `${namespace}-${name}`, configFile, kubeconfigFile: file, env: o.env });
+      const proc = await startControllerProcess({ name: `${namespace}-${name}`, configFile, kubeconfigFile: file, env: o.env, crashAt: o.crashAt });
       processes.push(proc);
       return Object.assign(proc, { credentialId });
     },
