@@ -26,6 +26,8 @@ export const reasons = {
   JobRejected: "JobRejected",
   /** The API server refused the store volume claim or its lease. */
   StoreVolumeRejected: "StoreVolumeRejected",
+  /** The operator may not read a Secret named in the spec (it checks only that it exists). */
+  SecretNotReadable: "SecretNotReadable",
   /** The API server refused another of our writes. */
   WriteRejected: "WriteRejected",
   /** A write failed for a reason that may pass (5xx, 429, timeout, network): retried with backoff. */

@@ -122,18 +122,32 @@ export class NixImageReconciler {
       const ns = image.metadata.namespace!;
       const push = image.spec.image.pushSecretRef;
       const signing = image.spec.image.attestations?.signingKeySecretRef;
-      const pushSecret = push ? await this.#secretMetadata(ns, push.name) : undefined;
-      const consent = push && pushSecret ? pushSecretConsent(push.name, pushSecret.annotations, image.metadata.name!) : undefined;
-      observed = {
-        ...observed,
-        ...(push ? { pushSecretFound: pushSecret !== undefined } : {}),
-        ...(consent && !consent.allowed ? { pushSecretRefused: consent.message } : {}),
-        ...(signing ? { signingKeySecretFound: (await this.#secretMetadata(ns, signing.name)) !== undefined } : {}),
-      };
+      try {
+        const pushSecret = push ? await this.#secretMetadata(ns, push.name) : undefined;
+        const consent = push && pushSecret ? pushSecretConsent(push.name, pushSecret.annotations, image.metadata.name!) : undefined;
+        observed = {
+          ...observed,
+          ...(push ? { pushSecretFound: pushSecret !== undefined } : {}),
+          ...(consent && !consent.allowed ? { pushSecretRefused: consent.message } : {}),
+          ...(signing ? { signingKeySecretFound: (await this.#secretMetadata(ns, signing.name)) !== undefined } : {}),
+        };
+      } catch (error) {
+        // Cannot tell whether the Secret exists (e.g. 403: the operator may not read Secrets here):
+        // say so in status, then let the queue retry.
+        const shown = summarize({
+          previous: image.status ?? {},
+          decision,
+          error: { error, what: "checking the Secrets named in spec.image", reason: reasons.SecretNotReadable },
+          generation: image.metadata.generation ?? 0,
+          now,
+        });
+        await this.#writeStatus(key, raw, image.status ?? {}, shown.status);
+        throw error;
+      }
       decision = decide(observed);
     }
     context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
-    if (decision.status.conditions?.some((c) => c.reason === reasons.WaitingForCapacity)) this.#waitingForSlot.set(image.metadata.namespace!, now.getTime());
+    if (decision.summary.reason === reasons.WaitingForCapacity) this.#waitingForSlot.set(image.metadata.namespace!, now.getTime());
     const generation = image.metadata.generation ?? 0;
     const previous = image.status ?? {};
 

@@ -24,7 +24,13 @@ export interface SummarizeInput {
   decision: Decision;
   rollouts?: readonly RolloutOutcome[];
   /** The error that stopped applying the decision, the action it came from (and whether in its volume lease). */
-  error?: { error: unknown; action?: Action; lease?: boolean };
+  error?: {
+    error: unknown;
+    action?: Action;
+    lease?: boolean;
+    /** What was being done, when not an action, and its reason when refused. */ what?: string;
+    reason?: Reason;
+  };
   generation: number;
   now: Date;
 }
@@ -114,9 +120,9 @@ export function summarize(input: SummarizeInput): Summarized {
       }
       events = events.filter((e) => !(e.reason === "BuildStarted" && e.message.includes(`${name} `)));
     }
-    const text = `${describeAction(action, lease)} failed: ${errorText(error)}`;
+    const text = `${input.error.what ?? describeAction(action, lease)} failed: ${errorText(error)}`;
     if (kind === "permanent") {
-      const reason = rejectedReason(action, lease);
+      const reason = input.error.reason ?? rejectedReason(action, lease);
       summary = {
         phase: "Stalled",
         reason,

@@ -89,6 +89,25 @@ describe("summarize: errors while applying a build start", () => {
   });
 });
 
+describe("summarize: errors outside the actions", () => {
+  const decision = decide(observe(testImage()));
+  it.each([
+    [new KubeHttpError(403, 'secrets "regcred" is forbidden'), "False/SecretNotReadable", "True/SecretNotReadable"],
+    [new KubeHttpError(503, "unavailable"), "False/RetryingAfterError", "False/RetryingAfterError"],
+  ])("a Secret check that failed (%s) is shown with what was being done", (error, ready, stalled) => {
+    const { status } = summarize({
+      previous: {},
+      decision,
+      error: { error, what: "checking the Secrets named in spec.image", reason: "SecretNotReadable" },
+      generation: 1,
+      now,
+    });
+    expect(conditions(status).Ready).toBe(ready);
+    expect(conditions(status).Stalled).toBe(stalled);
+    expect(status.conditions!.find((c) => c.type === "Ready")!.message).toMatch(/^checking the Secrets named in spec.image failed: /);
+  });
+});
+
 describe("summarize: rollout outcomes", () => {
   const built = testImage();
   const job = imageJob(built, config, { number: 1, result: pushResultFor(), completionTime: "2026-11-22T09:10:00Z" });
