@@ -29,6 +29,9 @@ export function workloadProjection(obj: Workload): Workload {
   const annotations = obj.metadata?.annotations;
   if (annotations?.[rolloutAnnotations.from] !== undefined) return withoutBookkeeping(obj);
   const ours = Object.entries(annotations ?? {}).filter(([key]) => key.startsWith("niximage.io/"));
+  // Already a stub (the informer may see an object twice): keep it.
+  if (obj.spec === undefined && obj.status === undefined && obj.metadata?.managedFields === undefined && ours.length === Object.keys(annotations ?? {}).length)
+    return obj;
   const { name, namespace, uid, resourceVersion, generation } = obj.metadata ?? {};
   return {
     apiVersion: obj.apiVersion,

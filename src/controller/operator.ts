@@ -15,7 +15,6 @@ import { labels } from "./names.ts";
 import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
 import { RevisionPolls } from "./revision-polls.ts";
 import { resolveRevision } from "../flake/revision-resolver.ts";
-import { followingImages, startWebhookReceiver } from "../webhook/webhook-receiver.ts";
 import type { WebhookServer } from "../webhook/webhook-server.ts";
 
 /**
@@ -208,12 +207,14 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   await manager.start();
   // Every replica receives webhooks (the Service spreads them); the request goes through the API
   // server (an annotation) so the leader acts on it.
-  const webhook = config.webhook.enabled
-    ? await startWebhookReceiver({
+  // Loaded only when enabled: a controller pays for no code it does not run.
+  const receiver = config.webhook.enabled ? await import("../webhook/webhook-receiver.ts") : undefined;
+  const webhook = receiver
+    ? await receiver.startWebhookReceiver({
         kc,
         config: config.webhook,
         port: options.webhookPort,
-        images: () => followingImages(images.list()),
+        images: () => receiver.followingImages(images.list()),
         metrics,
         logger: log,
         clock: manager.clock,

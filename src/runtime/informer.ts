@@ -56,7 +56,8 @@ export interface InformerOptions<T extends KubernetesObject> {
   relistPeriodMs?: number;
   /**
    * Applied to every object before it is cached (e.g. drop managedFields and fields never read):
-   * the cache holds only what the controller uses. Must keep metadata.name/namespace/resourceVersion.
+   * the cache holds only what the controller uses. Must keep metadata.name/namespace/resourceVersion,
+   * and be idempotent (the Kubernetes source applies it to list pages as they arrive as well).
    */
   transform?: (obj: T) => T;
 }
@@ -513,12 +514,12 @@ export function createInformer<T extends KubernetesObject>(kc: KubeAccess, optio
 
 function kubeListWatch<T extends KubernetesObject>(
   kc: KubeAccess,
-  options: Pick<KubeInformerOptions<T>, "path" | "labelSelector" | "fieldSelector" | "idleTimeoutMs">,
+  options: Pick<KubeInformerOptions<T>, "path" | "labelSelector" | "fieldSelector" | "idleTimeoutMs" | "transform">,
 ): ListWatchSource<T> {
   const selectors = { labelSelector: options.labelSelector, fieldSelector: options.fieldSelector };
   return {
     async list(signal) {
-      const list = await kubeListAll<T>(kc, options.path, { ...selectors, signal });
+      const list = await kubeListAll<T>(kc, options.path, { ...selectors, signal, limit: 250, map: options.transform });
       return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? "" };
     },
     watch: (resourceVersion, onEvent, signal, onWatching) =>

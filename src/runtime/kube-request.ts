@@ -106,16 +106,18 @@ function statusError(status: number, body: string, what: string): KubeHttpError 
   return new KubeHttpError(status, `${what}: ${status} ${message}`, reason);
 }
 
-export interface ListOptions {
+export interface ListOptions<T = unknown> {
   labelSelector?: string;
   fieldSelector?: string;
   /** Page size. Default 500. */
   limit?: number;
+  /** Applied to each item as its page arrives, so a large list never holds every full object at once (must be idempotent). */
+  map?: (item: T) => T;
   signal?: AbortSignal;
 }
 
 /** Lists every object at a collection path, following `continue` tokens; the list's resourceVersion is kept. */
-export async function kubeListAll<T extends KubernetesObject>(kc: KubeAccess, path: string, options: ListOptions = {}): Promise<KubernetesListObject<T>> {
+export async function kubeListAll<T extends KubernetesObject>(kc: KubeAccess, path: string, options: ListOptions<T> = {}): Promise<KubernetesListObject<T>> {
   const items: T[] = [];
   let continueToken: string | undefined;
   let last: KubernetesListObject<T> | undefined;
@@ -132,8 +134,10 @@ export async function kubeListAll<T extends KubernetesObject>(kc: KubeAccess, pa
     // Items of a list carry no kind/apiVersion (watch events do): fill them in from the list.
     const kind = last.kind?.endsWith("List") ? last.kind.slice(0, -4) : undefined;
     for (const item of last.items ?? []) {
-      items.push(kind !== undefined && item.kind === undefined ? { ...item, apiVersion: item.apiVersion ?? last.apiVersion, kind } : item);
+      const full = kind !== undefined && item.kind === undefined ? { ...item, apiVersion: item.apiVersion ?? last.apiVersion, kind } : item;
+      items.push(options.map ? options.map(full) : full);
     }
+    last.items = [];
     // Raw JSON: the field is `continue` (client-node's model calls it `_continue`).
     continueToken = (last.metadata as { continue?: string } | undefined)?.continue || undefined;
   } while (continueToken !== undefined);
