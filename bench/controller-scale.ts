@@ -1,5 +1,5 @@
 // The controller's footprint at scale, measured as its own process exactly as the pod runs it:
-// `node <NODE_OPTIONS from the chart> dist/cli/main.js controller --config <the chart's config.yaml>`
+// `node <the chart's NODE_OPTIONS> dist/cli/main.js controller --config <the chart's config.yaml>`
 // (leader election on, all namespaces), against the real test bed, with N NixImages in the steady
 // state of a finished build, D unrelated Deployments (a few KB of pod template each) and S
 // unrelated Secrets. Prints resident memory and its high-water mark (/proc/<pid>/status VmRSS,
@@ -14,7 +14,7 @@
 // --root runs another checkout's dist/cli/main.js (e.g. a worktree of an older commit, for a
 // before/after); it is built with `npm run build` there unless --no-build. A priming run first
 // brings the NixImages to the status the controller writes; the measured runs then start from that
-// steady state (as after a restart). --try="FLAGS" (repeatable) measures other NODE_OPTIONS.
+// steady state (as after a restart). --try="FLAGS" (repeatable) measures other node flags.
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -39,7 +39,7 @@ const { values: args } = parseArgs({
     idle: { type: "string", default: "60" },
     root: { type: "string", default: repoRoot },
     "no-build": { type: "boolean", default: false },
-    /** Instead of the chart's NODE_OPTIONS: one measured run per --try (flags, and NAME=value words for the environment). */
+    /** Instead of the chart's node flags: one measured run per --try (flags, and NAME=value words for the environment). */
     try: { type: "string", multiple: true, default: [] },
   },
 });
@@ -92,7 +92,7 @@ try {
   configFile = join(work, "config.yaml");
   await writeFile(configFile, configYaml);
   const config = parseOperatorConfig(parseAllDocuments(configYaml)[0]!.toJS());
-  console.log(`chart: NODE_OPTIONS="${chartNodeOptions}" resources ${resources}`);
+  console.log(`chart: NODE_OPTIONS "${chartNodeOptions}", resources ${resources}`);
 
   // The objects, created in parallel (16 at a time).
   const t0 = performance.now();
@@ -184,7 +184,7 @@ try {
 }
 
 /**
- * One run of the controller as the pod runs it; `options` are NODE_OPTIONS-style flags, where a
+ * One run of the controller as the pod runs it; `options` are node flags, where a
  * `NAME=value` word is an environment variable (e.g. MALLOC_ARENA_MAX=2) instead.
  */
 async function runController(label: string, options: string, idle: boolean): Promise<void> {
@@ -277,7 +277,8 @@ async function runController(label: string, options: string, idle: boolean): Pro
     const perMinute = (n: number) => ((n * 60_000) / idleMs).toFixed(1);
     const writes = sample(after.metrics, "niximage_api_writes_total") - sample(before.metrics, "niximage_api_writes_total");
     const idleMemory = await memory();
-    console.log(`after an idle window of ${idleMs / 1000}s: ${show(idleMemory)}`);
+    const heap = sample(after.metrics, "nodejs_heap_used_bytes");
+    console.log(`after an idle window of ${idleMs / 1000}s: ${show(idleMemory)}${heap > 0 ? `; V8 heap in use ${(heap / MiB).toFixed(1)} MiB` : ""}`);
     console.log(
       `idle: ${writes} writes (${perMinute(writes)}/min); API requests seen by the API server (all clients) ${perMinute(after.api - before.api)}/min`,
     );
