@@ -23,7 +23,7 @@ const count = z.number().int().min(0);
 const digest = z.string().regex(/^sha256:[a-f0-9]{64}$/);
 
 /** Seconds per phase (lock, build, push, ...): status.lastBuild.durations. */
-export const durationsSchema = z
+const durationsSchema = z
   .record(z.string().max(resultBounds.phaseName), z.number().min(0))
   .refine((d) => Object.keys(d).length <= resultBounds.phases, `at most ${resultBounds.phases} phases`);
 

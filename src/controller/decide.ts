@@ -446,11 +446,7 @@ function decideBuild(observed: Observed): Decision {
  * be and when it is due (base delay doubled per attempt, capped), or that the limit is reached.
  * Undefined when the build did not fail transiently.
  */
-export function retryOf(
-  last: BuildRecord | undefined,
-  config: OperatorConfig,
-  now: Date,
-): { attempt: number; dueInMs: number; exhausted: boolean } | undefined {
+function retryOf(last: BuildRecord | undefined, config: OperatorConfig, now: Date): { attempt: number; dueInMs: number; exhausted: boolean } | undefined {
   if (last?.result !== "Failed" || last.failure?.transient !== true) return undefined;
   const attempt = (last.attempt ?? 1) + 1;
   const { limit, baseDelay, maxDelay } = config.build.retry;

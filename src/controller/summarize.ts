@@ -18,7 +18,7 @@ export interface RolloutOutcome {
   error?: unknown;
 }
 
-export interface SummarizeInput {
+interface SummarizeInput {
   /** The status as the API server has it (conditions keep their lastTransitionTime). */
   previous: NixImageStatus;
   decision: Decision;
@@ -35,7 +35,7 @@ export interface SummarizeInput {
   now: Date;
 }
 
-export interface Summarized {
+interface Summarized {
   status: NixImageStatus;
   /** Events to record after the status is written. */
   events: EventAction[];

@@ -155,7 +155,7 @@ const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
  * ever is, so a status that names another repository (a stale one after a spec change, or one
  * written by someone else) changes nothing.
  */
-export function latestImageProblem(latest: string, repository: string): string | undefined {
+function latestImageProblem(latest: string, repository: string): string | undefined {
   try {
     const ref = parseImageReference(latest, "status.latestImage");
     if (!ref.digest) return `${latest} has no digest; only repository@sha256:digest is rolled out`;
