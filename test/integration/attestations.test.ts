@@ -105,6 +105,26 @@ describe("attestations", () => {
       expect(mine!.subject[0]!.digest.sha256).toBe(result.digest.slice(7));
     }
 
+    // A wrong password fails before the build, with a message that does not echo it.
+    const wrong = await runCli(
+      bed,
+      [
+        "build",
+        `${app.flakeUrl}#default`,
+        "--image",
+        `${plain.host}/${repository}`,
+        "--plain-http",
+        "--config",
+        config,
+        "--sign-key",
+        join(work, "cosign.key"),
+      ],
+      { env: { COSIGN_PASSWORD: "not-the-password" } },
+    );
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain("cannot decrypt the signing key: wrong password");
+    expect(wrong.stderr).not.toContain("not-the-password");
+
     // A different key must not verify.
     const other = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ format: "pem", type: "spki" }).toString();
     await writeFile(join(work, "other.pub"), other);
