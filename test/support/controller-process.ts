@@ -207,3 +207,30 @@ export async function waitForExit(proc: ControllerProcess, what: string, timeout
   void proc.exited().then((h) => (how = h));
   return waitFor(`controller ${proc.name} exits (${what})`, () => how, { timeoutMs, intervalMs: 50 });
 }
+
+/**
+ * Plays the kubelet's restartPolicy Always for the controller's pod: whenever the process has
+ * exited (e.g. it gave up a lease it could not renew), start it again after `delayMs`.
+ */
+export function keepRunning(proc: ControllerProcess, delayMs = 1000): { restarts(): number; exits: string[]; stop(): Promise<void> } {
+  const exits: string[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      if (!proc.running()) {
+        exits.push(await proc.exited());
+        await new Promise((r) => setTimeout(r, delayMs));
+        if (!stopped) await proc.restart();
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    restarts: () => exits.length,
+    exits,
+    async stop() {
+      stopped = true;
+      await loop;
+    },
+  };
+}

@@ -50,7 +50,9 @@ export interface FaultScenario {
   readImage(name: string): Promise<NixImageObject>;
   /** Waits until every named NixImage is Ready on the image the fake kubelet built for the repo's current revision, and its Deployment runs it. */
   waitConverged(names: string[], timeoutMs?: number): Promise<number>;
-  /** The operator's completed writes in this namespace (and its Lease), from the audit log. */
+  /** Audit logs the oracles read (the test bed's API server's; add another API server's). */
+  auditLogFiles: string[];
+  /** The operator's completed writes in this namespace (and its Lease), from the audit logs. */
   operatorWrites(filter?: (w: AuditWrite) => boolean): Promise<AuditWrite[]>;
   /**
    * Waits until the operator has made no write (Lease renewals aside) for `quietMs`; returns how
@@ -194,8 +196,12 @@ export async function faultScenario(opts: ScenarioOptions): Promise<FaultScenari
       }
       return Date.now() - start;
     },
-    operatorWrites: (filter = () => true) =>
-      readAuditWrites(bed.kube.auditLogFile, (w) => w.username === username && (w.namespace === namespace || w.namespace === access.namespace) && filter(w)),
+    auditLogFiles: [bed.kube.auditLogFile],
+    async operatorWrites(filter = () => true) {
+      const keep = (w: AuditWrite) => w.username === username && (w.namespace === namespace || w.namespace === access.namespace) && filter(w);
+      const all = await Promise.all(scenario.auditLogFiles.map((f) => readAuditWrites(f, keep)));
+      return all.flat().sort((a, b) => a.at - b.at);
+    },
     async waitWritesSettle(quietMs = 2000, timeoutMs = 60_000) {
       const notLease = (w: AuditWrite) => w.resource !== "leases";
       let window: AuditWrite[] = [];

@@ -119,6 +119,8 @@ export interface ApiServerOptions {
   /** Where it listens and what it advertises; 127.0.0.1 for the test bed, the node IP for e2e. */
   bindAddress?: string;
   serviceClusterIpRange?: string;
+  /** Listen on this port (e.g. a restart on the port clients know); default: a free one. */
+  port?: number;
   /** Audit log of every write (test/support/audit-log.ts), the fault suite's oracle; none when unset. */
   auditLogFile?: string;
 }
@@ -141,7 +143,7 @@ export function adminGet(url: string, pki: KubePki, timeoutMs = 2000) {
 
 export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiServer> {
   const binary = requireKubeBinary(opts.binDir, "kube-apiserver");
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const certDir = join(opts.stateDir, "apiserver-certs");
   await mkdir(certDir, { recursive: true });
   const address = opts.bindAddress ?? "127.0.0.1";
