@@ -1,7 +1,7 @@
 // The cluster binary cache in the builder Job and its pieces: only the cache step holds the
 // signing key and credentials; the build step substitutes from the cache with its keys trusted.
 import { describe, expect, it } from "vitest";
-import { withStoreParameter } from "../../src/builder/cache-step.ts";
+import { uploadStoreUrl, withStoreParameter } from "../../src/builder/cache-step.ts";
 import { parseOperatorConfig } from "../../src/config/operator-config.ts";
 import { builderJob, type BuilderJobInput } from "../../src/controller/builder-job.ts";
 import { safetyArgs } from "../../src/nix/nix-command.ts";
@@ -120,5 +120,8 @@ describe("cluster binary cache settings", () => {
   it("the signing key goes into the store URL's query", () => {
     expect(withStoreParameter("file:///srv/cache", "secret-key", "/k/secret-key")).toBe("file:///srv/cache?secret-key=/k/secret-key");
     expect(withStoreParameter("s3://b?region=x&compression=zstd", "secret-key", "/k/s")).toBe("s3://b?region=x&compression=zstd&secret-key=/k/s");
+    // zstd unless the URL picks a compression.
+    expect(uploadStoreUrl("file:///srv/cache", "/k/s")).toBe("file:///srv/cache?compression=zstd&secret-key=/k/s");
+    expect(uploadStoreUrl("s3://b?compression=xz", "/k/s")).toBe("s3://b?compression=xz&secret-key=/k/s");
   });
 });
