@@ -190,7 +190,8 @@ function decideBuild(observed: Observed): Decision {
           `${failed} This may pass: attempt ${retry.attempt} of ${config.build.retry.limit + 1} starts at ${rfc3339(new Date(now.getTime() + Math.max(0, retry.dueInMs)))}.${kept}`,
         );
       }
-      const tries = retry?.exhausted ? ` It failed ${status.lastBuild.attempt ?? 1} times for reasons that may pass; no more automatic retries.` : "";
+      const n = status.lastBuild.attempt ?? 1;
+      const tries = retry?.exhausted ? ` It failed ${n === 1 ? "once" : `${n} times`} for reasons that may pass; no more automatic retries.` : "";
       return finish(
         "Stalled",
         reasons.BuildFailed,

@@ -784,7 +784,9 @@ describe("decide: failure taxonomy and retries", () => {
   it("the retry limit, delays and cap come from the operator config", () => {
     const { image, job } = failedBuild(1, transient);
     const quick = testConfig({ build: { retry: { limit: 0 } } });
-    expect(state(decide(observe(image, { jobs: [job], config: quick })))).toBe("Ready=False/BuildFailed Reconciling=False Stalled=True");
+    const noRetries = decide(observe(image, { jobs: [job], config: quick }));
+    expect(state(noRetries)).toBe("Ready=False/BuildFailed Reconciling=False Stalled=True");
+    expect(conditionOf(noRetries, "Ready")?.message).toContain("It failed once for reasons that may pass");
     const slow = testConfig({ build: { retry: { baseDelay: "1h", maxDelay: "2m" } } });
     expect(decide(observe(image, { jobs: [job], config: slow })).requeueAfterMs).toBe(110_000);
   });
