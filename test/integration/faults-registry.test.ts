@@ -153,24 +153,81 @@ describe("faults: registry", () => {
     });
   });
 
-  it("case 11: a build whose push was cut before the manifest -> no digest in status, no rollout", async () => {
-    // The push step's own failure message, from a real cut push.
+  it("case 11: a build whose push was cut before the manifest -> no digest, no rollout until the automatic retry pushed it; then one rollout", async () => {
+    // The push step's own failure (exit code and message) from a real push cut before its manifest.
     const tm = join(bed.tmpDir, `tm-partial-ctl-${process.pid}`);
-    await withProxy(async (proxy) => {
+    const cut = await withProxy(async (proxy) => {
       proxy.cutManifestPuts();
-      const r = await push(proxy, uniqueRepo("faults-partial-ctl"), tm);
-      expect(r.code).not.toBe(0);
+      return push(proxy, uniqueRepo("faults-partial-ctl"), tm);
     });
+    expect(cut.code).not.toBe(0);
     const message = await readFile(tm, "utf8");
-    const s = await faultScenario({ prefix: "partial", kubelet: { outcome: () => ({ fail: { exitCode: 1, message } }) } });
+    const s = await faultScenario({
+      prefix: "partial",
+      config: { build: { retry: { limit: 3, baseDelay: "2s", maxDelay: "4s" } } },
+      kubelet: { outcome: (_pod, earlier) => (earlier === 0 ? { fail: { exitCode: cut.code ?? 1, message } } : "succeed") },
+    });
     await s.startController("one");
     await s.createImages(["p1"]);
-    await waitFor("the build's failure in status", async () => (await s.readImage("p1")).status?.lastBuild?.result === "Failed", { timeoutMs: 60_000 });
-    const image = await s.readImage("p1");
-    expect(image.status?.latestImage).toBeUndefined();
-    expect(image.status?.conditions?.find((c) => c.type === "Ready")?.status).not.toBe("True");
-    const d = await kubeClients().apps.readNamespacedDeployment({ namespace: s.namespace, name: "p1" });
-    expect(d.spec?.template.spec?.containers[0]?.image).toBe("busybox:1");
-    expect((await s.operatorWrites((w) => w.resource === "deployments")).length).toBe(0);
+    const failed = await waitFor("the first build's failure in status", async () => {
+      const image = await s.readImage("p1");
+      return image.status?.lastBuild?.result === "Failed" ? image : undefined;
+    });
+    expect(failed.status?.latestImage).toBeUndefined();
+    expect(failed.status?.conditions?.find((c) => c.type === "Ready")?.status).not.toBe("True");
+    await s.waitConverged(["p1"]);
+    expect((await s.readImage("p1")).status?.lastBuild).toMatchObject({ result: "Succeeded", number: 2 });
+    // The audit log: the one rollout patch came after the retry's Job, never after the cut push.
+    const writes = await s.operatorWrites((w) => w.code < 300 && ((w.resource === "jobs" && w.verb === "create") || w.resource === "deployments"));
+    expect(writes.map((w) => `${w.verb} ${w.resource}`)).toEqual(["create jobs", "create jobs", "patch deployments"]);
+    await recordFigures("11-controller", { pushExitCode: cut.code, builds: 2, deploymentPatches: 1 });
+  });
+
+  it("case 10: a build failed by a registry outage and one by an evicted pod are retried without a human; an evaluation error is not", async () => {
+    // The push step's own failure from a registry that keeps answering 503 (exit 75: try again later).
+    const tm = join(bed.tmpDir, `tm-outage-ctl-${process.pid}`);
+    const failed = await withProxy(async (proxy) => {
+      proxy.failAlways(503);
+      return push(proxy, uniqueRepo("faults-outage-ctl"), tm);
+    });
+    expect(failed.code).toBe(75);
+    const outage = await readFile(tm, "utf8");
+    const evalError = "error: build .#default failed (eval-failed): undefined variable 'pkgs' at /flake/flake.nix:3:5";
+    const s = await faultScenario({
+      prefix: "taxonomy",
+      config: { build: { retry: { limit: 3, baseDelay: "1s", maxDelay: "4s" } } },
+      kubelet: {
+        outcome: (pod, earlier) => {
+          const image = pod.metadata?.labels?.["niximage.io/image"];
+          if (image === "outage" && earlier === 0) return { fail: { exitCode: 75, message: outage } };
+          if (image === "evicted" && earlier === 0) return { evict: "The node was low on resource: memory." };
+          if (image === "broken") return { fail: { step: "build", exitCode: 1, message: evalError } };
+          return "succeed";
+        },
+      },
+    });
+    await s.startController("one");
+    const startedAt = Date.now();
+    await s.createImages(["outage", "evicted", "broken"]);
+    await s.waitConverged(["outage", "evicted"], 90_000);
+    const recoveryMs = Date.now() - startedAt;
+    for (const name of ["outage", "evicted"]) {
+      const image = await s.readImage(name);
+      expect(image.status?.lastBuild, name).toMatchObject({ result: "Succeeded", number: 2 });
+      expect(s.kubelet.buildsOf(s.namespace, name), name).toHaveLength(2);
+    }
+    // The transient ones were retried after >= 1 s (baseDelay); the evaluation error had as long and was not.
+    const broken = await s.readImage("broken");
+    expect(broken.status?.lastBuild).toMatchObject({ result: "Failed", number: 1 });
+    expect(broken.status?.latestImage).toBeUndefined();
+    expect(s.kubelet.buildsOf(s.namespace, "broken")).toHaveLength(1);
+    expect((await kubeClients().batch.listNamespacedJob({ namespace: s.namespace, labelSelector: "niximage.io/image=broken" })).items).toHaveLength(1);
+    await recordFigures("10-controller", {
+      retryBaseDelay: "1s",
+      transientRetried: { outage: 1, evicted: 1 },
+      deterministicRetried: 0,
+      convergedMs: recoveryMs,
+      brokenReason: broken.status?.conditions?.find((c) => c.type === "Ready")?.reason,
+    });
   });
 });

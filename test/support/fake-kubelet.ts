@@ -32,6 +32,8 @@ export interface FinishedBuild {
   at: number;
 }
 
+export type PodOutcome = "succeed" | { fail: { step?: "build" | "push"; exitCode: number; message: string } } | { evict: string };
+
 export interface FakeKubelet {
   /** Every pod finished so far, in order. */
   readonly finished: FinishedBuild[];
@@ -47,8 +49,11 @@ export interface FakeKubeletOptions {
   namespaces: string[];
   /** How long a build "runs" before its pod finishes (ms); default 0. */
   holdMs?: () => number;
-  /** The outcome of one pod; default success. */
-  outcome?: (pod: V1Pod) => "succeed" | { fail: { exitCode: number; message: string } };
+  /**
+   * The outcome of one pod (`earlier`: pods of the same NixImage finished before); default success.
+   * A failure is the push step's unless `step` says "build"; "evict" is the kubelet evicting the pod.
+   */
+  outcome?: (pod: V1Pod, earlier: number) => PodOutcome;
   intervalMs?: number;
   /** The revision a Job builds when its annotation pins none (a NixImage without revision polling). */
   defaultRev?: () => string;
@@ -93,20 +98,30 @@ export function startFakeKubelet(opts: FakeKubeletOptions): FakeKubelet {
     const job = await batch.readNamespacedJob({ namespace, name: jobName }).catch(() => undefined);
     if (!job) return; // deleted meanwhile: nothing to finish
     const rev = revOf(job.metadata?.annotations?.["niximage.io/revision"]) ?? opts.defaultRev?.() ?? "0".repeat(40);
-    const outcome = opts.outcome?.(pod) ?? "succeed";
+    const outcome = opts.outcome?.(pod, finished.filter((f) => f.namespace === namespace && f.image === image).length) ?? "succeed";
     const main = pod.spec?.containers[0]?.name ?? "push";
-    const status =
-      outcome === "succeed"
-        ? {
-            phase: "Succeeded",
-            initContainerStatuses: [terminated("prepare", 0), terminated("build", 0)],
-            containerStatuses: [terminated(main, 0, pushResult(fakeRepository, digestHexFor(namespace, image, rev), rev))],
-          }
-        : {
-            phase: "Failed",
-            initContainerStatuses: [terminated("prepare", 0), terminated("build", 0)],
-            containerStatuses: [terminated(main, outcome.fail.exitCode, outcome.fail.message)],
-          };
+    let status: Record<string, unknown>;
+    if (outcome === "succeed") {
+      status = {
+        phase: "Succeeded",
+        initContainerStatuses: [terminated("prepare", 0), terminated("build", 0)],
+        containerStatuses: [terminated(main, 0, pushResult(fakeRepository, digestHexFor(namespace, image, rev), rev))],
+      };
+    } else if ("evict" in outcome) {
+      status = { phase: "Failed", reason: "Evicted", message: outcome.evict };
+    } else if (outcome.fail.step === "build") {
+      status = {
+        phase: "Failed",
+        initContainerStatuses: [terminated("prepare", 0), terminated("build", outcome.fail.exitCode, outcome.fail.message)],
+        containerStatuses: [{ ...terminated(main, 0), state: { waiting: { reason: "PodInitializing" } } }],
+      };
+    } else {
+      status = {
+        phase: "Failed",
+        initContainerStatuses: [terminated("prepare", 0), terminated("build", 0)],
+        containerStatuses: [terminated(main, outcome.fail.exitCode, outcome.fail.message)],
+      };
+    }
     try {
       await kubeRequestJson(kc, "PATCH", `/api/v1/namespaces/${namespace}/pods/${pod.metadata!.name}/status`, {
         body: { status },
