@@ -62,7 +62,8 @@ const work = await mkdtemp(join(tmpdir(), "nio-scale-"));
 let child: ReturnType<typeof spawn> | undefined;
 let logFile: string | undefined;
 let configFile = "";
-let chartNodeOptions = "";
+/** The controller container's literal env values from the chart (NODE_OPTIONS, NIO_NODE_FLAGS, ...). */
+let chartEnv: Record<string, string> = {};
 const logs: Buffer[] = [];
 try {
   const kc = new KubeConfig();
@@ -87,12 +88,14 @@ try {
   const docs = parseAllDocuments(rendered).map((d) => d.toJS() as Record<string, any>); // eslint-disable-line @typescript-eslint/no-explicit-any
   const configYaml = docs.find((d) => d?.kind === "ConfigMap" && d.data?.["config.yaml"])!.data["config.yaml"] as string;
   const container = docs.find((d) => d?.kind === "Deployment")!.spec.template.spec.containers[0];
-  chartNodeOptions = ((container.env ?? []) as { name: string; value?: string }[]).find((e) => e.name === "NODE_OPTIONS")?.value ?? "";
+  chartEnv = Object.fromEntries(
+    ((container.env ?? []) as { name: string; value?: string }[]).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]),
+  );
   const resources = JSON.stringify(container.resources ?? {});
   configFile = join(work, "config.yaml");
   await writeFile(configFile, configYaml);
   const config = parseOperatorConfig(parseAllDocuments(configYaml)[0]!.toJS());
-  console.log(`chart: NODE_OPTIONS "${chartNodeOptions}", resources ${resources}`);
+  console.log(`chart: env ${JSON.stringify(chartEnv)}, resources ${resources}`);
 
   // The objects, created in parallel (16 at a time).
   const t0 = performance.now();
@@ -172,8 +175,13 @@ try {
 
   // First a priming run, so the measured runs start from the steady state the controller itself
   // wrote (conditions, observedGeneration): a restart, as after a rollout or a failover.
-  await runController("priming", chartNodeOptions, false);
-  for (const variant of variants.length > 0 ? variants : [chartNodeOptions]) await runController("measured", variant, true);
+  await runController("priming", { flags: [], env: chartEnv }, false);
+  if (variants.length === 0) await runController("measured", { flags: [], env: chartEnv }, true);
+  for (const variant of variants) {
+    const words = variant.split(/\s+/).filter(Boolean);
+    const env = Object.fromEntries(words.filter((w) => /^[A-Z_]+=/.test(w)).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]));
+    await runController("measured", { flags: words.filter((w) => !/^[A-Z_]+=/.test(w)), env }, true);
+  }
 } finally {
   if (child && child.exitCode === null) {
     child.kill("SIGTERM");
@@ -184,13 +192,12 @@ try {
 }
 
 /**
- * One run of the controller as the pod runs it; `options` are node flags, where a
- * `NAME=value` word is an environment variable (e.g. MALLOC_ARENA_MAX=2) instead.
+ * One run of the controller as the pod runs it: `node <flags> dist/cli/main.js controller ...` with `env`
+ * (the chart's env, or a --try variant's).
  */
-async function runController(label: string, options: string, idle: boolean): Promise<void> {
-  const words = options.split(/\s+/).filter(Boolean);
-  const envWords = Object.fromEntries(words.filter((w) => /^[A-Z_]+=/.test(w)).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]));
-  const flags = words.filter((w) => !/^[A-Z_]+=/.test(w));
+async function runController(label: string, launch: { flags: string[]; env: Record<string, string> }, idle: boolean): Promise<void> {
+  const { flags, env: envWords } = launch;
+  const options = [...flags, ...Object.entries(envWords).map(([k, v]) => `${k}=${v}`)].join(" ");
   console.log(`--- ${label} run: ${options || "(no flags)"}`);
   const port = await freePort();
   logFile = join(work, `controller-${label}.log`);

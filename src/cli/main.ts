@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-import { createLogger } from "../log/logger.ts";
+// Only light imports here: everything a command needs is loaded with that command (and the logger
+// after a possible re-exec), so `--help`, `--version` and small steps start quickly.
 import { UsageError, type Command, type CommandContext } from "./command.ts";
-import { ConfigError } from "../config/operator-config.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
 /**
@@ -93,7 +93,7 @@ export async function main(argv: string[], context: Omit<CommandContext, "argv">
       context.stderr.write(`error: ${error.message}\nRun 'nix-image-operator ${command ? `${command.name} ` : ""}--help' for usage.\n`);
       return 2;
     }
-    if (error instanceof ConfigError) {
+    if (error instanceof (await import("../config/operator-config.ts")).ConfigError) {
       context.stderr.write(`error: ${error.message}\n`);
       return 2;
     }
@@ -101,7 +101,21 @@ export async function main(argv: string[], context: Omit<CommandContext, "argv">
   }
 }
 
+/**
+ * Node flags that NODE_OPTIONS refuses (V8's --lite-mode, which the chart sets for the controller to
+ * save memory) come in NIO_NODE_FLAGS: the process replaces itself once with `node <flags> <script>
+ * <args>` (execve: the same PID, so signals and the pod's lifecycle are unchanged).
+ */
+function reexecWithNodeFlags(env: NodeJS.ProcessEnv): void {
+  const flags = env.NIO_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [];
+  if (flags.length === 0 || typeof process.execve !== "function") return;
+  const { NIO_NODE_FLAGS: _applied, ...rest } = env;
+  process.execve(process.execPath, [process.execPath, ...process.execArgv, ...flags, process.argv[1]!, ...process.argv.slice(2)], rest);
+}
+
 if (import.meta.main) {
+  reexecWithNodeFlags(process.env);
+  const { createLogger } = await import("../log/logger.ts");
   const controller = new AbortController();
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => controller.abort(new Error(signal)));
   const code = await main(process.argv.slice(2), {

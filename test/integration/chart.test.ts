@@ -181,6 +181,7 @@ describe("Helm chart: lint and render", () => {
     expect(container.resources).toEqual({ requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "256Mi" } });
     // V8 sized for a small controller (bench/controller-scale.ts), under the memory limit.
     expect(container.env).toContainEqual({ name: "NODE_OPTIONS", value: "--max-semi-space-size=2 --max-old-space-size=160" });
+    expect(container.env).toContainEqual({ name: "NIO_NODE_FLAGS", value: "--lite-mode" });
     // The only writable paths: /tmp (emptyDir); config read-only.
     expect(container.volumeMounts).toEqual([
       { name: "config", mountPath: "/etc/nix-image-operator", readOnly: true },
