@@ -170,7 +170,7 @@ describe("GitOps with Flux's controllers", () => {
     await kubeClients().core.createNamespacedSecret({
       namespace,
       body: {
-        metadata: { name: "registry-push" },
+        metadata: { name: "registry-push", annotations: { "niximage.io/allowed-images": "shop-web" } },
         type: "kubernetes.io/dockerconfigjson",
         data: { ".dockerconfigjson": Buffer.from('{"auths":{}}').toString("base64") },
       },
