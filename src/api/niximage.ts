@@ -256,7 +256,14 @@ export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
       flake,
       attribute: attribute.default("default").describe("Flake output to build, like `nix build REF#attribute`."),
       format: formatSchema,
-      sshKeySecretRef: localObjectReference.optional().describe("Secret with an ssh-privatekey and known_hosts for git+ssh flake refs."),
+      sshKeySecretRef: localObjectReference
+        .optional()
+        .describe("Secret with ssh-privatekey and known_hosts (host keys are checked) for git+ssh flake refs and inputs; mounted in the fetch step only."),
+      sourceCredentialsSecretRef: localObjectReference
+        .optional()
+        .describe(
+          "Secret for private flake sources and inputs, mounted in the fetch step only (the build step runs without it). Keys, each optional: netrc (git+https, https, tarball+https), access-tokens (Nix's format: github.com=TOKEN gitlab.example.com=PAT:TOKEN), ssh-privatekey and known_hosts (git+ssh).",
+        ),
       image: imageSchema,
       triggers: triggersSchema.optional(),
       warm: warmSchema.optional(),
@@ -267,9 +274,9 @@ export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
     }),
     [
       {
-        cel: "!self.flake.startsWith('git+ssh://') || has(self.sshKeySecretRef)",
-        check: (self) => !self.flake.startsWith("git+ssh://") || self.sshKeySecretRef !== undefined,
-        message: "a git+ssh flake ref needs sshKeySecretRef (a Secret with ssh-privatekey and known_hosts)",
+        cel: "!self.flake.startsWith('git+ssh://') || has(self.sshKeySecretRef) || has(self.sourceCredentialsSecretRef)",
+        check: (self) => !self.flake.startsWith("git+ssh://") || self.sshKeySecretRef !== undefined || self.sourceCredentialsSecretRef !== undefined,
+        message: "a git+ssh flake ref needs sshKeySecretRef or sourceCredentialsSecretRef (a Secret with ssh-privatekey and known_hosts)",
         field: ".sshKeySecretRef",
         reason: "FieldValueRequired",
       },

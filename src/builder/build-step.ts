@@ -18,7 +18,8 @@ import { buildFlakeAttribute, evalAttributeInfo, nixVersion, type AttributeInfo 
 import type { NixCommand } from "../nix/nix-command.ts";
 import { checkAttribute } from "../flake/flake-ref-policy.ts";
 import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
-import { writeStepFiles, type BuildResult, type Revision } from "./step-files.ts";
+import { writeStepFiles, type BuildResult, type FetchResult, type Revision } from "./step-files.ts";
+import { storeBuildRef } from "./fetch-step.ts";
 
 export class BuildStepError extends Error {
   override name = "BuildStepError";
@@ -48,6 +49,11 @@ export interface BuildStepOptions {
    * the committed lock file, whose closure goes to locked-closure.json for the closure diff.
    */
   updateInputs?: boolean;
+  /**
+   * What the fetch step fetched (it alone held the source credential): build from that store
+   * path, offline for the source and its locked inputs, and report its revision.
+   */
+  fetched?: FetchResult;
   /** Refuse to build when this process is root and Nix has no build users (see nix/build-users.ts). */
   requireBuildUsers?: boolean;
   timeoutMs?: number;
@@ -102,8 +108,16 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
 
   let t = performance.now();
   if (options.requireBuildUsers) await requireBuildUsers(options.nix, process.getuid?.(), options.signal ? { signal: options.signal } : {});
-  progress.phase("lock", options.flake);
-  const locked = await lockFlake(options.nix, options.flake, common);
+  const fetched = options.fetched;
+  if (fetched && options.updateInputs)
+    throw new BuildStepError("--update-inputs cannot build from a fetched source: updating inputs needs the source credential");
+  if (fetched) for (const [phase, s] of Object.entries(fetched.seconds)) seconds[phase] = s;
+  progress.phase("lock", fetched ? fetched.sourcePath : options.flake);
+  const locked = fetched
+    ? await lockFlake(options.nix, storeBuildRef(fetched), { ...common, refresh: false })
+    : await lockFlake(options.nix, options.flake, common);
+  if (fetched && locked.narHash !== fetched.revision.narHash)
+    throw new BuildStepError(`the fetched source ${fetched.sourcePath} does not have the fetched NAR hash`);
   seconds.lock = secondsSince(t);
   log?.info({ flake: options.flake, url: locked.url, rev: locked.rev, lastModified: locked.lastModified }, "flake locked");
 
@@ -204,7 +218,7 @@ export async function runBuildStep(options: BuildStepOptions): Promise<BuildStep
     version: 1,
     flake: options.flake,
     attribute: options.attribute,
-    revision: revisionOf(locked),
+    revision: fetched ? fetched.revision : revisionOf(locked),
     system: localSystem(),
     outPaths: built.outPaths,
     outPath,

@@ -101,6 +101,30 @@ export const buildResultSchema = z.strictObject({
 });
 export type BuildResult = z.output<typeof buildResultSchema>;
 
+/**
+ * fetch.json: what the fetch step (the only step with the source credential) fetched, for the
+ * build step, which builds from `sourcePath` in the store (with the flake's locked inputs already
+ * there) and reports `revision` as the revision it built.
+ */
+export const FETCH_FILE = "fetch.json";
+export const fetchResultSchema = z.strictObject({
+  version: z.literal(1),
+  /** The flake ref as given to the fetch step. */
+  flake: z.string().max(4096),
+  revision: revisionSchema,
+  revCount: z.number().int().min(0).optional(),
+  /** The locked source tree in the store. */
+  sourcePath: storePath,
+  /** Store paths of the flake's inputs (transitively), fetched into the store. */
+  inputPaths: z.array(storePath).max(4096),
+  seconds: z.record(z.string().max(32), z.number()),
+});
+export type FetchResult = z.output<typeof fetchResultSchema>;
+
+export async function writeFetchResult(dir: string, result: FetchResult): Promise<void> {
+  await writeFileAtomic(join(dir, FETCH_FILE), `${JSON.stringify(fetchResultSchema.parse(result), null, 2)}\n`);
+}
+
 export class StepFilesError extends Error {
   override name = "StepFilesError";
 }
@@ -229,4 +253,14 @@ export async function readLockedClosure(dir: string): Promise<ClosurePath[] | un
     throw e;
   }
   return readClosureFile(file);
+}
+
+/** Reads and validates the fetch step's fetch.json. */
+export async function readFetchResult(file: string): Promise<FetchResult> {
+  const parsed = fetchResultSchema.safeParse(parseJson(await readBounded(file, MAX_RESULT_BYTES), file));
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new StepFilesError(`${file} is not a fetch result: ${first ? `${first.path.join(".") || "(root)"}: ${first.message}` : "invalid"}`);
+  }
+  return parsed.data;
 }

@@ -1,4 +1,5 @@
 import { runBuildStep } from "../builder/build-step.ts";
+import { readFetchResult } from "../builder/step-files.ts";
 import { ProgressReporter } from "../builder/progress-reporter.ts";
 import { writeTerminationMessage } from "../builder/push-result.ts";
 import { parseDuration } from "../api/duration.ts";
@@ -47,6 +48,8 @@ Flags:
   --extra-attribute ATTR       warm builds: another attribute to build and keep alive (repeatable)
   --require-build-users        as root: refuse to build unless Nix runs builders as build users
                                (build-users-group set); the builder Job passes it
+  --fetched FILE               the fetch step's fetch.json: build from the source it fetched into the
+                               store (with its locked inputs), needing no source credential
   --update-inputs              build against freshly locked inputs (--recreate-lock-file, never
                                written back) and also from the committed lock file
   --timeout DURATION           give up after this long, e.g. 45m (default: no limit)
@@ -72,6 +75,7 @@ Flags:
         "allow-import-from-derivation": { type: "boolean" },
         "extra-attribute": { type: "string", multiple: true },
         "update-inputs": { type: "boolean" },
+        fetched: { type: "string" },
         timeout: { type: "string" },
         "termination-message": { type: "string" },
         config: { type: "string" },
@@ -116,6 +120,7 @@ Flags:
         ...(generation !== undefined ? { generation } : {}),
         ...(values["extra-attribute"] ? { extraAttributes: values["extra-attribute"] } : {}),
         ...(values["update-inputs"] ? { updateInputs: true } : {}),
+        ...(values.fetched !== undefined ? { fetched: await readFetchResult(values.fetched) } : {}),
         ...(values["require-build-users"] ? { requireBuildUsers: true } : {}),
         ...(timeoutMs !== undefined ? { timeoutMs } : {}),
         signal: context.signal,

@@ -35,6 +35,11 @@ const commands: { name: string; summary: string; load: () => Promise<Command> }[
     load: async () => (await import("./build-step-command.ts")).buildStepCommand,
   },
   {
+    name: "fetch-step",
+    summary: "builder Job step: fetch a flake and its inputs into the store with the source credential",
+    load: async () => (await import("./fetch-step-command.ts")).fetchStepCommand,
+  },
+  {
     name: "cache-step",
     summary: "builder Job step: copy a build's closure to the cluster binary cache (signed)",
     load: async () => (await import("./cache-step-command.ts")).cacheStepCommand,

@@ -11,6 +11,8 @@ import { run } from "./process.ts";
 export interface GitServerOptions {
   root: string;
   logFile: string;
+  /** A private server: every request without these basic-auth credentials gets 401. */
+  basicAuth?: { user: string; password: string };
 }
 
 export interface GitServer {
@@ -32,8 +34,15 @@ export async function startGitServer(opts: GitServerOptions): Promise<GitServer>
   const log = createWriteStream(opts.logFile, { flags: "a" });
   const write = (line: string) => log.write(`${new Date().toISOString()} ${line}\n`);
 
+  const expected = opts.basicAuth ? `Basic ${Buffer.from(`${opts.basicAuth.user}:${opts.basicAuth.password}`).toString("base64")}` : undefined;
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    if (expected !== undefined && header(req, "authorization") !== expected) {
+      write(`${req.method} ${req.url} -> 401 (${header(req, "authorization") === undefined ? "no" : "wrong"} credentials)`);
+      res.writeHead(401, { "WWW-Authenticate": 'Basic realm="private"' });
+      res.end("authentication required\n");
+      return;
+    }
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
       GIT_PROJECT_ROOT: opts.root,

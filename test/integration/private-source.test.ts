@@ -1,0 +1,169 @@
+// Private flake sources (issue 13 item 2): the fetch step alone holds the credential (a netrc for a
+// git server that requires basic auth) and fetches the flake and its private input into the store;
+// the build step then builds with no credential at all (its own HOME and fetcher cache, no netrc)
+// from what the fetch step fetched. The credential appears in no output of either step, no step
+// file, no termination message.
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildResultSchema, fetchResultSchema } from "../../src/builder/step-files.ts";
+import { testbed } from "../support/kube.ts";
+import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
+import { startGitServer, type GitServer } from "../support/git-server.ts";
+import { runCli } from "../support/builder-fixtures.ts";
+import { run } from "../support/process.ts";
+
+const bed = testbed();
+const user = "ci-bot";
+const password = `pw-${randomBytes(12).toString("hex")}`;
+let server: GitServer;
+let dir = "";
+let credentials = "";
+let topUrl = "";
+let dep: GitRepo;
+let top: GitRepo;
+
+const depFlake = `{ outputs = { self }: { message = "hello from a private input"; }; }\n`;
+const topFlake = (depUrl: string) => `{
+  inputs.dep.url = "${depUrl}";
+  outputs = { self, dep }: {
+    packages.x86_64-linux.default = derivation {
+      name = "private-app"; system = "x86_64-linux"; builder = "/bin/sh";
+      args = [ "-c" "echo '\${dep.message} at \${toString self.revCount}' > $out" ];
+    };
+  };
+}
+`;
+
+/** Serves a copy of a test-bed repo on the private server (the open server keeps the original). */
+async function publishPrivately(repo: GitRepo): Promise<string> {
+  const target = join(server.root, `${repo.name}.git`);
+  await run("git", ["clone", "--quiet", "--mirror", repo.bareDir, target]).catch(async () => {
+    await run("git", ["--git-dir", target, "fetch", "--quiet", repo.bareDir, "+refs/*:refs/*"]);
+  });
+  return `git+${server.baseUrl}/${repo.name}.git`;
+}
+
+/** A fresh HOME and fetcher cache: nothing one step leaves behind is seen by the next. */
+async function stepEnv(name: string): Promise<Record<string, string>> {
+  const home = join(dir, `${name}-home-${randomBytes(3).toString("hex")}`);
+  await mkdir(join(home, "cache"), { recursive: true });
+  return { HOME: home, XDG_CACHE_HOME: join(home, "cache"), GIT_TERMINAL_PROMPT: "0" };
+}
+
+beforeAll(async () => {
+  dir = join(bed.tmpDir, `private-source-${randomBytes(3).toString("hex")}`);
+  await mkdir(dir, { recursive: true });
+  server = await startGitServer({ root: join(dir, "private-git"), logFile: join(dir, "private-git.log"), basicAuth: { user, password } });
+  credentials = join(dir, "credentials");
+  await mkdir(credentials, { recursive: true });
+  await writeFile(join(credentials, "netrc"), `machine 127.0.0.1 login ${user} password ${password}\n`, { mode: 0o600 });
+
+  dep = await createGitRepo({ "flake.nix": depFlake }, { prefix: "private-dep" });
+  const depUrl = await publishPrivately(dep);
+  top = await createGitRepo({ "flake.nix": topFlake(depUrl) }, { prefix: "private-top" });
+  // The committed lock file pins the private input (written with the credential, as a developer would).
+  const lockHome = await stepEnv("lock");
+  await mkdir(lockHome.HOME!, { recursive: true });
+  await writeFile(join(lockHome.HOME!, ".netrc"), await readFile(join(credentials, "netrc")), { mode: 0o600 });
+  await run("nix", ["flake", "lock", top.workDir], { env: { ...process.env, ...bed.nix.env, ...lockHome } });
+  await top.commit({ "flake.lock": await readFile(join(top.workDir, "flake.lock"), "utf8") }, "lock");
+  topUrl = await publishPrivately(top);
+});
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+describe("private flake source over HTTP with basic auth (netrc)", () => {
+  it("needs the credential: a fetch without it fails with the server's refusal", async () => {
+    const out = join(dir, "no-credential");
+    const r = await runCli(bed, ["fetch-step", "--flake", topUrl, "--out", out, "--termination-message", join(dir, "no-credential-tm")], {
+      env: await stepEnv("nocred"),
+    });
+    expect(r.code).toBe(1);
+    expect(await readFile(join(dir, "no-credential-tm"), "utf8")).toMatch(/fetch|git|auth|401|terminal prompts/i);
+    expect(await readFile(join(dir, "private-git.log"), "utf8")).toMatch(/401 \(no credentials\)/);
+  });
+
+  it("fetch step with the credential, then build step with none: builds the flake and its private input", async () => {
+    const stepDir = join(dir, "work");
+    const fetchTm = join(dir, "fetch-tm");
+    const fetchEnv = await stepEnv("fetch");
+    const fetched = await runCli(
+      bed,
+      [
+        "fetch-step",
+        "--flake",
+        topUrl,
+        "--out",
+        join(stepDir, "fetch"),
+        "--credentials-dir",
+        credentials,
+        "--home",
+        fetchEnv.HOME!,
+        "--termination-message",
+        fetchTm,
+      ],
+      { env: fetchEnv },
+    );
+    expect(fetched.code, fetched.stderr).toBe(0);
+    const fetch = fetchResultSchema.parse(JSON.parse(await readFile(join(stepDir, "fetch", "fetch.json"), "utf8")));
+    expect(fetch.revision.rev).toBe(top.rev);
+    expect(fetch.inputPaths).toHaveLength(1);
+    expect(fetch.seconds.fetch).toBeTypeOf("number");
+
+    // The build step: its own HOME and cache, no netrc anywhere, nothing but the step dir.
+    const buildEnv = await stepEnv("build");
+    const buildTm = join(dir, "build-tm");
+    const before = (await readFile(join(dir, "private-git.log"), "utf8")).length;
+    const built = await runCli(
+      bed,
+      [
+        "build-step",
+        "--flake",
+        topUrl,
+        "--attribute",
+        "default",
+        "--fetched",
+        join(stepDir, "fetch", "fetch.json"),
+        "--out",
+        join(stepDir, "result"),
+        "--termination-message",
+        buildTm,
+      ],
+      { env: buildEnv },
+    );
+    expect(built.code, built.stderr).toBe(0);
+    const result = buildResultSchema.parse(JSON.parse(await readFile(join(stepDir, "result", "result.json"), "utf8")));
+    expect(result.revision).toEqual(fetch.revision);
+    expect(result.revision.url).toContain(server.baseUrl);
+    expect(await readFile(result.outPath, "utf8")).toBe("hello from a private input at 2\n");
+    // Per-phase timings (status.lastBuild.durations) include the fetch step's.
+    for (const phase of ["fetch", "fetchLock", "fetchInputs", "lock", "build"]) expect(result.seconds[phase], phase).toBeTypeOf("number");
+    // The build step never asked the private server for anything.
+    expect((await readFile(join(dir, "private-git.log"), "utf8")).slice(before)).toBe("");
+
+    // The credential is in no output, no step file, no termination message, and not in the build
+    // step's HOME (the fetch step's HOME only links to the mounted netrc).
+    const seen: Record<string, string> = {
+      "fetch stdout": fetched.stdout,
+      "fetch stderr": fetched.stderr,
+      "build stdout": built.stdout,
+      "build stderr": built.stderr,
+      "fetch termination message": await readFile(fetchTm, "utf8"),
+      "build termination message": await readFile(buildTm, "utf8"),
+    };
+    for (const sub of ["fetch", "result"]) {
+      for (const f of await readdir(join(stepDir, sub))) seen[`${sub}/${f}`] = await readFile(join(stepDir, sub, f), "utf8");
+    }
+    for (const [what, text] of Object.entries(seen)) expect(text.includes(password), what).toBe(false);
+    expect(await readdir(buildEnv.HOME!)).not.toContain(".netrc");
+  });
+
+  it("the build step alone cannot fetch the private source", async () => {
+    const r = await runCli(bed, ["build-step", "--flake", topUrl, "--attribute", "default", "--out", join(dir, "alone")], { env: await stepEnv("alone") });
+    expect(r.code).toBe(1);
+  });
+});
