@@ -5,9 +5,12 @@ import { KubeConfig, ListWatch, Watch, type KubernetesObject, type V1ConfigMap }
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { annotationIndex, createInformer, objectKey, type Informer } from "../../src/runtime/informer.ts";
-import { kubeListAll } from "../../src/runtime/kube-request.ts";
-import { kubeClients, testbed, testNamespace, waitFor } from "../support/kube.ts";
+import { kubeListAll, kubeRequestJson } from "../../src/runtime/kube-request.ts";
+import { kubeClients, kubectl, testbed, testNamespace, waitFor } from "../support/kube.ts";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.ts";
+import { startApiFaultProxy } from "../support/api-fault-proxy.ts";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -135,5 +138,60 @@ describe("informer on the real API server", () => {
     expect(bare.get("new", ns)).toBeUndefined();
     expect(bare.get("after", ns)).toBeUndefined();
     process.stderr.write(`informer recovery: ${restarts} restarts; last error: ${lastError}\n`);
+  });
+
+  it("a watch that goes silent loses no change: the periodic relist repairs it within its period; a malformed line and a 410 Gone lose nothing either", async () => {
+    const ns = await testNamespace("informer-relist");
+    const { core, kc } = kubeClients();
+    const bed = testbed();
+    const proxy = await startApiFaultProxy({
+      upstream: bed.kube.server,
+      upstreamCaFile: bed.kube.caFile,
+      dir: join(bed.logDir, `informer-relist-proxy-${ns}`),
+    });
+    cleanups.push(() => proxy.close());
+    // The proxy forwards the client's Authorization header: a token of a ServiceAccount that may read ConfigMaps here.
+    await kubectl(["create", "serviceaccount", "reader", "-n", ns]);
+    await kubectl(["create", "rolebinding", "reader", "--clusterrole=view", `--serviceaccount=${ns}:reader`, "-n", ns]);
+    const token = await kubeRequestJson<{ status: { token: string } }>(kc, "POST", `/api/v1/namespaces/${ns}/serviceaccounts/reader/token`, {
+      body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenRequest", spec: { expirationSeconds: 3600 } },
+    });
+    const proxied = new KubeConfig();
+    proxied.loadFromOptions({
+      clusters: [{ name: "proxy", server: proxy.url, caData: (await readFile(proxy.caFile)).toString("base64") }],
+      users: [{ name: "reader", token: token.status.token }],
+      contexts: [{ name: "proxy", cluster: "proxy", user: "reader" }],
+      currentContext: "proxy",
+    });
+    const relistPeriodMs = 3_000;
+    const informer = createInformer<V1ConfigMap>(proxied, { path: `/api/v1/namespaces/${ns}/configmaps`, logger, relistPeriodMs });
+    cleanups.push(() => informer.stop());
+    const events = recordEvents(informer);
+    informer.start();
+    await informer.waitForSync(AbortSignal.timeout(20_000));
+    await waitFor("the watch to be open", () => informer.isWatching() && proxy.openWatches() > 0);
+
+    // Silent watch: the change is not delivered by it; the next relist finds it.
+    proxy.blackholeWatches();
+    const t0 = performance.now();
+    await core.createNamespacedConfigMap({ namespace: ns, body: configMap(ns, "while-silent", { v: "1" }) });
+    await waitFor("the relist to find the change", () => informer.get("while-silent", ns) !== undefined, { timeoutMs: 30_000 });
+    const repairedMs = performance.now() - t0;
+    expect(events).toContain("add while-silent");
+    expect(informer.status().relists).toBeGreaterThanOrEqual(1);
+    proxy.restoreWatches();
+
+    // A malformed line: the watch is resumed from the last good resourceVersion.
+    await waitFor("a flowing watch", () => informer.isWatching() && proxy.openWatches() > 0, { timeoutMs: 15_000 });
+    expect(proxy.malformedWatches()).toBeGreaterThanOrEqual(1);
+    await core.createNamespacedConfigMap({ namespace: ns, body: configMap(ns, "after-malformed", { v: "1" }) });
+    await waitFor("after-malformed", () => events.includes("add after-malformed"), { timeoutMs: 15_000 });
+
+    // 410 Gone mid-stream: a fresh list, and deletes made meanwhile are delivered.
+    expect(proxy.goneWatches()).toBeGreaterThanOrEqual(1);
+    await core.deleteNamespacedConfigMap({ namespace: ns, name: "while-silent" });
+    await waitFor("delete while-silent", () => events.includes("delete while-silent"), { timeoutMs: 15_000 });
+    expect(informer.hasSynced()).toBe(true);
+    process.stderr.write(`informer relist: a change behind a silent watch was seen after ${Math.round(repairedMs)} ms (relist period ${relistPeriodMs} ms)\n`);
   });
 });
