@@ -10,6 +10,8 @@ import { stepResources } from "./step-resources.ts";
  * snapshot tests. Three steps in one pod, in order:
  *
  *   prepare (init, builder image)  seeds the store volume from the image's own /nix on first use
+ *   fetch   (init, builder image)  private sources only: the one step with the source credential;
+ *                                  fetches the flake and its inputs into the store, runs no flake code
  *   build   (init, builder image)  runs the untrusted flake: no Secret, no service account token
  *   push    (main, operator image) reads the result and the store read-only, pushes with the Secret
  *
@@ -55,6 +57,9 @@ const paths = {
   layerCache: "/var/cache/niximage",
   tmp: "/tmp",
   stream: "/var/run/niximage/stream",
+  sourceCredentials: "/var/run/niximage/source",
+  fetchHome: "/fetch-home",
+  fetchResult: "/work/fetch",
 };
 
 /** The stream step's user: not root, not the push step's (which owns the layer cache). */
@@ -161,6 +166,43 @@ export function builderJob(input: BuilderJobInput): V1Job {
   if (input.kind === "Warm") {
     for (const attribute of spec.warm?.attributes ?? []) buildArgs.push("--extra-attribute", attribute);
     if (spec.warm?.updateInputs) buildArgs.push("--update-inputs");
+  }
+  // Private sources (issue 13 item 2): the fetch step alone mounts the source credential and
+  // fetches the flake and its locked inputs into the store; the build step builds from there.
+  const sourceSecrets = [spec.sshKeySecretRef, spec.sourceCredentialsSecretRef].filter((r) => r !== undefined);
+  const initContainers = [prepare];
+  if (sourceSecrets.length > 0) {
+    const fetchArgs = ["fetch-step", "--flake", input.flake, "--out", paths.fetchResult, "--home", paths.fetchHome];
+    const fetchMounts: V1VolumeMount[] = [
+      { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix },
+      { name: "work", mountPath: paths.work },
+      { name: "fetch-home", mountPath: paths.fetchHome },
+    ];
+    volumes.push({ name: "fetch-home", emptyDir: { sizeLimit: config.builder.tmpSizeLimit } });
+    sourceSecrets.forEach((ref, i) => {
+      volumes.push({ name: `source-credentials-${i}`, secret: { secretName: ref.name, defaultMode: 0o400 } });
+      fetchMounts.push({ name: `source-credentials-${i}`, mountPath: `${paths.sourceCredentials}/${i}`, readOnly: true });
+      fetchArgs.push("--credentials-dir", `${paths.sourceCredentials}/${i}`);
+    });
+    fetchArgs.push("--termination-message", "/dev/termination-log");
+    buildArgs.push("--fetched", `${paths.fetchResult}/fetch.json`);
+    initContainers.push(
+      step({
+        name: "fetch",
+        image: config.builder.nixImage,
+        command: ["nix-image-operator"],
+        args: fetchArgs,
+        // Its own HOME and temporary files (git clones, fetcher cache), which the build step never mounts.
+        env: [
+          { name: "HOME", value: paths.fetchHome },
+          { name: "TMPDIR", value: paths.fetchHome },
+          { name: "XDG_CACHE_HOME", value: `${paths.fetchHome}/.cache` },
+        ],
+        volumeMounts: fetchMounts,
+        // Root on the root-owned store like the build step, with no capabilities: it builds nothing.
+        securityContext: restricted,
+      }),
+    );
   }
   const build = step({
     name: "build",
@@ -362,7 +404,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
           securityContext: { seccompProfile: { type: "RuntimeDefault" } },
           nodeSelector: spec.build.nodeSelector,
           tolerations: spec.build.tolerations,
-          initContainers: [prepare, build],
+          initContainers: [...initContainers, build],
           containers,
           volumes,
         },

@@ -14,6 +14,8 @@ export const reasons = {
   PushSecretNotFound: "PushSecretNotFound",
   /** spec.image.attestations.signingKeySecretRef names a Secret that does not exist. */
   SigningKeySecretNotFound: "SigningKeySecretNotFound",
+  /** spec.sshKeySecretRef or spec.sourceCredentialsSecretRef names a Secret that does not exist. */
+  SourceSecretNotFound: "SourceSecretNotFound",
   PushSecretNotAllowed: "PushSecretNotAllowed",
   RevisionUnavailable: "RevisionUnavailable",
   Suspended: "Suspended",

@@ -42,6 +42,8 @@ export interface Observed {
   pushSecretFound?: boolean;
   /** Whether the signing key Secret exists; undefined when not checked. */
   signingKeySecretFound?: boolean;
+  /** The source credential Secrets (sshKeySecretRef, sourceCredentialsSecretRef) that do not exist; undefined when not checked. */
+  sourceSecretsMissing?: string[];
   /** Why this NixImage may not push with the Secret (it has not opted in to it), when it may not. */
   pushSecretRefused?: string;
   warmDue: boolean;
@@ -339,11 +341,22 @@ function decideBuild(observed: Observed): Decision {
     const kind = imageWanted.length > 0 ? "Image" : "Warm";
     const why = kind === "Image" ? imageWanted : ["WarmSchedule"];
     const signingKey = image.spec.image.attestations?.signingKeySecretRef;
+    const sourceSecrets = image.spec.sshKeySecretRef !== undefined || image.spec.sourceCredentialsSecretRef !== undefined;
     if (
-      kind === "Image" &&
-      ((image.spec.image.pushSecretRef && observed.pushSecretFound === undefined) || (signingKey && observed.signingKeySecretFound === undefined))
+      (kind === "Image" &&
+        ((image.spec.image.pushSecretRef && observed.pushSecretFound === undefined) || (signingKey && observed.signingKeySecretFound === undefined))) ||
+      (sourceSecrets && observed.sourceSecretsMissing === undefined)
     ) {
-      return { ...finish("InProgress", reasons.Building, "checking the push and signing Secrets"), needsPushSecretCheck: true };
+      return { ...finish("InProgress", reasons.Building, "checking the Secrets the build needs"), needsPushSecretCheck: true };
+    }
+    // Only the fetch step mounts it; without it the pod would wait for the mount until the deadline.
+    if (observed.sourceSecretsMissing !== undefined && observed.sourceSecretsMissing.length > 0) {
+      requeue(30_000);
+      return finish(
+        "Stalled",
+        reasons.SourceSecretNotFound,
+        `Secret ${observed.sourceSecretsMissing.join(", ")} (spec.sshKeySecretRef / spec.sourceCredentialsSecretRef) does not exist in namespace ${image.metadata.namespace}: create it with the keys the source needs (netrc, access-tokens, or ssh-privatekey and known_hosts), e.g. \`kubectl create secret generic NAME --from-file=netrc=./netrc\``,
+      );
     }
     // A missing Secret volume would leave the builder pod waiting for its mount until the deadline.
     if (kind === "Image" && signingKey && observed.signingKeySecretFound === false) {

@@ -131,13 +131,19 @@ export class NixImageReconciler {
           ...(consent && !consent.allowed ? { pushSecretRefused: consent.message } : {}),
           ...(signing ? { signingKeySecretFound: (await this.#secretMetadata(ns, signing.name)) !== undefined } : {}),
         };
+        const sources = [image.spec.sshKeySecretRef?.name, image.spec.sourceCredentialsSecretRef?.name].filter((n) => n !== undefined);
+        if (sources.length > 0) {
+          const missing: string[] = [];
+          for (const name of new Set(sources)) if ((await this.#secretMetadata(ns, name)) === undefined) missing.push(name);
+          observed = { ...observed, sourceSecretsMissing: missing };
+        }
       } catch (error) {
         // Cannot tell whether the Secret exists (e.g. 403: the operator may not read Secrets here):
         // say so in status, then let the queue retry.
         const shown = summarize({
           previous: image.status ?? {},
           decision,
-          error: { error, what: "checking the Secrets named in spec.image", reason: reasons.SecretNotReadable },
+          error: { error, what: "checking the Secrets named in the spec", reason: reasons.SecretNotReadable },
           generation: image.metadata.generation ?? 0,
           now,
         });

@@ -253,6 +253,51 @@ describe("builderJob", () => {
       expect(args).not.toContain("--no-provenance");
     });
 
+    it("private sources (issue 13 item 2): only the fetch step mounts the source Secrets, read-only; the build step builds what it fetched with none", () => {
+      const image = testImage({
+        flake: "git+ssh://git@git.example.com/acme/shop.git",
+        sshKeySecretRef: { name: "deploy-key" },
+        sourceCredentialsSecretRef: { name: "git-token" },
+      });
+      const job = builderJob(input("Image", { image, flake: "git+ssh://git@git.example.com/acme/shop.git?rev=" + "1".repeat(40) }));
+      const pod = podOf(job);
+      expect(pod.initContainers!.map((c) => c.name)).toEqual(["prepare", "fetch", "build"]);
+      const sourceVolumes = (pod.volumes ?? []).filter((v) => v.name.startsWith("source-credentials-"));
+      expect(sourceVolumes.map((v) => [v.secret?.secretName, v.secret?.defaultMode])).toEqual([
+        ["deploy-key", 0o400],
+        ["git-token", 0o400],
+      ]);
+      const names = new Set(sourceVolumes.map((v) => v.name));
+      for (const c of allContainers(job)) {
+        const mounted = (c.volumeMounts ?? []).filter((m) => names.has(m.name));
+        if (c.name === "fetch")
+          expect(mounted.map((m) => [m.mountPath, m.readOnly])).toEqual([
+            ["/var/run/niximage/source/0", true],
+            ["/var/run/niximage/source/1", true],
+          ]);
+        else expect(mounted, c.name).toEqual([]);
+        // The fetch step's HOME (git clones, the .netrc link) is its own.
+        if (c.name !== "fetch")
+          expect(
+            (c.volumeMounts ?? []).map((m) => m.name),
+            c.name,
+          ).not.toContain("fetch-home");
+      }
+      const fetch = container(job, "fetch");
+      expect(fetch.args).toEqual(
+        expect.arrayContaining(["--credentials-dir", "/var/run/niximage/source/0", "--credentials-dir", "/var/run/niximage/source/1"]),
+      );
+      expect(fetch.securityContext?.capabilities).toEqual({ drop: ["ALL"] });
+      const build = container(job, "build");
+      expect(build.args!.slice(build.args!.indexOf("--fetched"), build.args!.indexOf("--fetched") + 2)).toEqual(["--fetched", "/work/fetch/fetch.json"]);
+      expect(build.env).toEqual([{ name: "HOME", value: "/tmp" }]);
+      expect(build.envFrom).toBeUndefined();
+    });
+
+    it("a public flake has no fetch step", () => {
+      expect(podOf(builderJob(input("Image"))).initContainers!.map((c) => c.name)).toEqual(["prepare", "build"]);
+    });
+
     it("without a pushSecretRef there is no Secret volume", () => {
       const job = builderJob(input("Image", { image: testImage() }));
       expect((podOf(job).volumes ?? []).filter((v) => v.secret)).toEqual([]);

@@ -363,6 +363,17 @@ describe("decide: suspend, push Secret", () => {
     expect(createdJob(decide(observe(image, { signingKeySecretFound: true }))).job.metadata?.name).toBe("web-build-1");
   });
 
+  it("source credential Secret: checked before any build (warm too); missing -> Stalled/SourceSecretNotFound naming it, no Job", () => {
+    const image = testImage({ sourceCredentialsSecretRef: { name: "git-token" } });
+    expect(decide(observe(image)).needsPushSecretCheck).toBe(true);
+    const d = decide(observe(image, { sourceSecretsMissing: ["git-token"] }));
+    expect(d.actions).toEqual([]);
+    expect(state(d)).toBe("Ready=False/SourceSecretNotFound Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Stalled")?.message).toContain("Secret git-token (spec.sshKeySecretRef / spec.sourceCredentialsSecretRef) does not exist");
+    expect(d.requeueAfterMs).toBe(30_000);
+    expect(createdJob(decide(observe(image, { sourceSecretsMissing: [] }))).job.metadata?.name).toBe("web-build-1");
+  });
+
   it("push Secret not opted in to this NixImage: Stalled/PushSecretNotAllowed with the reason, no Job, checked again in 30 s", () => {
     const image = testImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
     const d = decide(observe(image, { pushSecretFound: true, pushSecretRefused: "Secret regcred has not opted in" }));
