@@ -5,7 +5,7 @@
 // builder Job for that commit exists. Builder pods do not run here: the bench finishes each pod
 // like the integration harness does, so the next commit can build.
 //
-// Usage: node bench/push-trigger.ts [--runs 5] [--interval 30s]
+// Usage: node bench/push-trigger.ts [--runs 5] [--interval 30s] [--modes webhook,polling]
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -22,7 +22,9 @@ import { createGitRepo, minimalFlake } from "../test/support/git-fixtures.ts";
 import { startTestBed } from "../test/support/global-setup.ts";
 import { run } from "../test/support/process.ts";
 
-const { values } = parseArgs({ options: { runs: { type: "string", default: "5" }, interval: { type: "string", default: "30s" } } });
+const { values } = parseArgs({
+  options: { runs: { type: "string", default: "5" }, interval: { type: "string", default: "30s" }, modes: { type: "string", default: "webhook,polling" } },
+});
 const runs = Number(values.runs);
 const secret = randomBytes(32).toString("hex");
 const running = await startTestBed();
@@ -38,9 +40,12 @@ try {
   };
   await kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify(nixImageCrd({ flakeRefPolicy })));
   // Polled: right after apply the CRD has no conditions yet, and `kubectl wait` fails on that.
-  while (
-    (await kubectl(["get", "crd", "niximages.niximage.io", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"])).stdout.trim() !== "True"
-  ) {
+  const established = () =>
+    kubectl(["get", "crd", "niximages.niximage.io", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"]).then(
+      (r) => r.stdout.trim() === "True",
+      () => false,
+    );
+  while (!(await established())) {
     await new Promise((r) => setTimeout(r, 100));
   }
   const secretFile = join(await mkdtemp(join(bed.tmpDir, "hook-")), "secret");
@@ -48,7 +53,7 @@ try {
   const payload = JSON.parse(await readFile(new URL("../test/fixtures/webhooks/github-push.json", import.meta.url), "utf8")) as Record<string, unknown>;
 
   const results: Record<string, number[]> = {};
-  for (const mode of ["webhook", "polling"] as const) {
+  for (const mode of values.modes!.split(",") as ("webhook" | "polling")[]) {
     const namespace = `bench-${mode}`;
     await kubectl(["create", "namespace", namespace]);
     // Builder pods need the namespace's default ServiceAccount (kube-controller-manager makes it);
