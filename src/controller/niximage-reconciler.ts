@@ -95,6 +95,7 @@ export class NixImageReconciler {
       // Workloads are left as they are: they keep running the last digest.
       this.#deps.polls.forget(key);
       this.#replaced.delete(key);
+      this.#rejected.delete(key);
       if (!raw) await this.#refuseOrphans(key, context.log);
       return {};
     }
