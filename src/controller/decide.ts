@@ -38,6 +38,8 @@ export interface Observed {
   polledRefName?: string;
   /** Why polling failed, when it did. */
   pollError?: string;
+  /** Why spec.triggers.interval cannot poll this flake ref at all: said in the Ready condition. */
+  pollUnavailable?: string;
   /** Whether the push Secret exists; undefined when not checked (no build pending). */
   pushSecretFound?: boolean;
   /** Whether the signing key Secret exists; undefined when not checked. */
@@ -200,8 +202,9 @@ function decideBuild(observed: Observed): Decision {
         `${failed}${tries}${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`,
       );
     }
-    if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build`);
-    return finish("InProgress", reasons.NotBuilt, "no build yet");
+    const notPolled = observed.pollUnavailable ? `; spec.triggers.interval does not poll this source: ${observed.pollUnavailable}` : "";
+    if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build${notPolled}`);
+    return finish("InProgress", reasons.NotBuilt, `no build yet${notPolled}`);
   };
 
   for (const f of observed.foreign ?? []) {

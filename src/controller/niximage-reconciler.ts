@@ -276,7 +276,14 @@ export class NixImageReconciler {
     };
 
     const interval = image.spec.triggers?.interval;
-    if (interval && !image.spec.suspend) {
+    // The source credential is read by the builder's fetch step only, never by the controller: an
+    // anonymous poll of a private repository could only fail (or find a public namesake).
+    const privateSource = image.spec.sourceCredentialsSecretRef !== undefined || image.spec.sshKeySecretRef !== undefined;
+    if (interval && !image.spec.suspend && privateSource) {
+      this.#deps.polls.forget(`${namespace}/${name}`);
+      observed.pollUnavailable =
+        "the source needs credentials (spec.sourceCredentialsSecretRef / spec.sshKeySecretRef), which only the builder's fetch step holds, so the controller does not poll it; each build fetches the branch's latest commit: start one with the niximage.io/rebuild annotation";
+    } else if (interval && !image.spec.suspend) {
       const checkRequest = image.metadata.annotations?.[annotations.checkRevision];
       if (checkRequest) this.#deps.polls.requestCheck(`${namespace}/${name}`, checkRequest);
       // The last answer of the background poller (revision-polls.ts); it re-queues this key when the answer changes.
@@ -287,6 +294,7 @@ export class NixImageReconciler {
       if (poll?.rev) observed.polledRevision = poll.rev;
       if (poll?.refName) observed.polledRefName = poll.refName;
       if (poll?.error) observed.pollError = poll.error;
+      if (poll?.unpollable) observed.pollUnavailable = poll.unpollable;
     } else this.#deps.polls.forget(`${namespace}/${name}`);
 
     const warm = image.spec.warm;

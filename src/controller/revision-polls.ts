@@ -11,6 +11,8 @@ export interface PollResult {
   refName?: string;
   /** Why there is no newer answer (the last good rev, if any, is kept). */
   error?: string;
+  /** Why this kind of flake ref is not polled at all (git+ssh, archives, ...). */
+  unpollable?: string;
 }
 
 type Resolve = typeof resolveRevision;
@@ -201,7 +203,7 @@ export class RevisionPolls {
     let result: PollResult;
     try {
       const resolved = await this.#resolve(flake, { signal, timeoutMs: this.#timeoutMs });
-      result = "rev" in resolved ? { rev: resolved.rev, refName: resolved.refName } : {};
+      result = "rev" in resolved ? { rev: resolved.rev, refName: resolved.refName } : { unpollable: resolved.reason };
     } catch (error) {
       // Keep the last good answer; say why there is no newer one (never with URL credentials).
       result = {

@@ -374,6 +374,15 @@ describe("decide: suspend, push Secret", () => {
     expect(createdJob(decide(observe(image, { sourceSecretsMissing: [] }))).job.metadata?.name).toBe("web-build-1");
   });
 
+  it("a source that cannot be polled says so in the Ready condition instead of silently never polling", () => {
+    const image = testImage({ triggers: { interval: "5m" } });
+    const job = imageJob(image, config, { number: 1, result: pushResultFor(), completionTime: "2026-11-22T09:10:00Z" });
+    const d = decide(observe(image, { jobs: [job], polledRevision: rev1, pollUnavailable: "git+ssh refs are not polled over HTTP" }));
+    expect(conditionOf(d, "Ready")?.message).toBe(
+      `${repository}@${digest1} is the latest build; spec.triggers.interval does not poll this source: git+ssh refs are not polled over HTTP`,
+    );
+  });
+
   it("push Secret not opted in to this NixImage: Stalled/PushSecretNotAllowed with the reason, no Job, checked again in 30 s", () => {
     const image = testImage({ image: { repository, pushSecretRef: { name: "regcred" } } });
     const d = decide(observe(image, { pushSecretFound: true, pushSecretRefused: "Secret regcred has not opted in" }));
