@@ -14,8 +14,13 @@ export interface PodGitServer {
   stop(): Promise<void>;
 }
 
-export async function startPodGitServer(opts: { address: string; root: string; logFile: string }): Promise<PodGitServer> {
-  const git = await startGitServer({ root: opts.root, logFile: opts.logFile });
+export async function startPodGitServer(opts: {
+  address: string;
+  root: string;
+  logFile: string;
+  basicAuth?: { user: string; password: string };
+}): Promise<PodGitServer> {
+  const git = await startGitServer({ root: opts.root, logFile: opts.logFile, ...(opts.basicAuth ? { basicAuth: opts.basicAuth } : {}) });
   const target = new URL(git.baseUrl);
   const open = new Set<Socket>();
   const server = createServer((client) => {
