@@ -70,7 +70,13 @@ try {
   kc.loadFromFile(bed.bed.kube.kubeconfig);
   const kubectl = (argv: string[], input?: string) => run(bed.bed.kube.kubectl, ["--kubeconfig", bed.bed.kube.kubeconfig, ...argv], { input });
   await kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify(nixImageCrd({ flakeRefPolicy: defaultFlakeRefPolicy })));
-  await kubectl(["wait", "--for=condition=Established", "crd/niximages.niximage.io"]);
+  // `kubectl wait` fails when it looks before the CRD has any status: poll instead.
+  for (let i = 0; ; i++) {
+    const { stdout } = await kubectl(["get", "crd", "niximages.niximage.io", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"]);
+    if (stdout.trim() === "True") break;
+    if (i > 300) throw new Error("the NixImage CRD was not established within 30 s");
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const release = "nio";
   const system = "nio-system";
   for (const ns of [system, "bench", "unrelated"]) await kubectl(["create", "namespace", ns]);
@@ -286,13 +292,17 @@ async function runController(label: string, launch: { flags: string[]; env: Reco
     const idleMemory = await memory();
     const heap = sample(after.metrics, "nodejs_heap_used_bytes");
     console.log(`after an idle window of ${idleMs / 1000}s: ${show(idleMemory)}${heap > 0 ? `; V8 heap in use ${(heap / MiB).toFixed(1)} MiB` : ""}`);
+    const own = sample(after.metrics, "rest_client_requests_total") - sample(before.metrics, "rest_client_requests_total");
+    const ownText = /^rest_client_requests_total/m.test(after.metrics) ? `by the controller ${perMinute(own)}/min; ` : "";
     console.log(
-      `idle: ${writes} writes (${perMinute(writes)}/min); API requests seen by the API server (all clients) ${perMinute(after.api - before.api)}/min`,
+      `idle: ${writes} writes (${perMinute(writes)}/min); API requests ${ownText}seen by the API server (all clients) ${perMinute(after.api.total - before.api.total)}/min`,
     );
+    const deltas = [...after.api.by].map(([key, n]) => [key, n - (before.api.by.get(key) ?? 0)] as const).filter(([, n]) => n > 0);
+    for (const [key, n] of deltas.sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${perMinute(n)}/min  ${key}`);
     console.log(
       `SUMMARY images=${N} deployments=${D} secrets=${S} options="${options}" ready_s=${(ready / 1000).toFixed(2)} all_reconciled_s=${(allReconciled / 1000).toFixed(2)} ` +
         `rss_start_mib=${(afterStart.rss / MiB).toFixed(1)} rss_first_mib=${(afterFirst.rss / MiB).toFixed(1)} rss_idle_mib=${(idleMemory.rss / MiB).toFixed(1)} ` +
-        `hwm_mib=${(idleMemory.hwm / MiB).toFixed(1)} p50_ms=${p50.toFixed(1)} p99_ms=${p99.toFixed(1)} idle_writes=${writes}`,
+        `hwm_mib=${(idleMemory.hwm / MiB).toFixed(1)} p50_ms=${p50.toFixed(1)} p99_ms=${p99.toFixed(1)} idle_writes=${writes} idle_requests_per_min=${ownText ? perMinute(own) : "n/a"}`,
     );
   }
   running.kill("SIGTERM");
@@ -322,7 +332,14 @@ function quantile(metrics: string, q: number): number {
   return Number.NaN;
 }
 
-async function apiserverRequests(): Promise<number> {
+/** The API server's request counter: the total, and per verb/resource (to see who asks). */
+async function apiserverRequests(): Promise<{ total: number; by: Map<string, number> }> {
   const res = await run(bed.bed.kube.kubectl, ["--kubeconfig", bed.bed.kube.kubeconfig, "get", "--raw", "/metrics"]);
-  return sample(res.stdout, "apiserver_request_total");
+  const by = new Map<string, number>();
+  for (const m of res.stdout.matchAll(/^apiserver_request_total\{([^}]*)\} (\S+)$/gm)) {
+    const label = (name: string) => new RegExp(`${name}="([^"]*)"`).exec(m[1]!)?.[1] ?? "";
+    const key = `${label("verb")} ${label("group") ? `${label("group")}/` : ""}${label("resource")}${label("subresource") ? `/${label("subresource")}` : ""}`;
+    by.set(key, (by.get(key) ?? 0) + Number(m[2]));
+  }
+  return { total: sample(res.stdout, "apiserver_request_total"), by };
 }

@@ -148,7 +148,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       resolve: (ref, o) => resolveRevision(ref, { ...o, allowedAddressRanges: config.flakeRefPolicy.allowedAddressRanges }),
     });
   const reconciler = new NixImageReconciler({
-    kc,
+    kc: manager.kc,
     config,
     clock: manager.clock,
     logger: log,
@@ -211,7 +211,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const receiver = config.webhook.enabled ? await import("../webhook/webhook-receiver.ts") : undefined;
   const webhook = receiver
     ? await receiver.startWebhookReceiver({
-        kc,
+        kc: manager.kc,
         config: config.webhook,
         port: options.webhookPort,
         images: () => receiver.followingImages(images.list()),

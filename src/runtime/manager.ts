@@ -80,6 +80,8 @@ export class Manager {
   readonly metrics = new MetricsRegistry();
   readonly identity: string;
   readonly clock: Clock;
+  /** The API server access every part of the controller should use: it counts requests (rest_client_requests_total). */
+  readonly kc: KubeAccess;
   readonly #options: ManagerOptions;
   readonly #clock: Clock;
   readonly #log: Logger;
@@ -100,12 +102,26 @@ export class Manager {
     this.#log = options.logger;
     this.identity = options.identity ?? `${hostname()}-${randomBytes(3).toString("hex")}`;
     registerProcessMetrics(this.metrics);
+    const requests = this.metrics.counter({
+      name: "rest_client_requests_total",
+      help: "Requests to the API server by method (lists, watches, writes, leases).",
+      labelNames: ["method"],
+    });
+    const kc = options.kc;
+    // Every request applies the credentials once: the place to count them.
+    this.kc = {
+      getCurrentCluster: () => kc.getCurrentCluster(),
+      applyToHTTPSOptions: (requestOptions) => {
+        requests.inc({ method: requestOptions.method ?? "GET" });
+        return kc.applyToHTTPSOptions(requestOptions);
+      },
+    };
     this.#controllerMetrics = controllerMetricsFactory(this.metrics);
   }
 
   /** An informer the manager starts, waits for and watches over (readiness); declare before start(). */
   informer<T extends KubernetesObject>(options: Omit<KubeInformerOptions<T>, "logger" | "clock">): Informer<T> {
-    const informer = createInformer<T>(this.#options.kc, {
+    const informer = createInformer<T>(this.kc, {
       logger: this.#log,
       clock: this.#clock,
       relistPeriodMs: this.#options.relistPeriodMs ?? 600_000,
@@ -165,7 +181,7 @@ export class Manager {
       return;
     }
     this.#elector = new LeaderElector({
-      store: new KubeLeaseStore(this.#options.kc, election.namespace, election.leaseName),
+      store: new KubeLeaseStore(this.kc, election.namespace, election.leaseName),
       identity: this.identity,
       leaseDurationMs: election.leaseDurationMs,
       renewDeadlineMs: election.renewDeadlineMs,
