@@ -3,7 +3,7 @@
 // the kubelet and the real Job controller turns pod results into Job results.
 import { randomBytes } from "node:crypto";
 import type { KubernetesObject, V1Job } from "@kubernetes/client-node";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import type { NixImageStatus } from "../../src/api/niximage.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { createGitRepo, minimalFlake } from "../support/git-fixtures.ts";
@@ -210,6 +210,47 @@ describe("NixImage controller", () => {
     expect(volumeOf(second)).toBe(volumeOf(first));
     const firstNow = (await buildJobs(namespace)).find((j) => j.metadata?.name === first.metadata?.name);
     expect(firstNow?.status?.succeeded).toBe(1);
+  });
+
+  it("a store volume stays leased while the failed Job's pod is still terminating; freed once the pod is gone", async () => {
+    const namespace = await testNamespace("ctl-lease-pod");
+    const access = await chartServiceAccount();
+    const operator = await startTestOperator({ access, namespaces: [namespace], config: { store: { poolSize: 1 } } });
+    const { core, batch } = kubeClients();
+    await createNixImage(namespace, "a", { flake: flake.flakeUrl, build: { timeout: "1m" } });
+    await waitForJob(namespace, "a-build-1");
+    // Bind the pod to a node that has no kubelet: deleting it then leaves it terminating (nothing confirms the kill).
+    const nodeName = `ghost-${namespace}`.slice(0, 63);
+    await core.createNode({ body: { metadata: { name: nodeName, labels: { "testbed.niximage.io/run": "x" } } } });
+    onTestFinished(async () => {
+      await core.deleteNode({ name: nodeName }).catch(() => undefined);
+    });
+    const pod = await waitForBuildPod(namespace, "a-build-1");
+    await core.createNamespacedPodBinding({
+      namespace,
+      name: pod.metadata!.name!,
+      body: { metadata: { name: pod.metadata!.name! }, target: { apiVersion: "v1", kind: "Node", name: nodeName } },
+    });
+    await createNixImage(namespace, "b", { flake: flake.flakeUrl });
+    await waitForStatus(namespace, "b", "waiting for the volume", (i) => condition(i, "Reconciling")?.reason === "WaitingForStoreVolume");
+
+    // The build's deadline passes: the Job controller marks it failed and deletes the pod, which stays terminating.
+    await waitFor(
+      "a-build-1 failed by its deadline",
+      async () => (await batch.readNamespacedJob({ namespace, name: "a-build-1" })).status?.conditions?.some((c) => c.reason === "DeadlineExceeded"),
+      { timeoutMs: 120_000 },
+    );
+    await waitFor("the pod terminating", async () => (await core.readNamespacedPod({ namespace, name: pod.metadata!.name! })).metadata?.deletionTimestamp);
+    await waitForStatus(namespace, "a", "a's build failed", (i) => i.status?.lastBuild?.result === "Failed");
+    operator.enqueueAll();
+    await operator.idle();
+    expect((await buildJobs(namespace)).map((j) => j.metadata?.name)).toEqual(["a-build-1"]);
+    expect(condition(await readNixImage(namespace, "b"), "Reconciling")?.reason).toBe("WaitingForStoreVolume");
+
+    // The pod is gone (the node confirms, or someone forces it): the volume is free, b builds on it.
+    await core.deleteNamespacedPod({ namespace, name: pod.metadata!.name!, gracePeriodSeconds: 0 });
+    const b = await waitForJob(namespace, "b-build-1");
+    expect(b.spec!.template.spec!.volumes!.find((v) => v.name === "store")!.persistentVolumeClaim!.claimName).toBe("niximage-store-0");
   });
 
   it("a restarted controller adopts the running build instead of starting another", async () => {
