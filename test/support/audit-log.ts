@@ -38,6 +38,8 @@ export function auditArgs(policyFile: string, logFile: string): string[] {
 export interface AuditWrite {
   /** When the API server finished the request (ms since epoch). */
   at: number;
+  /** When the API server received it (ms since epoch). */
+  receivedAt: number;
   verb: string;
   resource: string;
   subresource?: string;
@@ -58,6 +60,7 @@ interface RawEvent {
   objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
   responseStatus?: { code?: number };
   stageTimestamp?: string;
+  requestReceivedTimestamp?: string;
 }
 
 /** Every completed write in the log that `filter` keeps (all when none given). */
@@ -78,6 +81,7 @@ export async function readAuditWrites(logFile: string, filter: (w: AuditWrite) =
     if (e.stage !== "ResponseComplete" || !e.verb || !e.objectRef?.resource) continue;
     const w: AuditWrite = {
       at: Date.parse(e.stageTimestamp ?? ""),
+      receivedAt: Date.parse(e.requestReceivedTimestamp ?? e.stageTimestamp ?? ""),
       verb: e.verb,
       resource: e.objectRef.resource,
       ...(e.objectRef.subresource ? { subresource: e.objectRef.subresource } : {}),
