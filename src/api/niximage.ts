@@ -211,6 +211,19 @@ export const buildSchema = z.strictObject({
     })
     .optional()
     .describe("Extra binary caches; only these two settings are accepted (no arbitrary nix.conf)."),
+  caBundleRef: z
+    .strictObject({
+      name: objectName,
+      key: z
+        .string()
+        .max(253)
+        .regex(/^[-._a-zA-Z0-9]+$/, "must be a ConfigMap key")
+        .default("ca.crt"),
+    })
+    .optional()
+    .describe(
+      "ConfigMap in this namespace with a PEM CA bundle (e.g. one trust-manager distributes), trusted by the fetch and build steps' Nix (ssl-cert-file) and git and by the push step's registry client; wins over the operator's per-registry bundle. It replaces the default trust store: include the public CAs too if builds reach public hosts.",
+    ),
   allowImportFromDerivation: z
     .boolean()
     .default(false)

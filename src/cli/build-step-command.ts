@@ -48,6 +48,7 @@ Flags:
   --extra-attribute ATTR       warm builds: another attribute to build and keep alive (repeatable)
   --require-build-users        as root: refuse to build unless Nix runs builders as build users
                                (build-users-group set); the builder Job passes it
+  --ca-file FILE               CA bundle for TLS (Nix ssl-cert-file, git): substituters, sources
   --fetched FILE               the fetch step's fetch.json: build from the source it fetched into the
                                store (with its locked inputs), needing no source credential
   --update-inputs              build against freshly locked inputs (--recreate-lock-file, never
@@ -76,6 +77,7 @@ Flags:
         "extra-attribute": { type: "string", multiple: true },
         "update-inputs": { type: "boolean" },
         fetched: { type: "string" },
+        "ca-file": { type: "string" },
         timeout: { type: "string" },
         "termination-message": { type: "string" },
         config: { type: "string" },
@@ -107,7 +109,10 @@ Flags:
       if (values.config !== undefined) {
         checkRefAllowed(values.flake!, (await loadOperatorConfig({ file: values.config, env: {} })).flakeRefPolicy);
       }
-      const nix = nixFromFlags(values, context.env, log);
+      const ca = values["ca-file"];
+      // Nix takes NIX_SSL_CERT_FILE as its ssl-cert-file; git (fetchers) GIT_SSL_CAINFO.
+      const env = ca === undefined ? context.env : { ...context.env, NIX_SSL_CERT_FILE: ca, SSL_CERT_FILE: ca, GIT_SSL_CAINFO: ca };
+      const nix = nixFromFlags(values, env, log);
       const out = await runBuildStep({
         nix,
         flake: values.flake!,

@@ -50,12 +50,6 @@ const defaultStepResources = { requests: { cpu: "100m", memory: "256Mi" }, limit
 export const defaultBuildCapabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"] as const;
 const buildCapabilityNames = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID", "FSETID"] as const;
 
-export const registryConfigSchema = z.strictObject({
-  host: z.string().min(1).describe("host[:port] as in image references"),
-  plainHttp: z.boolean().default(false).describe("Talk plain HTTP to this registry (tests, local registries only)"),
-  caFile: z.string().optional().describe("PEM bundle to trust for this registry's TLS certificate"),
-});
-
 const secretName = z
   .string()
   .max(253)
@@ -64,6 +58,18 @@ const secretKey = z
   .string()
   .max(253)
   .regex(/^[-._a-zA-Z0-9]+$/, "must be a Secret key");
+
+export const registryConfigSchema = z.strictObject({
+  host: z.string().min(1).describe("host[:port] as in image references"),
+  plainHttp: z.boolean().default(false).describe("Talk plain HTTP to this registry (tests, local registries only)"),
+  caFile: z.string().optional().describe("PEM bundle to trust for this registry's TLS certificate"),
+  caBundle: z
+    .strictObject({ configMap: secretName, key: secretKey.default("ca.crt") })
+    .optional()
+    .describe(
+      "A ConfigMap of this name in each NixImage's namespace (as trust-manager distributes bundles) with a PEM CA bundle: builds pushing to this registry trust it in the push, fetch and build steps",
+    ),
+});
 
 /**
  * The cluster binary cache (issue 14): builds substitute from it, and after a successful build a

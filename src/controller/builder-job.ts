@@ -60,6 +60,7 @@ const paths = {
   sourceCredentials: "/var/run/niximage/source",
   fetchHome: "/fetch-home",
   fetchResult: "/work/fetch",
+  caBundle: "/etc/niximage/ca",
 };
 
 /** The stream step's user: not root, not the push step's (which owns the layer cache). */
@@ -167,6 +168,16 @@ export function builderJob(input: BuilderJobInput): V1Job {
     for (const attribute of spec.warm?.attributes ?? []) buildArgs.push("--extra-attribute", attribute);
     if (spec.warm?.updateInputs) buildArgs.push("--update-inputs");
   }
+  // A corporate CA (issue 13 item 3): the NixImage's bundle, else its registry's (operator config).
+  const registry = config.registries.find((r) => spec.image.repository.startsWith(`${r.host}/`));
+  const ca = spec.build.caBundleRef ? { configMap: spec.build.caBundleRef.name, key: spec.build.caBundleRef.key } : registry?.caBundle;
+  const caFile = `${paths.caBundle}/ca.crt`;
+  const caMounts: V1VolumeMount[] = ca ? [{ name: "ca-bundle", mountPath: paths.caBundle, readOnly: true }] : [];
+  if (ca) {
+    volumes.push({ name: "ca-bundle", configMap: { name: ca.configMap, items: [{ key: ca.key, path: "ca.crt" }] } });
+    buildArgs.push("--ca-file", caFile);
+  }
+
   // Private sources (issue 13 item 2): the fetch step alone mounts the source credential and
   // fetches the flake and its locked inputs into the store; the build step builds from there.
   const sourceSecrets = [spec.sshKeySecretRef, spec.sourceCredentialsSecretRef].filter((r) => r !== undefined);
@@ -177,6 +188,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
       { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix },
       { name: "work", mountPath: paths.work },
       { name: "fetch-home", mountPath: paths.fetchHome },
+      ...caMounts,
     ];
     volumes.push({ name: "fetch-home", emptyDir: { sizeLimit: config.builder.tmpSizeLimit } });
     sourceSecrets.forEach((ref, i) => {
@@ -184,6 +196,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
       fetchMounts.push({ name: `source-credentials-${i}`, mountPath: `${paths.sourceCredentials}/${i}`, readOnly: true });
       fetchArgs.push("--credentials-dir", `${paths.sourceCredentials}/${i}`);
     });
+    if (ca) fetchArgs.push("--ca-file", caFile);
     fetchArgs.push("--termination-message", "/dev/termination-log");
     buildArgs.push("--fetched", `${paths.fetchResult}/fetch.json`);
     initContainers.push(
@@ -217,6 +230,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
       { name: "store", mountPath: paths.storeMount, subPath: volumeLayout.nix },
       { name: "work", mountPath: paths.work },
       { name: "tmp", mountPath: paths.tmp },
+      ...caMounts,
     ],
     securityContext: {
       ...restricted,
@@ -246,8 +260,8 @@ export function builderJob(input: BuilderJobInput): V1Job {
     // Hand-off to an image updater (Flux, Argo CD Image Updater): a tag that sorts by build time.
     if (spec.rollout.policy === "Disabled" && input.requestedAt !== undefined) pushArgs.push("--sortable-tag-time", input.requestedAt);
     if (spec.image.config) pushArgs.push("--image-config", JSON.stringify(spec.image.config));
-    const registry = config.registries.find((r) => spec.image.repository.startsWith(`${r.host}/`));
     if (registry?.plainHttp) pushArgs.push("--plain-http");
+    if (ca) pushArgs.push("--ca-file", caFile);
     // A streamLayeredImage script runs in the stream step and arrives through this socket.
     const socket = `${paths.stream}/archive.sock`;
     pushArgs.push("--stream-socket", socket);
@@ -256,6 +270,7 @@ export function builderJob(input: BuilderJobInput): V1Job {
       { name: "store", mountPath: paths.layerCache, subPath: volumeLayout.layerCache },
       { name: "work", mountPath: paths.work, readOnly: true },
       { name: "stream", mountPath: paths.stream },
+      ...caMounts,
     ];
     volumes.push({ name: "stream", emptyDir: { sizeLimit: "1Mi" } }, { name: "stream-tmp", emptyDir: { sizeLimit: config.builder.tmpSizeLimit } });
 

@@ -13,6 +13,7 @@ import { createGitRepo, type GitRepo } from "../support/git-fixtures.ts";
 import { startGitServer, type GitServer } from "../support/git-server.ts";
 import { runCli } from "../support/builder-fixtures.ts";
 import { run } from "../support/process.ts";
+import { makeCa, makeLeaf } from "../support/pki.ts";
 
 const bed = testbed();
 const user = "ci-bot";
@@ -37,12 +38,12 @@ const topFlake = (depUrl: string) => `{
 `;
 
 /** Serves a copy of a test-bed repo on the private server (the open server keeps the original). */
-async function publishPrivately(repo: GitRepo): Promise<string> {
-  const target = join(server.root, `${repo.name}.git`);
+async function publishPrivately(repo: GitRepo, on: GitServer = server): Promise<string> {
+  const target = join(on.root, `${repo.name}.git`);
   await run("git", ["clone", "--quiet", "--mirror", repo.bareDir, target]).catch(async () => {
     await run("git", ["--git-dir", target, "fetch", "--quiet", repo.bareDir, "+refs/*:refs/*"]);
   });
-  return `git+${server.baseUrl}/${repo.name}.git`;
+  return `git+${on.baseUrl}/${repo.name}.git`;
 }
 
 /** A fresh HOME and fetcher cache: nothing one step leaves behind is seen by the next. */
@@ -74,7 +75,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.stop();
+  await tlsServer?.stop();
 });
+
+let tlsServer: GitServer | undefined;
 
 describe("private flake source over HTTP with basic auth (netrc)", () => {
   it("needs the credential: a fetch without it fails with the server's refusal", async () => {
@@ -165,5 +169,58 @@ describe("private flake source over HTTP with basic auth (netrc)", () => {
   it("the build step alone cannot fetch the private source", async () => {
     const r = await runCli(bed, ["build-step", "--flake", topUrl, "--attribute", "default", "--out", join(dir, "alone")], { env: await stepEnv("alone") });
     expect(r.code).toBe(1);
+  });
+});
+
+describe("private flake source over HTTPS with a private CA (issue 13 item 3)", () => {
+  it("the fetch step trusts the CA bundle given with --ca-file (Nix ssl-cert-file, git); without it the source is refused", async () => {
+    const pki = join(dir, "corp-pki");
+    await mkdir(pki, { recursive: true });
+    const ca = await makeCa(pki, "corp-ca", "Corp Root CA");
+    const leaf = await makeLeaf(pki, ca, { name: "git", commonName: "git.corp", altNames: ["IP:127.0.0.1"], usage: "server" });
+    tlsServer = await startGitServer({ root: join(dir, "tls-git"), logFile: join(dir, "tls-git.log"), basicAuth: { user, password }, tls: leaf });
+    const depTls = await createGitRepo({ "flake.nix": depFlake }, { prefix: "private-tls-dep" });
+    const topTls = await createGitRepo({ "flake.nix": topFlake(await publishPrivately(depTls, tlsServer)) }, { prefix: "private-tls-top" });
+    const lockEnv = await stepEnv("tls-lock");
+    await writeFile(join(lockEnv.HOME!, ".netrc"), await readFile(join(credentials, "netrc")), { mode: 0o600 });
+    const caEnv = { GIT_SSL_CAINFO: ca.certFile, NIX_SSL_CERT_FILE: ca.certFile };
+    await run("nix", ["flake", "lock", topTls.workDir], { env: { ...process.env, ...bed.nix.env, ...lockEnv, ...caEnv } });
+    await topTls.commit({ "flake.lock": await readFile(join(topTls.workDir, "flake.lock"), "utf8") }, "lock");
+    const url = await publishPrivately(topTls, tlsServer);
+    expect(url).toMatch(/^git\+https:/);
+
+    const fetchWith = async (extra: string[], name: string) => {
+      const env = await stepEnv(name);
+      return runCli(bed, ["fetch-step", "--flake", url, "--out", join(dir, name), "--credentials-dir", credentials, "--home", env.HOME!, ...extra], { env });
+    };
+    const refused = await fetchWith([], "tls-no-ca");
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/certificate|SSL/i);
+    const fetched = await fetchWith(["--ca-file", ca.certFile], "tls-ca");
+    expect(fetched.code, fetched.stderr).toBe(0);
+    const fetch = fetchResultSchema.parse(JSON.parse(await readFile(join(dir, "tls-ca", "fetch.json"), "utf8")));
+    expect(fetch.revision.rev).toBe(topTls.rev);
+    expect(fetch.inputPaths).toHaveLength(1);
+
+    const built = await runCli(
+      bed,
+      [
+        "build-step",
+        "--flake",
+        url,
+        "--attribute",
+        "default",
+        "--fetched",
+        join(dir, "tls-ca", "fetch.json"),
+        "--ca-file",
+        ca.certFile,
+        "--out",
+        join(dir, "tls-result"),
+      ],
+      { env: await stepEnv("tls-build") },
+    );
+    expect(built.code, built.stderr).toBe(0);
+    const result = buildResultSchema.parse(JSON.parse(await readFile(join(dir, "tls-result", "result.json"), "utf8")));
+    expect(await readFile(result.outPath, "utf8")).toBe("hello from a private input at 2\n");
   });
 });

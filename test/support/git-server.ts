@@ -4,8 +4,9 @@
 // `<baseUrl>/<name>.git`.
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import { run } from "./process.ts";
 
 export interface GitServerOptions {
@@ -13,6 +14,8 @@ export interface GitServerOptions {
   logFile: string;
   /** A private server: every request without these basic-auth credentials gets 401. */
   basicAuth?: { user: string; password: string };
+  /** Serve HTTPS with this certificate (PEM files) instead of plain HTTP. */
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface GitServer {
@@ -114,7 +117,7 @@ export async function startGitServer(opts: GitServerOptions): Promise<GitServer>
     });
   };
 
-  const server = createServer(handle);
+  const server = opts.tls ? createTlsServer({ cert: await readFile(opts.tls.certFile), key: await readFile(opts.tls.keyFile) }, handle) : createServer(handle);
   const port = await new Promise<number>((resolve, reject) => {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", () => {
@@ -122,7 +125,7 @@ export async function startGitServer(opts: GitServerOptions): Promise<GitServer>
       resolve(typeof a === "object" && a ? a.port : 0);
     });
   });
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const baseUrl = `${opts.tls ? "https" : "http"}://127.0.0.1:${port}`;
   write(`serving ${opts.root} at ${baseUrl}`);
   return {
     baseUrl,

@@ -294,6 +294,26 @@ describe("builderJob", () => {
       expect(build.envFrom).toBeUndefined();
     });
 
+    it("a CA bundle ConfigMap (the NixImage's, else its registry's) reaches fetch, build and push, read-only; no other step", () => {
+      const image = testImage({ sourceCredentialsSecretRef: { name: "git-token" }, build: { caBundleRef: { name: "corp-ca", key: "bundle.pem" } } });
+      const job = builderJob(input("Image", { image }));
+      expect(podOf(job).volumes!.find((v) => v.name === "ca-bundle")?.configMap).toEqual({ name: "corp-ca", items: [{ key: "bundle.pem", path: "ca.crt" }] });
+      for (const c of allContainers(job)) {
+        const mounted = (c.volumeMounts ?? []).filter((m) => m.name === "ca-bundle");
+        if (["fetch", "build", "push"].includes(c.name)) {
+          expect(mounted, c.name).toEqual([{ name: "ca-bundle", mountPath: "/etc/niximage/ca", readOnly: true }]);
+          expect(c.args!.slice(c.args!.indexOf("--ca-file"), c.args!.indexOf("--ca-file") + 2), c.name).toEqual(["--ca-file", "/etc/niximage/ca/ca.crt"]);
+        } else expect(mounted, c.name).toEqual([]);
+      }
+      const viaRegistry = testConfig({
+        registries: [{ host: "registry.example.com", plainHttp: false, caBundle: { configMap: "registry-ca", key: "ca.crt" } }],
+      });
+      const job2 = builderJob(input("Image", { image: testImage(), config: viaRegistry }));
+      expect(podOf(job2).volumes!.find((v) => v.name === "ca-bundle")?.configMap?.name).toBe("registry-ca");
+      expect(container(job2, "push").args).toContain("--ca-file");
+      expect(podOf(builderJob(input("Image", { image: testImage() }))).volumes!.find((v) => v.name === "ca-bundle")).toBeUndefined();
+    });
+
     it("a public flake has no fetch step", () => {
       expect(podOf(builderJob(input("Image"))).initContainers!.map((c) => c.name)).toEqual(["prepare", "build"]);
     });
