@@ -7,9 +7,11 @@
 # kustomize-controller (scripts/build-flux.sh) (built once and cached by version), and
 # checkov from PyPI in a venv (scripts/install-checkov.sh, cached by version).
 #
-# Usage: scripts/setup.sh [--with-e2e]
+# Usage: scripts/setup.sh [--with-e2e] [--with-argocd]
 #   --with-e2e   also what the e2e tier's single-node cluster needs (containerd, runc, CNI,
 #                debootstrap, iptables, gcc) and its images, built once (~/.cache/.../e2e)
+#   --with-argocd  also Argo CD's controllers (scripts/build-argocd.sh) and redis-server, for
+#                the opt-in test NIO_ARGOCD=1 test/integration/gitops-argocd.test.ts
 # Environment: NIO_SETUP_NPM_CI=1 forces `npm ci`; NIO_SETUP_SKIP_K8S=1 skips the Kubernetes build;
 # NIO_SETUP_SKIP_FLUX=1 skips the Flux build.
 set -euo pipefail
@@ -18,10 +20,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/nix-image-operator"
 go_bootstrap_version=1.24.6 # a Go for building Kubernetes 1.34 when the machine has none >= 1.24
 with_e2e=0
+with_argocd=0
 for arg in "$@"; do
   case "$arg" in
     --with-e2e) with_e2e=1 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --with-argocd) with_argocd=1 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,6 +44,7 @@ fi
 step "Debian packages"
 [ -r /etc/debian_version ] || info "warning: not a Debian system; package names are Debian 12's"
 pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci busybox-static python3 python3-venv)
+if [ "$with_argocd" = 1 ]; then pkgs+=(redis-server); fi
 if [ "$with_e2e" = 1 ]; then pkgs+=(containerd runc containernetworking-plugins debootstrap iptables iproute2 gcc libc6-dev); fi
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
@@ -181,6 +186,13 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# A Go >= 1.24 (the Kubernetes step's); build-flux.sh and build-argocd.sh have it fetch the Go they need.
+modern_go() {
+  for g in "$(command -v go || true)" /usr/local/go/bin/go "$cache/go-$go_bootstrap_version/bin/go"; do
+    if [ -n "$g" ] && [ -x "$g" ] && GOTOOLCHAIN=local go_ok "$g"; then echo "$g"; return 0; fi
+  done
+  return 1
+}
 step "Flux source-controller and kustomize-controller (the GitOps tests; first time: ~10-30 min)"
 flux_version=$(sed -n 's/^flux_version=//p' "$here/scripts/build-flux.sh")
 if [ -x "$cache/flux/$flux_version/source-controller" ] && [ -x "$cache/flux/$flux_version/kustomize-controller" ]; then
@@ -188,17 +200,24 @@ if [ -x "$cache/flux/$flux_version/source-controller" ] && [ -x "$cache/flux/$fl
 elif [ "${NIO_SETUP_SKIP_FLUX:-0}" = 1 ]; then
   info "skipped (NIO_SETUP_SKIP_FLUX=1); test/integration/gitops-flux.test.ts will fail until it is built"
 else
-  # A Go >= 1.24 (the Kubernetes step's); build-flux.sh has it fetch the Go that Flux needs.
-  flux_go=""
-  for g in "$(command -v go || true)" /usr/local/go/bin/go "$cache/go-$go_bootstrap_version/bin/go"; do
-    if [ -n "$g" ] && [ -x "$g" ] && GOTOOLCHAIN=local go_ok "$g"; then flux_go=$g; break; fi
-  done
-  [ -n "$flux_go" ] || die "Go >= 1.24 is needed to build Flux (the Kubernetes step bootstraps one; run setup.sh without NIO_SETUP_SKIP_K8S)"
+  flux_go=$(modern_go) || die "Go >= 1.24 is needed to build Flux (the Kubernetes step bootstraps one; run setup.sh without NIO_SETUP_SKIP_K8S)"
   mkdir -p "$cache"
   exec 9>"$cache/build-flux.lock"
   flock 9
   PATH="$(dirname "$flux_go"):$PATH" bash "$here/scripts/build-flux.sh" >/dev/null
   exec 9>&-
+fi
+
+# ---------------------------------------------------------------------------------------------
+if [ "$with_argocd" = 1 ]; then
+  step "Argo CD application controller and repo server (opt-in; first time: as long as Flux's build)"
+  argocd_go=$(modern_go) || die "Go >= 1.24 is needed to build Argo CD (the Kubernetes step bootstraps one)"
+  mkdir -p "$cache"
+  exec 9>"$cache/build-argocd.lock"
+  flock 9
+  PATH="$(dirname "$argocd_go"):$PATH" bash "$here/scripts/build-argocd.sh" >/dev/null
+  exec 9>&-
+  info "run its test with: NIO_ARGOCD=1 npx vitest run test/integration/gitops-argocd.test.ts"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Watch, type KubernetesObject, type V1Deployment, type V1ManagedFieldsEntry } from "@kubernetes/client-node";
+import type { KubernetesObject, V1Deployment } from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fieldManager } from "../../src/controller/names.ts";
@@ -25,6 +25,7 @@ import { startFlux, type Flux } from "../support/flux.ts";
 import { createGitRepo, minimalFlake, type GitRepo } from "../support/git-fixtures.ts";
 import { apply, kubeClients, kubectl, testbed, testNamespace, waitFor } from "../support/kube.ts";
 import { chartServiceAccount, finishBuildPod, installTestCrd, pushResult, startTestOperator, waitForJob } from "../support/operator-harness.ts";
+import { imageOwners, recordDeployment, watchObject } from "../support/workload-writes.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const example = (path: string) => readFile(join(repoRoot, "examples/gitops", path), "utf8");
@@ -42,83 +43,6 @@ interface Condition {
 type Kustomization = KubernetesObject & { status?: { conditions?: Condition[]; lastAppliedRevision?: string; inventory?: { entries?: { id: string }[] } } };
 
 const condition = (o: { status?: { conditions?: Condition[] } }, type: string) => o.status?.conditions?.find((c) => c.type === type);
-
-/** One write to the Deployment (not its status): the image after it and who wrote. */
-interface Change {
-  generation: number;
-  image: string | undefined;
-  managers: string[];
-}
-
-function entryKey(e: V1ManagedFieldsEntry) {
-  return `${e.manager}|${e.operation}|${e.subresource ?? ""}`;
-}
-
-/**
- * The managers (of the resource, not its status) that wrote between two versions: entries that are
- * new or have a new time. A manager that only lost fields to a forced apply keeps its time.
- */
-function movedManagers(before: V1ManagedFieldsEntry[], after: V1ManagedFieldsEntry[]): string[] {
-  const old = new Map(before.map((e) => [entryKey(e), String(e.time)]));
-  return after
-    .filter((e) => !e.subresource && old.get(entryKey(e)) !== String(e.time))
-    .map((e) => e.manager!)
-    .sort();
-}
-
-/** The manager that owns `image` of container `name` in the Deployment's pod template. */
-function imageOwners(d: V1Deployment, name: string): string[] {
-  return (d.metadata?.managedFields ?? [])
-    .filter((e) => {
-      const fields = e.fieldsV1 as Record<string, Record<string, Record<string, Record<string, Record<string, Record<string, unknown>>>>>> | undefined;
-      const container = fields?.["f:spec"]?.["f:template"]?.["f:spec"]?.["f:containers"]?.[`k:{"name":"${name}"}`];
-      return container !== undefined && "f:image" in container;
-    })
-    .map((e) => e.manager!);
-}
-
-/**
- * Watches one object from before it exists; records every version. resourceVersion "0" starts
- * from the API server's watch cache: without it, a watch on a kind with no recent writes waits
- * for a cache progress notification that etcd 3.4 never sends (504 "Too large resource version").
- * A watch that ends or reports an error fails the test when it stops.
- */
-async function watchObject<T extends KubernetesObject>(path: string, name: string, onVersion: (obj: T) => void): Promise<() => void> {
-  let broken: string | undefined;
-  const request = await new Watch(kubeClients().kc).watch(
-    path,
-    { fieldSelector: `metadata.name=${name}`, resourceVersion: "0" },
-    (type, obj: T) => {
-      if (type === "ADDED" || type === "MODIFIED") onVersion(obj);
-      else if (type === "ERROR") broken ??= JSON.stringify(obj);
-    },
-    (err: unknown) => {
-      broken ??= `watch of ${path} ended early: ${String(err)}`;
-    },
-  );
-  return () => {
-    const error = broken;
-    broken = "stopped";
-    request.abort();
-    expect(error, `watch of ${path}`).toBeUndefined();
-  };
-}
-
-/**
- * Records each write to Deployment shop-web (a version in which some manager's entry moved; status
- * writes do not count) with its image and who wrote it. A manager writing twice within one second
- * keeps its time, so such a second write is not seen: none of the writes counted here are that close.
- */
-async function recordDeployment(namespace: string): Promise<{ changes: Change[]; stop: () => void }> {
-  const changes: Change[] = [];
-  let previous: V1Deployment | undefined;
-  const stop = await watchObject<V1Deployment>(`/apis/apps/v1/namespaces/${namespace}/deployments`, "shop-web", (d) => {
-    const managers = movedManagers(previous?.metadata?.managedFields ?? [], d.metadata!.managedFields ?? []);
-    if (managers.length) changes.push({ generation: d.metadata!.generation!, image: d.spec!.template.spec!.containers[0]!.image, managers });
-    previous = d;
-  });
-  return { changes, stop };
-}
 
 /** The test's copy of the Flux objects from examples/gitops/clusters/production/flux/shop.yaml. */
 async function fluxObjects(namespace: string, gitops: GitRepo, flake: GitRepo, repository: string) {
