@@ -43,7 +43,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 step "Debian packages"
 [ -r /etc/debian_version ] || info "warning: not a Debian system; package names are Debian 12's"
-pkgs=(ca-certificates git openssl apache2-utils nix-bin etcd-server docker-registry skopeo umoci busybox-static python3 python3-venv)
+pkgs=(ca-certificates git openssl openssh-server openssh-client apache2-utils nix-bin etcd-server docker-registry skopeo umoci busybox-static python3 python3-venv)
 if [ "$with_argocd" = 1 ]; then pkgs+=(redis-server); fi
 if [ "$with_e2e" = 1 ]; then pkgs+=(containerd runc containernetworking-plugins debootstrap iptables iproute2 gcc libc6-dev); fi
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

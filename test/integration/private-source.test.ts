@@ -14,6 +14,7 @@ import { startGitServer, type GitServer } from "../support/git-server.ts";
 import { runCli } from "../support/builder-fixtures.ts";
 import { run } from "../support/process.ts";
 import { makeCa, makeLeaf } from "../support/pki.ts";
+import { startSshGitServer, type SshGitServer } from "../support/ssh-git-server.ts";
 
 const bed = testbed();
 const user = "ci-bot";
@@ -76,7 +77,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.stop();
   await tlsServer?.stop();
+  await sshServer?.stop();
 });
+
+let sshServer: SshGitServer | undefined;
 
 let tlsServer: GitServer | undefined;
 
@@ -222,5 +226,71 @@ describe("private flake source over HTTPS with a private CA (issue 13 item 3)", 
     expect(built.code, built.stderr).toBe(0);
     const result = buildResultSchema.parse(JSON.parse(await readFile(join(dir, "tls-result", "result.json"), "utf8")));
     expect(await readFile(result.outPath, "utf8")).toBe("hello from a private input at 2\n");
+  });
+});
+
+describe("private flake source over git+ssh with a key and known_hosts", () => {
+  it("fetches with the key when the host key matches known_hosts, refuses an unknown host key; the build needs no key", async () => {
+    sshServer = await startSshGitServer({ dir: join(dir, "sshd"), logFile: join(dir, "sshd.log") });
+    const root = join(dir, "ssh-git");
+    await mkdir(root, { recursive: true });
+    const mirror = async (repo: GitRepo) => {
+      await run("git", ["clone", "--quiet", "--mirror", repo.bareDir, join(root, `${repo.name}.git`)]).catch(async () => {
+        await run("git", ["--git-dir", join(root, `${repo.name}.git`), "fetch", "--quiet", repo.bareDir, "+refs/*:refs/*"]);
+      });
+      return `git+${sshServer!.baseUrl}${root}/${repo.name}.git`;
+    };
+    const keyDir = join(dir, "ssh-credentials");
+    await mkdir(keyDir, { recursive: true });
+    await writeFile(join(keyDir, "ssh-privatekey"), await readFile(sshServer.clientKeyFile), { mode: 0o400 });
+    await writeFile(join(keyDir, "known_hosts"), sshServer.knownHosts);
+    const sshCommand = `ssh -F /dev/null -i ${join(keyDir, "ssh-privatekey")} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${join(keyDir, "known_hosts")} -o BatchMode=yes`;
+
+    const depSsh = await createGitRepo({ "flake.nix": depFlake }, { prefix: "private-ssh-dep" });
+    const topSsh = await createGitRepo({ "flake.nix": topFlake(await mirror(depSsh)) }, { prefix: "private-ssh-top" });
+    const lockEnv = await stepEnv("ssh-lock");
+    await run("nix", ["flake", "lock", topSsh.workDir], { env: { ...process.env, ...bed.nix.env, ...lockEnv, GIT_SSH_COMMAND: sshCommand } });
+    await topSsh.commit({ "flake.lock": await readFile(join(topSsh.workDir, "flake.lock"), "utf8") }, "lock");
+    const url = await mirror(topSsh);
+    expect(url).toMatch(/^git\+ssh:/);
+
+    // A known_hosts naming another key for this host: ssh must refuse before authenticating.
+    const wrongDir = join(dir, "ssh-wrong-host");
+    await mkdir(wrongDir, { recursive: true });
+    await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(wrongDir, "other")]);
+    const other = (await readFile(join(wrongDir, "other.pub"), "utf8")).trim().split(/\s+/).slice(0, 2).join(" ");
+    await writeFile(join(wrongDir, "ssh-privatekey"), await readFile(sshServer.clientKeyFile), { mode: 0o400 });
+    await writeFile(join(wrongDir, "known_hosts"), sshServer.knownHosts.replace(/ssh-ed25519 \S+/, other));
+    const fetchWith = async (credentialsDir: string, name: string) => {
+      const env = await stepEnv(name);
+      return runCli(bed, ["fetch-step", "--flake", url, "--out", join(dir, name), "--credentials-dir", credentialsDir, "--home", env.HOME!], { env });
+    };
+    // sshd's own log is the oracle: the client gave up before authenticating (Nix shows only git's last line).
+    const accepted = async () => ((await readFile(join(dir, "sshd.log"), "utf8")).match(/Accepted publickey/g) ?? []).length;
+    const acceptedBefore = await accepted();
+    const refused = await fetchWith(wrongDir, "ssh-wrong");
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("Could not read from remote repository");
+    expect(await accepted()).toBe(acceptedBefore);
+
+    const fetched = await fetchWith(keyDir, "ssh-ok");
+    expect(fetched.code, fetched.stderr).toBe(0);
+    expect(await accepted()).toBeGreaterThan(acceptedBefore);
+    const fetch = fetchResultSchema.parse(JSON.parse(await readFile(join(dir, "ssh-ok", "fetch.json"), "utf8")));
+    expect(fetch.revision.rev).toBe(topSsh.rev);
+    expect(fetch.inputPaths).toHaveLength(1);
+    const built = await runCli(
+      bed,
+      ["build-step", "--flake", url, "--attribute", "default", "--fetched", join(dir, "ssh-ok", "fetch.json"), "--out", join(dir, "ssh-result")],
+      { env: await stepEnv("ssh-build") },
+    );
+    expect(built.code, built.stderr).toBe(0);
+    const result = buildResultSchema.parse(JSON.parse(await readFile(join(dir, "ssh-result", "result.json"), "utf8")));
+    expect(await readFile(result.outPath, "utf8")).toBe("hello from a private input at 2\n");
+    const key = await readFile(sshServer.clientKeyFile, "utf8");
+    const keyBody = key.split("\n")[1]!;
+    for (const text of [fetched.stdout, fetched.stderr, built.stdout, built.stderr, await readFile(join(dir, "ssh-ok", "fetch.json"), "utf8")]) {
+      expect(text.includes(keyBody)).toBe(false);
+    }
   });
 });
