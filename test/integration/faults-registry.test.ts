@@ -8,9 +8,11 @@
 import { join } from "node:path";
 import { readFile } from "node:fs/promises";
 import { beforeAll, describe, expect, it } from "vitest";
-import { fixtureRepo, lastJson, messageLines, plainAccess, runCli, skopeoInspect, uniqueRepo } from "../support/builder-fixtures.ts";
+import { spawn } from "node:child_process";
+import { cliPath, fixtureRepo, lastJson, messageLines, plainAccess, runCli, skopeoInspect, uniqueRepo } from "../support/builder-fixtures.ts";
 import { faultScenario, recordFigures } from "../support/fault-scenario.ts";
 import { kubeClients, testbed, waitFor } from "../support/kube.ts";
+import { sleep } from "../support/process.ts";
 import { startRegistryFaultProxy, type RegistryFaultProxy } from "../support/registry-fault-proxy.ts";
 
 const bed = testbed();
@@ -228,6 +230,55 @@ describe("faults: registry", () => {
       deterministicRetried: 0,
       convergedMs: recoveryMs,
       brokenReason: broken.status?.conditions?.find((c) => c.type === "Ready")?.reason,
+    });
+  });
+  it("case 8: SIGTERM (then SIGKILL after the grace period) to the push step in the middle of a blob upload -> no image; the retry completes it", async () => {
+    await withProxy(async (proxy) => {
+      const repository = uniqueRepo("faults-sigterm-push");
+      const cache = join(bed.tmpDir, `layer-cache-sigterm-${process.pid}`);
+      const tm = join(bed.tmpDir, `tm-sigterm-${process.pid}`);
+      const stall = proxy.stallBlobUploads();
+      const child = spawn(
+        process.execPath,
+        [
+          cliPath,
+          "push-step",
+          "--from",
+          built,
+          "--image",
+          `${proxy.host}/${repository}`,
+          "--plain-http",
+          "--json",
+          "--termination-message",
+          tm,
+          "--layer-cache",
+          cache,
+        ],
+        { env: { ...process.env, ...bed.nix.env, PATH: "/nonexistent", LOG_LEVEL: "info" }, stdio: "ignore" },
+      );
+      const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+      await waitFor("a blob upload in flight", () => stall.stalled() > 0, { timeoutMs: 60_000 });
+      const termAt = Date.now();
+      child.kill("SIGTERM");
+      // The kubelet's part: SIGKILL once the grace period is over (10 s here; Kubernetes' default is 30 s).
+      const graceful = await Promise.race([exited, sleep(10_000).then(() => undefined)]);
+      if (!graceful) child.kill("SIGKILL");
+      const how = graceful ?? (await exited);
+      const exitMs = Date.now() - termAt;
+      expect(how.code === 0).toBe(false);
+      stall.release();
+      const tags = await fetch(`${bed.registry.plain.url}/v2/${repository}/tags/list`);
+      expect(tags.status === 404 || ((await tags.json()) as { tags?: string[] | null }).tags == null).toBe(true);
+      const retry = await push(proxy, repository, join(bed.tmpDir, `tm-sigterm-retry-${process.pid}`), cache);
+      expect(retry.code, retry.stderr).toBe(0);
+      const { digest } = lastJson<{ digest: string }>(retry.stdout);
+      expect((await skopeoInspect(`${bed.registry.plain.host}/${repository}@${digest}`, plainAccess())).Digest).toBe(digest);
+      await recordFigures("8-push", {
+        exit: how,
+        endedBy: graceful ? "SIGTERM" : "SIGKILL after the grace period",
+        exitAfterSigtermMs: exitMs,
+        retryMs: retry.ms,
+      });
     });
   });
 });

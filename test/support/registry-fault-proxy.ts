@@ -26,6 +26,8 @@ export interface RegistryFaultProxy {
   failAlways(status: 503 | 429): void;
   /** Resets the connection of the next `times` blob uploads (PATCH or PUT with a body) after `afterBytes` bytes. */
   resetBlobUploads(afterBytes: number, times?: number): void;
+  /** Holds blob upload data (PATCH, or PUT with a body) before forwarding, until the returned release(). */
+  stallBlobUploads(): { stalled: () => number; release: () => void };
   /** Cuts (resets without forwarding) manifest PUTs until restore(), or the next `times` ones. */
   cutManifestPuts(times?: number): void;
   restore(): void;
@@ -48,6 +50,7 @@ export async function startRegistryFaultProxy(upstream: { host: string }): Promi
   let failing: { status: 503 | 429; until: number; ms?: number } | undefined;
   let resets: { afterBytes: number; left: number } | undefined;
   let manifestCuts = 0;
+  let stall: { waiting: Array<() => void> } | undefined;
   const sockets = new Set<Duplex>();
 
   const handle = (req: IncomingMessage, res: ServerResponse) => {
@@ -71,6 +74,18 @@ export async function startRegistryFaultProxy(upstream: { host: string }): Promi
       req.socket.resetAndDestroy();
       return;
     }
+    if (kind === "blob-upload-data" && stall && Number(req.headers["content-length"] ?? 1) !== 0) {
+      record.injected = "stalled";
+      req.pause();
+      stall.waiting.push(() => forward(req, res, record, kind));
+      return;
+    }
+    forward(req, res, record, kind);
+  };
+
+  const forward = (req: IncomingMessage, res: ServerResponse, record: RegistryRequest, kind: string | undefined) => {
+    const method = record.method;
+    const path = record.path;
     const reset = kind === "blob-upload-data" && resets && resets.left > 0 ? resets : undefined;
     if (reset) reset.left--;
     const up = request({ host: upHost, port: Number(upPort), method, path, headers: req.headers }, (ur) => {
@@ -90,6 +105,9 @@ export async function startRegistryFaultProxy(upstream: { host: string }): Promi
       up.write(chunk);
     });
     req.on("end", () => up.end());
+    req.on("close", () => {
+      if (!req.complete) up.destroy(); // the client went away mid-body
+    });
   };
 
   const server = createServer(handle);
@@ -117,6 +135,17 @@ export async function startRegistryFaultProxy(upstream: { host: string }): Promi
     },
     cutManifestPuts(times = Number.POSITIVE_INFINITY) {
       manifestCuts = times;
+    },
+    stallBlobUploads() {
+      const current = { waiting: [] as Array<() => void> };
+      stall = current;
+      return {
+        stalled: () => current.waiting.length,
+        release: () => {
+          if (stall === current) stall = undefined;
+          for (const go of current.waiting.splice(0)) go();
+        },
+      };
     },
     restore() {
       failing = undefined;
