@@ -9,6 +9,7 @@ import { openRegistryTarget, type RegistryTarget } from "../builder/registry-tar
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { checkAttribute } from "../flake/flake-ref-policy.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { buildHelp } from "./command-help.ts";
 import {
   checkRefAllowed,
   defaultLayerCacheDir,
@@ -21,7 +22,6 @@ import {
   pipelineLogger,
   positiveInt,
   pushFlags,
-  pushFlagsHelp,
   nixFromFlags,
   reportFailure,
 } from "./builder-flags.ts";
@@ -35,55 +35,7 @@ export function splitInstallable(text: string): { flake: string; attribute: stri
 
 export const buildCommand: Command = {
   name: "build",
-  help: `Usage: nix-image-operator build <flake-ref>[#<attribute>] --image <registry>/<repository> [flags]
-
-Builds a flake output with the local Nix and pushes it as an OCI image straight from the Nix
-store: the build step and the push step of the builder Job, in one process with the same code.
-
-  1. checks the ref against the flake ref policy (the operator config's flakeRefPolicy; --config
-     to widen it), and that the registry answers and accepts the credentials
-  2. locks the ref (nix flake metadata) and builds <locked url>#<attribute> (argv, never a shell)
-  3. detects what the attribute is (--format to force it): a plain package (the image is made
-     from its closure: layers by popularity, the app's own paths last), a docker-archive
-     tarball (dockerTools.buildImage/buildLayeredImage), a streamLayeredImage script (run, its
-     output consumed while it runs), or a nix2container image JSON
-  4. pushes: blobs the registry has are skipped, new layers go tar -> sha256 -> upload in one
-     pass; then config, manifest, and the tags: rev-<commit>-<out hash> (immutable) + --tag ones
-  5. attaches a CycloneDX SBOM of the closure and a SLSA provenance to the digest as OCI
-     referrers (--no-sbom, --no-provenance to skip); with --sign-key, cosign-compatible
-     signatures of the image (.sig) and of both documents (.att)
-  6. prints <registry>/<repository>@sha256:<digest> (with --json: image, digest, tags, revision,
-     layers pushed/skipped/mounted, bytesPushed, seconds per phase, attestation digests)
-
-Progress goes to stderr: one updating line on a terminal, JSON log lines otherwise.
-Exit code 0 on success, 1 on a failure (one message on stderr), 2 on a usage error.
-
-Examples:
-  nix-image-operator build github:acme/shop#web --image registry.example.com/acme/web --tag latest
-  nix-image-operator build 'git+https://git.example.com/shop?ref=main#web' --image 127.0.0.1:5000/web \\
-    --plain-http --entrypoint /bin/web --env PORT=8080 --json
-
-Flags:
-${pushFlagsHelp}
-  --format F              auto (default), package, docker-archive, stream-layered, nix2container
-  --entrypoint ARG        image entrypoint, one argv element per flag (repeatable; write
-                          --entrypoint=-c for an element starting with a dash);
-                          default for a package: <out>/bin/<meta.mainProgram or pname or name>
-  --cmd ARG               image cmd, one argv element per flag (repeatable)
-  --env NAME=VALUE        image environment (repeatable); PATH and SSL_CERT_FILE get defaults
-  --workdir DIR           image working directory
-  --user USER[:GROUP]     image user
-  --expose PORT[/PROTO]   exposed port (repeatable)
-  --label KEY=VALUE       image label (repeatable; the only setting applied to prebuilt images)
-  --no-layer-cache        use no layer cache (every new layer is uploaded; see --on-cache-miss)
-  --out DIR               keep the build step's result.json and closure.json in DIR
-  --gc-root-dir DIR       register GC roots for the build under DIR (kept: --keep generations)
-  --keep N                generations of GC roots kept (default 5)
-  --substituter URL       extra https:// binary cache (repeatable)
-  --trusted-public-key K  its public key (repeatable)
-  --allow-import-from-derivation
-                          allow IFD for this flake
-  -h, --help              this help`,
+  help: buildHelp,
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,

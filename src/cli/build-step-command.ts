@@ -4,59 +4,13 @@ import { ProgressReporter } from "../builder/progress-reporter.ts";
 import { writeTerminationMessage } from "../builder/push-result.ts";
 import { parseDuration } from "../api/duration.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { buildStepHelp } from "./command-help.ts";
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { checkRefAllowed, nixFromFlags, parseFormat, pipelineLogger, positiveInt, reportFailure } from "./builder-flags.ts";
 
 export const buildStepCommand: Command = {
   name: "build-step",
-  help: `Usage: nix-image-operator build-step --flake REF --attribute ATTR --out DIR [flags]
-
-The build step of the builder Job. Locks the flake ref (nix flake metadata), builds the attribute
-from the locked URL (nix build, argv only, with safety options: no flake nixConfig, no flake
-registry, no sandbox fallback, no import-from-derivation unless allowed), detects the image format,
-reads the closure and writes into DIR:
-
-  result.json   {version, flake, attribute, revision: {url, rev, lastModified, narHash}, system,
-                 drvPath, outPaths, outPath, format, formatReason, archiveCompression?,
-                 mainProgram?, pname?, name?, closure: {paths, narSize}, extraAttributes,
-                 gcRoots, seconds}
-  closure.json  nix path-info --json --recursive of outPath: [{path, narSize, narHash, references}]
-  locked-closure.json
-                with --update-inputs: the same for the attribute built from the committed
-                flake.lock (closure.json is then the build against the updated inputs)
-
-Untrusted flake code runs in this step: it gets no secrets. The ref is not checked against the
-flake ref policy here (the controller did that); give --config to check it again.
-
-Exit code 0 on success; 1 with a message on stderr (and in --termination-message) on failure.
-
-Flags:
-  --flake REF                  flake ref without #attribute (required)
-  --attribute ATTR             flake output attribute, e.g. default or packages.x86_64-linux.web (required)
-  --out DIR                    directory for result.json and closure.json (required)
-  --format F                   auto (default), package, docker-archive, stream-layered, nix2container
-  --gc-root-dir DIR            per-image GC root directory; one generation of roots per build
-  --keep N                     generations of GC roots kept in --gc-root-dir (default 5)
-  --gc-threshold-percent P     after rooting, collect garbage when the store's filesystem is over P% full
-  --generation N               generation number of this build's roots (default: next)
-  --substituter URL            extra https:// binary cache (repeatable)
-  --trusted-public-key KEY     its public key, name:base64 (repeatable)
-  --cluster-cache URL          the operator's binary cache (https://, s3:// or http://; its key via
-                               --trusted-public-key); unreachable, it is skipped and Nix builds
-  --allow-import-from-derivation
-                               allow IFD for this flake
-  --extra-attribute ATTR       warm builds: another attribute to build and keep alive (repeatable)
-  --require-build-users        as root: refuse to build unless Nix runs builders as build users
-                               (build-users-group set); the builder Job passes it
-  --ca-file FILE               CA bundle for TLS (Nix ssl-cert-file, git): substituters, sources
-  --fetched FILE               the fetch step's fetch.json: build from the source it fetched into the
-                               store (with its locked inputs), needing no source credential
-  --update-inputs              build against freshly locked inputs (--recreate-lock-file, never
-                               written back) and also from the committed lock file
-  --timeout DURATION           give up after this long, e.g. 45m (default: no limit)
-  --termination-message PATH   write a short error here on failure (Kubernetes: /dev/termination-log)
-  --config FILE                operator config: check the ref against its flakeRefPolicy too
-  -h, --help                   this help`,
+  help: buildStepHelp,
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,

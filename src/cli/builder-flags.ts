@@ -45,30 +45,6 @@ export const pushFlags = {
   job: { type: "string" },
 } as const;
 
-export const pushFlagsHelp = `  --image REPO            registry host and repository, e.g. registry.example.com/acme/web (required)
-  --tag T                 an extra tag (repeatable); an immutable rev-<commit>-<out hash> tag is always pushed
-  --auth-file FILE        dockerconfigjson with credentials for the registry (e.g. ~/.docker/config.json)
-  --plain-http            talk plain HTTP to the registry (local test registries only)
-  --ca-file FILE          PEM CA bundle to trust for the registry's TLS certificate
-  --max-layers N          upper bound on image layers, 1..125 (default 100); the app's paths are last
-  --compression C         layer compression: none (default; digests equal diff_ids) or gzip
-  --image-config JSON     image settings as spec.image.config: {"entrypoint":[..],"cmd":[..],
-                          "env":[{"name":..,"value":..}],"workingDir":..,"user":..,"exposedPorts":[..],"labels":{..}}
-  --layer-cache DIR       cache of store-path set -> layer digest (unchanged layers are not re-read;
-                          build: default $NIX_IMAGE_OPERATOR_CACHE or ~/.cache/nix-image-operator/layers)
-  --on-cache-miss M       upload (default: stream new layers straight to the registry) or hash-first
-                          (hash, ask the registry, upload only what it lacks: reads new layers twice)
-  --config FILE           operator config (flakeRefPolicy, registries[].plainHttp/caFile)
-  --json                  print the result as JSON instead of the image reference
-  --no-sbom               attach no SBOM (default: a CycloneDX 1.6 SBOM of the closure, as an OCI referrer)
-  --no-provenance         attach no provenance (default: a SLSA v1 in-toto statement, as an OCI referrer)
-  --sign-key FILE         ECDSA P-256 private key PEM (plain, or cosign's encrypted format): sign the
-                          image (cosign .sig) and the SBOM/provenance (cosign .att, DSSE in-toto)
-  --sign-key-password-file FILE
-                          password of an encrypted --sign-key (else $COSIGN_PASSWORD)
-  --builder-image REF     the builder image, recorded in the provenance
-  --job NAME              the builder Job's name, recorded in the provenance`;
-
 export function positiveInt(flag: string, value: string | undefined, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d{1,9}$/.test(value) || Number(value) < min || Number(value) > max)

@@ -3,33 +3,12 @@ import { writeTerminationMessage } from "../builder/push-result.ts";
 import { parseDuration } from "../api/duration.ts";
 import { NixCommand } from "../nix/nix-command.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { cacheStepHelp } from "./command-help.ts";
 import { pipelineLogger, reportFailure } from "./builder-flags.ts";
 
 export const cacheStepCommand: Command = {
   name: "cache-step",
-  help: `Usage: nix-image-operator cache-step --from DIR --to STORE-URL --secret-key-file FILE [flags]
-
-The optional cache step of the builder Job (config.binaryCache): copies the closure of the build
-step's result to a Nix binary cache with \`nix copy --to\`, signed with the key from
-\`nix key generate-secret\`. It runs no flake code and is the only step that holds the signing key
-and the upload credentials. Paths the cache has are skipped by Nix.
-
-A failed copy is reported (stderr, and "copied": false with the error in the result) but exits 0:
-the image is pushed either way; a cache is an optimisation. Usage errors exit 1.
-
-Result (stdout and --termination-message):
-  {"cache","outPath","closurePaths","copied","seconds","error"?}
-
-Flags:
-  --from DIR                   the build step's directory (required)
-  --to STORE-URL               file://, https://, s3:// or http:// binary cache (store parameters allowed,
-                               e.g. ?compression=zstd) (required)
-  --secret-key-file FILE       the signing key (required)
-  --aws-credentials-file FILE  AWS shared credentials for s3:// (AWS_SHARED_CREDENTIALS_FILE)
-  --netrc-file FILE            netrc with credentials for https:// uploads
-  --timeout DURATION           give up on the copy after this long (e.g. 10m)
-  --termination-message PATH   where the JSON result goes (Kubernetes: /dev/termination-log)
-  -h, --help                   this help`,
+  help: cacheStepHelp,
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,

@@ -3,26 +3,11 @@ import { startOperator } from "../controller/operator.ts";
 import { loadKubeAccess } from "../runtime/kube-config.ts";
 import { GracefulShutdown } from "../runtime/shutdown.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { controllerHelp } from "./command-help.ts";
 
 export const controllerCommand: Command = {
   name: "controller",
-  help: `Usage: nix-image-operator controller [--config FILE] [--kubeconfig FILE] [--metrics-address HOST:PORT]
-
-Watches NixImages, runs builder Jobs on leased Nix store volumes, records results in status.
-With leader election on (the default), only one replica acts; the others keep warm caches and
-take over within the lease duration when the leader goes away.
-
-Configuration comes from the file named by --config or NIX_IMAGE_OPERATOR_CONFIG (YAML), with
-LOG_LEVEL, WATCH_NAMESPACES, METRICS_ADDRESS and LEADER_ELECTION_NAMESPACE overriding single
-settings. Every setting and its default: README, section "Operator configuration".
-
-Flags:
-  --config FILE              operator config (YAML)
-  --kubeconfig FILE          kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)
-  --metrics-address H:P      serve /healthz, /readyz and /metrics here (default from config: 0.0.0.0:8080)
-  -h, --help                 this help
-
-Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a lost lease or a failed shutdown.`,
+  help: controllerHelp,
   async run(context) {
     const { values } = parseFlags(
       context.argv,

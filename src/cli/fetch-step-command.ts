@@ -6,38 +6,12 @@ import { parseDuration } from "../api/duration.ts";
 import { NixCommand } from "../nix/nix-command.ts";
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { fetchStepHelp } from "./command-help.ts";
 import { checkRefAllowed, pipelineLogger, reportFailure } from "./builder-flags.ts";
 
 export const fetchStepCommand: Command = {
   name: "fetch-step",
-  help: `Usage: nix-image-operator fetch-step --flake REF --out DIR [--credentials-dir DIR]... [flags]
-
-The fetch step of the builder Job: the only step that holds the source credential. Locks the flake
-ref (nix flake metadata) and fetches the locked source and all its locked inputs into the store
-(nix flake archive), then writes DIR/fetch.json:
-
-  {version, flake, revision: {url, rev, lastModified, narHash}, revCount, sourcePath, inputPaths, seconds}
-
-The build step (build-step --fetched DIR/fetch.json) then builds from sourcePath without any
-credential. No flake outputs are evaluated and nothing is built here.
-
-A credentials directory (a mounted Secret) may hold, each optional:
-  netrc            for git+https, https and tarball+https sources (git reads it as $HOME/.netrc,
-                   Nix as netrc-file)
-  access-tokens    Nix's access-tokens value: host=token words (github.com=..., gitlab.example.com=PAT:...)
-  ssh-privatekey   for git+ssh sources; needs known_hosts (StrictHostKeyChecking=yes)
-  known_hosts
-
-Flags:
-  --flake REF                  flake ref without #attribute (required)
-  --out DIR                    directory for fetch.json (required)
-  --credentials-dir DIR        a directory with the files above (repeatable)
-  --home DIR                   this step's own HOME (git cache, .netrc link); default $HOME
-  --ca-file FILE               CA bundle for TLS (Nix ssl-cert-file, git's CA file)
-  --timeout DURATION           give up after this long, e.g. 10m
-  --termination-message PATH   write a short error here on failure (Kubernetes: /dev/termination-log)
-  --config FILE                operator config: check the ref against its flakeRefPolicy too
-  -h, --help                   this help`,
+  help: fetchStepHelp,
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,

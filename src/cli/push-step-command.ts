@@ -8,6 +8,7 @@ import { DirectoryLayerCache } from "../image/layer-cache.ts";
 import { markExited, PUSH_EXITED } from "../builder/stream-handoff.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { pushStepHelp } from "./command-help.ts";
 import {
   attestFromFlags,
   layerCacheFrom,
@@ -17,45 +18,12 @@ import {
   pipelineLogger,
   positiveInt,
   pushFlags,
-  pushFlagsHelp,
   reportFailure,
 } from "./builder-flags.ts";
 
 export const pushStepCommand: Command = {
   name: "push-step",
-  help: `Usage: nix-image-operator push-step --from DIR --image REPO [flags]
-
-The push step of the builder Job. Reads ONLY the build step's directory (result.json,
-closure.json) and the Nix store, makes the image for the detected format and pushes it:
-layers straight from the store (one pass: tar -> sha256 -> upload, no temp files), blobs the
-registry has are skipped, then config, manifest and tags; then the SBOM and provenance as OCI
-referrers and, with --sign-key, cosign signatures (.sig, .att).
-
-On success it prints the pushed reference (repository@sha256:...; with --json the result) and
-writes the result as JSON (at most 4096 bytes) to --termination-message:
-
-  {"image","digest","tags","format","revision":{"url","rev","lastModified","narHash"},
-   "layers":{"total","pushed","skipped","mounted"},"bytesPushed","seconds":{...},
-   "attestations":{"sbom","provenance","signature","attestations"}}
-
-On failure: a short message there, the full one on stderr, exit code 1.
-
-A streamLayeredImage script (code from the flake) runs with a clean environment, as uid/gid
-65534 when this step runs as root; it is refused when it could read the --auth-file or the
---sign-key (or its password file).
-
-Flags:
-  --from DIR                   the build step's directory (required)
-${pushFlagsHelp}
-  --unchanged-out-path P       with --unchanged-digest D: the image in use D was made from the Nix output P (same spec,
-  --unchanged-digest D         same builder images); when this build's output is P too, nothing is pushed and the
-                               result says "unchanged": true with digest D
-  --stream-socket PATH         take a streamLayeredImage script's output from the stream step (stream-step
-                               --socket PATH) through this Unix socket instead of running the script here
-  --sortable-tag-time RFC3339  also push the tag <YYYYMMDDHHMMSS>-<12 hex of the commit> of this (UTC) time, which
-                               image updaters can order (the controller passes it with rollout.policy Disabled)
-  --termination-message PATH   where the JSON result (or the failure) goes (Kubernetes: /dev/termination-log)
-  -h, --help                   this help`,
+  help: pushStepHelp,
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,

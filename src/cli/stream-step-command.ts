@@ -2,26 +2,12 @@ import { writeTerminationMessage } from "../builder/push-result.ts";
 import { markExited, STREAM_EXITED } from "../builder/stream-handoff.ts";
 import { runStreamStep } from "../builder/stream-step.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { streamStepHelp } from "./command-help.ts";
 import { pipelineLogger, reportFailure } from "./builder-flags.ts";
 
 export const streamStepCommand: Command = {
   name: "stream-step",
-  help: `Usage: nix-image-operator stream-step --from DIR --socket PATH [--termination-message PATH]
-
-The builder Job's stream step. When the build step's result (DIR/result.json) is a
-streamLayeredImage script, runs it (argv only, environment PATH=/usr/bin:/bin, HOME and TMPDIR
-/tmp) and copies its stdout to the push step, which listens on the Unix socket PATH
-(push-step --stream-socket PATH). This step holds no Secret, no token and no layer cache: the
-script is code from the flake. For any other format it exits 0 at once.
-
-Exit code 0 when the image was streamed or nothing was to stream; 1 with a message on stderr (and
-in --termination-message) when the script failed.
-
-Flags:
-  --from DIR                   the build step's directory (required)
-  --socket PATH                the push step's socket, in a directory both steps share (required)
-  --termination-message PATH   where the outcome goes (Kubernetes: /dev/termination-log)
-  -h, --help                   this help`,
+  help: streamStepHelp,
   async run(context) {
     const { values, positionals } = parseFlags(
       context.argv,

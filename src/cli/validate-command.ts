@@ -4,28 +4,11 @@ import { relative } from "node:path";
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { validateManifests } from "../validate/validate-manifests.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
+import { validateHelp } from "./command-help.ts";
 
 export const validateCommand: Command = {
   name: "validate",
-  help: `Usage: nix-image-operator validate [--config FILE] [--json] <glob>... [!<glob>]...
-
-Loads every YAML file matching the globs (multi-document files are fine; other kinds are
-ignored), validates each NixImage with the same schema and flake ref policy the API server and
-the controller use, and prints every problem as
-
-  file:document: field: message
-
-Exit code 0 when all NixImages are valid, 1 when any is not, 2 on a usage error.
-A glob starting with ! excludes files (quote it in the shell).
-
-Examples:
-  nix-image-operator validate 'deploy/**/*.yaml'
-  nix-image-operator validate 'apps/**/*.yaml' '!apps/**/kustomization.yaml'
-
-Flags:
-  --config FILE   operator config whose flakeRefPolicy applies (default: the built-in policy)
-  --json          print a JSON report instead of lines
-  -h, --help      this help`,
+  help: validateHelp,
   async run(context) {
     const { values, positionals } = parseFlags(context.argv, { config: { type: "string" }, json: { type: "boolean" } }, "validate", true);
     if (values.help) {
