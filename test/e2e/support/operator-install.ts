@@ -28,6 +28,8 @@ export interface InstallOptions {
   logLevel?: string;
   storeSize?: string;
   poolSize?: number;
+  /** Serve the forge webhook receiver (the Secret <release>-nix-image-operator-webhook must exist first). */
+  webhook?: boolean;
 }
 
 export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}): Record<string, unknown> {
@@ -35,6 +37,7 @@ export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}):
   return {
     image: { repository: `${cluster.registry.host}/${op.repository}`, tag: op.tag, pullPolicy: "IfNotPresent" },
     replicaCount: opts.replicas ?? 1,
+    ...(opts.webhook ? { webhook: { enabled: true } } : {}),
     config: {
       store: {
         poolSize: opts.poolSize ?? 2,

@@ -9,6 +9,8 @@ export interface WebExample {
   placeholderImage: string;
   /** A Secret with `cosign.key`: the image and its SBOM/provenance are then signed. */
   signingKeySecret?: string;
+  /** spec.triggers.interval; default 30s. */
+  interval?: string;
 }
 
 export function webDeploymentYaml(o: WebExample): string {
@@ -48,7 +50,7 @@ spec:
     attestations: { signingKeySecretRef: { name: ${o.signingKeySecret} } }`
         : ""
     }
-  triggers: { interval: 30s }
+  triggers: { interval: ${o.interval ?? "30s"} }
   build: { timeout: 15m }
 `;
 }
