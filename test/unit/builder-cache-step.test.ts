@@ -34,8 +34,8 @@ function job(kind: "Image" | "Warm", config = testConfig({ binaryCache })) {
 describe("cluster binary cache in the builder Job", () => {
   it("adds a cache step beside push that alone mounts the signing key and the credentials", () => {
     const pod = job("Image");
-    expect(pod.containers.map((c) => c.name)).toEqual(["push", "cache"]);
-    const cache = pod.containers[1]!;
+    expect(pod.containers.map((c) => c.name)).toEqual(["push", "stream", "cache"]);
+    const cache = pod.containers.find((c) => c.name === "cache")!;
     expect(cache.args).toEqual([
       "cache-step",
       "--from",
@@ -58,7 +58,7 @@ describe("cluster binary cache in the builder Job", () => {
       name: "cache-credentials",
       secret: { secretName: "nix-cache-s3", items: [{ key: "credentials", path: "credentials" }], defaultMode: 0o400 },
     });
-    for (const step of [...pod.initContainers!, pod.containers[0]!]) {
+    for (const step of [...pod.initContainers!, ...pod.containers.filter((c) => c.name !== "cache")]) {
       const mounts = (step.volumeMounts ?? []).map((m) => m.name);
       expect(mounts, step.name).not.toContain("cache-key");
       expect(mounts, step.name).not.toContain("cache-credentials");
@@ -81,14 +81,14 @@ describe("cluster binary cache in the builder Job", () => {
 
   it("nothing of it without config.binaryCache", () => {
     const pod = job("Image", testConfig());
-    expect(pod.containers.map((c) => c.name)).toEqual(["push"]);
+    expect(pod.containers.map((c) => c.name)).not.toContain("cache");
     expect(pod.initContainers!.find((c) => c.name === "build")!.args).not.toContain("--cluster-cache");
     expect(pod.volumes!.map((v) => v.name)).not.toContain("cache-key");
   });
 
   it("netrc credentials for https uploads; upload URL defaults to the read URL", () => {
     const config = testConfig({ binaryCache: { ...binaryCache, uploadUrl: undefined, credentialsSecret: { name: "netrc", type: "netrc" } } });
-    const args = job("Image", config).containers[1]!.args!;
+    const args = job("Image", config).containers.find((c) => c.name === "cache")!.args!;
     expect(args).toEqual(expect.arrayContaining(["--to", binaryCache.url, "--netrc-file", "/var/run/niximage/cache-credentials/credentials"]));
   });
 });
