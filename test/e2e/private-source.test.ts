@@ -13,6 +13,7 @@ import { startPodGitServer, type PodGitServer } from "./support/git.ts";
 import { diagnostics, kube, waitFor } from "./support/kube.ts";
 import { installOperator, type InstalledOperator } from "./support/operator-install.ts";
 import { run } from "../support/process.ts";
+import { startSshGitServer, type SshGitServer } from "../support/ssh-git-server.ts";
 
 const { cluster, workDir } = inject("e2e");
 const k = kube(cluster);
@@ -20,6 +21,7 @@ const ns = "e2e-private";
 const user = "ci-bot";
 const password = `pw-${randomBytes(12).toString("hex")}`;
 let server: PodGitServer | undefined;
+let sshServer: SshGitServer | undefined;
 let operator: InstalledOperator | undefined;
 let failed = false;
 
@@ -47,6 +49,7 @@ afterEach((ctx) => {
 afterAll(async () => {
   if (failed) process.stderr.write(`\n===== e2e diagnostics\n${await diagnostics(k, [ns], operator?.namespace ?? "nix-image-operator")}\n`);
   await server?.stop();
+  await sshServer?.stop();
 });
 
 const gitEnv = { ...process.env, GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", GIT_TERMINAL_PROMPT: "0" };
@@ -147,6 +150,82 @@ spec:
     for (const c of containers) seen[`log ${c.name}`] = await k.kubectl(["-n", ns, "logs", pod.metadata.name, "-c", c.name]);
     for (const [what, text] of Object.entries(seen)) expect(text.includes(password), what).toBe(false);
     expect(seen["log fetch"]).toContain("fetched the flake and its inputs");
+  });
+
+  it("git+ssh with a key Secret (spec.sshKeySecretRef: ssh-privatekey + known_hosts, host key checked): builds in the fetch step's pod", async () => {
+    const address = new URL(inject("e2e").git.baseUrl).hostname;
+    sshServer = await startSshGitServer({ dir: join(workDir, "sshd"), address, logFile: join(cluster.logDir, "sshd.log") });
+    const root = join(workDir, "ssh-git");
+    await mkdir(root, { recursive: true });
+    await privateRepo(root, "dep", { "flake.nix": `{ outputs = { self }: { message = "hello over ssh"; }; }\n` });
+    const depUrl = `git+${sshServer.baseUrl}${root}/dep.git`;
+    const topFlake = `{
+  inputs.dep.url = "${depUrl}";
+  outputs = { self, dep }: {
+    packages.x86_64-linux.default = derivation {
+      name = "ssh-app"; system = "x86_64-linux"; builder = "/bin/sh";
+      args = [ "-c" "/bin/mkdir -p $out/share && echo '\${dep.message}' > $out/share/message.txt" ];
+    };
+  };
+}
+`;
+    const keyDir = join(workDir, "ssh-key");
+    await mkdir(keyDir, { recursive: true });
+    await writeFile(join(keyDir, "known_hosts"), sshServer.knownHosts);
+    const lockDir = join(workDir, "ssh-lock");
+    await mkdir(lockDir, { recursive: true });
+    await writeFile(join(lockDir, "flake.nix"), topFlake);
+    await run("git", ["init", "--quiet"], { cwd: lockDir, env: gitEnv });
+    await run("git", ["add", "flake.nix"], { cwd: lockDir, env: gitEnv });
+    const sshCommand = `ssh -F /dev/null -i ${sshServer.clientKeyFile} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${join(keyDir, "known_hosts")} -o BatchMode=yes`;
+    const home = join(workDir, "ssh-home");
+    await mkdir(home, { recursive: true });
+    await run("nix", ["flake", "lock", lockDir], {
+      env: {
+        ...gitEnv,
+        HOME: home,
+        XDG_CACHE_HOME: join(home, "cache"),
+        NIX_CONFIG: "experimental-features = nix-command flakes\nflake-registry =\n",
+        GIT_SSH_COMMAND: sshCommand,
+      },
+    });
+    await privateRepo(root, "app", { "flake.nix": topFlake, "flake.lock": await readFile(join(lockDir, "flake.lock"), "utf8") });
+    await k.kubectl([
+      "-n",
+      ns,
+      "create",
+      "secret",
+      "generic",
+      "deploy-key",
+      `--from-file=ssh-privatekey=${sshServer.clientKeyFile}`,
+      `--from-file=known_hosts=${join(keyDir, "known_hosts")}`,
+    ]);
+    await k.apply(`apiVersion: niximage.io/v1alpha1
+kind: NixImage
+metadata: { name: ssh-app, namespace: ${ns} }
+spec:
+  flake: git+${sshServer.baseUrl}${root}/app.git
+  sshKeySecretRef: { name: deploy-key }
+  image: { repository: ${cluster.registry.host}/e2e/ssh-app }
+  build: { timeout: 10m }
+`);
+    const build = await waitFor(
+      "build 1 of the git+ssh NixImage to finish",
+      async () => {
+        const b = (await k.get<NixImageView>("niximage", "ssh-app", ns))?.status?.lastBuild;
+        return b && b.result !== "Running" ? b : undefined;
+      },
+      { timeoutMs: 10 * 60_000, describe: async () => JSON.stringify((await k.get<NixImageView>("niximage", "ssh-app", ns))?.status ?? {}, null, 2) },
+    );
+    expect(build.result, JSON.stringify(build.failure)).toBe("Succeeded");
+    process.stderr.write(
+      `\ngit+ssh build (seconds): ${Object.entries(build.durations ?? {})
+        .map(([p, s]) => `${p}=${s}`)
+        .join(" ")}\n`,
+    );
+    expect(await readFile(join(cluster.logDir, "sshd.log"), "utf8")).toContain("Accepted publickey");
+    const key = (await readFile(sshServer.clientKeyFile, "utf8")).split("\n")[1]!;
+    expect(JSON.stringify(await k.get("niximage", "ssh-app", ns)).includes(key)).toBe(false);
   });
 
   it("a missing source Secret: Stalled/SourceSecretNotFound in status, no builder Job", async () => {

@@ -197,7 +197,8 @@ export function builderDebianSource(): DebianSource {
 }
 
 const baseIncludes = ["ca-certificates"];
-const builderPackages = ["nix-bin", "git", "busybox-static"];
+// openssh-client: git+ssh flake sources (the fetch step's git runs ssh; git only recommends it).
+const builderPackages = ["nix-bin", "git", "openssh-client", "busybox-static"];
 
 /**
  * Nix settings baked into the builder image: single-user as root in the build container (no
