@@ -26,6 +26,8 @@ export const credentialFiles = {
 } as const;
 
 export interface SourceCredentials {
+  /** The secret words in them (netrc passwords, tokens): redacted from any message. */
+  secrets: string[];
   netrcFile?: string;
   /** Nix's `access-tokens` value: `host=token` words. */
   accessTokens?: string;
@@ -43,10 +45,16 @@ async function exists(file: string): Promise<boolean> {
 
 /** Reads the credential files found in the given directories (later directories win). */
 export async function readCredentialDirs(dirs: readonly string[]): Promise<SourceCredentials> {
-  const found: SourceCredentials = {};
+  const found: SourceCredentials = { secrets: [] };
   for (const dir of dirs) {
     const f = (name: string) => join(dir, name);
-    if (await exists(f(credentialFiles.netrc))) found.netrcFile = f(credentialFiles.netrc);
+    if (await exists(f(credentialFiles.netrc))) {
+      found.netrcFile = f(credentialFiles.netrc);
+      const words = (await readFile(found.netrcFile, "utf8")).split(/\s+/);
+      words.forEach((w, i) => {
+        if ((w === "password" || w === "account") && words[i + 1]) found.secrets.push(words[i + 1]!);
+      });
+    }
     if (await exists(f(credentialFiles.sshKey))) found.sshKeyFile = f(credentialFiles.sshKey);
     if (await exists(f(credentialFiles.knownHosts))) found.knownHostsFile = f(credentialFiles.knownHosts);
     if (await exists(f(credentialFiles.accessTokens))) {
@@ -58,6 +66,7 @@ export async function readCredentialDirs(dirs: readonly string[]): Promise<Sourc
         }
       });
       if (words.length > 0) found.accessTokens = words.join(" ");
+      for (const w of words) found.secrets.push(w.slice(w.indexOf("=") + 1));
     }
   }
   if (found.sshKeyFile !== undefined && found.knownHostsFile === undefined) {
@@ -201,4 +210,13 @@ export async function runFetchStep(options: FetchStepOptions): Promise<FetchResu
   await mkdir(options.outDir, { recursive: true });
   await writeFetchResult(options.outDir, result);
   return result;
+}
+
+/** Failures of the source's server or the network that may pass on a later try (the controller retries those builds). */
+const transientFetch =
+  /Could not resolve host|Couldn't resolve|Couldn't connect|Failed to connect|Connection (reset|refused|timed out)|timed out|HTTP error 5\d\d|returned error: 5\d\d|The requested URL returned error: (429|5\d\d)|early EOF|unexpected disconnect/i;
+
+/** PURE: whether a fetch failure's message says it may pass. */
+export function isTransientFetchFailure(message: string): boolean {
+  return transientFetch.test(message);
 }

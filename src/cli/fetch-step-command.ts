@@ -1,5 +1,6 @@
 import { join } from "node:path";
-import { credentialEnvironment, readCredentialDirs, runFetchStep } from "../builder/fetch-step.ts";
+import { credentialEnvironment, isTransientFetchFailure, readCredentialDirs, runFetchStep } from "../builder/fetch-step.ts";
+import { TRANSIENT_EXIT_CODE } from "../builder/step-results.ts";
 import { ProgressReporter } from "../builder/progress-reporter.ts";
 import { writeTerminationMessage } from "../builder/push-result.ts";
 import { parseDuration } from "../api/duration.ts";
@@ -34,6 +35,7 @@ export const fetchStepCommand: Command = {
     const terminationMessage = values["termination-message"];
     const log = pipelineLogger(context);
     const progress = new ProgressReporter({ stream: context.stderr, logger: log });
+    let secrets: string[] = [];
     try {
       if (positionals.length > 0) throw new UsageError(`fetch-step: unexpected argument ${JSON.stringify(positionals[0])}`);
       for (const f of ["flake", "out"] as const) if (values[f] === undefined) throw new UsageError(`fetch-step: --${f} is required`);
@@ -49,6 +51,7 @@ export const fetchStepCommand: Command = {
         checkRefAllowed(values.flake!, (await loadOperatorConfig({ file: values.config, env: {} })).flakeRefPolicy);
       }
       const credentials = await readCredentialDirs(values["credentials-dir"] ?? []);
+      secrets = credentials.secrets;
       const home = values.home ?? context.env.HOME ?? join(values.out!, "..", "fetch-home");
       let baseConfig = context.env.NIX_CONFIG ?? "";
       const ca = values["ca-file"];
@@ -72,7 +75,9 @@ export const fetchStepCommand: Command = {
       context.stdout.write(`${JSON.stringify(summary)}\n`);
       return 0;
     } catch (error) {
-      return reportFailure(context, error, { terminationMessage, progress });
+      const code = await reportFailure(context, error, { terminationMessage, progress, secrets });
+      // This step runs no flake outputs: its word that the server or network failed is taken, and the build retried.
+      return isTransientFetchFailure((error as Error).message ?? "") ? TRANSIENT_EXIT_CODE : code;
     }
   },
 };

@@ -98,8 +98,8 @@ export function failedStep(pod: V1Pod): StepFailure | undefined {
         exitCode: terminated.exitCode,
         reason: terminated.reason,
         message: log.slice(-4000) || `step ${status.name} exited with code ${terminated.exitCode}`,
-        // Only the push step's word is taken: it runs no flake code.
-        ...(status.name === "push" && terminated.exitCode === TRANSIENT_EXIT_CODE ? { transient: true } : {}),
+        // Only the word of steps that run no flake outputs is taken: push, and fetch (source server or network down).
+        ...((status.name === "push" || status.name === "fetch") && terminated.exitCode === TRANSIENT_EXIT_CODE ? { transient: true } : {}),
       };
     }
   }

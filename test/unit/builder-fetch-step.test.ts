@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { archivedPaths, credentialEnvironment, readCredentialDirs, storeBuildRef } from "../../src/builder/fetch-step.ts";
+import { archivedPaths, credentialEnvironment, isTransientFetchFailure, readCredentialDirs, storeBuildRef } from "../../src/builder/fetch-step.ts";
 
 const src = "/nix/store/2kfqyk8d0xqs4i1j0h5bh3lsbrx7n6my-source";
 const dep = "/nix/store/ra8zy56zwci6gijag7x9cr5wh7i9a60m-source";
@@ -50,5 +50,19 @@ describe("fetch step", () => {
     expect(env.GIT_SSH_COMMAND).toContain("StrictHostKeyChecking=yes");
     expect(env.GIT_SSH_COMMAND).toContain(`UserKnownHostsFile='${dir}/known_hosts'`);
     expect(env).toMatchObject({ HOME: join(dir, "home"), GIT_TERMINAL_PROMPT: "0" });
+  });
+
+  it("collects the secret words (netrc passwords, tokens) for redaction", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "fetch-cred-"));
+    await writeFile(join(dir, "netrc"), "machine a.example login bot password pw1\nmachine b.example\n  login x\n  password pw2\n");
+    await writeFile(join(dir, "access-tokens"), "github.com=T1");
+    expect((await readCredentialDirs([dir])).secrets).toEqual(["pw1", "pw2", "T1"]);
+  });
+
+  it("network and server failures may pass; refusals do not", () => {
+    expect(isTransientFetchFailure("fatal: unable to access 'https://git.example.com/a.git/': Could not resolve host: git.example.com")).toBe(true);
+    expect(isTransientFetchFailure("The requested URL returned error: 503")).toBe(true);
+    expect(isTransientFetchFailure("fatal: could not read Username for 'https://git.example.com': terminal prompts disabled")).toBe(false);
+    expect(isTransientFetchFailure("The requested URL returned error: 401")).toBe(false);
   });
 });

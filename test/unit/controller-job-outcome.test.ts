@@ -360,8 +360,15 @@ describe("jobView", () => {
     ["push step exit 75 (registry 503)", "push", 75, "Error", "HTTP 503 from registry", true],
     ["push step exit 1 (401 Unauthorized)", "push", 1, "Error", "HTTP 401", false],
     ["build step exit 75 (flake code cannot ask for retries)", "build", 75, "Error", "nix: error", false],
+    ["fetch step exit 75 (source server down)", "fetch", 75, "Error", "Could not resolve host", true],
+    ["fetch step exit 1 (credential refused)", "fetch", 1, "Error", "could not read Username", false],
   ])("failure taxonomy: %s -> transient %s", (_what, step, code, reason, message, transient) => {
-    const init = step === "push" ? [terminated("prepare", 0), terminated("build", 0)] : [terminated("prepare", 0), terminated("build", code, message)];
+    const init =
+      step === "push"
+        ? [terminated("prepare", 0), terminated("build", 0)]
+        : step === "fetch"
+          ? [terminated("prepare", 0), terminated("fetch", code, message), waiting("build")]
+          : [terminated("prepare", 0), terminated("build", code, message)];
     const main = step === "push" ? [terminated("push", code, message)] : [waiting("push")];
     const p = pod("p", "2026-11-22T09:00:01Z", "Failed", init, main);
     const view = jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "Job has reached the specified backoff limit")), [p]);
