@@ -317,6 +317,9 @@ export function builderJob(input: BuilderJobInput): V1Job {
         { name: "stream-tmp", mountPath: paths.tmp },
       ],
       securityContext: { ...restricted, runAsNonRoot: true, runAsUser: streamUid, runAsGroup: streamUid },
+      // Main containers run side by side, so their requests add up: the stream step gets the
+      // config's defaults, not spec.build.resources, or every build would ask for twice that.
+      resources: stepResources(config.builder.resources, undefined),
     });
     containers.push(stream);
   } else {

@@ -21,6 +21,8 @@ function job(kind: "Image" | "Warm"): V1Job {
       flake: "github:acme/shop?ref=main",
       image: { repository: "registry.example.com/acme/web", pushSecretRef: { name: "regcred" } },
       build: { resources: { requests: { cpu: "1", memory: "1Gi" } } },
+      // A source credentials Secret: the Job gets its fetch step too.
+      sourceCredentialsSecretRef: { name: "forge-token" },
     },
   });
   return builderJob({
@@ -70,13 +72,14 @@ async function admission(pod: V1Pod): Promise<string> {
 }
 
 describe("builder pod posture under Pod Security admission (real API server)", () => {
-  it("push (image build) and report (warm build) pass `restricted`", async () => {
+  it("push and stream (image build) and report (warm build) pass `restricted`", async () => {
     const ns = await namespaceEnforcing("restricted");
     expect(await admission(podOf(job("Image"), ns, "push"))).toBe("");
+    expect(await admission(podOf(job("Image"), ns, "stream"))).toBe("");
     expect(await admission(podOf(job("Warm"), ns, "report"))).toBe("");
   });
 
-  it("prepare and build do not pass `restricted`, for root and their added capabilities only", async () => {
+  it("prepare, fetch and build do not pass `restricted`, for root and their added capabilities only", async () => {
     const ns = await namespaceEnforcing("restricted");
     const prepare = await admission(podOf(job("Image"), ns, "prepare"));
     expect(prepare).toMatch(/runAsNonRoot != true/);
@@ -84,8 +87,12 @@ describe("builder pod posture under Pod Security admission (real API server)", (
     const build = await admission(podOf(job("Image"), ns, "build"));
     expect(build).toMatch(/runAsNonRoot != true/);
     expect(build).toMatch(/must not include "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID" in securityContext.capabilities.add/);
+    // fetch (only with source credentials) runs as root on the store, with no capability at all.
+    const fetch = await admission(podOf(job("Image"), ns, "fetch"));
+    expect(fetch).toMatch(/runAsNonRoot != true/);
+    expect(fetch).not.toMatch(/capabilities/);
     // Nothing else: no privilege escalation, seccomp, volume types, host namespaces.
-    for (const message of [prepare, build]) {
+    for (const message of [prepare, build, fetch]) {
       expect(message).not.toMatch(/allowPrivilegeEscalation|seccompProfile|restricted volume types|host namespaces|privileged/);
     }
   });

@@ -168,7 +168,12 @@ describe("builderJob", () => {
 
       it(`${kind}: every step has requests and limits; spec.build.resources over the config's defaults`, () => {
         for (const c of allContainers(job)) {
-          expect(c.resources, c.name).toEqual({ requests: { cpu: "2", memory: "4Gi" }, limits: { cpu: "2", memory: "8Gi" } });
+          // The stream step runs beside push (main containers' requests add up): config defaults.
+          const want =
+            c.name === "stream"
+              ? { requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } }
+              : { requests: { cpu: "2", memory: "4Gi" }, limits: { cpu: "2", memory: "8Gi" } };
+          expect(c.resources, c.name).toEqual(want);
         }
         const defaults = builderJob(input(kind, { image: testImage() }));
         for (const c of allContainers(defaults)) {
