@@ -1,4 +1,5 @@
 import type { Condition } from "../api/niximage.ts";
+import { blockerReasons } from "./build-blockers.ts";
 
 /**
  * kstatus-compatible conditions, computed in one place. Reasons are PascalCase constants;
@@ -38,6 +39,8 @@ export const reasons = {
   ForeignObjectIgnored: "ForeignObjectIgnored",
   /** A build failed for a reason that may pass (registry outage, evicted pod, lost result). */
   RetryingBuild: "RetryingBuild",
+  /** A running build cannot progress (build-blockers.ts): it stays Running until fixed or its deadline. */
+  ...blockerReasons,
 } as const;
 export type Reason = (typeof reasons)[keyof typeof reasons];
 

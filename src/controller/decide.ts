@@ -306,6 +306,28 @@ function decideBuild(observed: Observed): Decision {
   // fills the store, so the conditions stay what the image's state says (a Ready image stays
   // Ready overnight), but no other build of this image starts until it is done.
   const running = observed.jobs.find((j) => j.state === "Running");
+  // A running build that cannot progress (pull error, unschedulable, volume Pending, pod refused,
+  // missing Secret) stays Running: the Job's deadline ends it; status and one Event say why.
+  for (const job of observed.jobs) {
+    if (job.state !== "Running") continue;
+    if (job.recheckInMs !== undefined) requeue(job.recheckInMs);
+    if (job.kind === "Warm" && job.blocked) {
+      actions.push({
+        type: "event",
+        eventType: "Warning",
+        reason: job.blocked.reason,
+        message: `warm build ${job.name}: ${job.blocked.message}`,
+        once: `${job.name}:${job.blocked.reason}`,
+      });
+    }
+  }
+  if (running && running.kind === "Image" && running.blocked) {
+    const { reason, message } = running.blocked;
+    if (previous.conditions?.find((c) => c.type === "Reconciling")?.reason !== reason) {
+      actions.push({ type: "event", eventType: "Warning", reason, message: `build ${running.name}: ${message}` });
+    }
+    return finish("InProgress", reason, `build ${running.name} is running but cannot progress: ${message}`);
+  }
   if (running && running.kind === "Image") {
     return finish("InProgress", reasons.Building, `build ${running.name} is running (${running.reasons.join(", ") || "no reason recorded"})`);
   }

@@ -1,5 +1,6 @@
 import type { V1ContainerStatus, V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
 import { parseStepResult, pushResultSchema, TRANSIENT_EXIT_CODE, warmResultSchema, type PushStepResult, type WarmResult } from "../builder/step-results.ts";
+import type { BuildBlocker } from "./build-blockers.ts";
 import { annotations, labels } from "./names.ts";
 
 /**
@@ -46,6 +47,10 @@ export interface JobView {
   podsActive?: boolean;
   /** Pods labelled for this Job whose controller is not this Job: ignored. */
   foreignPods?: string[];
+  /** Why a running build is not getting anywhere (build-blockers.ts), set by the reconciler. */
+  blocked?: BuildBlocker;
+  /** Look at this running build again after this long (a grace period ends, Events may arrive). */
+  recheckInMs?: number;
 }
 
 function jobState(job: V1Job): JobView["state"] {
@@ -119,11 +124,17 @@ function newestPod(pods: readonly V1Pod[]): V1Pod | undefined {
   return [...pods].sort((a, b) => String(asTime(b.metadata?.creationTimestamp)).localeCompare(String(asTime(a.metadata?.creationTimestamp))))[0];
 }
 
+const ownPods = (job: V1Job, labelled: readonly V1Pod[]) =>
+  labelled.filter((p) => job.metadata?.uid !== undefined && controllerOf(p.metadata?.ownerReferences)?.uid === job.metadata.uid);
+
+/** The Job's newest pod whose controller is this Job (by UID). */
+export const newestOwnPod = (job: V1Job, labelled: readonly V1Pod[]) => newestPod(ownPods(job, labelled));
+
 export function jobView(job: V1Job, labelled: readonly V1Pod[]): JobView {
   const meta = job.metadata ?? {};
   const kind = meta.labels?.[labels.buildKind] === "Warm" ? "Warm" : "Image";
   const state = jobState(job);
-  const pods = labelled.filter((p) => meta.uid !== undefined && controllerOf(p.metadata?.ownerReferences)?.uid === meta.uid);
+  const pods = ownPods(job, labelled);
   const pod = newestPod(pods);
   const failedCondition = job.status?.conditions?.find((c) => (c.type === "Failed" || c.type === "FailureTarget") && c.status === "True");
   const view: JobView = {

@@ -1,4 +1,4 @@
-import type { KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Event, CoreV1EventList, KubernetesObject, V1Job, V1PersistentVolumeClaim, V1Pod } from "@kubernetes/client-node";
 import type { KubeAccess } from "../runtime/kube-config.ts";
 import { makeNixImageSchema, type NixImage, type NixImageStatus } from "../api/niximage.ts";
 import { describeZodError } from "../api/describe-issues.ts";
@@ -13,7 +13,8 @@ import { crashPoint } from "../runtime/crash-point.ts";
 import { conditionsFor, mergeConditions, reasons, type Reason } from "./conditions.ts";
 import { applyBody, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 import { decide, type Action, type Observed } from "./decide.ts";
-import { controllerOf, jobView } from "./job-outcome.ts";
+import { buildBlocker, type BlockerInput } from "./build-blockers.ts";
+import { controllerOf, jobView, newestOwnPod, type JobView } from "./job-outcome.ts";
 import { annotations, fieldManager, labels } from "./names.ts";
 import { builderNetworkPolicy } from "./builder-network-policy.ts";
 import { pushSecretConsent } from "./push-secret-consent.ts";
@@ -232,6 +233,7 @@ export class NixImageReconciler {
     const labelled = jobs.byIndex(indexes.jobsByImage, `${namespace}/${name}`);
     const own = labelled.filter((job) => image.metadata.uid !== undefined && controllerOf(job.metadata?.ownerReferences)?.uid === image.metadata.uid);
     const ownJobs = own.map((job) => jobView(job, pods.byIndex(indexes.podsByJob, `${namespace}/${job.metadata?.name}`)));
+    for (const [i, job] of own.entries()) if (ownJobs[i]!.state === "Running") await this.#noteBlocker(job, ownJobs[i]!, now, context.log);
     const foreign = [
       ...labelled.filter((job) => !own.includes(job)).map((job) => ({ kind: "Job", name: job.metadata?.name ?? "", uid: job.metadata?.uid ?? "" })),
       ...ownJobs.flatMap((view) => (view.foreignPods ?? []).map((pod) => ({ kind: "Pod", name: pod, uid: `${view.name}/${pod}` }))),
@@ -309,6 +311,42 @@ export class NixImageReconciler {
       observed.nextWarm = nextWarmTime(warm.schedule, warm.timeZone, now);
     }
     return observed;
+  }
+
+  /** Why a running build is stuck, if it is (build-blockers.ts); Events are read only when nothing else can say. */
+  async #noteBlocker(job: V1Job, view: JobView, now: Date, log: Logger): Promise<void> {
+    const namespace = job.metadata!.namespace!;
+    const storeVolume = view.storeVolume ? this.#deps.volumes.get(view.storeVolume, namespace) : undefined;
+    const input: BlockerInput = {
+      now,
+      ...(view.requestedAt ? { requestedAt: view.requestedAt } : {}),
+      pod: newestOwnPod(job, this.#deps.pods.byIndex(indexes.podsByJob, `${namespace}/${job.metadata?.name}`)),
+      ...(storeVolume ? { storeVolume } : {}),
+    };
+    let check = buildBlocker(input);
+    if (check.needEvents) {
+      const [jobEvents, volumeEvents] = await Promise.all([
+        check.needEvents.job ? this.#eventsAbout(namespace, job.metadata?.uid, log) : undefined,
+        check.needEvents.volume ? this.#eventsAbout(namespace, storeVolume?.metadata?.uid, log) : undefined,
+      ]);
+      check = buildBlocker({ ...input, ...(jobEvents ? { jobEvents } : {}), ...(volumeEvents ? { volumeEvents } : {}) });
+    }
+    if (check.blocker) view.blocked = check.blocker;
+    if (check.recheckInMs !== undefined) view.recheckInMs = check.recheckInMs;
+  }
+
+  /** Events about one object (by UID); none when they cannot be read (the status then says less). */
+  async #eventsAbout(namespace: string, uid: string | undefined, log: Logger): Promise<CoreV1Event[]> {
+    if (!uid) return [];
+    try {
+      const list = await kubeRequestJson<CoreV1EventList>(this.#deps.kc, "GET", `/api/v1/namespaces/${namespace}/events`, {
+        query: { fieldSelector: `involvedObject.uid=${uid}`, limit: 50 },
+      });
+      return list.items ?? [];
+    } catch (error) {
+      log.info({ uid, err: String(error) }, "could not read events");
+      return [];
+    }
   }
 
   #stillRejected(key: string, generation: number, now: Date): Pick<Observed, "rejected"> {

@@ -630,7 +630,8 @@ function neededIn(app: string, own: string): CanI[] {
     ...each(["get", "list", "watch"], "pods", { namespace: app }),
     // Store volumes: informer, create, lease annotations by patch.
     ...each(["get", "list", "watch", "create", "patch"], "persistentvolumeclaims", { namespace: app }),
-    { verb: "create", resource: "events", namespace: app },
+    // Events: recorded; listed (by involvedObject.uid) only for a builder Job without a pod or a store volume that stays Pending.
+    ...each(["create", "list"], "events", { namespace: app }),
     // The builder NetworkPolicy, before the namespace's first build.
     ...each(["create", "patch"], "networkpolicies.networking.k8s.io", { namespace: app }),
     // The push Secret's existence, by name.
@@ -675,7 +676,7 @@ function forbiddenIn(app: string, own: string): CanI[] {
     ...each(["get", "create", "update"], "leases.coordination.k8s.io", { namespace: "kube-system" }),
     { verb: "delete", resource: "leases.coordination.k8s.io", namespace: own },
     { verb: "list", resource: "leases.coordination.k8s.io" },
-    // Nothing else: config, tokens, RBAC, policies, nodes, namespaces, CRDs, events beyond create.
+    // Nothing else: config, tokens, RBAC, policies, nodes, namespaces, CRDs, events beyond create and list.
     ...each(["get", "list"], "configmaps", { namespace: own }),
     { verb: "create", resource: "serviceaccounts", subresource: "token", namespace: app },
     ...each(["create", "escalate", "bind"], "clusterroles.rbac.authorization.k8s.io"),
@@ -684,7 +685,7 @@ function forbiddenIn(app: string, own: string): CanI[] {
     { verb: "list", resource: "nodes" },
     ...each(["list", "create", "delete"], "namespaces"),
     ...each(["create", "update"], "customresourcedefinitions.apiextensions.k8s.io"),
-    ...each(["update", "delete", "list"], "events", { namespace: app }),
+    ...each(["update", "delete", "watch"], "events", { namespace: app }),
     { verb: "impersonate", resource: "serviceaccounts", namespace: app },
     // No wildcard anywhere.
     { verb: "*", resource: "*" },

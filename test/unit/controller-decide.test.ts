@@ -154,6 +154,55 @@ describe("decide: steady state", () => {
     expect(conditionOf(d, "Reconciling")?.message).toContain("web-build-1 is running (SpecChanged)");
   });
 
+  it("a running build that cannot progress: stays Running (Ready=Unknown, Reconciling=True) with the blocker's reason, warns once, looks again", () => {
+    const image = testImage(
+      {},
+      { status: { buildCount: 1, lastBuild: { job: "web-build-1", number: 1, kind: "Image", reasons: ["SpecChanged"], result: "Running" } } },
+    );
+    const blocked = imageJob(image, config, {
+      number: 1,
+      state: "Running",
+      blocked: { reason: "BuilderImagePullFailed", message: "step prepare cannot pull its image nix.test/nix:2.28" },
+      recheckInMs: 5000,
+    });
+    const observed = observe(image, {
+      jobs: [blocked],
+      namespaceJobs: new Map([["web-build-1", true]]),
+      storeVolumes: [volume("niximage-store-0", "web-build-1", nowIso)],
+    });
+    const d = decide(observed);
+    expect(createdJobs(d)).toEqual([]);
+    expect(state(d)).toBe("Ready=Unknown/BuilderImagePullFailed Reconciling=True Stalled=False");
+    expect(conditionOf(d, "Reconciling")?.message).toContain("web-build-1 is running but cannot progress: step prepare cannot pull");
+    expect(d.status.lastBuild?.result).toBe("Running");
+    expect(d.requeueAfterMs).toBe(5000);
+    expect(ofType(d, "event")).toEqual([expect.objectContaining({ eventType: "Warning", reason: "BuilderImagePullFailed" })]);
+    // The next reconcile, with the condition written: no second Event.
+    const again = decide({ ...observed, image: testImage({}, { status: d.status }) });
+    expect(ofType(again, "event")).toEqual([]);
+    expect(state(again)).toBe("Ready=Unknown/BuilderImagePullFailed Reconciling=True Stalled=False");
+    // Unblocked (the image was pushed): back to Building.
+    const unblocked = decide({
+      ...observed,
+      image: testImage({}, { status: again.status }),
+      jobs: [{ ...blocked, blocked: undefined, recheckInMs: undefined }],
+    });
+    expect(state(unblocked)).toBe("Ready=Unknown/Building Reconciling=True Stalled=False");
+  });
+
+  it("a blocked warm build warns once (per process) and leaves the image's conditions as they are", () => {
+    const { image } = builtImage();
+    const warm: JobView = {
+      ...imageJob(image, config, { number: 1, state: "Running" }),
+      name: "web-warm-1",
+      kind: "Warm",
+      blocked: { reason: "StoreVolumePending", message: "store volume niximage-store-1 is still Pending" },
+    };
+    const d = decide(observe(image, { jobs: [warm] }));
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+    expect(ofType(d, "event")).toEqual([expect.objectContaining({ reason: "StoreVolumePending", once: "web-warm-1:StoreVolumePending" })]);
+  });
+
   it("a running build started by a controller that crashed before its status write is adopted", () => {
     // No status at all, but the Job exists: record it, start nothing.
     const image = testImage();
