@@ -260,8 +260,8 @@ describe("faults: registry", () => {
       await waitFor("a blob upload in flight", () => stall.stalled() > 0, { timeoutMs: 60_000 });
       const termAt = Date.now();
       child.kill("SIGTERM");
-      // The kubelet's part: SIGKILL once the grace period is over (10 s here; Kubernetes' default is 30 s).
-      const graceful = await Promise.race([exited, sleep(10_000).then(() => undefined)]);
+      // The kubelet's part: SIGKILL once the grace period is over (5 s here; Kubernetes' default is 30 s).
+      const graceful = await Promise.race([exited, sleep(5_000).then(() => undefined)]);
       if (!graceful) child.kill("SIGKILL");
       const how = graceful ?? (await exited);
       const exitMs = Date.now() - termAt;

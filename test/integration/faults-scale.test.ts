@@ -1,11 +1,11 @@
 // Fault suite (docs/reliability.md), case 9: many unchanged NixImages, resynced again and again
-// (resyncPeriod 1s): the operator must not write anything. NIO_FAULT_SCALE sets how many (CI: 60;
+// (resyncPeriod 1s): the operator must not write anything. NIO_FAULT_SCALE sets how many (CI: 40;
 // the figure in docs/reliability.md says which count it was measured with).
 import { describe, expect, it } from "vitest";
 import { faultScenario, recordFigures } from "../support/fault-scenario.ts";
 import { waitFor } from "../support/kube.ts";
 
-const count = Number(process.env.NIO_FAULT_SCALE ?? 60);
+const count = Number(process.env.NIO_FAULT_SCALE ?? 40);
 
 function reconciles(metrics: string): number {
   let sum = 0;

@@ -3,7 +3,7 @@
 // event per line, synchronously (the log backend's default blocking mode), so a write that got a
 // response is already in the file. Reads and kube-controller-manager's own writes are left out
 // to keep the file small over a whole run.
-import { readFile, writeFile } from "node:fs/promises";
+import { open, writeFile } from "node:fs/promises";
 import { stringify } from "yaml";
 
 /** Writes the audit policy the test bed's kube-apiserver uses. */
@@ -63,40 +63,63 @@ interface RawEvent {
   requestReceivedTimestamp?: string;
 }
 
+// What was read of each log so far: the log only grows, so each call parses only the new lines
+// (a whole `npm test` run writes tens of MB, and fault tests poll it).
+const readSoFar = new Map<string, { offset: number; rest: string; writes: AuditWrite[] }>();
+
 /** Every completed write in the log that `filter` keeps (all when none given). */
 export async function readAuditWrites(logFile: string, filter: (w: AuditWrite) => boolean = () => true): Promise<AuditWrite[]> {
-  const text = await readFile(logFile, "utf8").catch((e: NodeJS.ErrnoException) => {
-    if (e.code === "ENOENT") return "";
+  let state = readSoFar.get(logFile);
+  if (!state) readSoFar.set(logFile, (state = { offset: 0, rest: "", writes: [] }));
+  const handle = await open(logFile, "r").catch((e: NodeJS.ErrnoException) => {
+    if (e.code === "ENOENT") return undefined;
     throw e;
   });
-  const writes: AuditWrite[] = [];
-  for (const line of text.split("\n")) {
-    if (!line) continue;
-    let e: RawEvent;
+  if (handle) {
     try {
-      e = JSON.parse(line) as RawEvent;
-    } catch {
-      continue; // the line being written right now
+      const { size } = await handle.stat();
+      if (size < state.offset) Object.assign(state, { offset: 0, rest: "", writes: [] }); // a new file under the same name
+      if (size > state.offset) {
+        const buffer = Buffer.alloc(size - state.offset);
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, state.offset);
+        state.offset += bytesRead;
+        const lines = (state.rest + buffer.subarray(0, bytesRead).toString("utf8")).split("\n");
+        state.rest = lines.pop() ?? ""; // the line being written right now
+        for (const line of lines) {
+          const w = parseLine(line);
+          if (w) state.writes.push(w);
+        }
+      }
+    } finally {
+      await handle.close();
     }
-    if (e.stage !== "ResponseComplete" || !e.verb || !e.objectRef?.resource) continue;
-    const w: AuditWrite = {
-      at: Date.parse(e.stageTimestamp ?? ""),
-      receivedAt: Date.parse(e.requestReceivedTimestamp ?? e.stageTimestamp ?? ""),
-      verb: e.verb,
-      resource: e.objectRef.resource,
-      ...(e.objectRef.subresource ? { subresource: e.objectRef.subresource } : {}),
-      ...(e.objectRef.namespace ? { namespace: e.objectRef.namespace } : {}),
-      ...(e.objectRef.name ? { name: e.objectRef.name } : {}),
-      code: e.responseStatus?.code ?? 0,
-      username: e.user?.username ?? "",
-      ...(e.user?.extra?.["authentication.kubernetes.io/credential-id"]?.[0]
-        ? { credentialId: e.user.extra["authentication.kubernetes.io/credential-id"][0] }
-        : {}),
-      ...(e.userAgent ? { userAgent: e.userAgent } : {}),
-    };
-    if (filter(w)) writes.push(w);
   }
-  return writes;
+  return state.writes.filter(filter);
+}
+
+function parseLine(line: string): AuditWrite | undefined {
+  if (!line) return undefined;
+  let e: RawEvent;
+  try {
+    e = JSON.parse(line) as RawEvent;
+  } catch {
+    return undefined;
+  }
+  if (e.stage !== "ResponseComplete" || !e.verb || !e.objectRef?.resource) return undefined;
+  const credentialId = e.user?.extra?.["authentication.kubernetes.io/credential-id"]?.[0];
+  return {
+    at: Date.parse(e.stageTimestamp ?? ""),
+    receivedAt: Date.parse(e.requestReceivedTimestamp ?? e.stageTimestamp ?? ""),
+    verb: e.verb,
+    resource: e.objectRef.resource,
+    ...(e.objectRef.subresource ? { subresource: e.objectRef.subresource } : {}),
+    ...(e.objectRef.namespace ? { namespace: e.objectRef.namespace } : {}),
+    ...(e.objectRef.name ? { name: e.objectRef.name } : {}),
+    code: e.responseStatus?.code ?? 0,
+    username: e.user?.username ?? "",
+    ...(credentialId ? { credentialId } : {}),
+    ...(e.userAgent ? { userAgent: e.userAgent } : {}),
+  };
 }
 
 /** True for a write the API server carried out (2xx). */
