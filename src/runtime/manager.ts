@@ -177,7 +177,10 @@ export class Manager {
     }
     const election = this.#options.leaderElection;
     if (!election) {
-      await this.#startLeading(AbortSignal.timeout(this.#options.syncTimeoutMs ?? 120_000));
+      // The timeout bounds the cache sync only: leading without an election never ends by itself
+      // (with the timeout in the leader signal, the leader tasks, e.g. the revision poller,
+      // stopped 120 s after start).
+      await this.#startLeading(new AbortController().signal, AbortSignal.timeout(this.#options.syncTimeoutMs ?? 120_000));
       return;
     }
     this.#elector = new LeaderElector({
@@ -213,9 +216,9 @@ export class Manager {
     return this.#stopped;
   }
 
-  async #startLeading(signal: AbortSignal): Promise<void> {
-    await Promise.all(this.#informers.map((i) => i.waitForSync(signal)));
-    if (signal.aborted || this.#stopped) return;
+  async #startLeading(signal: AbortSignal, syncSignal: AbortSignal = signal): Promise<void> {
+    await Promise.all(this.#informers.map((i) => i.waitForSync(syncSignal)));
+    if (signal.aborted || syncSignal.aborted || this.#stopped) return;
     this.#leading = true;
     this.#leaderAbort = new AbortController();
     const leaderSignal = AbortSignal.any([signal, this.#leaderAbort.signal]);
