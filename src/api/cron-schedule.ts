@@ -1,4 +1,9 @@
-import { validateCronExpression } from "cron";
+import { createRequire } from "node:module";
+import type * as Cron from "cron";
+
+// `cron` (with luxon) costs tens of milliseconds to load: it is required when a schedule is
+// checked, not by every process that imports the API schema (the builder steps check none).
+const requireCron = () => createRequire(import.meta.url)("cron") as typeof Cron;
 
 /**
  * Five-field cron (minute hour day-of-month month day-of-week) or a macro (@daily, ...).
@@ -26,7 +31,7 @@ export function checkCronSchedule(schedule: string): string | undefined {
   if (!new RegExp(cronPattern).test(schedule)) {
     return `"${schedule}" is not a 5-field cron schedule: minute 0-59, hour 0-23, day 1-31, month 1-12 or JAN-DEC, weekday 0-7 or SUN-SAT, e.g. "0 3 * * *", or a macro like @daily`;
   }
-  const result = validateCronExpression(schedule);
+  const result = requireCron().validateCronExpression(schedule);
   return result.valid ? undefined : `"${schedule}" is not a valid cron schedule: ${result.error?.message ?? "unknown error"}`;
 }
 

@@ -4,7 +4,6 @@
 // document with an scrypt KDF and a NaCl secretbox around the PKCS#8 key), with its password.
 // Errors never include key material or the password.
 import { createPrivateKey, createPublicKey, scrypt, type KeyObject } from "node:crypto";
-import nacl from "tweetnacl";
 
 export class SigningKeyError extends Error {
   override name = "SigningKeyError";
@@ -48,6 +47,8 @@ async function decryptCosignKey(body: Buffer, password: string | undefined): Pro
   // cosign's three strengths are 2^15..2^17; refuse anything that would take minutes or gigabytes.
   if (![32768, 65536, 131072].includes(N!) || r !== 8 || p !== 1) throw new SigningKeyError("the encrypted signing key has unsupported scrypt parameters");
   const key = await scryptKey(Buffer.from(password, "utf8"), Buffer.from(doc.kdf.salt, "base64"), N!, r!, p!);
+  // tweetnacl is loaded only for an encrypted key, not by every step that imports this file.
+  const { default: nacl } = await import("tweetnacl");
   const opened = nacl.secretbox.open(Buffer.from(doc.ciphertext, "base64"), Buffer.from(doc.cipher.nonce, "base64"), key);
   if (!opened) throw new SigningKeyError("cannot decrypt the signing key: wrong password");
   return Buffer.from(opened);

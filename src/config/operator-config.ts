@@ -1,5 +1,4 @@
 import { readFile } from "node:fs/promises";
-import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../flake/flake-ref-policy.ts";
 import { durationPattern } from "../api/duration.ts";
@@ -284,6 +283,8 @@ export async function loadOperatorConfig(options: LoadConfigOptions = {}): Promi
     } catch (error) {
       throw new ConfigError(`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
     }
+    // yaml is loaded only when there is a file to parse (steps mostly run without one).
+    const { parse: parseYaml } = await import("yaml");
     try {
       raw = (parseYaml(text) as Record<string, unknown> | null) ?? {};
     } catch (error) {

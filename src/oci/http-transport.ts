@@ -3,10 +3,15 @@
 // (a stream of unknown length goes out chunked), an idle timeout. Nothing here logs or formats
 // request headers.
 import { readFileSync } from "node:fs";
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import type { Agent as HttpAgentType, IncomingHttpHeaders, IncomingMessage } from "node:http";
+import type { Agent as HttpsAgentType } from "node:https";
 import type { Readable } from "node:stream";
-import { rootCertificates } from "node:tls";
+
+// Not `import ... from "node:http"`: the ES module view of node:http reads every export, which loads
+// Node's fetch (undici), http2 and worker_threads, about 60 ms of start-up for each step process.
+const { Agent: HttpAgent, request: httpRequest } = process.getBuiltinModule("node:http");
+const { Agent: HttpsAgent, request: httpsRequest } = process.getBuiltinModule("node:https");
+const { rootCertificates } = process.getBuiltinModule("node:tls");
 
 export interface TlsOptions {
   /** Talk plain HTTP to the registry. Only when explicitly asked for. */
@@ -91,8 +96,8 @@ export class HttpTransport {
   readonly plainHttp: boolean;
   readonly userAgent: string;
   readonly #timeoutMs: number;
-  readonly #httpAgent: HttpAgent;
-  readonly #httpsAgent: HttpsAgent;
+  readonly #httpAgent: HttpAgentType;
+  readonly #httpsAgent: HttpsAgentType;
 
   constructor(options: TransportOptions = {}) {
     this.plainHttp = options.plainHttp === true;
