@@ -94,6 +94,8 @@ export class RevisionPolls {
       if (entry.intervalMs !== intervalMs && entry.lastMs !== undefined) {
         entry.intervalMs = intervalMs;
         entry.dueMs = this.#nextDue(key, entry.lastMs, intervalMs, nowMs);
+        // The loop may sleep until the old, later due time: let it plan again.
+        this.#wake?.();
       }
       // The loop sleeps until the earliest due time; a clock that jumped (tests) is noticed here.
       if (entry.dueMs <= nowMs && !entry.running) this.#wake?.();

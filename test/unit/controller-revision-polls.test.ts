@@ -63,6 +63,22 @@ describe("RevisionPolls", () => {
     await running;
   });
 
+  it("a shorter interval takes effect at once, not after the old interval's sleep", async () => {
+    const { clock, server, polls, abort, running } = setup();
+    polls.observe("shop/web", "github:acme/web", 60 * MIN);
+    await flushAsync();
+    server.answer("github:acme/web", "a".repeat(40));
+    await flushAsync();
+    await clock.advance(30 * 1000);
+    // The spec now says 1 min: the next poll is due 1 min (+ the key's spread) after the last one.
+    polls.observe("shop/web", "github:acme/web", MIN);
+    await clock.advance(40 * 1000);
+    expect(server.inFlight()).toEqual(["github:acme/web"]);
+    server.answer("github:acme/web", "b".repeat(40));
+    abort.abort();
+    await running;
+  });
+
   it("a failed poll keeps the last commit and says why, without URL credentials", async () => {
     const { server, polls, changed, clock } = setup();
     const flake = "git+https://user:hunter2@git.example.com/app.git";
