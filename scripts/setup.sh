@@ -11,7 +11,7 @@
 #   --with-e2e   also what the e2e tier's single-node cluster needs (containerd, runc, CNI,
 #                debootstrap, iptables, gcc) and its images, built once (~/.cache/.../e2e)
 #   --with-argocd  also Argo CD's controllers (scripts/build-argocd.sh) and redis-server, for
-#                the opt-in test NIO_ARGOCD=1 test/integration/gitops-argocd.test.ts
+#                the opt-in tier npm run test:argocd
 # Environment: NIO_SETUP_NPM_CI=1 forces `npm ci`; NIO_SETUP_SKIP_K8S=1 skips the Kubernetes build;
 # NIO_SETUP_SKIP_FLUX=1 skips the Flux build.
 set -euo pipefail
@@ -217,7 +217,7 @@ if [ "$with_argocd" = 1 ]; then
   flock 9
   PATH="$(dirname "$argocd_go"):$PATH" bash "$here/scripts/build-argocd.sh" >/dev/null
   exec 9>&-
-  info "run its test with: NIO_ARGOCD=1 npx vitest run test/integration/gitops-argocd.test.ts"
+  info "run its test with: npm run test:argocd"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 // changes only when the operator rolls out (writes counted per field manager from managedFields),
 // and the Application stays Synced after each rollout (managedFieldsManagers), over at least ten
 // of its comparisons (every 5 s).
-// Opt-in (Argo CD is a second large build): NIO_ARGOCD=1 after `scripts/setup.sh --with-argocd`;
-// asked for and missing, it fails with what to run.
+// Its own opt-in tier (Argo CD is a second large build): `scripts/setup.sh --with-argocd && npm run
+// test:argocd`; missing, it fails with what to run. `npm test` does not include this file.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,7 +28,7 @@ const placeholder = "registry.example.com/acme/shop-web:main";
 
 type Application = KubernetesObject & { status?: { sync?: { status?: string; revision?: string }; reconciledAt?: string } };
 
-describe.runIf(process.env.NIO_ARGOCD === "1")("GitOps with Argo CD's controllers (NIO_ARGOCD=1)", () => {
+describe("GitOps with Argo CD's controllers", () => {
   let argo: ArgoCd;
   beforeAll(async () => {
     await installTestCrd();

@@ -1,4 +1,4 @@
-// Argo CD on the test bed (opt-in: NIO_ARGOCD=1, after `scripts/setup.sh --with-argocd`): the real
+// Argo CD on the test bed (opt-in tier: npm run test:argocd, after `scripts/setup.sh --with-argocd`): the real
 // application controller and repo server (built from Argo CD's Go modules by
 // scripts/build-argocd.sh), Redis from Debian, Argo CD's CRDs, in a namespace of their own with
 // the settings they read (argocd-cm, argocd-secret, the default AppProject). Out of cluster there is
