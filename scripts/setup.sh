@@ -35,6 +35,37 @@ step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 info() { printf '    %s\n' "$*"; }
 die() { printf '\nsetup: ERROR: %s\n' "$*" >&2; exit 1; }
 
+# The Go builds (Kubernetes, Helm, cosign/oras, Flux) run side by side: a cold one spends much of
+# its time downloading modules, which overlaps with the others' compiling. Each logs to a file;
+# wait_background reports each result and dies with the log's tail on a failure.
+bg_dir=$(mktemp -d)
+bg_names=()
+bg_pids=()
+in_background() { # $1: what; the rest: the command
+  local what=$1 log="$bg_dir/${#bg_pids[@]}.log"
+  shift
+  info "building $what in the background (log: $log)"
+  "$@" >"$log" 2>&1 &
+  bg_names+=("$what|$log")
+  bg_pids+=($!)
+}
+wait_background() {
+  local i failed=0
+  for i in "${!bg_pids[@]}"; do
+    local what=${bg_names[$i]%%|*} log=${bg_names[$i]#*|}
+    if wait "${bg_pids[$i]}"; then
+      info "$what: built"
+    else
+      printf '    %s: FAILED; last lines of %s:\n' "$what" "$log" >&2
+      tail -n 30 "$log" | sed 's/^/      /' >&2
+      failed=1
+    fi
+  done
+  bg_pids=()
+  bg_names=()
+  [ "$failed" = 0 ] || die "a Go build failed (see above)"
+}
+
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null; then sudo="sudo"; else die "run as root (or install sudo): apt-get is needed"; fi
@@ -148,11 +179,8 @@ else
   info "using $(GOTOOLCHAIN=local "$go_bin" version) ($go_bin)"
   export PATH="$(dirname "$go_bin"):$PATH"
   mkdir -p "$cache"
-  # One build at a time, even when setup.sh runs twice at once.
-  exec 9>"$cache/build-k8s.lock"
-  flock 9
-  bash "$here/scripts/build-k8s.sh"
-  exec 9>&-
+  # One build at a time, even when setup.sh runs twice at once (flock on the lock file).
+  in_background "Kubernetes v$version" flock "$cache/build-k8s.lock" bash "$here/scripts/build-k8s.sh"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +190,7 @@ if [ -x "$cache/helm-$helm_version/helm" ]; then
   info "$helm_version present in $cache/helm-$helm_version"
 else
   command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build Helm (see the Kubernetes step)"
-  PATH="$PATH:/usr/local/go/bin" bash "$here/scripts/build-helm.sh" >/dev/null
+  PATH="$PATH:/usr/local/go/bin" in_background "Helm $helm_version" bash "$here/scripts/build-helm.sh"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +201,7 @@ if [ -x "$cache/cosign-$cosign_version/cosign" ] && [ -x "$cache/oras-$oras_vers
   info "cosign $cosign_version and oras $oras_version present in $cache"
 else
   command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is needed to build cosign and oras (see the Kubernetes step)"
-  PATH="$PATH:/usr/local/go/bin" bash "$here/scripts/build-supply-chain-tools.sh" >/dev/null
+  PATH="$PATH:/usr/local/go/bin" in_background "cosign $cosign_version and oras $oras_version" bash "$here/scripts/build-supply-chain-tools.sh"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -202,11 +230,12 @@ elif [ "${NIO_SETUP_SKIP_FLUX:-0}" = 1 ]; then
 else
   flux_go=$(modern_go) || die "Go >= 1.24 is needed to build Flux (the Kubernetes step bootstraps one; run setup.sh without NIO_SETUP_SKIP_K8S)"
   mkdir -p "$cache"
-  exec 9>"$cache/build-flux.lock"
-  flock 9
-  PATH="$(dirname "$flux_go"):$PATH" bash "$here/scripts/build-flux.sh" >/dev/null
-  exec 9>&-
+  PATH="$(dirname "$flux_go"):$PATH" in_background "Flux $flux_version" flock "$cache/build-flux.lock" bash "$here/scripts/build-flux.sh"
 fi
+
+# ---------------------------------------------------------------------------------------------
+step "Waiting for the Go builds started above"
+wait_background
 
 # ---------------------------------------------------------------------------------------------
 if [ "$with_argocd" = 1 ]; then
