@@ -30,6 +30,8 @@ export interface InstallOptions {
   poolSize?: number;
   /** Serve the forge webhook receiver (the Secret <release>-nix-image-operator-webhook must exist first). */
   webhook?: boolean;
+  /** The prepare/build steps' image (config.builder.nixImage); default: the cluster's builder image. */
+  builderImage?: string;
 }
 
 export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}): Record<string, unknown> {
@@ -48,7 +50,7 @@ export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}):
       },
       // The e2e builder image runs Nix single-user as root (build-users-group empty): its build
       // step needs no capability at all, so it gets none (the default set is for nixbld users).
-      builder: { nixImage: cluster.images.builder.reference, imagePullPolicy: "IfNotPresent", buildCapabilities: [] },
+      builder: { nixImage: opts.builderImage ?? cluster.images.builder.reference, imagePullPolicy: "IfNotPresent", buildCapabilities: [] },
       // The test git server listens on the node IP, a private address the default policy refuses.
       flakeRefPolicy: { allowedSchemes: [...DEFAULT_ALLOWED_SCHEMES, "git+http"], allowedAddressRanges: [`${cluster.net.nodeIp}/32`] },
       registries: [{ host: cluster.registry.host, plainHttp: true }],
