@@ -406,6 +406,10 @@ export const nixImageStatusSchema = z.strictObject({
           added: z.array(closureChangeSchema).max(256),
           removed: z.array(closureChangeSchema).max(256),
           changed: z.array(closureChangeSchema).max(256),
+          totals: z
+            .strictObject({ added: z.number().int().min(0), removed: z.number().int().min(0), changed: z.number().int().min(0) })
+            .optional()
+            .describe("How many entries the full diff has: the lists hold as many as fit; the rest is in the report step's log"),
         })
         .optional(),
     })

@@ -52,11 +52,20 @@ const closureChange = z.object({
   to: z.string().max(resultBounds.version).optional(),
 });
 const changes = z.array(closureChange).max(resultBounds.closureChanges);
+const closureTotals = z.object({ added: count, removed: count, changed: count });
 
 /** The warm build's report step: the revision it built and, with updated inputs, the closure diff. */
 export const warmResultSchema = z.object({
   revision: revisionSchema.optional(),
-  closureDiff: z.object({ added: changes, removed: changes, changed: changes }).optional(),
+  closureDiff: z
+    .object({
+      added: changes,
+      removed: changes,
+      changed: changes,
+      /** The full counts: the lists may be cut to fit the termination message; these never are. */
+      totals: closureTotals.optional(),
+    })
+    .optional(),
   seconds: durationsSchema.optional(),
 });
 export type WarmResult = z.infer<typeof warmResultSchema>;

@@ -8,8 +8,8 @@
 //
 // `closureDiff` is there only when the build step updated the inputs (--update-inputs): it compares
 // the closure built from the committed lock file (locked-closure.json) with the one built against
-// the updated inputs (closure.json). Lists are cut evenly until the message fits; the full diff
-// goes to the step's log.
+// the updated inputs (closure.json). Lists are cut evenly until the message fits; `totals` keeps
+// the full counts, and the full diff goes to the step's log.
 import { diffClosures, type ClosureDiff } from "../controller/closure-diff.ts";
 import { boundDurations, boundUrl, resultBounds, TERMINATION_MESSAGE_LIMIT, type WarmResult } from "./step-results.ts";
 import { readLockedClosure, readStepFiles } from "./step-files.ts";
@@ -34,6 +34,8 @@ export function warmReportOf(revision: WarmResult["revision"], seconds: Record<s
       added: diff.added.slice(0, MAX_CHANGES).map((a) => ({ name: cut(a.name, NAME_MAX), to: cut(a.to, VERSION_MAX) })),
       removed: diff.removed.slice(0, MAX_CHANGES).map((r) => ({ name: cut(r.name, NAME_MAX), from: cut(r.from, VERSION_MAX) })),
       changed: diff.changed.slice(0, MAX_CHANGES).map((c) => ({ name: cut(c.name, NAME_MAX), from: cut(c.from, VERSION_MAX), to: cut(c.to, VERSION_MAX) })),
+      // Never cut silently: the full counts travel with whatever part of the lists fits.
+      totals: diff.totals,
     };
   }
   return message;
@@ -54,7 +56,12 @@ export function fitWarmReport(input: WarmResult, limit = TERMINATION_MESSAGE_LIM
     r.closureDiff
       ? {
           ...r,
-          closureDiff: { added: r.closureDiff.added.slice(0, n), removed: r.closureDiff.removed.slice(0, n), changed: r.closureDiff.changed.slice(0, n) },
+          closureDiff: {
+            ...r.closureDiff,
+            added: r.closureDiff.added.slice(0, n),
+            removed: r.closureDiff.removed.slice(0, n),
+            changed: r.closureDiff.changed.slice(0, n),
+          },
         }
       : r;
   let r = report;

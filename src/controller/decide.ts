@@ -165,6 +165,16 @@ function unchangedIf(
   return { unchangedIf: { outPath: made.outPath, digest: made.digest } };
 }
 
+/** Counts of a warm build's closure diff, and where the rest is when status holds only part of it. */
+function closureDiffSummary(diff: NonNullable<NonNullable<NixImageStatus["lastWarmBuild"]>["closureDiff"]>, logs: string): string {
+  const totals = diff.totals ?? { added: diff.added.length, removed: diff.removed.length, changed: diff.changed.length };
+  const counts = `${totals.added} packages would be added, ${totals.removed} removed, ${totals.changed} changed`;
+  const cut = diff.added.length < totals.added || diff.removed.length < totals.removed || diff.changed.length < totals.changed;
+  return cut
+    ? `${counts} (status.lastWarmBuild.closureDiff lists ${diff.added.length}/${diff.removed.length}/${diff.changed.length} of them; the full diff: ${logs})`
+    : counts;
+}
+
 function decideBuild(observed: Observed): Decision {
   const { image, now, config } = observed;
   const generation = image.metadata.generation ?? 0;
@@ -271,7 +281,7 @@ function decideBuild(observed: Observed): Decision {
     const finishedNow = previous.lastWarmBuild?.job !== record.job || previous.lastWarmBuild.result !== record.result;
     if (record.result === "Succeeded" && finishedNow) {
       const summary = diff
-        ? `; with updated inputs ${diff.added.length} packages would be added, ${diff.removed.length} removed, ${diff.changed.length} changed`
+        ? `; with updated inputs ${closureDiffSummary(diff, `kubectl logs -n ${image.metadata.namespace} job/${record.job} -c report`)}`
         : "";
       actions.push({ type: "event", eventType: "Normal", reason: "WarmBuildSucceeded", message: `warm build ${record.job} filled the store${summary}` });
     } else if (record.result === "Failed" && finishedNow) {

@@ -101,6 +101,7 @@ describe("warm build with updated inputs (real Nix)", () => {
           { name: "libdep", from: "1.0", to: "1.1" },
           { name: "shared-tool", from: "3.0.1", to: "3.0.2" },
         ],
+        totals: { added: 1, removed: 1, changed: 2 },
       },
     });
     // The log has the whole diff: app-1.0 itself was only rebuilt.

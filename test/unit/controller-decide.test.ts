@@ -758,6 +758,31 @@ describe("decide: warm builds", () => {
     expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
   });
 
+  it("a warm build's diff cut to fit: status keeps the full counts, the Event says how many are listed and where the rest is", () => {
+    const built = builtImage({ warm: { ...warm, updateInputs: true } });
+    const closureDiff = {
+      added: [{ name: "libfoo", to: "1.0" }],
+      removed: [],
+      changed: [{ name: "openssl", from: "3.0.1", to: "3.0.2" }],
+      totals: { added: 300, removed: 0, changed: 41 },
+    };
+    const warmJob: JobView = {
+      name: "web-warm-1",
+      kind: "Warm",
+      number: 1,
+      state: "Succeeded",
+      reasons: ["WarmSchedule"],
+      startTime: "2026-11-22T02:00:05Z",
+      completionTime: "2026-11-22T02:20:00Z",
+      warmResult: { revision: { url: `github:acme/shop/${rev2}`, rev: rev2, lastModified: 1_763_000_000, narHash: "sha256-BBBB" }, closureDiff },
+    };
+    const d = decide(observe(built.image, { jobs: [built.job, warmJob] }));
+    expect(d.status.lastWarmBuild?.closureDiff).toEqual(closureDiff);
+    expect(ofType(d, "event")[0]!.message).toContain(
+      "300 packages would be added, 0 removed, 41 changed (status.lastWarmBuild.closureDiff lists 1/0/1 of them; the full diff: kubectl logs -n shop job/web-warm-1 -c report)",
+    );
+  });
+
   it("a running warm build does not make the image un-Ready, and is not started twice", () => {
     const built = builtImage({ warm });
     const running: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Running", reasons: ["WarmSchedule"] };

@@ -76,6 +76,7 @@ describe("warmReport", () => {
           { name: "libdep", from: "1.0", to: "1.1" },
           { name: "shared-tool", from: "3.0.1", to: "3.0.2" },
         ],
+        totals: { added: 1, removed: 1, changed: 2 },
       },
     });
     // app-1.0 and glibc differ only in their hashes: rebuilt, not listed.
@@ -151,6 +152,16 @@ describe("fitWarmReport", () => {
     expect(parsed.seconds).toEqual({ lock: 1, build: 2 });
   });
 
+  it("never cuts silently: the full counts stay when the lists are cut", () => {
+    const diff = diffClosures(
+      [],
+      Array.from({ length: 600 }, (_, i) => storePath(`package${i}x-1.${i}`)),
+    );
+    const parsed = warmResultSchema.parse(JSON.parse(fitWarmReport(warmReportOf(revision, {}, diff))));
+    expect(parsed.closureDiff!.added.length).toBeLessThan(600);
+    expect(parsed.closureDiff!.totals).toEqual({ added: 600, removed: 0, changed: 0 });
+  });
+
   it("uneven lists: the short ones stay whole", () => {
     const r = big(256);
     r.closureDiff!.removed = r.closureDiff!.removed.slice(0, 2);
@@ -192,7 +203,12 @@ describe("warm-report command", () => {
     const { code, out } = await run(["warm-report", "--from", dir, "--termination-message", messageFile]);
     expect(code).toBe(0);
     const message = warmResultSchema.parse(JSON.parse(await readFile(messageFile, "utf8")));
-    expect(message.closureDiff).toEqual({ added: [], removed: [], changed: [{ name: "libdep", from: "1.0", to: "1.1" }] });
+    expect(message.closureDiff).toEqual({
+      added: [],
+      removed: [],
+      changed: [{ name: "libdep", from: "1.0", to: "1.1" }],
+      totals: { added: 0, removed: 0, changed: 1 },
+    });
     expect(JSON.parse(out)).toMatchObject({ revision, closureDiff: { rebuilt: 1, totals: { changed: 1 } } });
   });
 
