@@ -18,7 +18,7 @@ const safeIntegerBound = Number.MAX_SAFE_INTEGER;
  * `additionalProperties: false` beside `properties` (pruning does that job), no `propertyNames`
  * (turned into a CEL rule over the map keys), no zod's safe-integer bounds.
  */
-export function toStructural(node: JsonSchema): JsonSchema {
+function toStructural(node: JsonSchema): JsonSchema {
   const out: JsonSchema = {};
   const rules: JsonSchema[] = [];
   for (const [key, value] of Object.entries(node)) {

@@ -1,7 +1,7 @@
 import type { z } from "zod";
 
 /** A zod issue path as a field path users know from kubectl: spec.image.tags[2]. */
-export function fieldPath(path: readonly PropertyKey[], prefix = ""): string {
+function fieldPath(path: readonly PropertyKey[], prefix = ""): string {
   let out = prefix;
   for (const part of path) {
     if (typeof part === "number") out += `[${part}]`;

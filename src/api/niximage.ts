@@ -35,7 +35,7 @@ import {
 
 export const group = "niximage.io";
 export const version = "v1alpha1";
-export const apiVersion = `${group}/${version}`;
+const apiVersion = `${group}/${version}`;
 export const kind = "NixImage";
 export const plural = "niximages";
 
@@ -85,7 +85,7 @@ export const imageConfigSchema = z
   })
   .describe("OCI image configuration for a plain package (ignored for prebuilt image formats except labels).");
 
-export const imageSchema = z
+const imageSchema = z
   .strictObject({
     repository: z
       .string()
@@ -116,13 +116,13 @@ export const imageSchema = z
   })
   .describe("Where and how the image is pushed.");
 
-export const triggersSchema = z.strictObject({
+const triggersSchema = z.strictObject({
   interval: duration("revision polling interval", "30s", "168h")
     .optional()
     .describe("Poll the flake ref for a new revision this often; no build when it is unchanged."),
 });
 
-export const warmSchema = withRules(
+const warmSchema = withRules(
   z.strictObject({
     schedule: refineWith(z.string().max(128), checkCronSchedule).meta({ pattern: cronPattern }).describe("When to run the warm build (cron, 5 fields)."),
     timeZone: z
@@ -153,7 +153,7 @@ export const warmSchema = withRules(
   ],
 ).describe("Scheduled cache-warm builds.");
 
-export const rolloutSchema = withRules(
+const rolloutSchema = withRules(
   z.strictObject({
     policy: z.enum(["Automatic", "Disabled"]).default("Automatic").describe("Automatic patches opted-in workloads; Disabled only builds and pushes."),
     rollbackOnFailure: z
@@ -182,7 +182,7 @@ export const rolloutSchema = withRules(
 const quantity = z.string().max(32).regex(re(quantityPattern), "must be a quantity like 500m, 2 or 4Gi");
 const quantityMap = z.strictObject({ cpu: quantity.optional(), memory: quantity.optional(), "ephemeral-storage": quantity.optional() });
 
-export const buildSchema = z.strictObject({
+const buildSchema = z.strictObject({
   timeout: duration("build timeout", "1m", "24h").default("1h").describe("Deadline of the builder Job (activeDeadlineSeconds)."),
   resources: z.strictObject({ requests: quantityMap.optional(), limits: quantityMap.optional() }).optional(),
   nodeSelector: z.record(z.string().max(317).regex(re(labelKeyPattern)), z.string().max(63)).optional(),
@@ -230,12 +230,12 @@ export const buildSchema = z.strictObject({
     .describe("Allow import-from-derivation during evaluation (off by default: it runs builds at eval time)."),
 });
 
-export const historyLimitSchema = z.strictObject({
+const historyLimitSchema = z.strictObject({
   successful: z.number().int().min(0).max(100).default(5),
   failed: z.number().int().min(0).max(100).default(5),
 });
 
-export const formatSchema = z
+const formatSchema = z
   .enum(["auto", "package", "docker-archive", "stream-layered", "nix2container"])
   .default("auto")
   .describe("What the attribute builds: a package (image made from its closure) or an image some tools already make; auto detects it.");
@@ -305,7 +305,7 @@ const digest = z
   .max(80)
   .regex(/^sha256:[a-f0-9]{64}$/);
 
-export const conditionSchema = z.strictObject({
+const conditionSchema = z.strictObject({
   type: z.string().max(316),
   status: z.enum(["True", "False", "Unknown"]),
   observedGeneration: z.number().int().min(0).optional(),
@@ -314,14 +314,14 @@ export const conditionSchema = z.strictObject({
   message: z.string().max(32768),
 });
 
-export const revisionSchema = z.strictObject({
+const revisionSchema = z.strictObject({
   url: z.string().max(2048).describe("Locked flake ref"),
   rev: z.string().max(64).optional(),
   lastModified: z.number().int().optional(),
   narHash: z.string().max(128).optional(),
 });
 
-export const buildRecordSchema = z.strictObject({
+const buildRecordSchema = z.strictObject({
   job: z.string().max(253),
   number: z.number().int().min(0),
   kind: z.enum(["Image", "Warm"]).optional(),
@@ -357,7 +357,7 @@ export const buildRecordSchema = z.strictObject({
     .optional(),
 });
 
-export const rolloutTargetSchema = z.strictObject({
+const rolloutTargetSchema = z.strictObject({
   kind: z.enum(["Deployment", "StatefulSet", "DaemonSet", "CronJob"]),
   name: z.string().max(253),
   container: z.string().max(63),
@@ -371,7 +371,7 @@ export const rolloutTargetSchema = z.strictObject({
   patchedAt: time.optional().describe("When the operator set this image (its own progress deadline for StatefulSets and DaemonSets counts from here)"),
 });
 
-export const closureChangeSchema = z.strictObject({
+const closureChangeSchema = z.strictObject({
   name: z.string().max(256),
   from: z.string().max(128).optional(),
   to: z.string().max(128).optional(),
@@ -483,16 +483,16 @@ export function makeNixImageSchema(policy: FlakeRefPolicy = defaultFlakeRefPolic
   });
 }
 
-export const nixImageSpecSchema = makeNixImageSpecSchema(defaultFlakeRefPolicy);
+const nixImageSpecSchema = makeNixImageSpecSchema(defaultFlakeRefPolicy);
 export const nixImageSchema = makeNixImageSchema(defaultFlakeRefPolicy);
 
 /** A NixImage after defaulting: what the controller works with. */
 export type NixImage = z.output<typeof nixImageSchema>;
 /** A NixImage as written by a user (defaults optional). */
 export type NixImageInput = z.input<typeof nixImageSchema>;
-export type NixImageSpec = z.output<typeof nixImageSpecSchema>;
+type NixImageSpec = z.output<typeof nixImageSpecSchema>;
 export type NixImageStatus = z.output<typeof nixImageStatusSchema>;
 export type Condition = z.output<typeof conditionSchema>;
 export type BuildRecord = z.output<typeof buildRecordSchema>;
-export type Revision = z.output<typeof revisionSchema>;
+type Revision = z.output<typeof revisionSchema>;
 export type RolloutTarget = z.output<typeof rolloutTargetSchema>;

@@ -52,7 +52,7 @@ export interface AttestOptions extends AttestationSettings {
 }
 
 /** Digests of what was attached (referrer manifests; the cosign `.sig` / `.att` manifests). */
-export interface AttestationDigests {
+interface AttestationDigests {
   sbom?: Digest;
   provenance?: Digest;
   signature?: Digest;

@@ -13,7 +13,7 @@ export const CYCLONEDX_MEDIA_TYPE = "application/vnd.cyclonedx+json";
 /** in-toto predicate type cosign uses for `--type cyclonedx`. */
 export const CYCLONEDX_PREDICATE_TYPE = "https://cyclonedx.org/bom";
 
-export interface PackageMeta {
+interface PackageMeta {
   /** SPDX ids (or nixpkgs short names when a license has no SPDX id). */
   licenses?: string[];
   homepage?: string;

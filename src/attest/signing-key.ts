@@ -5,7 +5,7 @@
 // Errors never include key material or the password.
 import { createPrivateKey, createPublicKey, scrypt, type KeyObject } from "node:crypto";
 
-export class SigningKeyError extends Error {
+class SigningKeyError extends Error {
   override name = "SigningKeyError";
 }
 

@@ -21,7 +21,7 @@ import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
 import { writeStepFiles, type BuildResult, type FetchResult, type Revision } from "./step-files.ts";
 import { storeBuildRef } from "./fetch-step.ts";
 
-export class BuildStepError extends Error {
+class BuildStepError extends Error {
   override name = "BuildStepError";
 }
 
@@ -72,12 +72,12 @@ export interface BuildStepOutput {
 }
 
 /** x86_64-linux, aarch64-linux, ... of this machine (builds are for the local system). */
-export function localSystem(): string {
+function localSystem(): string {
   const arch = process.arch === "x64" ? "x86_64" : process.arch === "arm64" ? "aarch64" : process.arch === "ia32" ? "i686" : process.arch;
   return `${arch}-${process.platform}`;
 }
 
-export function revisionOf(locked: LockedFlake): Revision {
+function revisionOf(locked: LockedFlake): Revision {
   const r: Revision = { url: locked.url, lastModified: locked.lastModified, narHash: locked.narHash };
   if (locked.rev !== undefined) r.rev = locked.rev;
   return r;

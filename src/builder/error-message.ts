@@ -25,7 +25,7 @@ function causeCode(e: unknown): string | undefined {
 }
 
 /** What to do about a registry failure, from its status or network error. */
-export function registryHint(e: RegistryError): string {
+function registryHint(e: RegistryError): string {
   const code = causeCode(e) ?? "";
   if (e.status === 401) return "Check the credentials for this registry in the auth file (--auth-file / the push Secret).";
   if (e.status === 403 || e.hasCode("DENIED")) return "The credentials are valid but may not push to this repository: check the registry's permissions.";

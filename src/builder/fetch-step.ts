@@ -13,12 +13,12 @@ import type { NixCommand } from "../nix/nix-command.ts";
 import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
 import { storePathPattern, writeFetchResult, type FetchResult } from "./step-files.ts";
 
-export class FetchStepError extends Error {
+class FetchStepError extends Error {
   override name = "FetchStepError";
 }
 
 /** Files a credentials directory (a mounted Secret) may hold; each optional. */
-export const credentialFiles = {
+const credentialFiles = {
   netrc: "netrc",
   accessTokens: "access-tokens",
   sshKey: "ssh-privatekey",

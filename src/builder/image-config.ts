@@ -14,11 +14,11 @@ import type { ClosurePath } from "../image/path-info.ts";
 /** spec.image.config as the NixImage schema defines it. */
 export type SpecImageConfig = z.input<typeof imageConfigSchema>;
 
-export const DEFAULT_SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin";
+const DEFAULT_SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin";
 const CA_BUNDLES = ["etc/ssl/certs/ca-bundle.crt", "etc/ssl/certs/ca-certificates.crt"];
 const MAX_PATH_ENTRIES = 32;
 
-export class ImageConfigError extends Error {
+class ImageConfigError extends Error {
   override name = "ImageConfigError";
 }
 

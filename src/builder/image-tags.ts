@@ -18,7 +18,7 @@ export class TagError extends Error {
 }
 
 /** The 32-character hash part of `/nix/store/<hash>-<name>`. */
-export function storePathHash(outPath: string): string {
+function storePathHash(outPath: string): string {
   const m = /^\/nix\/store\/([0-9a-z]{32})-/.exec(outPath);
   if (!m) throw new TagError(`${JSON.stringify(outPath.slice(0, 200))} is not a store path`);
   return m[1]!;

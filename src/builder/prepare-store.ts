@@ -13,7 +13,7 @@ import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readFile
 import { join } from "node:path";
 import type { Logger } from "../log/logger.ts";
 
-export const SCHEMA_FILE = "var/nix/db/schema";
+const SCHEMA_FILE = "var/nix/db/schema";
 const SEED_DIR = ".niximage-seed";
 
 export class StoreIncompatibleError extends Error {
@@ -74,7 +74,7 @@ async function preserveOwner(path: string, uid: number, gid: number, state: Copy
 }
 
 /** Copies `src` to `dst` (which must not exist), preserving what the store needs. */
-export async function copyTree(src: string, dst: string, state: CopyState): Promise<void> {
+async function copyTree(src: string, dst: string, state: CopyState): Promise<void> {
   const st = await lstat(src);
   if (st.isDirectory()) {
     await mkdir(dst, { mode: 0o700 });

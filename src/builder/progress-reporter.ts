@@ -44,7 +44,7 @@ export function describeProgress(phase: string, detail: string, elapsedMs: numbe
   return `[${(elapsedMs / 1000).toFixed(1).padStart(6)}s] ${phase}${detail ? `: ${detail}` : ""}`;
 }
 
-export function nixDetail(p: NixProgress): string {
+function nixDetail(p: NixProgress): string {
   const parts: string[] = [p.phase];
   if (p.builds.expected > 0) parts.push(`${p.builds.done}/${p.builds.expected} built`);
   if (p.substitutions.expected > 0) parts.push(`${p.substitutions.done}/${p.substitutions.expected} substituted`);
@@ -53,7 +53,7 @@ export function nixDetail(p: NixProgress): string {
   return parts.join(", ");
 }
 
-export function pushDetail(p: PushProgress, layersDone: number, layerCount: number): string {
+function pushDetail(p: PushProgress, layersDone: number, layerCount: number): string {
   const parts: string[] = [p.phase];
   if (layerCount > 0) parts.push(`${layersDone}/${layerCount} layers`);
   parts.push(p.bytesTotal > 0 ? `${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)}` : formatBytes(p.bytesDone));

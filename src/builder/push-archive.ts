@@ -30,9 +30,9 @@ import { noLayerCache, type LayerCache, type LayerCacheEntry } from "../image/la
 import type { PushClosureResult, PushProgress, PushedLayer, RegistryPusher } from "../image/push-closure.ts";
 import { publishImage, type LayerOutcome } from "../image/publish-image.ts";
 
-export const MEDIA_TYPE_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd";
+const MEDIA_TYPE_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd";
 
-export function archiveLayerMediaType(compression: LayerCompression): string {
+function archiveLayerMediaType(compression: LayerCompression): string {
   return compression === "gzip" ? MEDIA_TYPE_OCI_LAYER_GZIP : compression === "zstd" ? MEDIA_TYPE_OCI_LAYER_ZSTD : MEDIA_TYPE_OCI_LAYER;
 }
 

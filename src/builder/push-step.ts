@@ -23,7 +23,7 @@ import type { PushStepResult } from "./step-results.ts";
 import { silentProgress, type ProgressSink } from "./progress-reporter.ts";
 import { readStepFiles, type StepFiles } from "./step-files.ts";
 
-export class PushStepError extends Error {
+class PushStepError extends Error {
   override name = "PushStepError";
 }
 
@@ -105,7 +105,7 @@ export function ociPlatform(system: string): { architecture: string; variant?: s
 }
 
 /** Whether uid/gid can read `file` by its permission bits (ignoring ACLs and directory search rights). */
-export async function readableBy(file: string, uid: number, gid: number): Promise<boolean> {
+async function readableBy(file: string, uid: number, gid: number): Promise<boolean> {
   let st;
   try {
     st = await stat(file);

@@ -9,7 +9,7 @@ import { credentialsForHost, DockerConfigError, parseDockerConfigText, secretsOf
 import { parseImageReference } from "../oci/image-reference.ts";
 import { RegistryClient } from "../oci/registry-client.ts";
 
-export class RegistryTargetError extends Error {
+class RegistryTargetError extends Error {
   override name = "RegistryTargetError";
 }
 

@@ -22,9 +22,9 @@ import { z } from "zod";
 import type { ClosurePath } from "../image/path-info.ts";
 import { parsePathInfo, PathInfoError } from "../image/path-info.ts";
 
-export const RESULT_FILE = "result.json";
-export const LOCKED_CLOSURE_FILE = "locked-closure.json";
-export const CLOSURE_FILE = "closure.json";
+const RESULT_FILE = "result.json";
+const LOCKED_CLOSURE_FILE = "locked-closure.json";
+const CLOSURE_FILE = "closure.json";
 
 /** Store paths as the push step accepts them: `/nix/store/<32 chars>-<name>`, nothing below. */
 export const storePathPattern = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]{1,211}$/;
@@ -106,7 +106,7 @@ export type BuildResult = z.output<typeof buildResultSchema>;
  * build step, which builds from `sourcePath` in the store (with the flake's locked inputs already
  * there) and reports `revision` as the revision it built.
  */
-export const FETCH_FILE = "fetch.json";
+const FETCH_FILE = "fetch.json";
 export const fetchResultSchema = z.strictObject({
   version: z.literal(1),
   /** The flake ref as given to the fetch step. */
@@ -125,12 +125,12 @@ export async function writeFetchResult(dir: string, result: FetchResult): Promis
   await writeFileAtomic(join(dir, FETCH_FILE), `${JSON.stringify(fetchResultSchema.parse(result), null, 2)}\n`);
 }
 
-export class StepFilesError extends Error {
+class StepFilesError extends Error {
   override name = "StepFilesError";
 }
 
 /** Writes a file atomically (temp file + rename) so a reader never sees half of it. */
-export async function writeFileAtomic(file: string, text: string, mode = 0o644): Promise<void> {
+async function writeFileAtomic(file: string, text: string, mode = 0o644): Promise<void> {
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
   try {
     await writeFile(tmp, text, { mode });
@@ -225,7 +225,7 @@ export async function readStepFiles(dir: string): Promise<StepFiles> {
 }
 
 /** Reads and validates a closure file (store paths only, bounded size). */
-export async function readClosureFile(closureFile: string): Promise<ClosurePath[]> {
+async function readClosureFile(closureFile: string): Promise<ClosurePath[]> {
   let closure: ClosurePath[];
   try {
     closure = parsePathInfo(parseJson(await readBounded(closureFile, MAX_CLOSURE_BYTES), closureFile));

@@ -13,7 +13,7 @@ import { dirname, join } from "node:path";
 export const PUSH_EXITED = "push-exited";
 export const STREAM_EXITED = "stream-exited";
 
-export class StreamHandoffError extends Error {
+class StreamHandoffError extends Error {
   override name = "StreamHandoffError";
 }
 

@@ -8,7 +8,7 @@ import type { Logger } from "../log/logger.ts";
 import { connectStream } from "./stream-handoff.ts";
 import { readStepFiles } from "./step-files.ts";
 
-export class StreamStepError extends Error {
+class StreamStepError extends Error {
   override name = "StreamStepError";
 }
 

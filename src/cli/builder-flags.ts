@@ -21,7 +21,7 @@ import { loadSigningKey, type SigningKey } from "../attest/signing-key.ts";
 import type { PushAttestOptions } from "../builder/push-step.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
-export const formatChoices = ["auto", "package", "docker-archive", "stream-layered", "nix2container"] as const;
+const formatChoices = ["auto", "package", "docker-archive", "stream-layered", "nix2container"] as const;
 
 /** Flags of every command that pushes. */
 export const pushFlags = {

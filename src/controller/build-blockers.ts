@@ -21,7 +21,7 @@ export const blockerReasons = {
   /** A step cannot start: a Secret or ConfigMap it uses is missing (CreateContainerConfigError). */
   BuilderConfigError: "BuilderConfigError",
 } as const;
-export type BlockerReason = (typeof blockerReasons)[keyof typeof blockerReasons];
+type BlockerReason = (typeof blockerReasons)[keyof typeof blockerReasons];
 
 export interface BuildBlocker {
   reason: BlockerReason;
@@ -31,7 +31,7 @@ export interface BuildBlocker {
 /** How long a Job may have no pod, or its store volume stay Pending, before it is said. */
 export const blockerGraceMs = { noPod: 3_000, volumePending: 10_000 } as const;
 /** How often a Job that may be blocked is looked at again while nothing it watches changes. */
-export const blockerRecheckMs = 5_000;
+const blockerRecheckMs = 5_000;
 
 const pullReasons = new Set(["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"]);
 const configReasons = new Set(["CreateContainerConfigError", "CreateContainerError"]);
@@ -47,7 +47,7 @@ const clip = (text: string | undefined, max = 600) =>
     .replace(/[.\s]+$/, "");
 
 /** What a pod's own status says is stopping it (pull errors, config errors, unschedulable). */
-export function podBlocker(pod: V1Pod): BuildBlocker | undefined {
+function podBlocker(pod: V1Pod): BuildBlocker | undefined {
   const statuses: V1ContainerStatus[] = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
   for (const status of statuses) {
     const waiting = status.state?.waiting;

@@ -64,17 +64,17 @@ const paths = {
 };
 
 /** The stream step's user: not root, not the push step's (which owns the layer cache). */
-export const streamUid = 65534;
+const streamUid = 65534;
 
 /**
  * What lives where on a store volume: the Nix tree (mounted at /nix) and, beside it, the push
  * step's layer cache. The build step runs flake code as root on /nix, so the cache must not be
  * inside that tree: a forged entry could make the push step mount another repository's blob.
  */
-export const volumeLayout = { nix: "nix", layerCache: "layer-cache" } as const;
+const volumeLayout = { nix: "nix", layerCache: "layer-cache" } as const;
 
 /** The push step's user (the operator image's): the prepare step gives it the layer cache. */
-export const pushUid = 65532;
+const pushUid = 65532;
 
 const restricted = {
   allowPrivilegeEscalation: false,

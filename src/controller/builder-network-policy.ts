@@ -11,7 +11,7 @@ import { labels, managedByValue } from "./names.ts";
  * endpoint 169.254.169.254), plus `allowedCidrs` (e.g. an in-cluster registry's range). Needs a
  * CNI that enforces NetworkPolicies.
  */
-export const builderNetworkPolicyName = "niximage-builders";
+const builderNetworkPolicyName = "niximage-builders";
 
 type PolicyConfig = OperatorConfig["builder"]["networkPolicy"];
 

@@ -8,18 +8,18 @@
 // so `glibc-2.38-bin` counts as glibc 2.38. Paths that differ only in their hash (same name and
 // versions) are not listed; they are counted as `rebuilt`.
 
-export interface PackageAdded {
+interface PackageAdded {
   name: string;
   /** Versions after, sorted, joined by ", " ("" for paths without a version). */
   to: string;
 }
 
-export interface PackageRemoved {
+interface PackageRemoved {
   name: string;
   from: string;
 }
 
-export interface PackageChanged {
+interface PackageChanged {
   name: string;
   from: string;
   to: string;

@@ -44,7 +44,7 @@ export const reasons = {
 } as const;
 export type Reason = (typeof reasons)[keyof typeof reasons];
 
-export type ConditionType = "Ready" | "Reconciling" | "Stalled" | "RolledOut";
+type ConditionType = "Ready" | "Reconciling" | "Stalled" | "RolledOut";
 
 export interface DesiredCondition {
   type: ConditionType;

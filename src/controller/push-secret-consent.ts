@@ -3,7 +3,7 @@
 // namespace). Without it, no NixImage may use the Secret: a tenant who can write a NixImage
 // must not be able to push with any dockerconfigjson that happens to live in the namespace.
 
-export const allowedImagesAnnotation = "niximage.io/allowed-images";
+const allowedImagesAnnotation = "niximage.io/allowed-images";
 
 export type SecretConsent = { allowed: true } | { allowed: false; message: string };
 

@@ -4,7 +4,7 @@
 /** No poll is scheduled closer than this after the previous one, whatever the spec says. */
 export const MIN_POLL_INTERVAL_MS = 10_000;
 /** Default spread: up to this fraction of the interval, fixed per key. */
-export const DEFAULT_POLL_JITTER_RATIO = 0.1;
+const DEFAULT_POLL_JITTER_RATIO = 0.1;
 
 export interface PollTimeOptions {
   /**

@@ -5,8 +5,8 @@
 // limit the spec sets is lowered to it. What the spec itself sets is kept as it is.
 import { quantityPattern } from "../api/patterns.ts";
 
-export type ResourceName = "cpu" | "memory" | "ephemeral-storage";
-export type QuantityMap = Partial<Record<ResourceName, string>>;
+type ResourceName = "cpu" | "memory" | "ephemeral-storage";
+type QuantityMap = Partial<Record<ResourceName, string>>;
 export interface StepResources {
   requests?: QuantityMap;
   limits?: QuantityMap;

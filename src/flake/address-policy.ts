@@ -163,7 +163,7 @@ export function parseCidr(cidr: string): AddressRange | undefined {
   return { family: address.family, bytes: address.bytes, prefix, cidr };
 }
 
-export function rangeContains(range: AddressRange, address: IpAddress): boolean {
+function rangeContains(range: AddressRange, address: IpAddress): boolean {
   if (range.family !== address.family) return false;
   for (let bit = 0; bit < range.prefix; bit++) {
     const mask = 0x80 >> (bit % 8);

@@ -29,12 +29,12 @@ import {
 } from "./address-policy.ts";
 import { ipv4AllowedRegex } from "./ipv4-range-regex.ts";
 
-export const FLAKE_REF_SCHEMES = KNOWN_SCHEMES as readonly [string, ...string[]];
+const FLAKE_REF_SCHEMES = KNOWN_SCHEMES as readonly [string, ...string[]];
 
 /** Allowed by default (design.md §6). `git+ssh` additionally needs a key Secret. */
 export const DEFAULT_ALLOWED_SCHEMES: readonly string[] = ["github", "gitlab", "sourcehut", "git+https", "git+ssh", "tarball+https", "https"];
 
-export const DEFAULT_FLAKE_REF_MAX_LENGTH = 1024;
+const DEFAULT_FLAKE_REF_MAX_LENGTH = 1024;
 
 /**
  * Operator configuration `flakeRefPolicy`. Scheme names are those of flake refs as written
@@ -56,7 +56,7 @@ export const FlakeRefPolicySchema = z.strictObject({
 export const flakeRefPolicySchema = FlakeRefPolicySchema;
 
 export type FlakeRefPolicy = z.output<typeof FlakeRefPolicySchema>;
-export type FlakeRefPolicyInput = z.input<typeof FlakeRefPolicySchema>;
+type FlakeRefPolicyInput = z.input<typeof FlakeRefPolicySchema>;
 
 /** The defaults, deeply frozen (it is shared, e.g. as the operator config's default). */
 export const defaultFlakeRefPolicy: FlakeRefPolicy = (() => {
@@ -283,7 +283,7 @@ function addressProblem(input: string, ref: FlakeRef, policy: FlakeRefPolicy): s
 }
 
 /** The policy's scheme name for a parsed ref (bare paths are `path`, bare registry names `flake`). */
-export function policySchemeOf(ref: FlakeRef): string {
+function policySchemeOf(ref: FlakeRef): string {
   return ref.scheme;
 }
 
@@ -469,7 +469,7 @@ function schemeDeniedReason(scheme: string, policy: FlakeRefPolicy, ref?: FlakeR
 
 export const ATTRIBUTE_MAX_LENGTH = 256;
 /** One attribute name: letters, digits, _ ' + -, not starting with '-'. */
-export const ATTRIBUTE_SEGMENT_REGEX_SOURCE = "[A-Za-z0-9_'+][A-Za-z0-9_'+-]*";
+const ATTRIBUTE_SEGMENT_REGEX_SOURCE = "[A-Za-z0-9_'+][A-Za-z0-9_'+-]*";
 /** A dot-separated attribute path such as packages.x86_64-linux.web (RE2 and JavaScript). */
 export const ATTRIBUTE_REGEX_SOURCE = `^${ATTRIBUTE_SEGMENT_REGEX_SOURCE}(?:\\.${ATTRIBUTE_SEGMENT_REGEX_SOURCE})*$`;
 export const attributePattern = new RegExp(ATTRIBUTE_REGEX_SOURCE);

@@ -21,7 +21,7 @@
  * A fragment (`#attr`) is never part of a flake ref here: the attribute is a separate field.
  */
 
-export type FlakeRefType = "github" | "gitlab" | "sourcehut" | "git" | "mercurial" | "tarball" | "file" | "path" | "indirect";
+type FlakeRefType = "github" | "gitlab" | "sourcehut" | "git" | "mercurial" | "tarball" | "file" | "path" | "indirect";
 
 interface FlakeRefCommon {
   /**
@@ -40,7 +40,7 @@ interface FlakeRefCommon {
 }
 
 /** `github:`, `gitlab:`, `sourcehut:` refs. */
-export interface ForgeFlakeRef extends FlakeRefCommon {
+interface ForgeFlakeRef extends FlakeRefCommon {
   type: "github" | "gitlab" | "sourcehut";
   owner: string;
   repo: string;
@@ -52,7 +52,7 @@ export interface ForgeFlakeRef extends FlakeRefCommon {
 }
 
 /** `git+https://`, `git+ssh://`, `git+http://`, `git+file:`, `git://` refs. */
-export interface GitFlakeRef extends FlakeRefCommon {
+interface GitFlakeRef extends FlakeRefCommon {
   type: "git";
   /** The transport URL without query, e.g. `https://example.com/repo.git`, `file:///src`. */
   url: string;
@@ -64,7 +64,7 @@ export interface GitFlakeRef extends FlakeRefCommon {
 }
 
 /** `hg+https://`, `hg+http://`, `hg+ssh://`, `hg+file:` refs. */
-export interface MercurialFlakeRef extends FlakeRefCommon {
+interface MercurialFlakeRef extends FlakeRefCommon {
   type: "mercurial";
   url: string;
   ref?: string;
@@ -72,7 +72,7 @@ export interface MercurialFlakeRef extends FlakeRefCommon {
 }
 
 /** Archives (`tarball`) and single files (`file`) fetched over https/http/file. */
-export interface ArchiveFlakeRef extends FlakeRefCommon {
+interface ArchiveFlakeRef extends FlakeRefCommon {
   type: "tarball" | "file";
   /** The transport URL without query, e.g. `https://example.com/src.tar.gz`. */
   url: string;
@@ -81,7 +81,7 @@ export interface ArchiveFlakeRef extends FlakeRefCommon {
 }
 
 /** `path:` URLs (`form: "url"`) and bare paths (`form: "bare"`). */
-export interface PathFlakeRef extends FlakeRefCommon {
+interface PathFlakeRef extends FlakeRefCommon {
   type: "path";
   form: "url" | "bare";
   /** As written: not made absolute, not canonicalised, not percent-decoded (as in Nix 2.8). */
@@ -93,7 +93,7 @@ export interface PathFlakeRef extends FlakeRefCommon {
 }
 
 /** Registry refs: `flake:nixpkgs/...` (`form: "url"`) or bare `nixpkgs/...` (`form: "bare"`). */
-export interface IndirectFlakeRef extends FlakeRefCommon {
+interface IndirectFlakeRef extends FlakeRefCommon {
   type: "indirect";
   form: "url" | "bare";
   id: string;
@@ -116,10 +116,10 @@ export class FlakeRefError extends Error {
 }
 
 /** Longest input `parseFlakeRef` looks at; far above any real flake ref. */
-export const MAX_PARSE_LENGTH = 8192;
+const MAX_PARSE_LENGTH = 8192;
 
 /** File name endings that make a plain http(s)/file URL an archive (Nix 2.8's list; case-sensitive). */
-export const ARCHIVE_EXTENSIONS: readonly string[] = [".zip", ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst"];
+const ARCHIVE_EXTENSIONS: readonly string[] = [".zip", ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst"];
 
 // ---------------------------------------------------------------------------------------------
 // Grammar (the same character classes Nix's URL regexes use).
@@ -145,11 +145,11 @@ const FN = "[0-9a-zA-Z._~!$&'\"()*+,;=-]+";
 const BARE_PATH_RE = new RegExp(`^(/?${FN}(?:/${FN})*/?)(?:\\?(${QCHAR}*))?(?:#(${QCHAR}*))?$`);
 
 /** A flake id in the registry, e.g. `nixpkgs`. */
-export const FLAKE_ID_REGEX_SOURCE = "[a-zA-Z][a-zA-Z0-9_-]*";
+const FLAKE_ID_REGEX_SOURCE = "[a-zA-Z][a-zA-Z0-9_-]*";
 /** A branch or tag name as Nix 2.8 accepts it in `github:`/indirect refs (slashes allowed). */
-export const REF_NAME_REGEX_SOURCE = "[a-zA-Z0-9][a-zA-Z0-9_./-]*";
+const REF_NAME_REGEX_SOURCE = "[a-zA-Z0-9][a-zA-Z0-9_./-]*";
 /** A full git commit hash. */
-export const REV_REGEX_SOURCE = "[0-9a-fA-F]{40}";
+const REV_REGEX_SOURCE = "[0-9a-fA-F]{40}";
 
 const FLAKE_ID_RE = new RegExp(`^${FLAKE_ID_REGEX_SOURCE}$`);
 const REF_RE = new RegExp(`^${REF_NAME_REGEX_SOURCE}$`);

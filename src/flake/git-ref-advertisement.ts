@@ -22,7 +22,7 @@
 export type PktLine = { type: "data"; payload: Uint8Array } | { type: "flush" } | { type: "delim" } | { type: "response-end" };
 
 /** Largest packet (length prefix included) git writes or accepts. */
-export const MAX_PKT_LENGTH = 65520;
+const MAX_PKT_LENGTH = 65520;
 
 /** Malformed pkt-line framing or an advertisement that does not follow the protocol. */
 export class GitProtocolError extends Error {
@@ -162,7 +162,7 @@ export function encodePktLine(data: string | Uint8Array): Uint8Array {
 }
 
 /** The flush packet `0000`. */
-export const FLUSH_PKT: Uint8Array = new TextEncoder().encode("0000");
+const FLUSH_PKT: Uint8Array = new TextEncoder().encode("0000");
 
 // ---------------------------------------------------------------------------------------------
 // Ref advertisement.
@@ -370,7 +370,7 @@ export class RefAdvertisementParser {
 }
 
 /** A ref with the commit an annotated tag points to. */
-export interface AdvertisedRef {
+interface AdvertisedRef {
   name: string;
   oid: string;
   /** For annotated tags: the object the tag points to (`<name>^{}`). */

@@ -29,7 +29,7 @@ export interface ResolvedRevision {
 }
 
 /** The flake ref has nothing that can be polled cheaply. */
-export interface UnpollableRevision {
+interface UnpollableRevision {
   unpollable: true;
   reason: string;
 }
@@ -62,11 +62,11 @@ export interface ResolveRevisionOptions {
   allowedAddressRanges?: readonly string[];
 }
 
-export const DEFAULT_RESOLVE_TIMEOUT_MS = 30_000;
-export const DEFAULT_MAX_ADVERTISEMENT_BYTES = 16 * 1024 * 1024;
-export const DEFAULT_MAX_REDIRECTS = 5;
+const DEFAULT_RESOLVE_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_ADVERTISEMENT_BYTES = 16 * 1024 * 1024;
+const DEFAULT_MAX_REDIRECTS = 5;
 /** libgit2's convention: servers that gate smart HTTP on a `git/` agent serve it to us as well. */
-export const DEFAULT_RESOLVER_USER_AGENT = "git/2.0 (nix-image-operator)";
+const DEFAULT_RESOLVER_USER_AGENT = "git/2.0 (nix-image-operator)";
 
 export type RevisionResolveErrorKind =
   /** The flake ref string does not parse. */

@@ -28,7 +28,7 @@ export interface LayerBlobOptions extends TarStorePathsOptions {
 }
 
 /** A pass-through that hashes and counts what flows through it. */
-export class DigestingStream extends Transform {
+class DigestingStream extends Transform {
   readonly #hash: Hash = createHash("sha256");
   readonly #onBytes: ((n: number) => void) | undefined;
   bytes = 0;
@@ -52,7 +52,7 @@ export class DigestingStream extends Transform {
 }
 
 /** Opens the layer's byte stream and a promise of its digests (settles when the stream ends or fails). */
-export function openLayerBlob(paths: readonly string[], options: LayerBlobOptions = {}): { stream: Readable; result: Promise<LayerBlobInfo> } {
+function openLayerBlob(paths: readonly string[], options: LayerBlobOptions = {}): { stream: Readable; result: Promise<LayerBlobInfo> } {
   const tar = tarStorePaths(paths, options);
   const tarHash = new DigestingStream(options.onTarBytes);
   const out = new PassThrough({ highWaterMark: 256 * 1024 });

@@ -17,7 +17,7 @@ import { isDigest, type Digest } from "../oci/digest.ts";
 import type { LayerCompression } from "../oci/image-manifest.ts";
 
 /** Bump when the tar writer's output for the same input changes. */
-export const TAR_FORMAT_VERSION = 1;
+const TAR_FORMAT_VERSION = 1;
 
 export interface LayerCacheEntry {
   /** Blob digest (of the compressed bytes when compressed). */
@@ -76,7 +76,7 @@ const keyPattern = /^[0-9a-f]{64}$/;
 const MAC_KEY_BYTES = 32;
 
 /** PURE: the MAC of an entry stored under `key`. */
-export function layerCacheMac(secret: Buffer, key: string, entry: LayerCacheEntry): string {
+function layerCacheMac(secret: Buffer, key: string, entry: LayerCacheEntry): string {
   const doc = JSON.stringify([1, key, entry.digest, entry.size, entry.diffId, entry.mediaType, entry.seenIn ?? ""]);
   return createHmac("sha256", secret).update(doc).digest("hex");
 }

@@ -8,9 +8,9 @@
 // layer. Ties are broken by path name, so the plan is a function of the closure only.
 import type { ClosurePath } from "./path-info.ts";
 
-export const DEFAULT_MAX_LAYERS = 100;
+const DEFAULT_MAX_LAYERS = 100;
 
-export type PlannedLayerKind = "popular" | "merged" | "app";
+type PlannedLayerKind = "popular" | "merged" | "app";
 
 export interface PlannedLayer {
   /** Store paths in this layer, sorted. */

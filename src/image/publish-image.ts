@@ -11,7 +11,7 @@ export type LayerOutcome = "skipped" | "mounted" | "pushed";
 
 export type PushPhase = "plan" | "layers" | "config" | "manifest" | "tags" | "done";
 
-export interface PublishedLayer {
+interface PublishedLayer {
   digest: Digest;
   size: number;
   mediaType: string;

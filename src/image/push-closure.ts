@@ -19,7 +19,7 @@ import { DEFAULT_STORE_DIR } from "./tar-writer.ts";
 /** The registry operations the pusher needs (a RegistryClient, or a fake in tests). */
 export type RegistryPusher = Pick<RegistryClient, "host" | "hasBlob" | "mountBlob" | "uploadBlob" | "uploadBlobStream" | "putManifest">;
 
-export type { LayerOutcome, PushPhase } from "./publish-image.ts";
+;
 
 export interface PushProgress {
   phase: PushPhase;
@@ -30,7 +30,7 @@ export interface PushProgress {
   layer?: { index: number; count: number; status: "hashing" | "uploading" | LayerOutcome; digest?: Digest };
 }
 
-export interface ImageOptions {
+interface ImageOptions {
   config?: ImageRuntimeConfig;
   architecture?: string;
   os?: string;

@@ -7,7 +7,7 @@ export const BLOCK_SIZE = 512;
 /** Largest value an 11-digit octal field (size, mtime) can hold. */
 const MAX_OCTAL_11 = 0o77777777777;
 
-export type TarEntryType = "file" | "directory" | "symlink";
+type TarEntryType = "file" | "directory" | "symlink";
 
 export interface TarEntryHeader {
   /** Entry name as raw bytes (no leading `/`); directories get a trailing `/` added here. */

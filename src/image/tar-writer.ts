@@ -30,7 +30,7 @@ const SYMLINK_MODE = 0o777;
 const BATCH_BYTES = 64 * 1024;
 
 /** Validates `path` as `<storeDir>/<name>` and returns its base name. */
-export function storePathBaseName(path: string, storeDir = DEFAULT_STORE_DIR): string {
+function storePathBaseName(path: string, storeDir = DEFAULT_STORE_DIR): string {
   const prefix = storeDir.endsWith("/") ? storeDir : `${storeDir}/`;
   const base = path.startsWith(prefix) ? path.slice(prefix.length) : "";
   if (base === "" || base.includes("/") || base === "." || base === ".." || base.includes("\0")) {
@@ -163,4 +163,4 @@ export function tarStorePaths(storePaths: Iterable<string>, options: TarStorePat
   return Readable.from(tarStorePathChunks(storePaths, options), { objectMode: false, highWaterMark: BATCH_BYTES });
 }
 
-export { BLOCK_SIZE };
+;

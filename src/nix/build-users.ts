@@ -5,7 +5,7 @@ import type { NixCommand, NixRunOptions } from "./nix-command.ts";
 import { NixError } from "./nix-error.ts";
 
 /** The effective `build-users-group` (empty: builders run as the calling user). */
-export async function buildUsersGroup(nix: NixCommand, options: Pick<NixRunOptions, "signal" | "timeoutMs"> = {}): Promise<string> {
+async function buildUsersGroup(nix: NixCommand, options: Pick<NixRunOptions, "signal" | "timeoutMs"> = {}): Promise<string> {
   const result = await nix.run(["show-config", "--json"], { what: "read the Nix configuration", ...options });
   let value: unknown;
   try {

@@ -139,7 +139,7 @@ export async function buildFlakeAttribute(nix: NixCommand, url: string, attribut
  * The Nix function applied to the attribute: every field tolerates absence (and a non-attrset
  * attribute), so evaluation only fails when the attribute itself does.
  */
-export const attributeInfoExpr = [
+const attributeInfoExpr = [
   "d: let",
   "  a = builtins.isAttrs d;",
   "  str = v: if builtins.isString v then v else null;",

@@ -35,7 +35,7 @@ export interface NixSettings {
  * Environment variables passed through to Nix from the base environment; everything else (and so
  * any secret the operator process might hold) is dropped.
  */
-export const passthroughEnv: readonly string[] = [
+const passthroughEnv: readonly string[] = [
   "PATH",
   "HOME",
   "USER",

@@ -92,7 +92,7 @@ function redactInit(init: NixErrorInit): NixErrorInit {
 /** Lines of the log tail shown in the message itself (all are kept in `logTail`). */
 const MESSAGE_LOG_LINES = 10;
 
-export function formatNixErrorMessage(init: NixErrorInit): string {
+function formatNixErrorMessage(init: NixErrorInit): string {
   const parts = [`${init.what} failed: ${init.reason}`];
   const tail = (init.logTail ?? []).slice(-MESSAGE_LOG_LINES);
   if (init.kind === "build-failed" && tail.length > 0) {

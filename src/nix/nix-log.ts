@@ -17,7 +17,7 @@
 // last log lines (the human format does), so they are kept here per derivation.
 
 /** Nix's ActivityType numbers (src/libutil/logging.hh). */
-export const ActivityType = {
+const ActivityType = {
   Unknown: 0,
   CopyPath: 100,
   FileTransfer: 101,
@@ -34,7 +34,7 @@ export const ActivityType = {
 } as const;
 
 /** Nix's ResultType numbers. */
-export const ResultType = {
+const ResultType = {
   FileLinked: 100,
   BuildLogLine: 101,
   UntrustedPath: 102,
@@ -45,7 +45,7 @@ export const ResultType = {
   PostBuildLogLine: 107,
 } as const;
 
-export type NixPhase = "evaluating" | "fetching" | "realising" | "substituting" | "building";
+type NixPhase = "evaluating" | "fetching" | "realising" | "substituting" | "building";
 
 export interface NixCounter {
   done: number;

@@ -41,7 +41,7 @@ const TOKEN_MARGIN_MS = 15_000;
 const DEFAULT_TOKEN_LIFETIME_S = 60;
 
 /** Scopes with the same `type:name` merged into one with the union of actions (pull first). */
-export function mergeScopes(scopes: readonly string[]): string[] {
+function mergeScopes(scopes: readonly string[]): string[] {
   const byResource = new Map<string, Set<string>>();
   for (const scope of scopes) {
     const cut = scope.lastIndexOf(":");

@@ -46,12 +46,12 @@ export interface HttpResponse {
   body: IncomingMessage;
 }
 
-export class HttpTimeoutError extends Error {
+class HttpTimeoutError extends Error {
   override name = "HttpTimeoutError";
   readonly code = "ETIMEDOUT";
 }
 
-export const DEFAULT_USER_AGENT = "nix-image-operator";
+const DEFAULT_USER_AGENT = "nix-image-operator";
 
 /**
  * Reads a response body up to `limit` bytes. A longer body is cut there and its connection closed
@@ -74,7 +74,7 @@ export async function readBody(res: IncomingMessage, limit = 4 * 1024 * 1024): P
 }
 
 /** Bodies we do not need are read up to this many bytes so the connection can be reused; beyond, it is closed. */
-export const MAX_DRAIN_BYTES = 1024 * 1024;
+const MAX_DRAIN_BYTES = 1024 * 1024;
 
 /** Consumes and discards a response body so the connection can be reused (or closes it when the body is long). */
 export async function drain(res: IncomingMessage): Promise<void> {

@@ -12,7 +12,7 @@ export const MEDIA_TYPE_DOCKER_MANIFEST = "application/vnd.docker.distribution.m
 export const MEDIA_TYPE_DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /** Fixed creation time: the epoch plus one second, like Nix's store mtimes. */
-export const DEFAULT_CREATED = "1970-01-01T00:00:01Z";
+const DEFAULT_CREATED = "1970-01-01T00:00:01Z";
 
 export type LayerCompression = "none" | "gzip";
 

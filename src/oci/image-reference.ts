@@ -25,7 +25,7 @@ function shown(s: string): string {
   return JSON.stringify(s.length > 300 ? `${s.slice(0, 300)}…` : s);
 }
 
-export function isValidHost(host: string): boolean {
+function isValidHost(host: string): boolean {
   const m = hostPattern.exec(host);
   if (!m) return false;
   if (m[1] !== undefined) {

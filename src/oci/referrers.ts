@@ -29,7 +29,7 @@ export interface ReferrerDocument {
   title: string;
 }
 
-export interface AttachedReferrer {
+interface AttachedReferrer {
   kind: string;
   artifactType: string;
   /** Digest of the referrer's manifest. */

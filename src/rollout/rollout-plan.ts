@@ -40,7 +40,7 @@ export interface Workload extends KubernetesObject {
   };
 }
 
-export function podTemplateOf(workload: Workload): V1PodTemplateSpec | undefined {
+function podTemplateOf(workload: Workload): V1PodTemplateSpec | undefined {
   return workload.kind === "CronJob" ? workload.spec?.jobTemplate?.spec?.template : workload.spec?.template;
 }
 

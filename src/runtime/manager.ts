@@ -13,7 +13,7 @@ import { MetricsRegistry, registerProcessMetrics } from "./metrics.ts";
 import { WorkQueue } from "./work-queue.ts";
 import { runWorkers, type Reconciler, type Workers } from "./workers.ts";
 
-export interface LeaderElectionSettings {
+interface LeaderElectionSettings {
   namespace: string;
   leaseName: string;
   leaseDurationMs: number;

@@ -9,7 +9,7 @@ import { systemClock } from "./clock.ts";
  * - release: release the leader-election Lease (a standby takes over at once);
  * - close: close the health/metrics server, flush logs.
  */
-export const SHUTDOWN_PHASES = ["stop-accepting", "drain", "release", "close"] as const;
+const SHUTDOWN_PHASES = ["stop-accepting", "drain", "release", "close"] as const;
 export type ShutdownPhase = (typeof SHUTDOWN_PHASES)[number];
 
 export type ShutdownHook = (deadline: AbortSignal) => Promise<void> | void;
@@ -32,7 +32,7 @@ export interface GracefulShutdownOptions {
   exit?: (code: number) => void;
 }
 
-export const DEFAULT_PHASE_TIMEOUTS_MS: Readonly<Record<ShutdownPhase, number>> = {
+const DEFAULT_PHASE_TIMEOUTS_MS: Readonly<Record<ShutdownPhase, number>> = {
   "stop-accepting": 5_000,
   drain: 25_000,
   release: 5_000,

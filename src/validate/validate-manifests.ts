@@ -3,7 +3,7 @@ import { group, kind, makeNixImageSchema } from "../api/niximage.ts";
 import { describeZodError } from "../api/describe-issues.ts";
 import type { FlakeRefPolicy } from "../flake/flake-ref-policy.ts";
 
-export interface ManifestProblem {
+interface ManifestProblem {
   /** 1-based index of the YAML document in its file. */
   document: number;
   /** 1-based line where the document starts. */

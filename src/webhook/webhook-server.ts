@@ -23,7 +23,7 @@ import { identifyDelivery, parsePushEvent, PushPayloadError, type Delivery, type
 import { imagesForPush, type FollowingImage } from "./repository-match.ts";
 import { verifyGitHubSignature, verifyGitLabToken, verifyHmacHex } from "./webhook-signature.ts";
 
-export type WebhookOutcome =
+type WebhookOutcome =
   | "triggered"
   | "unmatched"
   | "ignored"

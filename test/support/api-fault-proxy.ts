@@ -13,7 +13,7 @@ import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { makeCa, makeLeaf } from "./pki.ts";
 
-export interface ProxiedRequest {
+interface ProxiedRequest {
   at: number;
   method: string;
   path: string;
@@ -24,7 +24,7 @@ export interface ProxiedRequest {
   injected?: string;
 }
 
-export interface WriteRule {
+interface WriteRule {
   /** Status to answer with instead of forwarding. */
   status: 409 | 429 | 500 | 503;
   /** Which writes (method + path); default all. */

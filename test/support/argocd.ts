@@ -22,7 +22,7 @@ const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const components = ["argocd-application-controller", "argocd-repo-server", "kustomize", "git-verify-wrapper.sh"];
 
 /** Where scripts/build-argocd.sh puts the binaries and CRDs of the version pinned there. */
-export function argoCdDir(): { dir: string; version: string } {
+function argoCdDir(): { dir: string; version: string } {
   const script = readFileSync(join(repoRoot, "scripts/build-argocd.sh"), "utf8");
   const version = /^argocd_version=(\S+)$/m.exec(script)?.[1] ?? "unknown";
   const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");

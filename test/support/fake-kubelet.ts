@@ -15,7 +15,7 @@ import { sleep } from "./process.ts";
 export const fakeRepository = "127.0.0.1:5000/faults/app";
 
 /** The digest hex the fake kubelet reports for a NixImage built at `rev`. */
-export function digestHexFor(namespace: string, image: string, rev: string): string {
+function digestHexFor(namespace: string, image: string, rev: string): string {
   return createHash("sha256").update(`${namespace}/${image}@${rev}`).digest("hex");
 }
 
@@ -23,7 +23,7 @@ export function imageFor(namespace: string, image: string, rev: string): string 
   return `${fakeRepository}@sha256:${digestHexFor(namespace, image, rev)}`;
 }
 
-export interface FinishedBuild {
+interface FinishedBuild {
   namespace: string;
   image: string;
   job: string;
@@ -32,7 +32,7 @@ export interface FinishedBuild {
   at: number;
 }
 
-export type PodOutcome = "succeed" | { fail: { step?: "build" | "push"; exitCode: number; message: string } } | { evict: string };
+type PodOutcome = "succeed" | { fail: { step?: "build" | "push"; exitCode: number; message: string } } | { evict: string };
 
 export interface FakeKubelet {
   /** Every pod finished so far, in order. */

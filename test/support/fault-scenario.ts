@@ -26,7 +26,7 @@ import { createGitRepo, minimalFlake, type GitRepo } from "./git-fixtures.ts";
 import { apply, kubeClients, testbed, testNamespace, waitFor } from "./kube.ts";
 import { chartServiceAccount, installTestCrd, type OperatorAccess } from "./operator-harness.ts";
 
-export type NixImageObject = KubernetesObject & { spec: Record<string, unknown>; status?: NixImageStatus };
+type NixImageObject = KubernetesObject & { spec: Record<string, unknown>; status?: NixImageStatus };
 
 const api = "/apis/niximage.io/v1alpha1";
 
@@ -63,7 +63,7 @@ export interface FaultScenario {
   tally(names: string[]): Promise<Tally>;
 }
 
-export interface Tally {
+interface Tally {
   /** Successful Job creates per NixImage beyond the first. */
   duplicateBuilds: number;
   /** NixImages not converged (checked by waitConverged before). */

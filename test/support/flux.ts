@@ -15,10 +15,10 @@ import { freePort, httpGet, startDaemon, StartError, type Daemon } from "./proce
 import type { TestBed } from "./testbed-types.ts";
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
-export const fluxControllers = ["source-controller", "kustomize-controller"] as const;
+const fluxControllers = ["source-controller", "kustomize-controller"] as const;
 
 /** Where scripts/build-flux.sh puts the binaries and CRDs of the version pinned there. */
-export function fluxDir(): { dir: string; version: string } {
+function fluxDir(): { dir: string; version: string } {
   const script = readFileSync(join(repoRoot, "scripts/build-flux.sh"), "utf8");
   const version = /^flux_version=(\S+)$/m.exec(script)?.[1] ?? "unknown";
   const cache = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");

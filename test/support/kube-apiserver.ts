@@ -12,7 +12,7 @@ import { auditArgs, writeAuditPolicy } from "./audit-log.ts";
 import { makeCa, makeLeaf, makeRsaKeyPair, type CertFiles, type KeyPairFiles } from "./pki.ts";
 import { freePort, httpGet, startDaemon, StartError, type Daemon } from "./process.ts";
 
-export const serviceClusterIpRange = "10.0.0.0/24";
+const serviceClusterIpRange = "10.0.0.0/24";
 export const serviceAccountIssuer = "https://kubernetes.default.svc.cluster.local";
 
 /** The Kubernetes version the wrapper module in testbed/k8s builds (from its go.mod). */
@@ -132,7 +132,7 @@ export interface ApiServer {
 }
 
 /** GET on the API server as the admin (client certificate). */
-export function adminGet(url: string, pki: KubePki, timeoutMs = 2000) {
+function adminGet(url: string, pki: KubePki, timeoutMs = 2000) {
   return httpGet(url, {
     ca: readFileSync(pki.ca.certFile),
     cert: readFileSync(pki.admin.certFile),

@@ -52,16 +52,16 @@ export function kubeClients(kc: KubeConfig = kubeConfig()): KubeClients {
 }
 
 /** HTTP status of a client-node error (ApiException.code), or undefined. */
-export function statusCode(e: unknown): number | undefined {
+function statusCode(e: unknown): number | undefined {
   const code = (e as { code?: unknown } | null)?.code;
   return typeof code === "number" ? code : undefined;
 }
 
-export function isNotFound(e: unknown): boolean {
+function isNotFound(e: unknown): boolean {
   return statusCode(e) === 404;
 }
 
-export function isConflict(e: unknown): boolean {
+function isConflict(e: unknown): boolean {
   return statusCode(e) === 409;
 }
 
@@ -126,7 +126,7 @@ type ObjectRef = { apiVersion: string; kind: string; metadata: { name: string; n
  * Waits until the object exists and `predicate` holds. Returns the object. On timeout the error
  * shows the object's last seen status.
  */
-export async function waitForObject<T extends KubernetesObject>(
+async function waitForObject<T extends KubernetesObject>(
   ref: ObjectRef,
   predicate: (obj: T) => boolean = () => true,
   opts: WaitOptions & { description?: string; clients?: KubeClients } = {},

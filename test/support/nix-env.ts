@@ -5,7 +5,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { run } from "./process.ts";
 
-export const nixSettings: Readonly<Record<string, string>> = {
+const nixSettings: Readonly<Record<string, string>> = {
   "experimental-features": "nix-command flakes",
   sandbox: "false",
   "sandbox-fallback": "false",

@@ -20,13 +20,13 @@ export interface TokenRegistry {
   stop(): Promise<void>;
 }
 
-export interface CertFiles {
+interface CertFiles {
   certFile: string;
   keyFile: string;
 }
 
 /** A self-signed certificate (its own CA) for 127.0.0.1 / localhost. */
-export async function makeSelfSignedCert(dir: string, name: string, keyType: "rsa" | "ec" = "ec"): Promise<CertFiles> {
+async function makeSelfSignedCert(dir: string, name: string, keyType: "rsa" | "ec" = "ec"): Promise<CertFiles> {
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
   const keyArgs = keyType === "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];

@@ -119,7 +119,7 @@ export interface TestOperatorOptions {
   leaderElection?: boolean;
 }
 
-export const testLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+const testLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 
 export async function startTestOperator(options: TestOperatorOptions): Promise<RunningOperator> {
   const config = parseOperatorConfig({

@@ -119,7 +119,7 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** The last `lines` lines of a log file, for error messages. */
-export function logTail(file: string, lines = 30): string {
+function logTail(file: string, lines = 30): string {
   try {
     const size = statSync(file).size;
     const text = readFileSync(file, "utf8").slice(Math.max(0, size - 64 * 1024));
@@ -241,7 +241,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** True when a start failure looks like a lost race for a port (worth a retry with new ports). */
-export function isPortConflict(e: unknown): boolean {
+function isPortConflict(e: unknown): boolean {
   return e instanceof Error && /address already in use|EADDRINUSE/i.test(e.message);
 }
 

@@ -6,7 +6,7 @@
 import { createServer, request, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 
-export interface RegistryRequest {
+interface RegistryRequest {
   at: number;
   method: string;
   path: string;

@@ -63,7 +63,7 @@ export interface TestBed {
   };
 }
 
-export interface PlainRegistry {
+interface PlainRegistry {
   /** "127.0.0.1:PORT" */
   host: string;
   /** "http://127.0.0.1:PORT" */
@@ -72,7 +72,7 @@ export interface PlainRegistry {
   rootDir: string;
 }
 
-export interface TlsRegistry {
+interface TlsRegistry {
   host: string;
   /** "https://127.0.0.1:PORT" */
   url: string;

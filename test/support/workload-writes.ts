@@ -20,7 +20,7 @@ function entryKey(e: V1ManagedFieldsEntry) {
  * The managers (of the resource, not its status) that wrote between two versions: entries that are
  * new or have a new time. A manager that only lost fields to a forced apply keeps its time.
  */
-export function movedManagers(before: V1ManagedFieldsEntry[], after: V1ManagedFieldsEntry[]): string[] {
+function movedManagers(before: V1ManagedFieldsEntry[], after: V1ManagedFieldsEntry[]): string[] {
   const old = new Map(before.map((e) => [entryKey(e), String(e.time)]));
   return after
     .filter((e) => !e.subresource && old.get(entryKey(e)) !== String(e.time))

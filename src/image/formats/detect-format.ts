@@ -20,7 +20,7 @@ import { ImageFormatError, type ImageFormat } from "./format-error.ts";
 import { looksLikeNix2Container } from "./nix2container.ts";
 import { isTarHeader, normaliseEntryName, parseNumeric, TAR_BLOCK } from "./tar-reader.ts";
 
-export type { ImageFormat };
+;
 
 export interface DetectedFormat {
   format: ImageFormat;
@@ -40,7 +40,7 @@ export interface FileFacts {
 }
 
 /** Bytes read from the start of a file for sniffing. */
-export const SNIFF_BYTES = 64 * 1024;
+const SNIFF_BYTES = 64 * 1024;
 /** Largest file parsed as JSON when sniffing for nix2container. */
 const JSON_SNIFF_LIMIT = 32 * 1024 * 1024;
 
@@ -65,7 +65,7 @@ function partialGunzip(head: Buffer): Buffer {
 }
 
 /** Decompresses as much of a truncated gzip/zstd prefix as the decoder gives before it runs out. */
-export function decompressPrefix(head: Buffer, compression: "gzip" | "zstd", limit = SNIFF_BYTES): Promise<Buffer> {
+function decompressPrefix(head: Buffer, compression: "gzip" | "zstd", limit = SNIFF_BYTES): Promise<Buffer> {
   return new Promise((resolve) => {
     const d = compression === "gzip" ? createGunzip() : createZstdDecompress();
     const out: Buffer[] = [];

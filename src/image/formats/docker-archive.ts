@@ -49,7 +49,7 @@ import { ImageFormatError } from "./format-error.ts";
 import { FileByteSource, TarFormatError, TarReader, type TarEntryInfo } from "./tar-reader.ts";
 
 export type Sha256Digest = `sha256:${string}`;
-export type ArchiveCompression = "none" | "gzip" | "zstd";
+type ArchiveCompression = "none" | "gzip" | "zstd";
 /** Compression of one layer entry, sniffed from its first bytes. */
 export type LayerCompression = "none" | "gzip" | "zstd";
 
@@ -96,7 +96,7 @@ export interface ArchiveLayer {
   reopen?: () => Readable;
 }
 
-export interface ImageLayer {
+interface ImageLayer {
   /** Entry name as manifest.json lists it. */
   path: string;
   /** The entry that was streamed for it (differs from `path` through links). */
@@ -245,8 +245,8 @@ function peekChunk(stream: Readable): Promise<Buffer | undefined> {
  * compress 2-10x; a gzip bomb (zeros) 1000x. Past the bound the read fails with a clear error instead
  * of streaming gigabytes into the registry.
  */
-export const MAX_DECOMPRESSION_RATIO = 100;
-export const DECOMPRESSION_FLOOR = 256 * 1024 * 1024;
+const MAX_DECOMPRESSION_RATIO = 100;
+const DECOMPRESSION_FLOOR = 256 * 1024 * 1024;
 
 function decompress(stream: Readable, compression: ArchiveCompression, describe: string): Readable {
   if (compression === "none") return stream;
@@ -739,7 +739,7 @@ export function layerBlobStreamSource(layer: ArchiveLayer): { open(): { stream: 
   };
 }
 
-export interface IndexedLayer {
+interface IndexedLayer {
   /** Entry name as manifest.json lists it. */
   path: string;
   /** The entry holding the bytes (differs from `path` through links). */

@@ -21,18 +21,18 @@
 import { readFile, stat } from "node:fs/promises";
 import { ImageFormatError } from "./format-error.ts";
 
-export interface Nix2ContainerPathOptions {
+interface Nix2ContainerPathOptions {
   rewrite?: { regex: string; repl: string };
   perms?: Array<Record<string, unknown>>;
   ignoreDestination?: string;
 }
 
-export interface Nix2ContainerPath {
+interface Nix2ContainerPath {
   path: string;
   options?: Nix2ContainerPathOptions;
 }
 
-export interface Nix2ContainerLayer {
+interface Nix2ContainerLayer {
   /** Store paths in this layer, in the JSON's order. */
   paths: string[];
   /** The same with nix2container's per-path options (only entries that have options). */
@@ -172,7 +172,7 @@ export function nix2ContainerFeatures(image: Nix2ContainerImage): string[] {
 }
 
 /** A nix2container JSON lists store paths per layer: megabytes at most. */
-export const MAX_NIX2CONTAINER_JSON_BYTES = 64 * 1024 * 1024;
+const MAX_NIX2CONTAINER_JSON_BYTES = 64 * 1024 * 1024;
 
 /** Reads and parses the JSON file at `path` (a store path). */
 export async function readNix2Container(path: string, options: Omit<ParseNix2ContainerOptions, "source"> = {}): Promise<Nix2ContainerImage> {

@@ -7,7 +7,7 @@ import type { Readable } from "node:stream";
 
 export const TAR_BLOCK = 512;
 
-export type TarEntryKind = "file" | "directory" | "symlink" | "hardlink" | "other";
+type TarEntryKind = "file" | "directory" | "symlink" | "hardlink" | "other";
 
 export interface TarEntryInfo {
   /** Entry name with any leading `./` removed (directories keep their trailing `/` removed too). */
@@ -38,7 +38,7 @@ export interface ByteSource {
 }
 
 /** Reads bytes from an async chunk source with exact-size and bounded reads. */
-export class ByteReader implements ByteSource {
+class ByteReader implements ByteSource {
   private readonly source: AsyncIterator<Buffer | string>;
   private pending: Buffer = Buffer.alloc(0);
   private ended = false;

@@ -48,7 +48,7 @@ import { missingPrerequisites } from "./prerequisites.ts";
 import { startProvisioner, storageClassName, type Provisioner } from "./provisioner.ts";
 
 export const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
-export const nodeName = "nio-e2e";
+const nodeName = "nio-e2e";
 
 export interface ClusterInfo {
   runId: string;
@@ -112,7 +112,7 @@ function rootPropagation(): string {
  * Removes everything a cluster run left on the host (synchronous: also runs from exit hooks).
  * Returns what could not be removed.
  */
-export function sweepHost(state: StateFile): string[] {
+function sweepHost(state: StateFile): string[] {
   // Daemons of the run that still live (a crashed owner): SIGKILL, only when the pid is the same process.
   const daemons = state.daemons.filter((d) => processStartTime(d.pid) === d.start && isAlive(d.pid));
   for (const d of daemons) {

@@ -48,7 +48,7 @@ function toml(s: string): string {
   return JSON.stringify(s);
 }
 
-export function containerdConfig(opts: ContainerdOptions): string {
+function containerdConfig(opts: ContainerdOptions): string {
   const p = containerdPaths(opts.runDir);
   const cri = 'plugins."io.containerd.grpc.v1.cri"';
   return `version = 2
@@ -97,7 +97,7 @@ oom_score = 0
 `;
 }
 
-export function cniConfig(net: ClusterNetwork, ipamDir: string): string {
+function cniConfig(net: ClusterNetwork, ipamDir: string): string {
   const [a, b, c] = net.nodeIp.split(".");
   return JSON.stringify(
     {

@@ -1,7 +1,7 @@
 // What the e2e tier's global setup provides to tests: `inject("e2e")`.
 import type { ClusterInfo } from "./cluster.ts";
 
-export interface E2eContext {
+interface E2eContext {
   cluster: ClusterInfo;
   /** Smart-HTTP git server reachable from pods (node IP). */
   git: { baseUrl: string; root: string };

@@ -103,7 +103,7 @@ export function processStartTime(pid: number): string {
   }
 }
 
-export function allPids(): number[] {
+function allPids(): number[] {
   return readdirSync("/proc")
     .filter((n) => /^\d+$/.test(n))
     .map(Number)
@@ -150,7 +150,7 @@ export function waitGone(pids: number[], timeoutMs: number): boolean {
 
 // ---- cgroups (v1: one hierarchy per controller) --------------------------------------------------
 
-export const cgroupRoot = "/sys/fs/cgroup";
+const cgroupRoot = "/sys/fs/cgroup";
 
 /** The mounted cgroup v1 hierarchies (cpu, memory, pids, systemd, ...). */
 export function cgroupHierarchies(): string[] {
@@ -269,7 +269,7 @@ export function writeSysctl(key: string, value: string): void {
 }
 
 /** The comment of an `iptables -S` line (quoted or not), or undefined. */
-export function ruleComment(rule: string): string | undefined {
+function ruleComment(rule: string): string | undefined {
   const args = splitRule(rule);
   const i = args.indexOf("--comment");
   return i >= 0 ? args[i + 1] : undefined;
@@ -312,7 +312,7 @@ export function deleteIptablesRulesWithComment(table: string, comment: string, b
 }
 
 /** Splits an iptables -S line into argv, honouring double quotes. */
-export function splitRule(rule: string): string[] {
+function splitRule(rule: string): string[] {
   const out: string[] = [];
   const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
   for (let m = re.exec(rule); m; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2]!);
@@ -320,7 +320,7 @@ export function splitRule(rule: string): string[] {
 }
 
 /** A symlink target, or undefined. */
-export function linkTarget(path: string): string | undefined {
+function linkTarget(path: string): string | undefined {
   try {
     return readlinkSync(path);
   } catch {

@@ -27,7 +27,7 @@ import { removeTree } from "./host.ts";
 /** Bump to rebuild every cached layer (e.g. after changing how a layer is made). */
 const RECIPE_VERSION = "1";
 
-export interface Layer {
+interface Layer {
   name: string;
   file: string;
   digest: Digest;
@@ -50,7 +50,7 @@ export interface PushedImage {
   digest: Digest;
 }
 
-export type Log = (message: string) => void;
+type Log = (message: string) => void;
 
 export function e2eCacheDir(): string {
   const cache = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
@@ -149,13 +149,13 @@ function pruneLayers(name: string, keep: number, current: string): void {
 
 // ---- Debian ------------------------------------------------------------------------------------
 
-export interface DebianSource {
+interface DebianSource {
   mirror: string;
   suite: string;
 }
 
 /** The Debian mirror and suite this machine's apt uses (NIO_E2E_DEBIAN_MIRROR/_SUITE override). */
-export function debianSource(): DebianSource {
+function debianSource(): DebianSource {
   let suite = process.env.NIO_E2E_DEBIAN_SUITE ?? "";
   if (!suite) {
     try {
@@ -192,7 +192,7 @@ export function debianSource(): DebianSource {
  * Where the builder image's Debian comes from: trixie, for its nix-bin 2.26 (bookworm has 2.8),
  * from the same mirror as the machine's (NIO_BUILDER_DEBIAN_SUITE overrides the suite).
  */
-export function builderDebianSource(): DebianSource {
+function builderDebianSource(): DebianSource {
   return { mirror: debianSource().mirror, suite: process.env.NIO_BUILDER_DEBIAN_SUITE ?? "trixie" };
 }
 
@@ -205,7 +205,7 @@ const builderPackages = ["nix-bin", "git", "openssh-client", "busybox-static"];
  * nixbld group), no sandbox (an unprivileged container cannot make one, and the fixture flakes use
  * host tools by absolute path), no binary cache (these machines reach none).
  */
-export const builderNixConf = [
+const builderNixConf = [
   "# nix-image-operator e2e builder image: offline, single-user, unsandboxed builds",
   "experimental-features = nix-command flakes",
   "build-users-group =",

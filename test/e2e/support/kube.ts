@@ -30,7 +30,7 @@ export function kube(cluster: Pick<ClusterInfo, "kubectl" | "kubeconfig">): Kube
   };
 }
 
-export class WaitTimeout extends Error {
+class WaitTimeout extends Error {
   override name = "WaitTimeout";
 }
 

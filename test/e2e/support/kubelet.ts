@@ -30,7 +30,7 @@ export interface Kubelet {
   daemon: Daemon;
 }
 
-export function kubeletPaths(runDir: string) {
+function kubeletPaths(runDir: string) {
   const dir = join(runDir, "kubelet");
   return {
     dir,

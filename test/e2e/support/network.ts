@@ -52,7 +52,7 @@ export const defaultNetwork: ClusterNetwork = {
 };
 
 /** Sysctls the cluster may change (the CNI bridge plugin enables forwarding for gateways). */
-export const watchedSysctls = ["net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"];
+const watchedSysctls = ["net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"];
 
 export function saveSysctls(): Record<string, string> {
   const saved: Record<string, string> = {};
@@ -104,7 +104,7 @@ function ipv6Enabled(): boolean {
 }
 
 /** Comments of the forward filter's rules (each starts with ruleComment, so teardown removes them). */
-export function podFilterComments(net: ClusterNetwork = defaultNetwork) {
+function podFilterComments(net: ClusterNetwork = defaultNetwork) {
   return {
     podToPod: `${net.ruleComment}-pod-to-pod`,
     egressDrop: `${net.ruleComment}-egress-drop`,
@@ -124,7 +124,7 @@ export function podFilterComments(net: ClusterNetwork = defaultNetwork) {
  * (INPUT), any other service address would be routed out, so it is dropped. Plus a rule without a
  * target in mangle POSTROUTING that only counts packets from a pod address leaving by another interface.
  */
-export function setPodFilter(net: ClusterNetwork = defaultNetwork): void {
+function setPodFilter(net: ClusterNetwork = defaultNetwork): void {
   const c = podFilterComments(net);
   for (const table of ["filter", "mangle"]) deleteIptablesRulesWithComment(table, net.ruleComment);
   const tag = (comment: string) => ["-m", "comment", "--comment", comment];
@@ -149,7 +149,7 @@ const ipv4ToInt = (ip: string) => ip.split(".").reduce((n, octet) => n * 256 + N
 const intToIpv4 = (n: number) => [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join(".");
 
 /** The addresses pods can have: after the node IP up to the last one before the broadcast address. */
-export function podAddressRange(net: ClusterNetwork): [string, string] {
+function podAddressRange(net: ClusterNetwork): [string, string] {
   const [base, bits] = net.podCidr.split("/") as [string, string];
   const broadcast = ipv4ToInt(base) + 2 ** (32 - Number(bits)) - 1;
   return [intToIpv4(ipv4ToInt(net.nodeIp) + 1), intToIpv4(broadcast - 1)];

@@ -34,7 +34,7 @@ export interface InstallOptions {
   builderImage?: string;
 }
 
-export function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}): Record<string, unknown> {
+function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}): Record<string, unknown> {
   const op = cluster.images.operator;
   return {
     image: { repository: `${cluster.registry.host}/${op.repository}`, tag: op.tag, pullPolicy: "IfNotPresent" },
