@@ -95,6 +95,9 @@ export function startFakeKubelet(opts: FakeKubeletOptions): FakeKubelet {
     await sleep(opts.holdMs?.() ?? 0);
     while (paused && !stopped) await sleep(100);
     if (stopped) return;
+    // A pod deleted meanwhile (Terminating) is not run to completion: its node is gone.
+    const fresh = await core.readNamespacedPod({ namespace, name: pod.metadata!.name! }).catch(() => undefined);
+    if (!fresh || fresh.metadata?.deletionTimestamp) return;
     const job = await batch.readNamespacedJob({ namespace, name: jobName }).catch(() => undefined);
     if (!job) return; // deleted meanwhile: nothing to finish
     const rev = revOf(job.metadata?.annotations?.["niximage.io/revision"]) ?? opts.defaultRev?.() ?? "0".repeat(40);
