@@ -3,8 +3,9 @@
 // (the operator pod's webhook port, as a forge reaches it through the Service) rebuilds and rolls
 // out without waiting for the poll (interval 1h); a README-only commit ends as Unchanged (nothing
 // pushed, no rollout). Commit -> builder Job and commit -> new pod serving per run go to
-// <logDir>/push-trigger-timings.json and stderr (figures, no timed assertions). Runs:
-// NIO_E2E_HOOK_RUNS (default 2). Polling for comparison: bench/push-trigger.ts.
+// <logDir>/push-trigger-timings.json and stderr (figures, no timed assertions); then the same with
+// polling only (interval 30s), for comparison. Runs: NIO_E2E_HOOK_RUNS (default 2),
+// NIO_E2E_POLL_RUNS (default 1).
 import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -24,6 +25,7 @@ const repository = `${cluster.registry.host}/e2e/hooks`;
 const fixture = join(import.meta.dirname, "fixtures/web");
 const secret = randomBytes(32).toString("hex");
 const hookRuns = Number(process.env.NIO_E2E_HOOK_RUNS ?? 2);
+const pollRuns = Number(process.env.NIO_E2E_POLL_RUNS ?? 1);
 const payload = JSON.parse(readFileSync(join(import.meta.dirname, "../fixtures/webhooks/github-push.json"), "utf8")) as Record<string, unknown>;
 
 interface BuildRecord {
@@ -44,7 +46,7 @@ interface PodView {
   status: { podIP?: string; containerStatuses?: { name: string; ready: boolean; imageID: string }[] };
 }
 
-const timings: Record<string, number[]> = { webhookCommitToJob: [], webhookCommitToServing: [] };
+const timings: Record<string, number[]> = { webhookCommitToJob: [], webhookCommitToServing: [], pollingCommitToJob: [], pollingCommitToServing: [] };
 let operator: InstalledOperator | undefined;
 let repo: FlakeRepo;
 let failed = false;
@@ -133,24 +135,24 @@ async function deliver(before: string, after: string): Promise<{ outcome: string
   return (await res.json()) as { outcome: string; niximages?: number };
 }
 
-/** A commit changing the served text, then its push delivery. Returns when the new pod serves it. */
-async function changeAndServe(): Promise<void> {
+/** A commit changing the served text (with the webhook: then its push delivery). Returns when the new pod serves it. */
+async function changeAndServe(kind: "webhook" | "polling"): Promise<void> {
   const before = repo.rev;
   const number = ((await niximage())!.status!.lastBuild!.number ?? 0) + 1;
   version++;
   const committed = Date.now();
   const rev = await repo.commit({ "message.txt": message(version) }, `version ${version}`);
-  expect(await deliver(before, rev)).toMatchObject({ outcome: "triggered", niximages: 1 });
+  if (kind === "webhook") expect(await deliver(before, rev)).toMatchObject({ outcome: "triggered", niximages: 1 });
   await waitFor(`builder Job ${number}`, () => k.get("job", `${imageName}-build-${number}`, ns), {
     timeoutMs: 3 * 60_000,
     intervalMs: 100,
     describe: describeImage,
   });
-  timings.webhookCommitToJob!.push(seconds(committed));
+  timings[`${kind}CommitToJob`]!.push(seconds(committed));
   const build = await buildFinished(number);
   expect(build.result, JSON.stringify(build.failure)).toBe("Succeeded");
   await serving(`${repository}@${build.digest}`, message(version));
-  timings.webhookCommitToServing!.push(seconds(committed));
+  timings[`${kind}CommitToServing`]!.push(seconds(committed));
 }
 
 describe.sequential("push-triggered builds and the exact no-op on a real cluster", () => {
@@ -170,7 +172,7 @@ describe.sequential("push-triggered builds and the exact no-op on a real cluster
   });
 
   it("with the webhook: each commit is built and served without waiting for the hourly poll", async () => {
-    for (let i = 0; i < hookRuns; i++) await changeAndServe();
+    for (let i = 0; i < hookRuns; i++) await changeAndServe("webhook");
   });
 
   it("a README-only commit: Unchanged, nothing pushed, the Deployment not touched, no BuildSucceeded", async () => {
@@ -193,5 +195,10 @@ describe.sequential("push-triggered builds and the exact no-op on a real cluster
     const events = (await k.json<{ items: { reason: string }[] }>(["-n", ns, "get", "events"])).items.filter((e) => e.reason === "BuildUnchanged");
     expect(events).toHaveLength(1);
     process.stderr.write(`README-only commit: build ${build.job} Unchanged, layers pushed 0, Nix phase ${build.durations?.build ?? "?"} s\n`);
+  });
+
+  it("with polling only (interval 30s), for comparison", async () => {
+    await k.kubectl(["-n", ns, "patch", "niximage", imageName, "--type=merge", "-p", '{"spec":{"triggers":{"interval":"30s"}}}']);
+    for (let i = 0; i < pollRuns; i++) await changeAndServe("polling");
   });
 });
