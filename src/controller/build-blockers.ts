@@ -29,7 +29,7 @@ export interface BuildBlocker {
 }
 
 /** How long a Job may have no pod, or its store volume stay Pending, before it is said. */
-export const blockerGraceMs = { noPod: 3_000, volumePending: 10_000 } as const;
+export const blockerGraceMs = { noPod: 3_000, volumePending: 10_000, podStarting: 10_000 } as const;
 /** How often a Job that may be blocked is looked at again while nothing it watches changes. */
 const blockerRecheckMs = 5_000;
 
@@ -94,6 +94,8 @@ export interface BlockerInput {
   jobEvents?: readonly CoreV1Event[];
   /** Events about the store volume (read only when it is Pending past the grace period). */
   volumeEvents?: readonly CoreV1Event[];
+  /** Events about the pod (read only when it is on a node and still Pending past the grace period). */
+  podEvents?: readonly CoreV1Event[];
 }
 
 export interface BlockerCheck {
@@ -101,7 +103,7 @@ export interface BlockerCheck {
   /** Look again after this long: the grace period ends, or Events may still arrive. */
   recheckInMs?: number;
   /** Which Events the reconciler should read for a full answer. */
-  needEvents?: { job?: boolean; volume?: boolean };
+  needEvents?: { job?: boolean; volume?: boolean; pod?: boolean };
 }
 
 /** Why a running build is stuck, if it is: the most specific signal first. */
@@ -116,9 +118,13 @@ export function buildBlocker(input: BlockerInput): BlockerCheck {
   // A pod not on a node yet while its store volume stays Pending: the volume is why.
   const unplaced = !pod || (!pod.spec?.nodeName && pod.status?.phase !== "Running" && pod.status?.phase !== "Succeeded" && pod.status?.phase !== "Failed");
   const volumePending = unplaced && storeVolume?.status?.phase === "Pending" && age >= blockerGraceMs.volumePending;
+  // On a node and still Pending: pulling an image, or a volume that cannot be mounted (a missing
+  // ConfigMap or Secret, e.g. spec.build.caBundleRef), which only the kubelet's FailedMount Event says.
+  const starting = !!pod?.spec?.nodeName && pod.status?.phase === "Pending" && age >= blockerGraceMs.podStarting;
   const needEvents = {
     ...(podMissing && input.jobEvents === undefined ? { job: true } : {}),
     ...(volumePending && input.volumeEvents === undefined ? { volume: true } : {}),
+    ...(starting && !ownBlocker && input.podEvents === undefined ? { pod: true } : {}),
   };
   if (Object.keys(needEvents).length > 0) return { needEvents, ...(ownBlocker ? { blocker: ownBlocker } : {}) };
 
@@ -144,8 +150,22 @@ export function buildBlocker(input: BlockerInput): BlockerCheck {
     };
   }
   if (ownBlocker) return { blocker: ownBlocker };
+  if (starting) {
+    const mount = newestEvent(input.podEvents, ["FailedMount"]);
+    if (mount && /\b(configmap|secret)\b/i.test(mount.message ?? "")) {
+      return {
+        blocker: {
+          reason: blockerReasons.BuilderConfigError,
+          message: `the builder pod ${pod.metadata?.name} cannot mount its volumes (FailedMount: ${clip(mount.message)}). Create the ConfigMap or Secret it names in namespace ${pod.metadata?.namespace} (spec.build.caBundleRef, the operator config's registries[].caBundle, the Secrets in the spec); the kubelet retries, so the build goes on once it exists, until the Job's deadline`,
+        },
+        recheckInMs: blockerRecheckMs,
+      };
+    }
+    return { recheckInMs: blockerRecheckMs };
+  }
   // Not stuck (yet): look again when a grace period ends, or while there is no pod to watch.
   if (!pod) return { recheckInMs: podMissing ? blockerRecheckMs : blockerGraceMs.noPod - age };
   if (unplaced && storeVolume?.status?.phase === "Pending") return { recheckInMs: blockerGraceMs.volumePending - age };
+  if (pod.spec?.nodeName && pod.status?.phase === "Pending") return { recheckInMs: Math.max(1, blockerGraceMs.podStarting - age) };
   return {};
 }

@@ -325,11 +325,12 @@ export class NixImageReconciler {
     };
     let check = buildBlocker(input);
     if (check.needEvents) {
-      const [jobEvents, volumeEvents] = await Promise.all([
+      const [jobEvents, volumeEvents, podEvents] = await Promise.all([
         check.needEvents.job ? this.#eventsAbout(namespace, job.metadata?.uid, log) : undefined,
         check.needEvents.volume ? this.#eventsAbout(namespace, storeVolume?.metadata?.uid, log) : undefined,
+        check.needEvents.pod ? this.#eventsAbout(namespace, input.pod?.metadata?.uid, log) : undefined,
       ]);
-      check = buildBlocker({ ...input, ...(jobEvents ? { jobEvents } : {}), ...(volumeEvents ? { volumeEvents } : {}) });
+      check = buildBlocker({ ...input, ...(jobEvents ? { jobEvents } : {}), ...(volumeEvents ? { volumeEvents } : {}), ...(podEvents ? { podEvents } : {}) });
     }
     if (check.blocker) view.blocked = check.blocker;
     if (check.recheckInMs !== undefined) view.recheckInMs = check.recheckInMs;

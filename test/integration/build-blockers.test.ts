@@ -53,9 +53,13 @@ async function waitForReason(namespace: string, reason: string) {
   return { message: conditions.Reconciling!.message, seenAt };
 }
 
+/** The Warning Events about the NixImage with this reason, once there is one (they are recorded after the status write). */
 async function warnings(namespace: string, reason: string) {
-  const events = await kubeClients().core.listNamespacedEvent({ namespace });
-  return events.items.filter((e) => e.reason === reason && e.type === "Warning" && e.involvedObject.kind === "NixImage");
+  return waitFor(`a Warning Event ${reason}`, async () => {
+    const events = await kubeClients().core.listNamespacedEvent({ namespace });
+    const found = events.items.filter((e) => e.reason === reason && e.type === "Warning" && e.involvedObject.kind === "NixImage");
+    return found.length > 0 ? found : undefined;
+  });
 }
 
 const show = (what: string, ms: number, message: string) => console.log(`[build-blockers] ${what}: in status ${(ms / 1000).toFixed(1)} s after; ${message}`);

@@ -52,7 +52,7 @@ interface Row {
   input: Omit<BlockerInput, "now">;
   reason?: string;
   says?: string[];
-  needEvents?: { job?: boolean; volume?: boolean };
+  needEvents?: { job?: boolean; volume?: boolean; pod?: boolean };
   recheck?: boolean;
 }
 
@@ -125,9 +125,38 @@ const rows: Row[] = [
     recheck: true,
   },
   {
-    name: "a Pending volume of a pod already on a node is the kubelet's business (WaitForFirstConsumer binds after scheduling)",
+    name: "a Pending volume of a pod already on a node is the kubelet's business (WaitForFirstConsumer binds after scheduling): its Events are asked for",
     input: { requestedAt: ago(60_000), pod: pod({ phase: "Pending" }, { nodeName: "node-1" }), storeVolume: pvc("Pending") },
+    needEvents: { pod: true },
   },
+  {
+    name: "a pod on a node, still Pending within the grace period: look again",
+    input: { requestedAt: ago(2000), pod: pod({ phase: "Pending" }, { nodeName: "node-1" }), storeVolume: pvc("Bound") },
+    recheck: true,
+  },
+  {
+    name: "a pod on a node that cannot mount a missing ConfigMap (the kubelet's FailedMount): BuilderConfigError",
+    input: {
+      requestedAt: ago(blockerGraceMs.podStarting + 1),
+      pod: pod({ phase: "Pending" }, { nodeName: "node-1" }),
+      storeVolume: pvc("Bound"),
+      podEvents: [event("FailedMount", 'MountVolume.SetUp failed for volume "ca-bundle" : configmap "corp-ca" not found')],
+    },
+    reason: "BuilderConfigError",
+    says: ['configmap "corp-ca" not found', "spec.build.caBundleRef"],
+    recheck: true,
+  },
+  {
+    name: "a pod on a node still pulling its image (no FailedMount): look again",
+    input: {
+      requestedAt: ago(blockerGraceMs.podStarting + 1),
+      pod: pod({ phase: "Pending" }, { nodeName: "node-1" }),
+      storeVolume: pvc("Bound"),
+      podEvents: [event("Pulling", 'Pulling image "nix.test/nix:2.28"', "Normal")],
+    },
+    recheck: true,
+  },
+
   { name: "no pod yet, just created: look again", input: { requestedAt: ago(500) }, recheck: true },
   { name: "no pod past the grace period: the Job's Events are asked for", input: { requestedAt: ago(blockerGraceMs.noPod + 1) }, needEvents: { job: true } },
   {
