@@ -56,8 +56,8 @@ describe("faults: conflicts", () => {
       const landed = await s.operatorWrites((w) => w.resource === "niximages" && succeeded(w));
       const landedPerImage = Object.fromEntries(names.map((n) => [n, landed.filter((w) => w.name === n).length]));
       for (const name of names) {
-        expect(landedPerImage[name], `writes on NixImage ${name} that landed`).toBeLessThanOrEqual(10);
-        expect(perImage[name], `write attempts on NixImage ${name}`).toBeLessThanOrEqual(40);
+        expect(landedPerImage[name], `writes on NixImage ${name} that landed`).toBeLessThanOrEqual(15);
+        expect(perImage[name], `write attempts on NixImage ${name}`).toBeLessThanOrEqual(60);
       }
       const tally = await s.tally(names);
       expect(tally).toMatchObject({ duplicateBuilds: 0, repeatedPatches: 0 });
