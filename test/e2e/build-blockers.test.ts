@@ -2,7 +2,8 @@
 // installed with config.builder.nixImage naming an image the cluster's registry does not have.
 // The kubelet's ErrImagePull/ImagePullBackOff reaches the NixImage's status as
 // BuilderImagePullFailed (one Warning Event) while the build stays Running. Prints the time from
-// the Job's creation to the condition. The operator is installed as the other e2e files expect
+// the Job's creation to the condition. A CA bundle ConfigMap that does not exist shows as
+// BuilderConfigError from the kubelet's FailedMount Event. The operator is installed as the other e2e files expect
 // it afterwards.
 import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
 import "./support/e2e-types.ts";
@@ -64,7 +65,43 @@ spec:
     expect(reconciling.message).toMatch(/ErrImagePull|ImagePullBackOff/);
     expect(status.conditions!.find((c) => c.type === "Ready")?.status).toBe("Unknown");
     expect(status.lastBuild!.result).toBe("Running");
-    const events = await k.json<{ items: { reason: string; type: string; involvedObject: { kind: string } }[] }>(["-n", ns, "get", "events"]);
-    expect(events.items.filter((e) => e.reason === "BuilderImagePullFailed" && e.involvedObject.kind === "NixImage")).toHaveLength(1);
+    // The Event is recorded after the status write.
+    const warnings = await waitFor(
+      "the BuilderImagePullFailed Warning Event",
+      async () => {
+        const events = await k.json<{ items: { reason: string; type: string; involvedObject: { kind: string } }[] }>(["-n", ns, "get", "events"]);
+        const found = events.items.filter((e) => e.reason === "BuilderImagePullFailed" && e.type === "Warning" && e.involvedObject.kind === "NixImage");
+        return found.length > 0 ? found : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    expect(warnings).toHaveLength(1);
+  });
+
+  it("a CA bundle ConfigMap that does not exist: the kubelet's FailedMount becomes BuilderConfigError", async () => {
+    await k.apply(`apiVersion: niximage.io/v1alpha1
+kind: NixImage
+metadata: { name: ca, namespace: ${ns} }
+spec:
+  flake: git+${inject("e2e").git.baseUrl}/does-not-matter.git
+  image: { repository: ${cluster.registry.host}/e2e/blocked-ca }
+  build: { caBundleRef: { name: corp-ca } }
+`);
+    const status = await waitFor(
+      "BuilderConfigError in the NixImage's status",
+      async () => {
+        const s = (await k.get<NixImageView>("niximage", "ca", ns))?.status;
+        return s?.conditions?.find((c) => c.type === "Reconciling")?.reason === "BuilderConfigError" ? s : undefined;
+      },
+      { timeoutMs: 180_000, intervalMs: 250, describe: async () => JSON.stringify((await k.get<NixImageView>("niximage", "ca", ns))?.status ?? {}, null, 2) },
+    );
+    const seen = Date.now();
+    const job = await k.get<{ metadata: { creationTimestamp: string } }>("job", status.lastBuild!.job, ns);
+    const reconciling = status.conditions!.find((c) => c.type === "Reconciling")!;
+    process.stderr.write(
+      `\nbuild-blockers e2e: Job created -> BuilderConfigError (FailedMount) in status: ${((seen - Date.parse(job!.metadata.creationTimestamp)) / 1000).toFixed(1)} s\n${reconciling.message}\n`,
+    );
+    expect(reconciling.message).toContain('configmap "corp-ca" not found');
+    expect(status.lastBuild!.result).toBe("Running");
   });
 });
