@@ -16,7 +16,7 @@ import {
 import { refineWith, withRules } from "./validation-rule.ts";
 import { celString } from "./cel.ts";
 import {
-  attributeCelRegex,
+  ATTRIBUTE_REGEX_SOURCE,
   checkAttribute,
   checkFlakeRef,
   defaultFlakeRefPolicy,
@@ -55,7 +55,7 @@ const duration = (what: string, min: string, max: string) =>
   ]);
 
 // The API server checks the pattern; `checkAttribute` says which character is wrong.
-const attribute = refineWith(z.string().min(1).max(256), checkAttribute).meta({ pattern: attributeCelRegex });
+const attribute = refineWith(z.string().min(1).max(256), checkAttribute).meta({ pattern: ATTRIBUTE_REGEX_SOURCE });
 
 export const imageConfigSchema = z
   .strictObject({
@@ -483,16 +483,13 @@ export function makeNixImageSchema(policy: FlakeRefPolicy = defaultFlakeRefPolic
   });
 }
 
-const nixImageSpecSchema = makeNixImageSpecSchema(defaultFlakeRefPolicy);
 export const nixImageSchema = makeNixImageSchema(defaultFlakeRefPolicy);
 
 /** A NixImage after defaulting: what the controller works with. */
 export type NixImage = z.output<typeof nixImageSchema>;
 /** A NixImage as written by a user (defaults optional). */
 export type NixImageInput = z.input<typeof nixImageSchema>;
-type NixImageSpec = z.output<typeof nixImageSpecSchema>;
 export type NixImageStatus = z.output<typeof nixImageStatusSchema>;
 export type Condition = z.output<typeof conditionSchema>;
 export type BuildRecord = z.output<typeof buildRecordSchema>;
-type Revision = z.output<typeof revisionSchema>;
 export type RolloutTarget = z.output<typeof rolloutTargetSchema>;

@@ -18,10 +18,6 @@ const DEFAULT_SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin";
 const CA_BUNDLES = ["etc/ssl/certs/ca-bundle.crt", "etc/ssl/certs/ca-certificates.crt"];
 const MAX_PATH_ENTRIES = 32;
 
-class ImageConfigError extends Error {
-  override name = "ImageConfigError";
-}
-
 /** spec.image.config -> the manifest builder's shape. */
 export function fromSpecConfig(spec: SpecImageConfig | undefined): ImageRuntimeConfig {
   const out: ImageRuntimeConfig = {};

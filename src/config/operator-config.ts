@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../flake/flake-ref-policy.ts";
+import { defaultFlakeRefPolicy, FlakeRefPolicySchema } from "../flake/flake-ref-policy.ts";
 import { durationPattern } from "../api/duration.ts";
 import { quantityPattern, substituterPattern, trustedPublicKeyPattern } from "../api/patterns.ts";
 import { describeZodError } from "../api/describe-issues.ts";
@@ -175,7 +175,7 @@ export const operatorConfigSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
-  flakeRefPolicy: flakeRefPolicySchema.default(defaultFlakeRefPolicy),
+  flakeRefPolicy: FlakeRefPolicySchema.default(defaultFlakeRefPolicy),
   nixConfigAllowlist: z
     .strictObject({
       substituters: z

@@ -53,10 +53,8 @@ export const FlakeRefPolicySchema = z.strictObject({
 });
 
 /** The same schema under the name the operator config uses. */
-export const flakeRefPolicySchema = FlakeRefPolicySchema;
 
 export type FlakeRefPolicy = z.output<typeof FlakeRefPolicySchema>;
-type FlakeRefPolicyInput = z.input<typeof FlakeRefPolicySchema>;
 
 /** The defaults, deeply frozen (it is shared, e.g. as the operator config's default). */
 export const defaultFlakeRefPolicy: FlakeRefPolicy = (() => {
@@ -470,12 +468,9 @@ function schemeDeniedReason(scheme: string, policy: FlakeRefPolicy, ref?: FlakeR
 export const ATTRIBUTE_MAX_LENGTH = 256;
 /** One attribute name: letters, digits, _ ' + -, not starting with '-'. */
 const ATTRIBUTE_SEGMENT_REGEX_SOURCE = "[A-Za-z0-9_'+][A-Za-z0-9_'+-]*";
-/** A dot-separated attribute path such as packages.x86_64-linux.web (RE2 and JavaScript). */
+/** A dot-separated attribute path such as packages.x86_64-linux.web (RE2 and JavaScript: also the CEL `self.matches(...)` regex, paired with `size(self) <= 256`). */
 export const ATTRIBUTE_REGEX_SOURCE = `^${ATTRIBUTE_SEGMENT_REGEX_SOURCE}(?:\\.${ATTRIBUTE_SEGMENT_REGEX_SOURCE})*$`;
 export const attributePattern = new RegExp(ATTRIBUTE_REGEX_SOURCE);
-
-/** The attribute regex for CEL `self.matches(...)` (RE2; pair it with `size(self) <= 256`). */
-export const attributeCelRegex = ATTRIBUTE_REGEX_SOURCE;
 
 /**
  * Why `attr` is not a safe flake output attribute, or undefined when it is. The reason says what

@@ -21,8 +21,6 @@
  * A fragment (`#attr`) is never part of a flake ref here: the attribute is a separate field.
  */
 
-type FlakeRefType = "github" | "gitlab" | "sourcehut" | "git" | "mercurial" | "tarball" | "file" | "path" | "indirect";
-
 interface FlakeRefCommon {
   /**
    * The scheme as written: `github`, `git+https`, `tarball+https`, `https`, `path`, `flake`, ...

@@ -161,9 +161,6 @@ export function encodePktLine(data: string | Uint8Array): Uint8Array {
   return out;
 }
 
-/** The flush packet `0000`. */
-const FLUSH_PKT: Uint8Array = new TextEncoder().encode("0000");
-
 // ---------------------------------------------------------------------------------------------
 // Ref advertisement.
 

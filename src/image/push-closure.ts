@@ -19,8 +19,6 @@ import { DEFAULT_STORE_DIR } from "./tar-writer.ts";
 /** The registry operations the pusher needs (a RegistryClient, or a fake in tests). */
 export type RegistryPusher = Pick<RegistryClient, "host" | "hasBlob" | "mountBlob" | "uploadBlob" | "uploadBlobStream" | "putManifest">;
 
-;
-
 export interface PushProgress {
   phase: PushPhase;
   /** Estimated layer bytes handled so far (NAR sizes; exact totals are unknown before tarring). */

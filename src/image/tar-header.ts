@@ -2,7 +2,7 @@
 // Every field that could carry time, owner names or host details is fixed: uid/gid 0, empty
 // uname/gname, a caller-chosen mtime, no atime/ctime in pax records.
 
-export const BLOCK_SIZE = 512;
+const BLOCK_SIZE = 512;
 
 /** Largest value an 11-digit octal field (size, mtime) can hold. */
 const MAX_OCTAL_11 = 0o77777777777;

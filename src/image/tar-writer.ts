@@ -6,7 +6,7 @@
 import { constants } from "node:fs";
 import { lstat, open, readdir, readlink } from "node:fs/promises";
 import { Readable } from "node:stream";
-import { BLOCK_SIZE, encodeEntryHeader, endOfArchive, paddingFor } from "./tar-header.ts";
+import { encodeEntryHeader, endOfArchive, paddingFor } from "./tar-header.ts";
 
 export const DEFAULT_STORE_DIR = "/nix/store";
 
@@ -162,5 +162,3 @@ export async function* tarStorePathChunks(storePaths: Iterable<string>, options:
 export function tarStorePaths(storePaths: Iterable<string>, options: TarStorePathsOptions = {}): Readable {
   return Readable.from(tarStorePathChunks(storePaths, options), { objectMode: false, highWaterMark: BATCH_BYTES });
 }
-
-;

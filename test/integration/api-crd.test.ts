@@ -10,7 +10,7 @@ import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { beforeAll, describe, expect, it } from "vitest";
 import { kubeClients, kubectl, testbed, testNamespace, waitFor } from "../support/kube.ts";
 import { nixImageCrd } from "../../src/api/crd.ts";
-import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../../src/flake/flake-ref-policy.ts";
+import { defaultFlakeRefPolicy, FlakeRefPolicySchema } from "../../src/flake/flake-ref-policy.ts";
 import { validateManifests } from "../../src/validate/validate-manifests.ts";
 
 const root = join(import.meta.dirname, "../..");
@@ -121,8 +121,8 @@ describe("NixImage CRD on the API server", () => {
     } as KubernetesObject;
     expect(await createRejection(sample, namespace)).toMatch(/spec\.flake/);
     // The scheme alone does not open loopback (SSRF); the address range must be allowed as well.
-    const schemeOnly = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
-    const widened = flakeRefPolicySchema.parse({
+    const schemeOnly = FlakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
+    const widened = FlakeRefPolicySchema.parse({
       allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"],
       allowedAddressRanges: ["127.0.0.0/8"],
     });

@@ -38,7 +38,10 @@ describe("faults: builder pods", () => {
       body: [{ op: "replace", path: "/metadata/finalizers", value: (current.metadata?.finalizers ?? []).filter((f) => f !== hold) }],
       contentType: "application/json-patch+json",
     });
-    await waitFor("the old pod gone", async () => !(await core.readNamespacedPod({ namespace: s.namespace, name: pod.metadata!.name! }).catch(() => undefined)));
+    await waitFor(
+      "the old pod gone",
+      async () => !(await core.readNamespacedPod({ namespace: s.namespace, name: pod.metadata!.name! }).catch(() => undefined)),
+    );
 
     await s.waitConverged(["n1"]);
     const jobCreates = await s.operatorWrites((w) => w.resource === "jobs" && w.verb === "create" && succeeded(w));

@@ -131,16 +131,6 @@ export interface ApiServer {
   daemon: Daemon;
 }
 
-/** GET on the API server as the admin (client certificate). */
-function adminGet(url: string, pki: KubePki, timeoutMs = 2000) {
-  return httpGet(url, {
-    ca: readFileSync(pki.ca.certFile),
-    cert: readFileSync(pki.admin.certFile),
-    key: readFileSync(pki.admin.keyFile),
-    timeoutMs,
-  });
-}
-
 export async function startKubeApiserver(opts: ApiServerOptions): Promise<ApiServer> {
   const binary = requireKubeBinary(opts.binDir, "kube-apiserver");
   const port = opts.port ?? (await freePort());

@@ -61,10 +61,6 @@ function isNotFound(e: unknown): boolean {
   return statusCode(e) === 404;
 }
 
-function isConflict(e: unknown): boolean {
-  return statusCode(e) === 409;
-}
-
 function slug(text: string, max: number): string {
   return text
     .toLowerCase()
@@ -117,41 +113,6 @@ export async function waitFor<T>(
       throw new Error(`timed out after ${(timeoutMs / 1000).toFixed(1)}s waiting for ${description} (${err})`);
     }
     await sleep(intervalMs);
-  }
-}
-
-type ObjectRef = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } };
-
-/**
- * Waits until the object exists and `predicate` holds. Returns the object. On timeout the error
- * shows the object's last seen status.
- */
-async function waitForObject<T extends KubernetesObject>(
-  ref: ObjectRef,
-  predicate: (obj: T) => boolean = () => true,
-  opts: WaitOptions & { description?: string; clients?: KubeClients } = {},
-): Promise<T> {
-  const { objects } = opts.clients ?? kubeClients();
-  const what = `${ref.kind} ${ref.metadata.namespace ? `${ref.metadata.namespace}/` : ""}${ref.metadata.name}`;
-  let seen: T | undefined;
-  try {
-    return await waitFor(
-      opts.description ? `${what}: ${opts.description}` : what,
-      async () => {
-        try {
-          seen = await objects.read<T>(ref as never);
-        } catch (e) {
-          if (isNotFound(e)) return undefined;
-          throw e;
-        }
-        return predicate(seen) ? seen : undefined;
-      },
-      opts,
-    );
-  } catch (e) {
-    const status = seen ? (seen as { status?: unknown }).status : undefined;
-    const extra = seen === undefined ? " (never found)" : `; last status: ${show(status ?? {})}`;
-    throw new Error(`${(e as Error).message}${extra}`);
   }
 }
 

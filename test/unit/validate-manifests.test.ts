@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { validateManifests } from "../../src/validate/validate-manifests.ts";
-import { defaultFlakeRefPolicy, flakeRefPolicySchema } from "../../src/flake/flake-ref-policy.ts";
+import { defaultFlakeRefPolicy, FlakeRefPolicySchema } from "../../src/flake/flake-ref-policy.ts";
 import { nixImageSchema } from "../../src/api/niximage.ts";
 
 const fixtures = join(import.meta.dirname, "../fixtures/niximages");
@@ -54,11 +54,11 @@ describe("validateManifests", () => {
     const text =
       "apiVersion: niximage.io/v1alpha1\nkind: NixImage\nmetadata: {name: a}\nspec: {flake: 'git+http://127.0.0.1:8080/shop.git', image: {repository: localhost:5000/shop}}\n";
     expect(validateManifests(text, defaultFlakeRefPolicy).problems).toHaveLength(1);
-    const schemeOnly = flakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
+    const schemeOnly = FlakeRefPolicySchema.parse({ allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"] });
     expect(validateManifests(text, schemeOnly).problems).toMatchObject([
       { field: "spec.flake", message: expect.stringMatching(/loopback.*allowedAddressRanges/) },
     ]);
-    const widened = flakeRefPolicySchema.parse({
+    const widened = FlakeRefPolicySchema.parse({
       allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"],
       allowedAddressRanges: ["127.0.0.0/8"],
     });

@@ -20,8 +20,6 @@ import { ImageFormatError, type ImageFormat } from "./format-error.ts";
 import { looksLikeNix2Container } from "./nix2container.ts";
 import { isTarHeader, normaliseEntryName, parseNumeric, TAR_BLOCK } from "./tar-reader.ts";
 
-;
-
 export interface DetectedFormat {
   format: ImageFormat;
   /** Why, in words (for logs and the build result). */
