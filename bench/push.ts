@@ -17,7 +17,8 @@
 // proof: cold and warm no-op again into a second repository (fresh layer cache) with the SBOM,
 // the provenance and cosign signatures of all three (--sign-key), beside the same pushes without.
 //
-// Usage: node bench/push.ts [--runs 3] [--paths 60] [--mib 300]
+// Usage: node bench/push.ts [--runs 3] [--paths 60] [--mib 300] [--cli dist/cli/main.js]
+// (--cli: the CLI the steps run; default src/cli/main.ts; the images run dist/ after `npm run build`)
 // Needs nix, docker-registry, skopeo, git, tar on PATH (see testbed.md); runs as the test bed does.
 import { spawn } from "node:child_process";
 import { createWriteStream, type WriteStream } from "node:fs";
@@ -40,11 +41,12 @@ const { values } = parseArgs({
     paths: { type: "string", default: "60" },
     mib: { type: "string", default: "300" },
     keep: { type: "boolean" },
+    cli: { type: "string", default: "src/cli/main.ts" },
   },
 });
 const runs = Number(values.runs);
 const repoRoot = new URL("../", import.meta.url).pathname;
-const cli = join(repoRoot, "src/cli/main.ts");
+const cli = join(repoRoot, values.cli);
 
 interface Proc {
   code: number | null;

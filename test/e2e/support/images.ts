@@ -19,6 +19,7 @@ import { dirname, join, relative } from "node:path";
 import type { Readable } from "node:stream";
 import { buildImageConfig, buildImageManifest, MEDIA_TYPE_OCI_LAYER, type ImageRuntimeConfig } from "../../../src/oci/image-manifest.ts";
 import { RegistryClient } from "../../../src/oci/registry-client.ts";
+import { bundleCli } from "../../../scripts/bundle-cli.ts";
 import type { Digest } from "../../../src/oci/digest.ts";
 import type { RegistryCredentials } from "../../../src/oci/docker-config.ts";
 import { run } from "../../support/process.ts";
@@ -304,7 +305,8 @@ function productionPackages(repoRoot: string): string[] {
 
 function appKey(repoRoot: string): string {
   const h = createHash("sha256").update(RECIPE_VERSION);
-  for (const f of ["package.json", "package-lock.json", "tsconfig.json", "tsconfig.build.json"]) h.update(f).update(readFileSync(join(repoRoot, f)));
+  for (const f of ["package.json", "package-lock.json", "tsconfig.json", "tsconfig.build.json", "scripts/bundle-cli.ts"])
+    h.update(f).update(readFileSync(join(repoRoot, f)));
   for (const f of filesUnder(join(repoRoot, "src"))) h.update(f).update(readFileSync(join(repoRoot, "src", f)));
   return h.digest("hex");
 }
@@ -325,6 +327,8 @@ async function buildApp(root: string, repoRoot: string, log: Log): Promise<void>
     if (!existsSync(join(dest, "dist/cli/main.js"))) throw e;
     log(`warning: tsc reported errors; using the emitted JavaScript anyway: ${(e as Error).message.split("\n").slice(0, 4).join(" | ")}`);
   });
+  // As `npm run build` does: the CLI bundled in place (what the Dockerfiles ship).
+  await bundleCli(join(dest, "dist"));
   await copyFile(join(repoRoot, "package.json"), join(dest, "package.json"));
   const packages = productionPackages(repoRoot);
   await mkdir(join(dest, "node_modules"), { recursive: true });
