@@ -327,8 +327,6 @@ async function buildApp(root: string, repoRoot: string, log: Log): Promise<void>
     if (!existsSync(join(dest, "dist/cli/main.js"))) throw e;
     log(`warning: tsc reported errors; using the emitted JavaScript anyway: ${(e as Error).message.split("\n").slice(0, 4).join(" | ")}`);
   });
-  // As `npm run build` does: the CLI bundled in place (what the Dockerfiles ship).
-  await bundleCli(join(dest, "dist"));
   await copyFile(join(repoRoot, "package.json"), join(dest, "package.json"));
   const packages = productionPackages(repoRoot);
   await mkdir(join(dest, "node_modules"), { recursive: true });
@@ -336,6 +334,9 @@ async function buildApp(root: string, repoRoot: string, log: Log): Promise<void>
     await mkdir(dirname(join(dest, p)), { recursive: true });
     await run("cp", ["-a", join(repoRoot, p), join(dest, p)]);
   }
+  // As `npm run build` does: the CLI bundled in place (what the Dockerfiles ship), from the
+  // package.json and dependencies copied above.
+  await bundleCli(join(dest, "dist"));
   await mkdir(join(root, "usr/local/bin"), { recursive: true });
   await writeFile(join(root, "usr/local/bin/nix-image-operator"), wrapper, { mode: 0o755 });
   await chmod(join(root, "usr/local/bin/nix-image-operator"), 0o755);
