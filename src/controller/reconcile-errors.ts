@@ -11,6 +11,8 @@ import { KubeHttpError } from "../runtime/kube-request.ts";
 /** This replica does not hold the leader lease (any more): nothing may be written. */
 export class NotLeaderError extends Error {
   override name = "NotLeaderError";
+  /** Expected after a lost lease: the worker logs it at debug level, not as a failure. */
+  readonly expected = true;
   constructor(what: string) {
     super(`not the leader: ${what} not written`);
   }
@@ -22,6 +24,8 @@ export class NotLeaderError extends Error {
  */
 export class StaleCacheError extends Error {
   override name = "StaleCacheError";
+  /** A normal race, retried through the backoff: logged at debug level, not as a failure. */
+  readonly expected = true;
 }
 
 export type ErrorClass = "permanent" | "conflict" | "transient" | "not-leader";

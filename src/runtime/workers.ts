@@ -77,7 +77,10 @@ export function runWorkers<K>(options: WorkersOptions<K>): Workers {
     } catch (err) {
       const seconds = (nowMs() - started) / 1000;
       metrics?.reconciled?.("error", seconds);
-      log.error({ err, retries: queue.numRequeues(key) }, "reconcile failed; retrying with backoff");
+      // Errors that mark themselves `expected` (a lost race, a lost lease) are part of normal
+      // operation: retried the same way, but not reported as failures.
+      const expected = (err as { expected?: unknown } | undefined)?.expected === true;
+      (expected ? log.debug : log.error).call(log, { err, retries: queue.numRequeues(key) }, "reconcile failed; retrying with backoff");
       queue.addRateLimited(key);
     } finally {
       active--;
