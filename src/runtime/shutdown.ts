@@ -105,7 +105,13 @@ export class GracefulShutdown {
   /** Starts the sequence (once; later calls return the same result). */
   shutdown(reason: string, exitCode = 0): Promise<ShutdownResult> {
     if (this.#result) return this.#result;
-    this.#result = this.#run(reason, exitCode);
+    // The result is recorded before the signal is aborted: an abort listener that calls
+    // shutdown() again (e.g. "stopping") must get this run, with this exit code.
+    const started = Promise.withResolvers<void>();
+    this.#result = this.#run(reason, exitCode, started.promise);
+    this.#log.info({ reason }, "shutting down");
+    this.#abort.abort(new Error(`shutdown: ${reason}`));
+    started.resolve();
     return this.#result;
   }
 
@@ -115,9 +121,8 @@ export class GracefulShutdown {
     this.#listeners.clear();
   }
 
-  async #run(reason: string, requestedCode: number): Promise<ShutdownResult> {
-    this.#log.info({ reason }, "shutting down");
-    this.#abort.abort(new Error(`shutdown: ${reason}`));
+  async #run(reason: string, requestedCode: number, started: Promise<void>): Promise<ShutdownResult> {
+    await started;
     let clean = true;
     for (const phase of SHUTDOWN_PHASES) {
       const hooks = this.#hooks.get(phase) ?? [];

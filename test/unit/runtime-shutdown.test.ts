@@ -78,6 +78,22 @@ describe("GracefulShutdown", () => {
     expect(exits).toEqual([1]);
   });
 
+  it("an abort listener that asks to shut down again gets the first run and its exit code", async () => {
+    const { exits, shutdown } = setup();
+    let again: Promise<{ exitCode: number }> | undefined;
+    shutdown.signal.addEventListener(
+      "abort",
+      () => {
+        again = shutdown.shutdown("stopping");
+      },
+      { once: true },
+    );
+    const first = await shutdown.shutdown("lost the leader lease", 1);
+    expect(first.exitCode).toBe(1);
+    expect(await again).toBe(first);
+    expect(exits).toEqual([1]);
+  });
+
   it("a second signal during shutdown exits at once", async () => {
     const { signals, exits, shutdown } = setup();
     shutdown.register("drain", "slow", () => new Promise(() => {}));
