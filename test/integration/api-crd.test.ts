@@ -1,6 +1,10 @@
 // The generated CRD on a real kube-apiserver: it is accepted (structural schema, CEL cost
 // within budget), valid NixImages are stored with their defaults, and every invalid sample is
 // rejected naming the same field `nix-image-operator validate` names.
+//
+// The API server is shared with the other integration files, which create NixImages under the
+// test bed's widened CRD (installTestCrd). This file changes the CRD's policy, so it installs the
+// CRD under a group of its own: its changes never decide what another file may create.
 import { readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import https from "node:https";
@@ -16,6 +20,18 @@ import { validateManifests } from "../../src/validate/validate-manifests.ts";
 const root = join(import.meta.dirname, "../..");
 const fixtures = join(root, "test/fixtures/niximages");
 const invalidFiles = readdirSync(join(fixtures, "invalid")).sort();
+const testGroup = "crdtest.niximage.io";
+const testApiVersion = `${testGroup}/v1alpha1`;
+
+/** The same CRD under this file's own group and short name (see the top of the file). */
+function isolated(crd: object): object {
+  const copy = structuredClone(crd) as { metadata: { name: string }; spec: { group: string; names: { shortNames?: string[]; categories?: string[] } } };
+  copy.metadata.name = `niximages.${testGroup}`;
+  copy.spec.group = testGroup;
+  copy.spec.names.shortNames = ["nimgcrdtest"];
+  delete copy.spec.names.categories;
+  return copy;
+}
 
 /**
  * Creates a NixImage with `fieldValidation=Strict` (as kubectl does; client-node's generic
@@ -23,8 +39,8 @@ const invalidFiles = readdirSync(join(fixtures, "invalid")).sort();
  */
 async function createRejection(object: KubernetesObject, namespace: string): Promise<string | undefined> {
   const bed = testbed();
-  const body = JSON.stringify({ ...object, metadata: { ...object.metadata, namespace } });
-  const url = new URL(`/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages?fieldValidation=Strict`, bed.kube.server);
+  const body = JSON.stringify({ ...object, apiVersion: testApiVersion, metadata: { ...object.metadata, namespace } });
+  const url = new URL(`/apis/${testApiVersion}/namespaces/${namespace}/niximages?fieldValidation=Strict`, bed.kube.server);
   const ca = await readFile(bed.kube.caFile);
   const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
     const request = https.request(
@@ -47,19 +63,20 @@ async function createRejection(object: KubernetesObject, namespace: string): Pro
 
 async function establish(crd: object) {
   const api = kubeClients().kc.makeApiClient(ApiextensionsV1Api);
-  await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], { input: JSON.stringify(crd) });
+  await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], { input: JSON.stringify(isolated(crd)) });
   await waitFor("NixImage CRD Established", async () => {
-    const current = await api.readCustomResourceDefinition({ name: "niximages.niximage.io" });
+    const current = await api.readCustomResourceDefinition({ name: `niximages.${testGroup}` });
     return current.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") ?? false;
   });
 }
+
+const committedCrd = async () => parseYaml(await readFile(join(root, "crds/niximages.niximage.io.yaml"), "utf8")) as object;
 
 describe("NixImage CRD on the API server", () => {
   beforeAll(async () => {
     // The committed file is what users apply; applying it proves the schema is structural and
     // every CEL rule fits the cost budget.
-    await kubectl(["apply", "--server-side", "--force-conflicts", "-f", join(root, "crds/niximages.niximage.io.yaml")]);
-    await establish(parseYaml(await readFile(join(root, "crds/niximages.niximage.io.yaml"), "utf8")));
+    await establish(await committedCrd());
   });
 
   it("accepts the valid samples and stores the defaults", async () => {
@@ -71,7 +88,7 @@ describe("NixImage CRD on the API server", () => {
       expect(await createRejection(doc, namespace), doc.metadata?.name).toBeUndefined();
     }
     const stored = (await kubeClients().objects.read({
-      apiVersion: "niximage.io/v1alpha1",
+      apiVersion: testApiVersion,
       kind: "NixImage",
       metadata: { name: "ssh", namespace },
     })) as KubernetesObject & {
@@ -87,7 +104,7 @@ describe("NixImage CRD on the API server", () => {
       historyLimit: { successful: 5, failed: 5 },
     });
     // The short name and printer columns work as documented.
-    const table = await kubectl(["get", "nimg", "-n", namespace]);
+    const table = await kubectl(["get", "nimgcrdtest", "-n", namespace]);
     expect(table.split("\n")[0]).toMatch(/NAME\s+READY\s+LATEST IMAGE\s+REVISION\s+AGE/);
   });
 
@@ -126,16 +143,20 @@ describe("NixImage CRD on the API server", () => {
       allowedSchemes: [...defaultFlakeRefPolicy.allowedSchemes, "git+http"],
       allowedAddressRanges: ["127.0.0.0/8"],
     });
+    // Established is already True from the previous version: the API server serves a new
+    // schema a moment later, so each step waits until the new rule answers.
+    const rejectionOf = (pattern: RegExp) =>
+      waitFor(`a rejection matching ${pattern}`, async () => pattern.test((await createRejection(sample, namespace)) ?? "the NixImage was created"));
     try {
       await establish(nixImageCrd({ flakeRefPolicy: schemeOnly }));
-      expect(await createRejection(sample, namespace)).toMatch(/spec\.flake.*SSRF.*allowedAddressRanges/);
+      await rejectionOf(/spec\.flake.*SSRF.*allowedAddressRanges/);
       await establish(nixImageCrd({ flakeRefPolicy: widened }));
-      expect(await createRejection(sample, namespace)).toBeUndefined();
+      await waitFor("the widened CRD to accept the loopback git+http flake", async () => (await createRejection(sample, namespace)) === undefined);
       // Only that range: the cloud metadata address stays refused.
       const metadata = { ...sample, metadata: { name: "metadata" }, spec: { ...(sample as { spec: object }).spec, flake: "git+http://169.254.169.254/x" } };
       expect(await createRejection(metadata as KubernetesObject, namespace)).toMatch(/spec\.flake/);
     } finally {
-      await establish(nixImageCrd({ flakeRefPolicy: defaultFlakeRefPolicy }));
+      await establish(await committedCrd());
     }
   });
 });
