@@ -32,7 +32,12 @@ describe("faults: crash points", () => {
         holder = await s.leaseHolder();
         const next = crashPoints[i + 1];
         await ctl.restart(next ? { NIO_CRASH_AT: `${next}:2` } : {});
-        await s.waitLeading(ctl, holder);
+        // The restarted controller leads; on a busy machine it may already have led up to its
+        // next crash point and exited there (137) before the Lease was looked at.
+        await s.waitLeading(ctl, holder).catch(async (error: unknown) => {
+          if (next && !ctl.running() && (await ctl.exited()) === "exit code 137") return;
+          throw error;
+        });
       }
       await s.waitConverged(names, 120_000);
       const tally = await s.tally(names);
