@@ -54,6 +54,10 @@ function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}): Record
       // The test git server listens on the node IP, a private address the default policy refuses.
       flakeRefPolicy: { allowedSchemes: [...DEFAULT_ALLOWED_SCHEMES, "git+http"], allowedAddressRanges: [`${cluster.net.nodeIp}/32`] },
       registries: [{ host: cluster.registry.host, plainHttp: true }],
+      // The e2e files share one cluster and end by deleting their namespaces without waiting:
+      // builds of a file before (e.g. one stuck on an unpullable image until its deadline) must
+      // not use up the global cap (default 4) of the next. No e2e test is about the cap.
+      concurrency: { builds: 32 },
       logLevel: opts.logLevel ?? "debug",
     },
   };
