@@ -22,14 +22,15 @@ const fixtures = join(root, "test/fixtures/niximages");
 const invalidFiles = readdirSync(join(fixtures, "invalid")).sort();
 const testGroup = "crdtest.niximage.io";
 const testApiVersion = `${testGroup}/v1alpha1`;
+// A kind and resource names of its own too: `kubectl get niximage` elsewhere must not resolve to it.
+const testKind = "NixImageCrdTest";
 
 /** The same CRD under this file's own group and short name (see the top of the file). */
 function isolated(crd: object): object {
-  const copy = structuredClone(crd) as { metadata: { name: string }; spec: { group: string; names: { shortNames?: string[]; categories?: string[] } } };
-  copy.metadata.name = `niximages.${testGroup}`;
+  const copy = structuredClone(crd) as { metadata: { name: string }; spec: { group: string; names: Record<string, unknown> } };
+  copy.metadata.name = `niximagecrdtests.${testGroup}`;
   copy.spec.group = testGroup;
-  copy.spec.names.shortNames = ["nimgcrdtest"];
-  delete copy.spec.names.categories;
+  copy.spec.names = { kind: testKind, listKind: `${testKind}List`, plural: "niximagecrdtests", singular: "niximagecrdtest", shortNames: ["nimgcrdtest"] };
   return copy;
 }
 
@@ -39,8 +40,8 @@ function isolated(crd: object): object {
  */
 async function createRejection(object: KubernetesObject, namespace: string): Promise<string | undefined> {
   const bed = testbed();
-  const body = JSON.stringify({ ...object, apiVersion: testApiVersion, metadata: { ...object.metadata, namespace } });
-  const url = new URL(`/apis/${testApiVersion}/namespaces/${namespace}/niximages?fieldValidation=Strict`, bed.kube.server);
+  const body = JSON.stringify({ ...object, apiVersion: testApiVersion, kind: testKind, metadata: { ...object.metadata, namespace } });
+  const url = new URL(`/apis/${testApiVersion}/namespaces/${namespace}/niximagecrdtests?fieldValidation=Strict`, bed.kube.server);
   const ca = await readFile(bed.kube.caFile);
   const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
     const request = https.request(
@@ -65,7 +66,7 @@ async function establish(crd: object) {
   const api = kubeClients().kc.makeApiClient(ApiextensionsV1Api);
   await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "-"], { input: JSON.stringify(isolated(crd)) });
   await waitFor("NixImage CRD Established", async () => {
-    const current = await api.readCustomResourceDefinition({ name: `niximages.${testGroup}` });
+    const current = await api.readCustomResourceDefinition({ name: `niximagecrdtests.${testGroup}` });
     return current.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") ?? false;
   });
 }
@@ -89,7 +90,7 @@ describe("NixImage CRD on the API server", () => {
     }
     const stored = (await kubeClients().objects.read({
       apiVersion: testApiVersion,
-      kind: "NixImage",
+      kind: testKind,
       metadata: { name: "ssh", namespace },
     })) as KubernetesObject & {
       spec: Record<string, unknown>;

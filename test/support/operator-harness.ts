@@ -32,6 +32,21 @@ export async function installTestCrd(): Promise<void> {
     const out = await kubectl(["get", "crd", "niximages.niximage.io", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"]);
     return out.trim() === "True";
   });
+  // Established stays True when the CRD existed with another schema (e.g. the chart's, from a
+  // helm install in chart.test): the API server serves the new one a moment later. Wait until a
+  // loopback git+http flake, which only this policy allows, is accepted (server-side dry run).
+  const probe = {
+    apiVersion: "niximage.io/v1alpha1",
+    kind: "NixImage",
+    metadata: { name: "crd-probe", namespace: "default" },
+    spec: { flake: "git+http://127.0.0.1:1/probe.git", image: { repository: "127.0.0.1:1/probe" } },
+  };
+  await waitFor("the test bed's NixImage CRD to be served", () =>
+    kubeRequestJson(kubeClients().kc, "POST", "/apis/niximage.io/v1alpha1/namespaces/default/niximages", { body: probe, query: { dryRun: "All" } }).then(
+      () => true,
+      () => false,
+    ),
+  );
 }
 
 export interface OperatorAccess {
