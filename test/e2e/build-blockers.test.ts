@@ -79,6 +79,15 @@ spec:
   });
 
   it("a CA bundle ConfigMap that does not exist: the kubelet's FailedMount becomes BuilderConfigError", async () => {
+    // The kubelet mounts only a scheduled pod, and a pod is scheduled only once its store volume
+    // is bound: give this build the namespace's bound volume by ending the stuck build above
+    // (a second, new volume may wait on the provisioner on a busy machine).
+    await k.kubectl(["-n", ns, "delete", "niximage", "app", "--wait=true"]);
+    await waitFor(
+      "the unpullable build's pod to be gone",
+      async () => (await k.json<{ items: unknown[] }>(["-n", ns, "get", "pods", "-l", "niximage.io/image=app"])).items.length === 0,
+      { timeoutMs: 120_000, intervalMs: 500 },
+    );
     await k.apply(`apiVersion: niximage.io/v1alpha1
 kind: NixImage
 metadata: { name: ca, namespace: ${ns} }
