@@ -11,7 +11,7 @@ import { KubeHttpError, kubeRequestJson } from "../runtime/kube-request.ts";
 import type { ReconcileContext, ReconcileResult } from "../runtime/workers.ts";
 import { crashPoint } from "../runtime/crash-point.ts";
 import { conditionsFor, mergeConditions, reasons, type Reason } from "./conditions.ts";
-import { applyBody, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
+import { applyBody, patchApplied, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 import { decide, type Action, type Observed } from "./decide.ts";
 import { buildBlocker, type BlockerInput } from "./build-blockers.ts";
 import { controllerOf, jobView, newestOwnPod, type JobView } from "./job-outcome.ts";
@@ -492,9 +492,17 @@ export class NixImageReconciler {
    */
   async #applyContainerImage(patch: ContainerPatch): Promise<void> {
     const { kind, metadata } = patch.workload;
+    const path = workloadPath(kind, metadata!.namespace!, metadata!.name!);
+    // Decided from the cache; read the live object so a patch whose reply was lost, or one the
+    // cache does not show yet, is not sent twice (and a deleted workload is not re-created by apply).
+    const live = await kubeRequestJson<Workload>(this.#deps.kc, "GET", path).catch((error: unknown) => {
+      if (error instanceof KubeHttpError && error.statusCode === 404) return undefined;
+      throw error;
+    });
+    if (!live || patchApplied(live, patch)) return;
     this.#fence(`${kind}/${metadata?.name}`);
     this.#deps.onWrite?.("PATCH", kind.toLowerCase());
-    await kubeRequestJson(this.#deps.kc, "PATCH", workloadPath(kind, metadata!.namespace!, metadata!.name!), {
+    await kubeRequestJson(this.#deps.kc, "PATCH", path, {
       body: applyBody(patch),
       contentType: "application/apply-patch+yaml",
       query: { fieldManager, force: "true" },

@@ -282,6 +282,18 @@ export function applyBody(patch: ContainerPatch): object {
   };
 }
 
+/**
+ * Whether the live workload already carries this patch: the reconcile that sent it may have lost
+ * the reply, or the cache it decided from may predate it (a restarted API server, a dropped watch).
+ */
+export function patchApplied(live: Workload, patch: ContainerPatch): boolean {
+  const template = podTemplateOf(live);
+  const containers = (patch.init ? template?.spec?.initContainers : template?.spec?.containers) ?? [];
+  const imageSet = containers.some((c) => c.name === patch.container && c.image === patch.image);
+  const revisionSet = patch.revision === undefined || template?.metadata?.annotations?.[rolloutAnnotations.revision] === patch.revision;
+  return imageSet && revisionSet;
+}
+
 export function workloadPath(kind: WorkloadKind, namespace: string, name?: string): string {
   const base = kind === "CronJob" ? `/apis/batch/v1/namespaces/${namespace}/cronjobs` : `/apis/apps/v1/namespaces/${namespace}/${kind.toLowerCase()}s`;
   return name ? `${base}/${name}` : base;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { nixImageSchema, type NixImage, type NixImageStatus } from "../../src/api/niximage.ts";
-import { applyBody, chosenContainer, planRollout, workloadProgress, type Workload } from "../../src/rollout/rollout-plan.ts";
+import { applyBody, chosenContainer, patchApplied, planRollout, workloadProgress, type Workload } from "../../src/rollout/rollout-plan.ts";
 
 const now = new Date("2026-11-22T10:00:00Z");
 const latest = `registry.example.com/shop/web@sha256:${"a".repeat(64)}`;
@@ -266,5 +266,36 @@ describe("applyBody", () => {
       metadata: { name: "n", namespace: "shop" },
       spec: { jobTemplate: { spec: { template: { metadata: {}, spec: { initContainers: [{ name: "m", image: latest }] } } } } },
     });
+  });
+});
+
+describe("patchApplied", () => {
+  const patch = (workload: Workload, revision?: string) => ({
+    workload,
+    container: "web",
+    init: false,
+    image: latest,
+    revision,
+    previous: "x",
+    rollback: false,
+  });
+
+  it("is true only when the live container has the image and the pod template the revision", () => {
+    const done = deployment("web", [{ name: "web", image: latest }]);
+    done.spec!.template!.metadata = { annotations: { "niximage.io/revision": "r1" } };
+    expect(patchApplied(done, patch(done, "r1"))).toBe(true);
+    expect(patchApplied(done, patch(done))).toBe(true);
+    expect(patchApplied(done, patch(done, "r2"))).toBe(false);
+    const old = deployment("web", [{ name: "web", image: "x" }]);
+    expect(patchApplied(old, patch(old))).toBe(false);
+  });
+
+  it("looks at the container the patch names, in the list it names", () => {
+    const other = deployment("web", [
+      { name: "sidecar", image: latest },
+      { name: "web", image: "x" },
+    ]);
+    expect(patchApplied(other, patch(other))).toBe(false);
+    expect(patchApplied(other, { ...patch(other), container: "sidecar", init: true })).toBe(false);
   });
 });
