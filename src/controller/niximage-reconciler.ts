@@ -278,25 +278,22 @@ export class NixImageReconciler {
     };
 
     const interval = image.spec.triggers?.interval;
-    // The source credential is read by the builder's fetch step only, never by the controller: an
-    // anonymous poll of a private repository could only fail (or find a public namesake).
-    const privateSource = image.spec.sourceCredentialsSecretRef !== undefined || image.spec.sshKeySecretRef !== undefined;
-    if (interval && !image.spec.suspend && privateSource) {
-      this.#deps.polls.forget(`${namespace}/${name}`);
-      observed.pollUnavailable =
-        "the source needs credentials (spec.sourceCredentialsSecretRef / spec.sshKeySecretRef), which only the builder's fetch step holds, so the controller does not poll it; each build fetches the branch's latest commit: start one with the niximage.io/rebuild annotation";
-    } else if (interval && !image.spec.suspend) {
+    if (interval && !image.spec.suspend) {
       const checkRequest = image.metadata.annotations?.[annotations.checkRevision];
       if (checkRequest) this.#deps.polls.requestCheck(`${namespace}/${name}`, checkRequest);
+      // A private source is polled with its Secret's netrc / access-tokens, read by the poller at poll time only.
+      const secret = image.spec.sourceCredentialsSecretRef ? { namespace, name: image.spec.sourceCredentialsSecretRef.name } : undefined;
       // The last answer of the background poller (revision-polls.ts); it re-queues this key when the answer changes.
       // A NixImage that never built waits for its first answer, so that build is pinned to a known commit.
       const poll = image.status?.lastBuild
-        ? this.#deps.polls.observe(`${namespace}/${name}`, image.spec.flake, parseDuration(interval))
-        : await this.#deps.polls.firstAnswer(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), context.signal);
+        ? this.#deps.polls.observe(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), secret)
+        : await this.#deps.polls.firstAnswer(`${namespace}/${name}`, image.spec.flake, parseDuration(interval), context.signal, secret);
       if (poll?.rev) observed.polledRevision = poll.rev;
       if (poll?.refName) observed.polledRefName = poll.refName;
       if (poll?.error) observed.pollError = poll.error;
       if (poll?.unpollable) observed.pollUnavailable = poll.unpollable;
+      // A refused or missing credential will not pass by itself: the Ready message says so, not only an Event.
+      else if (poll?.error && poll.needsAction) observed.pollUnavailable = poll.error;
     } else this.#deps.polls.forget(`${namespace}/${name}`);
 
     const warm = image.spec.warm;

@@ -14,6 +14,7 @@ import { jobView } from "./job-outcome.ts";
 import { labels } from "./names.ts";
 import { indexes, NixImageReconciler } from "./niximage-reconciler.ts";
 import { RevisionPolls } from "./revision-polls.ts";
+import { readSourceCredentials } from "./source-secret.ts";
 import { resolveRevision } from "../flake/revision-resolver.ts";
 import type { WebhookServer } from "../webhook/webhook-server.ts";
 
@@ -146,6 +147,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       logger: log,
       // The poller connects only where the flake ref policy allows (SSRF): its allowed address ranges.
       resolve: (ref, o) => resolveRevision(ref, { ...o, allowedAddressRanges: config.flakeRefPolicy.allowedAddressRanges }),
+      // A private source's netrc / access-tokens, read for each poll and not kept (source-secret.ts).
+      readCredentials: (secret, signal) => readSourceCredentials(manager.kc, secret, signal),
     });
   const reconciler = new NixImageReconciler({
     kc: manager.kc,

@@ -1,8 +1,10 @@
 import { cloneUrlOf, parseFlakeRef, redactCredentials } from "../flake/flake-ref.ts";
-import { resolveRevision } from "../flake/revision-resolver.ts";
+import { resolveRevision, RevisionResolveError } from "../flake/revision-resolver.ts";
 import type { Logger } from "../log/logger.ts";
 import { systemClock, type Clock } from "../runtime/clock.ts";
 import { nextPollTime } from "./revision-poller.ts";
+import { secretWords, sourceAuthorization, type SourceAuthorization, type SourceCredentialData } from "./source-authorization.ts";
+import { SourceSecretError, type SecretRef } from "./source-secret.ts";
 
 /** The last known answer for a NixImage's flake ref. */
 export interface PollResult {
@@ -13,6 +15,8 @@ export interface PollResult {
   error?: string;
   /** Why this kind of flake ref is not polled at all (git+ssh, archives, ...). */
   unpollable?: string;
+  /** The error will not pass by itself (a refused or missing credential): someone must act. */
+  needsAction?: boolean;
 }
 
 type Resolve = typeof resolveRevision;
@@ -30,10 +34,17 @@ export interface RevisionPollsOptions {
   startSpreadMs?: number;
   /** One poll's time limit. Default 15 s. */
   timeoutMs?: number;
+  /**
+   * Reads a private source's credential Secret (spec.sourceCredentialsSecretRef), called at poll
+   * time for each poll that has one; the answer is used for that one request and dropped.
+   */
+  readCredentials?: (secret: SecretRef, signal: AbortSignal) => Promise<SourceCredentialData>;
 }
 
 interface Entry {
   flake: string;
+  /** The Secret whose netrc / access-tokens authorize the poll (its name only; its data is read per poll). */
+  secret: SecretRef | undefined;
   intervalMs: number;
   host: string;
   dueMs: number;
@@ -64,6 +75,7 @@ export class RevisionPolls {
   readonly #perHostLimit: number;
   readonly #startSpreadMs: number;
   readonly #timeoutMs: number;
+  readonly #readCredentials: RevisionPollsOptions["readCredentials"];
   readonly #runningByHost = new Map<string, number>();
   /** The last check request (niximage.io/check-revision value) honoured per key. */
   readonly #requested = new Map<string, string>();
@@ -81,16 +93,18 @@ export class RevisionPolls {
     this.#perHostLimit = Math.min(options.perHostLimit ?? 2, this.#concurrency);
     this.#startSpreadMs = options.startSpreadMs ?? 60_000;
     this.#timeoutMs = options.timeoutMs ?? 15_000;
+    this.#readCredentials = options.readCredentials;
   }
 
   /**
    * Called by the reconcile of a NixImage that polls: registers (or updates) its flake and
    * interval and returns the last known answer, undefined before the first poll. Never waits.
+   * `secret` names the Secret a private source is polled with.
    */
-  observe(key: string, flake: string, intervalMs: number): PollResult | undefined {
+  observe(key: string, flake: string, intervalMs: number, secret?: SecretRef): PollResult | undefined {
     const nowMs = this.#clock.now().getTime();
     const entry = this.#entries.get(key);
-    if (entry && entry.flake === flake) {
+    if (entry && entry.flake === flake && sameSecret(entry.secret, secret)) {
       if (entry.intervalMs !== intervalMs && entry.lastMs !== undefined) {
         entry.intervalMs = intervalMs;
         entry.dueMs = this.#nextDue(key, entry.lastMs, intervalMs, nowMs);
@@ -102,7 +116,7 @@ export class RevisionPolls {
       return entry.result;
     }
     const spread = this.#checkFirst.delete(key) ? 0 : Math.floor(this.#random() * Math.min(this.#startSpreadMs, intervalMs));
-    this.#entries.set(key, { flake, intervalMs, host: hostOf(flake), dueMs: nowMs + spread, running: false });
+    this.#entries.set(key, { flake, secret, intervalMs, host: hostOf(flake), dueMs: nowMs + spread, running: false });
     this.#wake?.();
     return undefined;
   }
@@ -112,8 +126,8 @@ export class RevisionPolls {
    * time limit plus a little), so its first build is pinned to a known commit. Existing NixImages
    * never wait: they use `observe`.
    */
-  async firstAnswer(key: string, flake: string, intervalMs: number, signal?: AbortSignal): Promise<PollResult | undefined> {
-    const known = this.observe(key, flake, intervalMs);
+  async firstAnswer(key: string, flake: string, intervalMs: number, signal?: AbortSignal, secret?: SecretRef): Promise<PollResult | undefined> {
+    const known = this.observe(key, flake, intervalMs, secret);
     if (known) return known;
     const entry = this.#entries.get(key)!;
     entry.dueMs = Math.min(entry.dueMs, this.#clock.now().getTime());
@@ -198,20 +212,34 @@ export class RevisionPolls {
   }
 
   async #poll(key: string, entry: Entry, signal: AbortSignal, onChange: (key: string) => void): Promise<void> {
-    const { flake, host } = entry;
+    const { flake, host, secret } = entry;
     entry.running = true;
     this.#running++;
     this.#runningByHost.set(host, (this.#runningByHost.get(host) ?? 0) + 1);
     let result: PollResult;
+    // The Secret's words, only to scrub them from a message; dropped with this call.
+    let scrub: string[] = [];
+    let authorization: SourceAuthorization | undefined;
     try {
-      const resolved = await this.#resolve(flake, { signal, timeoutMs: this.#timeoutMs });
+      const target = httpTargetOf(flake);
+      if (secret && target) {
+        if (!this.#readCredentials) throw new SourceSecretError("this controller was started without access to source credentials", false);
+        const data = await this.#readCredentials(secret, signal);
+        scrub = secretWords(data);
+        authorization = sourceAuthorization(data, target.url, target.preferTokens);
+      }
+      const resolved = await this.#resolve(flake, { signal, timeoutMs: this.#timeoutMs, ...(authorization ? { authorization: authorization.header } : {}) });
       result = "rev" in resolved ? { rev: resolved.rev, refName: resolved.refName } : { unpollable: resolved.reason };
     } catch (error) {
-      // Keep the last good answer; say why there is no newer one (never with URL credentials).
+      // Keep the last good answer; say why there is no newer one (never with URL credentials or a secret).
+      const failure = describeFailure(flake, error, secret, authorization);
+      let message = redactCredentials(failure.message);
+      for (const word of scrub) message = message.split(word).join("***");
       result = {
         ...(entry.result?.rev ? { rev: entry.result.rev } : {}),
         ...(entry.result?.refName ? { refName: entry.result.refName } : {}),
-        error: redactCredentials(`cannot resolve the revision of ${flake}: ${(error as Error).message}`),
+        error: message,
+        ...(failure.needsAction ? { needsAction: true } : {}),
       };
     } finally {
       entry.running = false;
@@ -256,6 +284,55 @@ export class RevisionPolls {
       this.#wake = done;
     });
   }
+}
+
+function sameSecret(a: SecretRef | undefined, b: SecretRef | undefined): boolean {
+  return a?.namespace === b?.namespace && a?.name === b?.name;
+}
+
+/** The https URL a poll requests (git+https, github:, gitlab:, sourcehut:), and whether forge tokens come first; undefined for refs polled without HTTP. */
+function httpTargetOf(flake: string): { url: URL; preferTokens: boolean } | undefined {
+  try {
+    const ref = parseFlakeRef(flake);
+    const target = cloneUrlOf(ref);
+    if (!target || target.rev !== undefined) return undefined;
+    const url = new URL(target.url);
+    if (url.protocol !== "https:" && url.protocol !== "http:") return undefined;
+    return { url, preferTokens: ref.type === "github" || ref.type === "gitlab" || ref.type === "sourcehut" };
+  } catch {
+    return undefined;
+  }
+}
+
+/** What a failed poll says, and whether it needs someone to act (a refused or missing credential). */
+function describeFailure(
+  flake: string,
+  error: unknown,
+  secret: SecretRef | undefined,
+  authorization: SourceAuthorization | undefined,
+): { message: string; needsAction: boolean } {
+  const what = `cannot resolve the revision of ${flake}`;
+  if (error instanceof SourceSecretError) return { message: `${what}: ${error.message}`, needsAction: !error.transient };
+  if (!(error instanceof RevisionResolveError) || error.kind !== "unauthorized") return { message: `${what}: ${(error as Error).message}`, needsAction: false };
+  const status = `HTTP ${error.status ?? 401}`;
+  const shown = secret ? `Secret ${secret.namespace}/${secret.name}` : "";
+  const host = httpTargetOf(flake)?.url.host ?? "its host";
+  if (authorization) {
+    return {
+      message: `${what}: polling failed: the server refused the credential from ${shown} (${authorization.from}) with ${status}: correct that entry (login and password, or a token allowed to read the repository); the next poll reads the Secret again`,
+      needsAction: true,
+    };
+  }
+  if (secret) {
+    return {
+      message: `${what}: polling failed: the server refused anonymous access (${status}) and ${shown} has no netrc machine or access-tokens entry for ${host}: add one`,
+      needsAction: true,
+    };
+  }
+  return {
+    message: `${what}: polling failed: the server refused anonymous access (${status}): for a private repository, name a Secret with a netrc or access-tokens entry for ${host} in spec.sourceCredentialsSecretRef`,
+    needsAction: true,
+  };
 }
 
 function sameResult(a: PollResult | undefined, b: PollResult): boolean {

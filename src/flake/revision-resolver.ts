@@ -390,7 +390,8 @@ function unpollableReason(ref: FlakeRef): string | undefined {
     case "git":
       if (ref.url.startsWith("https:") || ref.url.startsWith("http:")) return undefined;
       if (ref.url.startsWith("ssh:") || ref.scheme === "git+ssh") {
-        return "git+ssh refs are not polled over HTTP; they are resolved during builds with the key Secret";
+        // The ssh key stays in the builder's fetch step: the controller has neither the key nor an ssh client.
+        return "git+ssh refs are not polled (the ssh key is used only by the builder's fetch step, never by the controller); a new commit is built at the next build: annotate niximage.io/rebuild=<new value> (e.g. from the forge's push hook), or serve the repository over https and poll it with a netrc or access-tokens Secret";
       }
       return `a ${ref.scheme}: ref is not polled; only git over http(s) is`;
     default:

@@ -16,6 +16,7 @@ import { parseOperatorConfig, type OperatorConfigInput } from "../../src/config/
 import { defaultFlakeRefPolicy } from "../../src/flake/flake-ref-policy.ts";
 import { startOperator, type RunningOperator } from "../../src/controller/operator.ts";
 import type { Clock } from "../../src/runtime/clock.ts";
+import type { Logger } from "../../src/log/logger.ts";
 import { kubeRequestJson } from "../../src/runtime/kube-request.ts";
 import { kubeClients, kubectl, testbed, waitFor } from "./kube.ts";
 import { run } from "./process.ts";
@@ -132,6 +133,8 @@ export interface TestOperatorOptions {
   clock?: Clock;
   identity?: string;
   leaderElection?: boolean;
+  /** Default: silent (or TEST_LOG_LEVEL); a test that reads the controller's log lines passes its own. */
+  logger?: Logger;
 }
 
 const testLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
@@ -154,7 +157,7 @@ export async function startTestOperator(options: TestOperatorOptions): Promise<R
   const operator = await startOperator({
     kc: options.access.kc,
     config,
-    logger: testLogger,
+    logger: options.logger ?? testLogger,
     clock: options.clock,
     identity: options.identity,
     metricsPort: 0,

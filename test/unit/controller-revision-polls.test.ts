@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { RevisionPolls } from "../../src/controller/revision-polls.ts";
-import type { resolveRevision } from "../../src/flake/revision-resolver.ts";
+import { RevisionResolveError, type resolveRevision } from "../../src/flake/revision-resolver.ts";
+import { SourceSecretError } from "../../src/controller/source-secret.ts";
 import { FakeClock, flushAsync } from "../support/fake-clock.ts";
 
 const MIN = 60_000;
@@ -175,5 +176,104 @@ describe("RevisionPolls", () => {
     expect(result).toBe("pending");
     await clock.advance(1);
     expect(result).toBeUndefined();
+  });
+
+  describe("a private source (spec.sourceCredentialsSecretRef)", () => {
+    const flake = "git+https://git.example.com/acme/app.git";
+    const secret = { namespace: "shop", name: "source" };
+    const canary = "canary-7f3a9c";
+
+    function privateSetup(
+      answer: (authorization: string | undefined) => Promise<{ rev: string; refName: string }>,
+      data = { netrc: `machine git.example.com login ci password ${canary}\n` },
+    ) {
+      const clock = new FakeClock();
+      const reads: string[] = [];
+      const sent: (string | undefined)[] = [];
+      const resolve: Resolve = (_ref, options) => {
+        sent.push(options?.authorization);
+        return answer(options?.authorization);
+      };
+      const polls = new RevisionPolls({
+        clock,
+        resolve,
+        random: () => 0,
+        readCredentials: (ref) => {
+          reads.push(`${ref.namespace}/${ref.name}`);
+          return Promise.resolve(data);
+        },
+      });
+      const abort = new AbortController();
+      const running = polls.run(abort.signal, () => {});
+      return { clock, polls, reads, sent, abort, running };
+    }
+
+    it("reads the Secret at each poll and sends its netrc entry as Basic; nothing without a Secret", async () => {
+      const { clock, polls, reads, sent, abort, running } = privateSetup(() => Promise.resolve({ rev: "c".repeat(40), refName: "refs/heads/main" }));
+      polls.observe("shop/app", flake, MIN, secret);
+      await flushAsync();
+      expect(reads).toEqual(["shop/source"]);
+      expect(sent).toEqual([`Basic ${Buffer.from(`ci:${canary}`).toString("base64")}`]);
+      await clock.advance(MIN + 6_000);
+      expect(reads).toEqual(["shop/source", "shop/source"]);
+      // The same flake without a Secret is another entry, polled anonymously without reading anything.
+      polls.observe("shop/app", flake, MIN);
+      await flushAsync();
+      expect(reads).toHaveLength(2);
+      expect(sent.at(-1)).toBeUndefined();
+      abort.abort();
+      await running;
+    });
+
+    it("a refused credential: says which entry of which Secret and what to do, never the secret; needs action", async () => {
+      const { polls, abort, running } = privateSetup(() =>
+        Promise.reject(new RevisionResolveError("unauthorized", `refused anonymous access (HTTP 401) ${canary}`, { status: 401 })),
+      );
+      polls.observe("shop/app", flake, MIN, secret);
+      await flushAsync();
+      const result = polls.observe("shop/app", flake, MIN, secret)!;
+      expect(result.needsAction).toBe(true);
+      expect(result.error).toMatch(/refused the credential from Secret shop\/source \(netrc machine git.example.com\) with HTTP 401: correct that entry/);
+      expect(result.error).not.toContain(canary);
+      abort.abort();
+      await running;
+    });
+
+    it("no entry for the host: polled anonymously, and a 401 says the Secret lacks one", async () => {
+      const { polls, sent, abort, running } = privateSetup(() => Promise.reject(new RevisionResolveError("unauthorized", "refused", { status: 401 })), {
+        netrc: `machine elsewhere.example login ci password ${canary}\n`,
+      });
+      polls.observe("shop/app", flake, MIN, secret);
+      await flushAsync();
+      expect(sent).toEqual([undefined]);
+      expect(polls.observe("shop/app", flake, MIN, secret)!.error).toMatch(/has no netrc machine or access-tokens entry for git.example.com: add one/);
+      abort.abort();
+      await running;
+    });
+
+    it("a Secret that cannot be read: its error is the poll's, and no request is sent", async () => {
+      const clock = new FakeClock();
+      const sent: string[] = [];
+      const polls = new RevisionPolls({
+        clock,
+        random: () => 0,
+        resolve: (ref) => (sent.push(String(ref)), Promise.resolve({ rev: "d".repeat(40), refName: "HEAD" })),
+        readCredentials: () => Promise.reject(new SourceSecretError("Secret shop/source (spec.sourceCredentialsSecretRef) does not exist: create it", false)),
+      });
+      const abort = new AbortController();
+      const running = polls.run(abort.signal, () => {});
+      polls.observe("shop/app", flake, MIN, secret);
+      await flushAsync();
+      const result = polls.observe("shop/app", flake, MIN, secret)!;
+      expect(sent).toEqual([]);
+      expect(result).toMatchObject({ needsAction: true });
+      expect(result.error).toMatch(/does not exist/);
+      // A git+ssh ref makes no HTTP request: the Secret is not read for it at all.
+      polls.observe("shop/ssh", "git+ssh://git@git.example.com/acme/app.git", MIN, secret);
+      await flushAsync();
+      expect(sent).toEqual(["git+ssh://git@git.example.com/acme/app.git"]);
+      abort.abort();
+      await running;
+    });
   });
 });
