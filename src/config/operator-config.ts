@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
+import { DENIED_ADDRESS_RANGES } from "../flake/address-policy.ts";
 import { defaultFlakeRefPolicy, FlakeRefPolicySchema } from "../flake/flake-ref-policy.ts";
 import { durationPattern } from "../api/duration.ts";
 import { quantityPattern, substituterPattern, trustedPublicKeyPattern } from "../api/patterns.ts";
@@ -19,21 +20,14 @@ const cidr = z
   .regex(/^([0-9]{1,3}(\.[0-9]{1,3}){3}\/[0-9]{1,2}|[0-9a-fA-F:]+\/[0-9]{1,3})$/, "must be a CIDR like 10.0.0.0/8 or fd00::/8");
 
 /**
- * Denied to builder pods by default: private (RFC 1918), CGNAT, loopback, link-local (the cloud
- * metadata endpoint 169.254.169.254 among them) and their IPv6 counterparts. Pod and service
- * ranges, nodes and load balancers of nearly every cluster live there.
+ * Denied to builder pods by default: every range the flake ref policy refuses as an address
+ * literal (private, CGNAT, loopback, link-local with the cloud metadata endpoint 169.254.169.254,
+ * unspecified, multicast, reserved and their IPv6 counterparts), from the one list in
+ * address-policy.ts. Admission cannot resolve a host name; a name that resolves into one of these
+ * ranges (`10.0.0.1.nip.io`) is stopped here, by the network. Pod and service ranges, nodes and
+ * load balancers of nearly every cluster live there.
  */
-export const defaultDeniedCidrs = [
-  "10.0.0.0/8",
-  "172.16.0.0/12",
-  "192.168.0.0/16",
-  "100.64.0.0/10",
-  "127.0.0.0/8",
-  "169.254.0.0/16",
-  "fc00::/7",
-  "fe80::/10",
-  "::1/128",
-] as const;
+export const defaultDeniedCidrs: readonly string[] = DENIED_ADDRESS_RANGES.map((r) => r.cidr);
 
 /** Every builder step gets these unless the NixImage's spec.build.resources says otherwise. */
 const defaultStepResources = { requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "2", memory: "2Gi" } };
