@@ -6,9 +6,13 @@ import type { FlakeRefPolicy } from "../flake/flake-ref-policy.ts";
 
 type JsonSchema = { [key: string]: unknown };
 
-/** The zod schema as a JSON schema, the way the API server reads it (defaults from input side). */
+/**
+ * The zod schema as a JSON schema, the way the API server reads it (defaults from input side).
+ * Draft 2020-12, not zod's openapi-3.0 target: that one drops a map's `propertyNames`, so the API
+ * server stored label and nodeSelector keys `validate` refuses; `toStructural` turns them into CEL.
+ */
 function toOpenApi(schema: z.ZodType): JsonSchema {
-  return z.toJSONSchema(schema, { target: "openapi-3.0", io: "input", unrepresentable: "throw" }) as JsonSchema;
+  return z.toJSONSchema(schema, { target: "draft-2020-12", io: "input", unrepresentable: "throw" }) as JsonSchema;
 }
 
 const safeIntegerBound = Number.MAX_SAFE_INTEGER;

@@ -22,6 +22,7 @@ import {
   defaultFlakeRefPolicy,
   flakeRefAddressCelRegexes,
   flakeRefCelRegex,
+  flakeRefSemanticCelRules,
   type FlakeRefPolicy,
 } from "../flake/flake-ref-policy.ts";
 
@@ -42,6 +43,12 @@ export const plural = "niximages";
 const re = (pattern: string) => new RegExp(pattern);
 
 const boundedString = (max: number) => z.string().max(max);
+/** A string map with checked keys; the bound is the CRD's maxProperties, which CEL needs for its cost estimate. */
+const boundedMap = (key: z.ZodString, value: z.ZodString, max = 64) =>
+  z
+    .record(key, value)
+    .refine((map) => Object.keys(map).length <= max, `must have at most ${max} entries`)
+    .meta({ maxProperties: max });
 const objectName = z.string().min(1).max(253).regex(re(dnsSubdomainPattern), "must be a lowercase RFC 1123 name, like regcred");
 const localObjectReference = z.strictObject({ name: objectName });
 
@@ -78,10 +85,13 @@ export const imageConfigSchema = z
       .regex(/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/, "must be a user[:group] name or id, like 65532:65532")
       .optional(),
     exposedPorts: z
-      .array(z.string().max(12).regex(re(exposedPortPattern), "must be a port with an optional protocol, like 8080 or 53/udp"))
+      .array(z.string().max(12).regex(re(exposedPortPattern), "must be a port 1-65535 with an optional protocol, like 8080 or 53/udp"))
       .max(64)
       .optional(),
-    labels: z.record(z.string().max(253).regex(re(labelKeyPattern)), boundedString(1024)).optional(),
+    labels: boundedMap(
+      z.string().max(253).regex(re(labelKeyPattern), "keys must be label keys like org.opencontainers.image.source"),
+      boundedString(1024),
+    ).optional(),
   })
   .describe("OCI image configuration for a plain package (ignored for prebuilt image formats except labels).");
 
@@ -185,7 +195,7 @@ const quantityMap = z.strictObject({ cpu: quantity.optional(), memory: quantity.
 const buildSchema = z.strictObject({
   timeout: duration("build timeout", "1m", "24h").default("1h").describe("Deadline of the builder Job (activeDeadlineSeconds)."),
   resources: z.strictObject({ requests: quantityMap.optional(), limits: quantityMap.optional() }).optional(),
-  nodeSelector: z.record(z.string().max(317).regex(re(labelKeyPattern)), z.string().max(63)).optional(),
+  nodeSelector: boundedMap(z.string().max(317).regex(re(labelKeyPattern), "keys must be label keys like kubernetes.io/arch"), z.string().max(63)).optional(),
   tolerations: z
     .array(
       z.strictObject({
@@ -260,6 +270,7 @@ export function makeNixImageSpecSchema(policy: FlakeRefPolicy) {
           message:
             "names a host by an IP address in a loopback, private, link-local, unspecified, multicast or reserved range (in any spelling), or localhost: flake refs must not reach the cluster's own networks (SSRF); use a public host name (an operator admin can allow a range in flakeRefPolicy.allowedAddressRanges)",
         },
+        ...flakeRefSemanticCelRules().map(({ denied, message }) => ({ rule: `!self.matches(${celString(denied)})`, message })),
       ],
     })
     .describe("Flake reference without fragment, e.g. github:acme/shop?ref=main. Untrusted input: checked against the operator's flake ref policy.");

@@ -16,7 +16,8 @@ export const tagPattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$";
 /** Kubernetes object names referenced by this API (Secrets): RFC 1123 subdomain. */
 export const dnsSubdomainPattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 export const envNamePattern = "^[A-Za-z_][A-Za-z0-9_]*$";
-export const exposedPortPattern = "^[0-9]{1,5}(/(tcp|udp|sctp))?$";
+/** A port 1-65535 (the pattern bounds it: 70000 would be stored and then fail in the image config). */
+export const exposedPortPattern = "^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/(tcp|udp|sctp))?$";
 export const timeZonePattern = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$";
 /** A binary cache: https only (plain http would let anyone on the path feed the store). */
 export const substituterPattern = "^https://[^\\s?#]+$";

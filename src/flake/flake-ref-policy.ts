@@ -213,6 +213,38 @@ export function flakeRefCelRegex(policy: FlakeRefPolicy = defaultFlakeRefPolicy)
   return `^(?:${alternatives.join("|")})$`;
 }
 
+/**
+ * Parse rules the one syntax regex cannot express, each as a regex of what it DENIES, for the CRD
+ * (`!self.matches(denied)`). `checkFlakeRef` finds the same refs through the parser, with a message
+ * naming the exact value; without these the API server stored refs the controller then refused
+ * (a repeated parameter, a branch named twice, a git branch name git refuses).
+ */
+export function flakeRefSemanticCelRules(): { denied: string; message: string }[] {
+  const forge = "^(?:github|gitlab|sourcehut):";
+  // After OWNER/REPO: a third path segment (a branch or commit in the path).
+  const pathRef = `${forge}[^/?]*/[^/?]*/+[^/?]`;
+  const query = (key: string) => `[^?]*\\?(?:.*&)?${key}=`;
+  const keys = Object.keys(VALUE_PATTERNS);
+  return [
+    {
+      denied: keys.map((k) => `[?&]${k}=.*&${k}=`).join("|"),
+      message: "gives a query parameter twice (like ?ref=a&ref=b): keep one",
+    },
+    {
+      denied: `${pathRef}[^?]*\\?(?:.*&)?(?:ref|rev)=|${forge}${query("ref")}.*&rev=|${forge}${query("rev")}.*&ref=`,
+      message: "names the branch/tag or commit twice: a github:, gitlab: or sourcehut: ref takes one, in the path (OWNER/REPO/BRANCH) or in ?ref= or ?rev=",
+    },
+    {
+      denied: `${forge}[^/?]*/[^/?]*/+(?:[^/?a-zA-Z0-9]|[^?]*[^?a-zA-Z0-9_./-])|${forge}${query("ref")}(?:[^a-zA-Z0-9&]|[^&]*[^&a-zA-Z0-9_./-])`,
+      message: "has a branch/tag name Nix does not accept in github:, gitlab: and sourcehut: refs: a letter or digit, then letters, digits, _ . / -",
+    },
+    {
+      denied: `^git(?:\\+[a-z]+)?:${query("ref")}[^&]*(?://|/\\.|\\.\\.|\\.lock(?:/|&|$)|[/.](?:&|$))`,
+      message: "has a ?ref= that git does not accept as a branch/tag name (no '..', '//', '/.', trailing '/' or '.', or '.lock')",
+    },
+  ];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Addresses (SSRF): a host that is an IP literal or localhost must lie in an allowed range.
 

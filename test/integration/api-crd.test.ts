@@ -1,25 +1,28 @@
 // The generated CRD on a real kube-apiserver: it is accepted (structural schema, CEL cost
 // within budget), valid NixImages are stored with their defaults, and every invalid sample is
-// rejected naming the same field `nix-image-operator validate` names.
+// rejected naming the same field `nix-image-operator validate` names. The corpus
+// (test/support/niximage-corpus.ts: the invalid files and a table of field -> bad values, and every
+// documented NixImage plus boundary variations) goes through server-side dry run.
 //
 // The API server is shared with the other integration files, which create NixImages under the
 // test bed's widened CRD (installTestCrd). This file changes the CRD's policy, so it installs the
 // CRD under a group of its own: its changes never decide what another file may create.
-import { readdirSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import https from "node:https";
 import { join } from "node:path";
 import { ApiextensionsV1Api, type KubernetesObject } from "@kubernetes/client-node";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { beforeAll, describe, expect, it } from "vitest";
-import { kubeClients, kubectl, testbed, testNamespace, waitFor } from "../support/kube.ts";
+import { createNamespace, deleteNamespace, kubeClients, kubectl, testbed, testNamespace, waitFor } from "../support/kube.ts";
 import { nixImageCrd } from "../../src/api/crd.ts";
 import { defaultFlakeRefPolicy, FlakeRefPolicySchema } from "../../src/flake/flake-ref-policy.ts";
 import { validateManifests } from "../../src/validate/validate-manifests.ts";
+import { invalidCorpus, validCorpus, type CorpusCase } from "../support/niximage-corpus.ts";
 
 const root = join(import.meta.dirname, "../..");
 const fixtures = join(root, "test/fixtures/niximages");
-const invalidFiles = readdirSync(join(fixtures, "invalid")).sort();
+const invalid = invalidCorpus();
+const valid = validCorpus();
 const testGroup = "crdtest.niximage.io";
 const testApiVersion = `${testGroup}/v1alpha1`;
 // A kind and resource names of its own too: `kubectl get niximage` elsewhere must not resolve to it.
@@ -38,15 +41,20 @@ function isolated(crd: object): object {
  * Creates a NixImage with `fieldValidation=Strict` (as kubectl does; client-node's generic
  * create cannot ask for it) and returns the API server's message when it is rejected.
  */
-async function createRejection(object: KubernetesObject, namespace: string): Promise<string | undefined> {
+async function createRejection(
+  object: KubernetesObject,
+  namespace: string,
+  options: { dryRun?: boolean; agent?: https.Agent } = {},
+): Promise<string | undefined> {
   const bed = testbed();
   const body = JSON.stringify({ ...object, apiVersion: testApiVersion, kind: testKind, metadata: { ...object.metadata, namespace } });
-  const url = new URL(`/apis/${testApiVersion}/namespaces/${namespace}/niximagecrdtests?fieldValidation=Strict`, bed.kube.server);
+  const query = `fieldValidation=Strict${options.dryRun ? "&dryRun=All" : ""}`;
+  const url = new URL(`/apis/${testApiVersion}/namespaces/${namespace}/niximagecrdtests?${query}`, bed.kube.server);
   const ca = await readFile(bed.kube.caFile);
   const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
     const request = https.request(
       url,
-      { method: "POST", ca, headers: { authorization: `Bearer ${bed.kube.token}`, "content-type": "application/json" } },
+      { method: "POST", ca, agent: options.agent, headers: { authorization: `Bearer ${bed.kube.token}`, "content-type": "application/json" } },
       (response) => {
         let text = "";
         response
@@ -69,6 +77,16 @@ async function establish(crd: object) {
     const current = await api.readCustomResourceDefinition({ name: `niximagecrdtests.${testGroup}` });
     return current.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") ?? false;
   });
+}
+
+/** The API server's answer to each object, by server-side dry run, a few requests at a time. */
+async function dryRunAll(objects: KubernetesObject[], namespace: string): Promise<(string | undefined)[]> {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 8 });
+  try {
+    return await Promise.all(objects.map((object) => createRejection(object, namespace, { dryRun: true, agent })));
+  } finally {
+    agent.destroy();
+  }
 }
 
 const committedCrd = async () => parseYaml(await readFile(join(root, "crds/niximages.niximage.io.yaml"), "utf8")) as object;
@@ -109,24 +127,45 @@ describe("NixImage CRD on the API server", () => {
     expect(table.split("\n")[0]).toMatch(/NAME\s+READY\s+LATEST IMAGE\s+REVISION\s+AGE/);
   });
 
-  it(`rejects all ${invalidFiles.length} invalid samples, naming the field validate names`, async () => {
-    expect(invalidFiles.length).toBeGreaterThanOrEqual(30);
-    const namespace = await testNamespace("crd-invalid");
-    const mismatches: string[] = [];
-    await Promise.all(
-      invalidFiles.map(async (file) => {
-        const text = await readFile(join(fixtures, "invalid", file), "utf8");
-        const field = /^# field: (\S+)/.exec(text)![1]!;
-        const message = await createRejection(parseYaml(text) as KubernetesObject, namespace);
-        const cli = validateManifests(text, defaultFlakeRefPolicy).problems.map((p) => p.field);
-        // The API server names a map key or list item its own way for unknown fields
-        // ("unknown field \"spec.flakeRef\"") and for items (spec.image.tags[0]); both contain the path.
-        if (message === undefined) mismatches.push(`${file}: accepted by the API server`);
-        else if (!message.includes(field)) mismatches.push(`${file}: API server message does not name ${field}: ${message}`);
-        if (!cli.includes(field)) mismatches.push(`${file}: validate names ${cli.join(", ") || "nothing"}, not ${field}`);
-      }),
-    );
-    expect(mismatches).toEqual([]);
+  describe(`the spec corpus: ${invalid.length} invalid and ${valid.length} valid NixImages (server-side dry run)`, () => {
+    let rejections: (string | undefined)[] = [];
+    let validAnswers: (string | undefined)[] = [];
+    beforeAll(async () => {
+      const namespace = await createNamespace("crd-corpus");
+      // Every case is named "bad" or "v<n>": a dry run stores nothing, so names may repeat.
+      rejections = await dryRunAll(
+        invalid.map((c) => c.object as KubernetesObject),
+        namespace,
+      );
+      validAnswers = await dryRunAll(
+        valid.map((c) => c.object as KubernetesObject),
+        namespace,
+      );
+      await deleteNamespace(namespace);
+    });
+
+    it(`has at least 300 distinct invalid specs`, () => {
+      expect(new Set(invalid.map((c) => c.name)).size).toBe(invalid.length);
+      expect(new Set(invalid.map((c) => JSON.stringify(c.object))).size).toBe(invalid.length);
+      expect(invalid.length).toBeGreaterThanOrEqual(300);
+    });
+
+    it.each(invalid.map((c, i) => [c.name, c, i] as [string, CorpusCase, number]))("rejects %s", (_name, corpusCase, i) => {
+      const message = rejections[i];
+      // The API server names list items (spec.image.tags[1]) and unknown fields
+      // ("unknown field \"spec.flakeRef\"") its own way; both contain the path.
+      expect(message, "accepted by the API server").toBeDefined();
+      expect(message).toContain(corpusCase.field);
+      const cli = validateManifests(JSON.stringify(corpusCase.object), defaultFlakeRefPolicy).problems.map((p) => p.field);
+      expect(
+        cli.some((f) => f === corpusCase.field || f.startsWith(`${corpusCase.field}.`) || f.startsWith(`${corpusCase.field}[`)),
+        cli.join(", "),
+      ).toBe(true);
+    });
+
+    it.each(valid.map((c, i) => [c.name, i] as [string, number]))("accepts %s", (_name, i) => {
+      expect(validAnswers[i]).toBeUndefined();
+    });
   });
 
   it("a CRD generated from a widened policy accepts what the default one rejects", async () => {

@@ -1,10 +1,20 @@
-import { readdirSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
+import { stringify } from "yaml";
 import { describe, expect, it } from "vitest";
 import { validateManifests } from "../../src/validate/validate-manifests.ts";
 import { defaultFlakeRefPolicy, FlakeRefPolicySchema } from "../../src/flake/flake-ref-policy.ts";
 import { nixImageSchema } from "../../src/api/niximage.ts";
+import { invalidCorpus, validCorpus, type CorpusCase } from "../support/niximage-corpus.ts";
+
+const root = join(import.meta.dirname, "../..");
+const invalid = invalidCorpus();
+const valid = validCorpus();
+/** `validate` names the field itself, or a part of it (a list item, a map key). */
+const namesField = (fields: string[], field: string) => fields.some((f) => f === field || f.startsWith(`${field}.`) || f.startsWith(`${field}[`));
 
 const fixtures = join(import.meta.dirname, "../fixtures/niximages");
 
@@ -33,13 +43,54 @@ describe("validateManifests", () => {
     });
   });
 
-  const invalid = readdirSync(join(fixtures, "invalid"));
-  it.each(invalid)("rejects invalid/%s naming the field in its header", async (file) => {
-    const text = await readFile(join(fixtures, "invalid", file), "utf8");
-    const field = /^# field: (\S+)/.exec(text)![1];
-    const report = validateManifests(text, defaultFlakeRefPolicy);
-    expect(report.problems.map((p) => p.field)).toEqual([field]);
-    expect(report.problems[0]!.message.length).toBeGreaterThan(10);
+  it.each(invalid.map((c) => [c.name, c] as [string, CorpusCase]))("rejects %s, naming the field", (_name, corpusCase) => {
+    const report = validateManifests(stringify(corpusCase.object, { lineWidth: 0 }), defaultFlakeRefPolicy);
+    expect(report.nixImages).toBe(1);
+    const fields = report.problems.map((p) => p.field);
+    expect(namesField(fields, corpusCase.field), `names ${fields.join(", ") || "nothing"}`).toBe(true);
+    for (const problem of report.problems) expect(problem.message.length).toBeGreaterThan(10);
+  });
+
+  it.each(valid.map((c) => [c.name, c.object] as [string, unknown]))("accepts %s", (_name, object) => {
+    expect(validateManifests(stringify(object, { lineWidth: 0 }), defaultFlakeRefPolicy).problems).toEqual([]);
+  });
+
+  it(`the CLI: \`validate --json\` on the whole corpus (${invalid.length} invalid, ${valid.length} valid) names each field and passes the valid file`, async () => {
+    const dir = await mkdtemp(join(tmpdir(), "nio-corpus-"));
+    try {
+      const write = (name: string, objects: unknown[]) => writeFile(join(dir, name), objects.map((o) => stringify(o, { lineWidth: 0 })).join("---\n"));
+      await write(
+        "invalid.yaml",
+        invalid.map((c) => c.object),
+      );
+      await write(
+        "valid.yaml",
+        valid.map((c) => c.object),
+      );
+      const cli = (file: string) =>
+        promisify(execFile)(process.execPath, [join(root, "src/cli/main.ts"), "validate", "--json", join(dir, file)], { maxBuffer: 64 << 20 }).then(
+          (done) => ({ code: 0, stdout: done.stdout }),
+          (failed: { code: number; stdout: string }) => ({ code: failed.code, stdout: failed.stdout }),
+        );
+      type Report = { nixImages: number; invalid: number; results: { problems: { document: number; field: string }[] }[] };
+      const bad = await cli("invalid.yaml");
+      const badReport = JSON.parse(bad.stdout) as Report;
+      expect(bad.code).toBe(1);
+      expect({ nixImages: badReport.nixImages, invalid: badReport.invalid }).toEqual({ nixImages: invalid.length, invalid: invalid.length });
+      const unnamed = invalid.filter(
+        (c, i) =>
+          !namesField(
+            badReport.results[0]!.problems.filter((p) => p.document === i + 1).map((p) => p.field),
+            c.field,
+          ),
+      );
+      expect(unnamed.map((c) => c.name)).toEqual([]);
+      const good = await cli("valid.yaml");
+      expect(good.code, good.stdout).toBe(0);
+      expect(JSON.parse(good.stdout)).toMatchObject({ nixImages: valid.length, invalid: 0 });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("numbers documents and reports YAML syntax errors", () => {
