@@ -22,6 +22,8 @@ export interface RegistryTargetOptions {
   caFile?: string;
   config?: Pick<OperatorConfig, "registries">;
   logger?: Logger;
+  /** Aborts every request of the client (the step was told to stop). */
+  signal?: AbortSignal;
 }
 
 export interface RegistryTarget {
@@ -79,6 +81,7 @@ export async function openRegistryTarget(options: RegistryTargetOptions): Promis
     ...(caFile !== undefined ? { caFile } : {}),
     ...(credentials !== undefined ? { credentials } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
   });
   const target: RegistryTarget = {
     client,

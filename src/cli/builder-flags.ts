@@ -5,6 +5,7 @@ import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { imageConfigSchema } from "../api/niximage.ts";
+import { parseDuration } from "../api/duration.ts";
 import { describeZodError } from "../api/describe-issues.ts";
 import { errorMessage, FlakeRefDeniedError, shortErrorMessage } from "../builder/error-message.ts";
 import { checkFlakeRef, type FlakeRefPolicy } from "../flake/flake-ref-policy.ts";
@@ -50,6 +51,16 @@ export function positiveInt(flag: string, value: string | undefined, min: number
   if (!/^\d{1,9}$/.test(value) || Number(value) < min || Number(value) > max)
     throw new UsageError(`${flag} must be an integer from ${min} to ${max} (got ${JSON.stringify(value.slice(0, 50))})`);
   return Number(value);
+}
+
+/** `--timeout` and the like: a duration such as 30s or 1h30m, in milliseconds. */
+export function durationFlag(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return parseDuration(value);
+  } catch (e) {
+    throw new UsageError(`${flag}: ${(e as Error).message}`);
+  }
 }
 
 export function oneOf<T extends string>(flag: string, value: string | undefined, choices: readonly T[]): T | undefined {
@@ -150,11 +161,18 @@ export function pipelineLogger(context: CommandContext): Logger {
 export async function reportFailure(
   context: CommandContext,
   error: unknown,
-  options: { terminationMessage?: string | undefined; secrets?: readonly string[]; progress?: ProgressSink },
+  options: {
+    terminationMessage?: string | undefined;
+    /** Writes the termination message instead (the step runner's, which writes one per run). */
+    write?: (text: string) => Promise<void>;
+    secrets?: readonly string[];
+    progress?: ProgressSink;
+  },
 ): Promise<number> {
   options.progress?.done();
   const secrets = options.secrets ?? [];
-  await writeTerminationMessage(options.terminationMessage, shortErrorMessage(error, secrets));
+  const text = shortErrorMessage(error, secrets);
+  await (options.write ? options.write(text) : writeTerminationMessage(options.terminationMessage, text));
   if (error instanceof UsageError) throw error;
   context.stderr.write(`error: ${errorMessage(error, secrets)}\n`);
   return 1;

@@ -164,4 +164,7 @@ if (import.meta.main) {
     signal: controller.signal,
   });
   process.exitCode = code;
+  // Told to stop and done: a request or child process that ignored the signal must not keep the
+  // process (and its pod, until SIGKILL) alive. stdout/stderr are synchronous for files and pipes on Linux.
+  if (controller.signal.aborted) process.exit(code);
 }

@@ -1,55 +1,33 @@
 import { loadOperatorConfig } from "../config/operator-config.ts";
-import { ProgressReporter } from "../builder/progress-reporter.ts";
-import { fitResult, writeTerminationMessage } from "../builder/push-result.ts";
-import { TRANSIENT_EXIT_CODE } from "../builder/step-results.ts";
 import { classifyRegistryFailure } from "../oci/registry-error.ts";
+import { fitResult } from "../builder/push-result.ts";
 import { runPushStep } from "../builder/push-step.ts";
 import { DirectoryLayerCache } from "../image/layer-cache.ts";
 import { markExited, PUSH_EXITED } from "../builder/stream-handoff.ts";
 import { openRegistryTarget, type RegistryTarget } from "../builder/registry-target.ts";
-import { parseFlags, UsageError, type Command } from "./command.ts";
+import { UsageError } from "./command.ts";
 import { pushStepHelp } from "./command-help.ts";
-import {
-  attestFromFlags,
-  layerCacheFrom,
-  oneOf,
-  parseCompression,
-  parseImageConfigJson,
-  pipelineLogger,
-  positiveInt,
-  pushFlags,
-  reportFailure,
-} from "./builder-flags.ts";
+import { attestFromFlags, layerCacheFrom, oneOf, parseCompression, parseImageConfigJson, positiveInt, pushFlags } from "./builder-flags.ts";
+import { stepCommand } from "./run-step.ts";
 
-export const pushStepCommand: Command = {
+export const pushStepCommand = stepCommand({
   name: "push-step",
   help: pushStepHelp,
-  async run(context) {
-    const { values, positionals } = parseFlags(
-      context.argv,
-      {
-        ...pushFlags,
-        from: { type: "string" },
-        "termination-message": { type: "string" },
-        "sortable-tag-time": { type: "string" },
-        "stream-socket": { type: "string" },
-        "unchanged-out-path": { type: "string" },
-        "unchanged-digest": { type: "string" },
-      },
-      "push-step",
-    );
-    if (values.help) {
-      context.stdout.write(`${this.help}\n`);
-      return 0;
-    }
-    const terminationMessage = values["termination-message"];
-    const log = pipelineLogger(context);
-    const progress = new ProgressReporter({ stream: context.stderr, logger: log });
+  flags: {
+    ...pushFlags,
+    from: { type: "string" },
+    "sortable-tag-time": { type: "string" },
+    "stream-socket": { type: "string" },
+    "unchanged-out-path": { type: "string" },
+    "unchanged-digest": { type: "string" },
+  },
+  required: ["from", "image"],
+  progress: true,
+  // A failure that may pass (registry 5xx/429, timeout, network): the controller retries the build.
+  transient: (error) => classifyRegistryFailure(error).retryable,
+  async run({ values, context, log, progress, signal, secrets }) {
     let target: RegistryTarget | undefined;
     try {
-      if (positionals.length > 0) throw new UsageError(`push-step: unexpected argument ${JSON.stringify(positionals[0])}`);
-      if (values.from === undefined) throw new UsageError("push-step: --from is required");
-      if (values.image === undefined) throw new UsageError("push-step: --image is required");
       const maxLayers = positiveInt("--max-layers", values["max-layers"], 1, 125);
       const compression = parseCompression(values.compression);
       const onCacheMiss = oneOf("--on-cache-miss", values["on-cache-miss"], ["upload", "hash-first"] as const);
@@ -64,13 +42,15 @@ export const pushStepCommand: Command = {
         values["unchanged-out-path"] !== undefined ? { outPath: values["unchanged-out-path"], digest: values["unchanged-digest"]! } : undefined;
       const config = values.config !== undefined ? await loadOperatorConfig({ file: values.config, env: {} }) : undefined;
       target = await openRegistryTarget({
-        image: values.image,
+        image: values.image!,
         ...(values["auth-file"] !== undefined ? { authFile: values["auth-file"] } : {}),
         ...(values["plain-http"] ? { plainHttp: true } : {}),
         ...(values["ca-file"] !== undefined ? { caFile: values["ca-file"] } : {}),
         ...(config ? { config } : {}),
         logger: log,
+        signal,
       });
+      secrets.push(...target.secrets);
       const cache = layerCacheFrom(values["layer-cache"]);
       // The layer cache's MAC key exists before any flake code runs, so that a streamLayeredImage
       // script that could read it (and forge cache entries) is refused like one that could read the Secret.
@@ -80,7 +60,7 @@ export const pushStepCommand: Command = {
         (f): f is string => f !== undefined,
       );
       const out = await runPushStep({
-        from: values.from,
+        from: values.from!,
         registry: target.client,
         repository: target.repository,
         tags: [...(target.tag !== undefined ? [target.tag] : []), ...(values.tag ?? [])],
@@ -94,22 +74,18 @@ export const pushStepCommand: Command = {
         attest: await attestFromFlags(values, context.env),
         ...(protectedFiles.length > 0 ? { protectedFiles } : {}),
         ...(values["stream-socket"] !== undefined ? { streamSocket: values["stream-socket"] } : {}),
-        progress,
+        progress: progress!,
         logger: log,
-        signal: context.signal,
+        signal,
       });
-      const json = fitResult(out.result);
-      await writeTerminationMessage(terminationMessage, json);
-      context.stdout.write(values.json ? `${JSON.stringify(out.result, null, 2)}\n` : `${out.result.image}\n`);
-      return 0;
-    } catch (error) {
-      const code = await reportFailure(context, error, { terminationMessage, progress, secrets: target?.secrets ?? [] });
-      // A failure that may pass (registry 5xx/429, timeout, network): the controller retries the build.
-      return classifyRegistryFailure(error).retryable ? TRANSIENT_EXIT_CODE : code;
+      return {
+        terminationMessage: fitResult(out.result),
+        stdout: values.json ? JSON.stringify(out.result, null, 2) : out.result.image,
+      };
     } finally {
       target?.client.close();
       // The stream step stops waiting for a push that will never ask for the image.
       if (values["stream-socket"] !== undefined) await markExited(values["stream-socket"], PUSH_EXITED);
     }
   },
-};
+});

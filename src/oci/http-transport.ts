@@ -30,6 +30,8 @@ export interface TransportOptions extends TlsOptions {
   /** Connections per origin. */
   maxSockets?: number;
   userAgent?: string;
+  /** Aborts every request (and its body stream) once aborted. */
+  signal?: AbortSignal;
 }
 
 export interface HttpRequestSpec {
@@ -96,6 +98,7 @@ export class HttpTransport {
   readonly plainHttp: boolean;
   readonly userAgent: string;
   readonly #timeoutMs: number;
+  readonly #signal: AbortSignal | undefined;
   readonly #httpAgent: HttpAgentType;
   readonly #httpsAgent: HttpsAgentType;
 
@@ -103,6 +106,7 @@ export class HttpTransport {
     this.plainHttp = options.plainHttp === true;
     this.userAgent = options.userAgent ?? DEFAULT_USER_AGENT;
     this.#timeoutMs = options.timeoutMs ?? 120_000;
+    this.#signal = options.signal;
     const maxSockets = options.maxSockets ?? 8;
     this.#httpAgent = new HttpAgent({ keepAlive: true, maxSockets });
     const extraCa: (string | Buffer)[] = [];
@@ -152,6 +156,7 @@ export class HttpTransport {
         headers,
         agent: isHttps ? this.#httpsAgent : this.#httpAgent,
         timeout: this.#timeoutMs,
+        ...(this.#signal ? { signal: this.#signal } : {}),
       });
       req.once("timeout", () => req.destroy(new HttpTimeoutError(`no data for ${this.#timeoutMs} ms`)));
       req.on("error", fail);

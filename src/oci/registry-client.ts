@@ -29,6 +29,8 @@ export interface RegistryClientOptions extends TlsOptions {
   /** Parallel connections to the registry. */
   maxSockets?: number;
   userAgent?: string;
+  /** Aborts every request, a stalled upload included, and every wait between retries. */
+  signal?: AbortSignal;
 }
 
 export interface BlobInfo {
@@ -104,6 +106,7 @@ export class RegistryClient {
   readonly #random: () => number;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger | undefined;
+  readonly #signal: AbortSignal | undefined;
 
   constructor(options: RegistryClientOptions) {
     this.host = options.host;
@@ -111,6 +114,7 @@ export class RegistryClient {
     this.#random = options.random ?? Math.random;
     this.#retry = options.retry ?? DEFAULT_RETRY_POLICY;
     this.#logger = options.logger;
+    this.#signal = options.signal;
     this.#transport = new HttpTransport(options);
     this.#base = this.#transport.baseUrl(registryApiHost(options.host));
     this.#auth = new RegistryAuthenticator({
@@ -205,6 +209,7 @@ export class RegistryClient {
       clock: this.#clock,
       random: this.#random,
       classify: classifyRegistryFailure,
+      ...(this.#signal ? { signal: this.#signal } : {}),
       onRetry: ({ attempt, delayMs, error }) =>
         this.#logger?.warn({ operation, attempt, delayMs, error: error instanceof Error ? error.message : String(error) }, "registry request failed, retrying"),
     });
