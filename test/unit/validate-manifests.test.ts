@@ -91,7 +91,7 @@ describe("validateManifests", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 
   it("numbers documents and reports YAML syntax errors", () => {
     const text =
