@@ -19,9 +19,14 @@ export const envNamePattern = "^[A-Za-z_][A-Za-z0-9_]*$";
 /** A port 1-65535 (the pattern bounds it: 70000 would be stored and then fail in the image config). */
 export const exposedPortPattern = "^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/(tcp|udp|sctp))?$";
 export const timeZonePattern = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$";
-/** A binary cache: https only (plain http would let anyone on the path feed the store). */
-export const substituterPattern = "^https://[^\\s?#]+$";
-/** `name:base64-ed25519-key`, as in nix.conf's trusted-public-keys. */
-export const trustedPublicKeyPattern = "^[A-Za-z0-9._-]+:[A-Za-z0-9+/]{43}=$";
+/**
+ * A binary cache: https only (plain http would let anyone on the path feed the store), a host name
+ * and port without credentials, and a path of URL characters (RFC 3986), no query or fragment. The
+ * build step checks the same (src/nix/nix-command.ts): a URL with a user, a NUL, a quote or a bidi
+ * override used to pass here and fail there.
+ */
+export const substituterPattern = "^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$";
+/** `name:base64-ed25519-key`, as in nix.conf's trusted-public-keys; the name never starts with `-` (it is an argv value). */
+export const trustedPublicKeyPattern = "^[A-Za-z0-9][A-Za-z0-9._-]*:[A-Za-z0-9+/]{43}=$";
 export const quantityPattern = "^[0-9]+(\\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
 export const labelKeyPattern = "^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$";

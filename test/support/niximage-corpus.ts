@@ -683,6 +683,10 @@ const table: [string, Bad[]][] = [
       ["a query", "https://cache.example.org?priority=1"],
       ["a space", "https://cache.example.org x"],
       ["513 characters", `https://${long(505)}`],
+      ["credentials", "https://user:secret@cache.example.org"],
+      ["a NUL byte", "https://cache.example.org/\u0000"],
+      ["a double quote", 'https://cache.example.org/"x'],
+      ["a bidi override", "https://cache.example.org/\u202e"],
     ].map(([label, value]) => [label as string, { nixConfig: { substituters: [value] } }, "spec.build.nixConfig.substituters[0]"] as Bad),
   ],
   [
@@ -692,6 +696,7 @@ const table: [string, Bad[]][] = [
       ["a short key", "cache.example.org-1:abc="],
       ["not base64", "cache.example.org-1:!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!="],
       ["two keys in one", `${goodKey} ${goodKey}`],
+      ["a name starting with -", `-${goodKey}`],
     ].map(([label, value]) => [label as string, { nixConfig: { trustedPublicKeys: [value] } }, "spec.build.nixConfig.trustedPublicKeys[0]"] as Bad),
   ],
   [
