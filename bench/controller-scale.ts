@@ -10,7 +10,11 @@
 //
 // Run by hand (not in CI):
 //   node bench/controller-scale.ts [--images 1000] [--deployments 1000] [--secrets 2000] [--idle 60]
-//                                  [--root DIR] [--no-build]
+//                                  [--root DIR] [--no-build] [--resyncs 10 --resync-period 1s]
+// --resyncs R is reliability case 9 (docs/reliability.md) at scale: with `resyncPeriod` set to
+// --resync-period, the measured run waits for R x images reconciles instead of an idle window and
+// prints the writes in that time (must be 0: by the controller's own counter, and by the API
+// server's counter of writes to the kinds the operator writes) and how long the resyncs took.
 // --root runs another checkout's dist/cli/main.js (e.g. a worktree of an older commit, for a
 // before/after); it is built with `npm run build` there unless --no-build. A priming run first
 // brings the NixImages to the status the controller writes; the measured runs then start from that
@@ -37,6 +41,8 @@ const { values: args } = parseArgs({
     deployments: { type: "string", default: "1000" },
     secrets: { type: "string", default: "2000" },
     idle: { type: "string", default: "60" },
+    resyncs: { type: "string", default: "0" },
+    "resync-period": { type: "string", default: "1s" },
     root: { type: "string", default: repoRoot },
     "no-build": { type: "boolean", default: false },
     /** Instead of the chart's node flags: one measured run per --try (flags, and NAME=value words for the environment). */
@@ -47,6 +53,7 @@ const N = Number(args.images);
 const D = Number(args.deployments);
 const S = Number(args.secrets);
 const idleMs = Number(args.idle) * 1000;
+const resyncs = Number(args.resyncs);
 const root = args.root;
 const variants = args.try;
 const MiB = 2 ** 20;
@@ -99,8 +106,10 @@ try {
   );
   const resources = JSON.stringify(container.resources ?? {});
   configFile = join(work, "config.yaml");
-  await writeFile(configFile, configYaml);
-  const config = parseOperatorConfig(parseAllDocuments(configYaml)[0]!.toJS());
+  const configObject = parseAllDocuments(configYaml)[0]!.toJS() as Record<string, unknown>;
+  if (resyncs > 0) configObject.resyncPeriod = args["resync-period"];
+  await writeFile(configFile, JSON.stringify(configObject));
+  const config = parseOperatorConfig(configObject);
   console.log(`chart: env ${JSON.stringify(chartEnv)}, resources ${resources}`);
 
   // The objects, created in parallel (16 at a time).
@@ -283,7 +292,36 @@ async function runController(label: string, launch: { flags: string[]; env: Reco
     `reconcile latency over ${reconciles} reconciles: p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms; writes in the first pass: ${firstPassWrites}`,
   );
 
-  if (idle) {
+  if (idle && resyncs > 0) {
+    // Case 9: R resyncs of N unchanged NixImages, 0 writes.
+    const before = { metrics, api: await apiserverRequests() };
+    const t = performance.now();
+    await waitUntil(`${resyncs} resyncs (${resyncs * N} reconciles)`, async () => {
+      metrics = (await get("/metrics")).text;
+      return sample(metrics, "controller_reconcile_total") - reconciles >= resyncs * N;
+    });
+    const resyncSeconds = (performance.now() - t) / 1000;
+    const after = { metrics: (await get("/metrics")).text, api: await apiserverRequests() };
+    const own = sample(after.metrics, "niximage_api_writes_total") - sample(before.metrics, "niximage_api_writes_total");
+    const done = sample(after.metrics, "controller_reconcile_total") - reconciles;
+    const writeVerbs = new Set(["POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE", "DELETECOLLECTION"]);
+    const operatorKinds =
+      /^(niximage\.io\/niximages|batch\/jobs|apps\/(deployments|statefulsets|daemonsets)|batch\/cronjobs|persistentvolumeclaims|events|pods|networkpolicies|networking\.k8s\.io\/networkpolicies|events\.k8s\.io\/events)(\/|$)/;
+    const seen = [...after.api.by]
+      .map(([key, n]) => [key, n - (before.api.by.get(key) ?? 0)] as const)
+      .filter(([key, n]) => n > 0 && writeVerbs.has(key.split(" ")[0]!) && operatorKinds.test(key.split(" ")[1]!));
+    const seenWrites = seen.reduce((a, [, n]) => a + n, 0);
+    console.log(
+      `case 9: ${resyncs} resyncs of ${N} unchanged NixImages (resyncPeriod ${args["resync-period"]}): ${done} reconciles in ${resyncSeconds.toFixed(1)}s; ` +
+        `writes by the controller (niximage_api_writes_total): ${own}; writes to the operator's kinds seen by the API server: ${seenWrites}`,
+    );
+    for (const [key, n] of seen) console.log(`  ${n}  ${key}`);
+    const resyncMemory = await memory();
+    console.log(
+      `SUMMARY case9 images=${N} resyncs=${resyncs} resync_period=${args["resync-period"]} reconciles=${done} seconds=${resyncSeconds.toFixed(1)} ` +
+        `controller_writes=${own} apiserver_writes=${seenWrites} first_pass_writes=${firstPassWrites} rss_mib=${(resyncMemory.rss / MiB).toFixed(1)} hwm_mib=${(resyncMemory.hwm / MiB).toFixed(1)}`,
+    );
+  } else if (idle) {
     const before = { metrics, api: await apiserverRequests() };
     await new Promise((r) => setTimeout(r, idleMs));
     const after = { metrics: (await get("/metrics")).text, api: await apiserverRequests() };
