@@ -8,8 +8,9 @@
 // optimisation. The result says what happened.
 import type { Logger } from "../log/logger.ts";
 import type { NixCommand } from "../nix/nix-command.ts";
-import { redactUrlCredentials } from "../nix/nix-error.ts";
+import { NixError, redactUrlCredentials } from "../nix/nix-error.ts";
 import { readStepFiles } from "./step-files.ts";
+import type { CacheStepResult } from "./step-results.ts";
 
 export interface CacheStepOptions {
   /** The build step's directory. */
@@ -24,17 +25,6 @@ export interface CacheStepOptions {
   signal?: AbortSignal;
   logger?: Logger;
   timeoutMs?: number;
-}
-
-export interface CacheStepResult {
-  /** The cache URL without query parameters (never the key path or credentials). */
-  cache: string;
-  outPath: string;
-  /** Store paths in the closure (the cache skips those it has). */
-  closurePaths: number;
-  copied: boolean;
-  seconds: number;
-  error?: string;
 }
 
 /** `url` with `name=value` added to its query (Nix store parameters). */
@@ -74,8 +64,10 @@ export async function runCacheStep(options: CacheStepOptions): Promise<CacheStep
     return { ...base, copied: true, seconds };
   } catch (error) {
     const seconds = Math.round(performance.now() - started) / 1000;
-    // The message names the store URL without its query (where the key path would be).
-    const message = redactUrlCredentials((error as Error).message).replaceAll(target, cache);
+    // Nix's own reason (the hint of a failed build does not apply to a copy); the message names the
+    // store URL without its query (where the key path would be).
+    const reason = error instanceof NixError ? error.reason : (error as Error).message;
+    const message = redactUrlCredentials(reason).replaceAll(target, cache);
     options.logger?.warn({ ...base, err: message }, "could not copy the closure to the binary cache; the build itself is fine");
     return { ...base, copied: false, seconds, error: message.slice(0, 2000) };
   }

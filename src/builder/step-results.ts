@@ -70,6 +70,23 @@ export const warmResultSchema = z.object({
 });
 export type WarmResult = z.infer<typeof warmResultSchema>;
 
+/**
+ * The cache step's result (config.binaryCache): whether the closure reached the cluster binary
+ * cache. A failed copy is a result too (`copied: false` with the reason, exit code 0): the cache
+ * is an optimisation, the build's image does not depend on it.
+ */
+export const cacheResultSchema = z.object({
+  /** The cache URL without query parameters (never the key path or credentials). */
+  cache: z.string().max(resultBounds.url),
+  outPath: z.string().max(512),
+  /** Store paths in the closure (the cache skips those it has). */
+  closurePaths: count,
+  copied: z.boolean(),
+  seconds: z.number().min(0),
+  error: z.string().max(2000).optional(),
+});
+export type CacheStepResult = z.infer<typeof cacheResultSchema>;
+
 /** Parses a termination message as one of the results; undefined when it is not one. */
 export function parseStepResult<T>(schema: z.ZodType<T>, text: string | undefined): T | undefined {
   // The kubelet keeps at most 4096 bytes of a termination message; anything longer was not written by our step.

@@ -1,5 +1,13 @@
 import type { V1ContainerStatus, V1Job, V1OwnerReference, V1Pod } from "@kubernetes/client-node";
-import { parseStepResult, pushResultSchema, TRANSIENT_EXIT_CODE, warmResultSchema, type PushStepResult, type WarmResult } from "../builder/step-results.ts";
+import {
+  cacheResultSchema,
+  parseStepResult,
+  pushResultSchema,
+  TRANSIENT_EXIT_CODE,
+  warmResultSchema,
+  type PushStepResult,
+  type WarmResult,
+} from "../builder/step-results.ts";
 import type { BuildBlocker } from "./build-blockers.ts";
 import { annotations, labels } from "./names.ts";
 
@@ -10,6 +18,10 @@ import { annotations, labels } from "./names.ts";
  * Failures are sorted: transient ones (a registry outage seen by the push step, an evicted or
  * preempted pod, a result lost with its pod) are retried; the rest would repeat with the same
  * inputs. Only pods whose controller is this Job (by UID) count: labels are for selection.
+ *
+ * The cache step (config.binaryCache) runs beside push/report and never decides the build: the
+ * result is taken as soon as push (report) has exited 0 with its result, while the cache copy may
+ * still run, and also when the cache step then fails the Job. Its own outcome is `cacheCopy`.
  */
 
 export interface StepFailure {
@@ -51,6 +63,8 @@ export interface JobView {
   blocked?: BuildBlocker;
   /** Look at this running build again after this long (a grace period ends, Events may arrive). */
   recheckInMs?: number;
+  /** The cache step's outcome once it has terminated without copying the closure (config.binaryCache). */
+  cacheCopyFailed?: { cache?: string; message: string };
 }
 
 function jobState(job: V1Job): JobView["state"] {
@@ -79,9 +93,11 @@ function disruption(pod: V1Pod): StepFailure | undefined {
   return { step: "pod", reason, message: `the builder pod was stopped from outside (${reason}): ${message}`.slice(0, 4000), transient: true };
 }
 
-/** The step that failed: the first init container or container that terminated non-zero. */
+/** The step that failed: the first init container or container that terminated non-zero (the cache step never decides the build). */
 export function failedStep(pod: V1Pod): StepFailure | undefined {
-  const statuses: V1ContainerStatus[] = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
+  const statuses: V1ContainerStatus[] = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].filter(
+    (s) => s.name !== "cache",
+  );
   for (const status of statuses) {
     const terminated = status.state?.terminated ?? status.lastState?.terminated;
     if (terminated && terminated.exitCode !== 0) {
@@ -112,9 +128,33 @@ export function failedStep(pod: V1Pod): StepFailure | undefined {
 }
 
 /** The main container's termination: undefined while it has not terminated (or the cache does not show it yet). */
-function terminationOf(pod: V1Pod, container: string): { exitCode: number; message: string | undefined } | undefined {
+function terminationOf(pod: V1Pod, container: string): { exitCode: number; message: string | undefined; finishedAt: string | undefined } | undefined {
   const terminated = pod.status?.containerStatuses?.find((s) => s.name === container)?.state?.terminated;
-  return terminated ? { exitCode: terminated.exitCode, message: terminated.message } : undefined;
+  return terminated ? { exitCode: terminated.exitCode, message: terminated.message, finishedAt: asTime(terminated.finishedAt) } : undefined;
+}
+
+/** The step whose exit 0 completes the build: push (image builds) or report (warm builds). */
+const resultStep = (kind: JobView["kind"]) => (kind === "Image" ? "push" : "report");
+
+/**
+ * The pod finished the build itself, whatever the Job says: its push (report) step exited 0 and
+ * only the cache step may still run, or may have failed the Job (config.binaryCache).
+ */
+function doneBeforeCache(job: V1Job, pod: V1Pod | undefined, kind: JobView["kind"]): boolean {
+  if (!pod || !job.spec?.template.spec?.containers?.some((c) => c.name === "cache")) return false;
+  return terminationOf(pod, resultStep(kind))?.exitCode === 0;
+}
+
+/** What failed in the cache step, once it has terminated without copying (undefined while it runs or after a copy). */
+function cacheCopyFailure(pod: V1Pod | undefined): JobView["cacheCopyFailed"] {
+  const end = pod && terminationOf(pod, "cache");
+  if (!end) return undefined;
+  const result = parseStepResult(cacheResultSchema, end.message);
+  if (result?.copied) return undefined;
+  if (result) return { cache: result.cache, message: result.error ?? "nix copy failed" };
+  // Not the step's JSON: it failed before copying (its message, or its last log lines).
+  const text = (end.message ?? "").trim();
+  return { message: (text || `the cache step exited with code ${end.exitCode}`).slice(-1000) };
 }
 
 const terminalPod = (pod: V1Pod) => pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed";
@@ -133,9 +173,10 @@ export const newestOwnPod = (job: V1Job, labelled: readonly V1Pod[]) => newestPo
 export function jobView(job: V1Job, labelled: readonly V1Pod[]): JobView {
   const meta = job.metadata ?? {};
   const kind = meta.labels?.[labels.buildKind] === "Warm" ? "Warm" : "Image";
-  const state = jobState(job);
   const pods = ownPods(job, labelled);
   const pod = newestPod(pods);
+  const early = doneBeforeCache(job, pod, kind);
+  const state = early ? "Succeeded" : jobState(job);
   const failedCondition = job.status?.conditions?.find((c) => (c.type === "Failed" || c.type === "FailureTarget") && c.status === "True");
   const view: JobView = {
     name: meta.name ?? "",
@@ -150,11 +191,14 @@ export function jobView(job: V1Job, labelled: readonly V1Pod[]): JobView {
     storeVolume: job.spec?.template.spec?.volumes?.find((v) => v.name === "store")?.persistentVolumeClaim?.claimName,
     requestedAt: meta.annotations?.[annotations.requestedAt],
     startTime: asTime(job.status?.startTime),
-    completionTime: asTime(job.status?.completionTime),
+    // With a cache step, the build ends with its push (report) step, whenever the Job completes.
+    completionTime: (early && pod ? terminationOf(pod, resultStep(kind))?.finishedAt : undefined) ?? asTime(job.status?.completionTime),
     attempt: Math.max(1, Math.trunc(Number(meta.annotations?.[annotations.attempt] ?? 1)) || 1),
     podsActive: pods.some((p) => !terminalPod(p)),
     foreignPods: labelled.filter((p) => !pods.includes(p)).map((p) => p.metadata?.name ?? ""),
   };
+  const cacheFailed = cacheCopyFailure(pod);
+  if (cacheFailed) view.cacheCopyFailed = cacheFailed;
   if (state === "Failed" && failedCondition) view.failedAt = asTime(failedCondition.lastTransitionTime);
   if (state === "Succeeded" && kind === "Image") {
     const main = pod && terminationOf(pod, "push");
@@ -191,3 +235,24 @@ export function jobView(job: V1Job, labelled: readonly V1Pod[]): JobView {
   }
   return view;
 }
+
+/**
+ * PURE: the Warning Event for a build whose closure did not reach the cluster binary cache: what
+ * failed, that the build itself is not affected, and what to do. The cache step's message names
+ * the cache without query or credentials; URL credentials are cut here too, as a last line.
+ */
+export function cacheCopyFailedMessage(view: JobView, namespace: string): string | undefined {
+  const failed = view.cacheCopyFailed;
+  if (!failed) return undefined;
+  const where = failed.cache ? ` to the binary cache ${redactUserinfo(failed.cache)}` : " to the binary cache";
+  const reason = redactUserinfo(failed.message).replace(/\s+/g, " ").trim().slice(0, 500).replace(/\.+$/, "");
+  return (
+    `build ${view.name}: copying the closure${where} failed: ${reason}. The build's result does not depend on it; ` +
+    `builds on other store volumes build this closure again instead of substituting it. What to do: check config.binaryCache ` +
+    `(uploadUrl, the signing key and credentials Secrets) and that builder pods can reach the cache (config.builder.networkPolicy.allowedCidrs ` +
+    `for an in-cluster cache); details: kubectl logs -n ${namespace} job/${view.name} -c cache`
+  );
+}
+
+/** `scheme://user:password@host` -> `scheme://host`, anywhere in a text. */
+const redactUserinfo = (text: string) => text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/@]+@/gi, "$1");

@@ -14,7 +14,7 @@ import { conditionsFor, mergeConditions, reasons, type Reason } from "./conditio
 import { applyBody, patchApplied, rolloutAnnotations, workloadPath, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 import { decide, type Action, type Observed } from "./decide.ts";
 import { buildBlocker, type BlockerInput } from "./build-blockers.ts";
-import { controllerOf, jobView, newestOwnPod, type JobView } from "./job-outcome.ts";
+import { cacheCopyFailedMessage, controllerOf, jobView, newestOwnPod, type JobView } from "./job-outcome.ts";
 import { annotations, fieldManager, labels } from "./names.ts";
 import { builderNetworkPolicy } from "./builder-network-policy.ts";
 import { pushSecretConsent } from "./push-secret-consent.ts";
@@ -206,6 +206,8 @@ export class NixImageReconciler {
         this.#deps.onBuildFinished?.({ ...finished, seconds: record?.durations ?? {} });
       }
     }
+
+    await this.#reportCacheCopies(image, observed.jobs, context.log);
 
     // Transient errors go back to the work queue, which retries them with backoff; a refused
     // write waits for a change (or a slow retry: the operator's permissions may be fixed).
@@ -534,21 +536,46 @@ export class NixImageReconciler {
     }
   }
 
-  async #recordEvent(image: NixImage, event: Extract<Action, { type: "event" }>): Promise<void> {
+  /**
+   * One Warning Event CacheCopyFailed per build whose cache step did not copy the closure (the
+   * newest build of each kind). Its name is fixed per Job: a replica or a restarted process that
+   * finds it said already (409) says nothing again.
+   */
+  async #reportCacheCopies(image: NixImage, jobs: readonly JobView[], log: Logger): Promise<void> {
+    const namespace = image.metadata.namespace!;
+    for (const kind of ["Image", "Warm"] as const) {
+      const newest = jobs.filter((j) => j.kind === kind).sort((a, b) => b.number - a.number)[0];
+      const message = newest && cacheCopyFailedMessage(newest, namespace);
+      const once = `cache-copy:${namespace}/${newest?.name}`;
+      if (!message || this.#refusalsSent.has(once)) continue;
+      try {
+        await this.#recordEvent(image, { type: "event", eventType: "Warning", reason: "CacheCopyFailed", message }, `${newest.name}.cache-copy-failed`);
+        this.#refusalsSent.add(once);
+      } catch (error) {
+        if (error instanceof NotLeaderError) throw error;
+        if (error instanceof KubeHttpError && error.statusCode === 409) this.#refusalsSent.add(once);
+        else log.warn({ job: newest.name, err: String(error) }, "could not record the CacheCopyFailed event");
+      }
+    }
+  }
+
+  async #recordEvent(image: NixImage, event: Extract<Action, { type: "event" }>, name?: string): Promise<void> {
     await this.#recordEventFor(
       { apiVersion: image.apiVersion, kind: image.kind, name: image.metadata.name, namespace: image.metadata.namespace, uid: image.metadata.uid },
       event,
+      name,
     );
   }
 
   async #recordEventFor(
     involved: { apiVersion?: string; kind?: string; name?: string; namespace?: string; uid?: string },
     event: Extract<Action, { type: "event" }>,
+    name?: string,
   ): Promise<void> {
     const now = this.#deps.clock.now().toISOString();
     const namespace = involved.namespace!;
     await this.#write("POST", "events", `/api/v1/namespaces/${namespace}/events`, {
-      metadata: { generateName: `${involved.name}.`, namespace },
+      metadata: { ...(name !== undefined ? { name } : { generateName: `${involved.name}.` }), namespace },
       involvedObject: involved,
       type: event.eventType,
       reason: event.reason,

@@ -2,7 +2,7 @@
 // 1.3x conditions, kubelet container statuses with termination messages).
 import type { V1Job, V1Pod } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
-import { failedStep, jobView } from "../../src/controller/job-outcome.ts";
+import { cacheCopyFailedMessage, failedStep, jobView } from "../../src/controller/job-outcome.ts";
 
 const jobUid = "5d3c8a0e-1111-4c7b-8a55-0123456789ab";
 const digest = `sha256:${"b".repeat(64)}`;
@@ -431,5 +431,97 @@ describe("jobView", () => {
   it("a Job without labels or annotations reads as an Image build number 0 with no reasons", () => {
     const view = jobView({ metadata: { name: "stray" }, status: {} }, []);
     expect(view).toMatchObject({ name: "stray", kind: "Image", number: 0, reasons: [], state: "Running" });
+  });
+});
+
+describe("the cache step (config.binaryCache) never decides the build", () => {
+  /** A Job whose pod has the cache container beside push/report, as builderJob makes it. */
+  const withCache = (j: V1Job): V1Job => {
+    j.spec!.template.spec!.containers.push({ name: "cache" });
+    return j;
+  };
+  const running = (name: string) => ({ ...waiting(name), started: true, state: { running: { startedAt: new Date("2026-11-22T09:00:05Z") } } });
+  const cacheMessage = (copied: boolean, error?: string) =>
+    JSON.stringify({
+      cache: "https://cache.example.com/nix",
+      outPath: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web",
+      closurePaths: 12,
+      copied,
+      seconds: 3.5,
+      ...(error ? { error } : {}),
+    });
+  const init = [terminated("prepare", 0), terminated("build", 0)];
+
+  it("push exited 0 while the cache copy still runs: the result is taken now (the Job is still running)", () => {
+    const p = pod("p", "2026-11-22T09:00:01Z", "Running", init, [running("cache"), terminated("push", 0, pushMessage)]);
+    const view = jobView(withCache(job("web-build-7", "Image", started)), [p]);
+    expect(view.state).toBe("Succeeded");
+    expect(view.result?.digest).toBe(digest);
+    // The push step's end, as the Job has no completionTime yet.
+    expect(view.completionTime).toBe("2026-11-22T09:10:00.000Z");
+    // The store volume stays held until the cache step is done too.
+    expect(view.podsActive).toBe(true);
+    expect(view.cacheCopyFailed).toBeUndefined();
+  });
+
+  it("the cache step failed the Job (exit 1): the build still succeeded with the push result; the cache failure is reported apart", () => {
+    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", init, [
+      terminated("cache", 1, "cannot read /work/result/result.json (EACCES): did the build step finish successfully?"),
+      terminated("push", 0, pushMessage),
+    ]);
+    const view = jobView(withCache(job("web-build-7", "Image", failedStatus("PodFailurePolicy", "Container cache exited with 1"))), [p]);
+    expect(view.state).toBe("Succeeded");
+    expect(view.result?.digest).toBe(digest);
+    expect(view.failure).toBeUndefined();
+    expect(view.cacheCopyFailed).toEqual({ message: "cannot read /work/result/result.json (EACCES): did the build step finish successfully?" });
+  });
+
+  it("a copy that failed (exit 0, copied: false): an Event message with what failed, the cache, what to do, no credentials", () => {
+    const error =
+      "copy /nix/store/x to the binary cache https://cache.example.com/nix failed: unable to upload 'https://ci:s3cr3t@cache.example.com/nix/x.narinfo': HTTP error 403";
+    const p = pod("p", "2026-11-22T09:00:01Z", "Succeeded", init, [terminated("cache", 0, cacheMessage(false, error)), terminated("push", 0, pushMessage)]);
+    const view = jobView(withCache(job("web-build-7", "Image", succeeded)), [p]);
+    expect(view.state).toBe("Succeeded");
+    expect(view.cacheCopyFailed).toEqual({ cache: "https://cache.example.com/nix", message: error });
+    const message = cacheCopyFailedMessage(view, "shop")!;
+    expect(message).toContain("build web-build-7: copying the closure to the binary cache https://cache.example.com/nix failed");
+    expect(message).toContain("HTTP error 403");
+    expect(message).toContain("The build's result does not depend on it");
+    expect(message).toContain("What to do: check config.binaryCache");
+    expect(message).toContain("kubectl logs -n shop job/web-build-7 -c cache");
+    expect(message).not.toContain("s3cr3t");
+    expect(message.length).toBeLessThanOrEqual(1024);
+  });
+
+  it("a copy that worked, or a cache step still running: nothing to report", () => {
+    const copied = pod("p", "2026-11-22T09:00:01Z", "Succeeded", init, [terminated("cache", 0, cacheMessage(true)), terminated("push", 0, pushMessage)]);
+    const view = jobView(withCache(job("web-build-7", "Image", succeeded)), [copied]);
+    expect(view.cacheCopyFailed).toBeUndefined();
+    expect(cacheCopyFailedMessage(view, "shop")).toBeUndefined();
+  });
+
+  it("push failed (transient) and the cache failed too: the push step's failure is the build's (cache sorts first in the statuses)", () => {
+    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", init, [terminated("cache", 1, "nix copy failed"), terminated("push", 75, "registry 503")]);
+    const view = jobView(withCache(job("web-build-7", "Image", failedStatus("PodFailurePolicy", "failed"))), [p]);
+    expect(view.state).toBe("Failed");
+    expect(view.failure).toMatchObject({ step: "push", exitCode: 75, transient: true });
+  });
+
+  it("push still running, cache done: still Running", () => {
+    const p = pod("p", "2026-11-22T09:00:01Z", "Running", init, [terminated("cache", 0, cacheMessage(true)), running("push")]);
+    expect(jobView(withCache(job("web-build-7", "Image", started)), [p]).state).toBe("Running");
+  });
+
+  it("without a cache step nothing changes: a Job still running is Running even after push exited 0", () => {
+    const p = pod("p", "2026-11-22T09:00:01Z", "Running", init, [terminated("push", 0, pushMessage)]);
+    expect(jobView(job("web-build-7", "Image", started), [p]).state).toBe("Running");
+  });
+
+  it("a warm build: the report exited 0, the cache copy still runs: succeeded with the report", () => {
+    const report = JSON.stringify({ seconds: { build: 12 } });
+    const p = pod("p", "2026-11-22T02:00:01Z", "Running", init, [running("cache"), terminated("report", 0, report)]);
+    const view = jobView(withCache(job("web-warm-3", "Warm", started)), [p]);
+    expect(view.state).toBe("Succeeded");
+    expect(view.warmResult).toEqual({ seconds: { build: 12 } });
   });
 });
