@@ -307,9 +307,13 @@ async function runController(label: string, launch: { flags: string[]; env: Reco
     const writeVerbs = new Set(["POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE", "DELETECOLLECTION"]);
     const operatorKinds =
       /^(niximage\.io\/niximages|batch\/jobs|apps\/(deployments|statefulsets|daemonsets)|batch\/cronjobs|persistentvolumeclaims|events|pods|networkpolicies|networking\.k8s\.io\/networkpolicies|events\.k8s\.io\/events)(\/|$)/;
+    // Workload and Job status is kube-controller-manager's to write, never the operator's.
     const seen = [...after.api.by]
       .map(([key, n]) => [key, n - (before.api.by.get(key) ?? 0)] as const)
-      .filter(([key, n]) => n > 0 && writeVerbs.has(key.split(" ")[0]!) && operatorKinds.test(key.split(" ")[1]!));
+      .filter(
+        ([key, n]) =>
+          n > 0 && writeVerbs.has(key.split(" ")[0]!) && operatorKinds.test(key.split(" ")[1]!) && !/^(apps|batch)\/[a-z]+\/status$/.test(key.split(" ")[1]!),
+      );
     const seenWrites = seen.reduce((a, [, n]) => a + n, 0);
     console.log(
       `case 9: ${resyncs} resyncs of ${N} unchanged NixImages (resyncPeriod ${args["resync-period"]}): ${done} reconciles in ${resyncSeconds.toFixed(1)}s; ` +
