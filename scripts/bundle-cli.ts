@@ -16,7 +16,8 @@ export async function bundleCli(dist: string): Promise<void> {
   await build({
     input: join(cli, "main.js"),
     platform: "node",
-    external: (id) => id.startsWith("@kubernetes/"),
+    // ssh2 (the poller's git+ssh transport) requires optional native modules by relative path: loaded as is.
+    external: (id) => id.startsWith("@kubernetes/") || id === "ssh2",
     logLevel: "warn",
     output: { dir: cli, format: "esm", entryFileNames: "main.js", chunkFileNames: "chunks/[name]-[hash].js" },
   });

@@ -283,8 +283,12 @@ export class NixImageReconciler {
     if (interval && !image.spec.suspend) {
       const checkRequest = image.metadata.annotations?.[annotations.checkRevision];
       if (checkRequest) this.#deps.polls.requestCheck(`${namespace}/${name}`, checkRequest);
-      // A private source is polled with its Secret's netrc / access-tokens, read by the poller at poll time only.
-      const secret = image.spec.sourceCredentialsSecretRef ? { namespace, name: image.spec.sourceCredentialsSecretRef.name } : undefined;
+      // A private source is polled with its Secret (netrc / access-tokens; for git+ssh the key and known_hosts), read by
+      // the poller at poll time only.
+      const secretRef = image.spec.flake.startsWith("git+ssh:")
+        ? (image.spec.sshKeySecretRef ?? image.spec.sourceCredentialsSecretRef)
+        : image.spec.sourceCredentialsSecretRef;
+      const secret = secretRef ? { namespace, name: secretRef.name } : undefined;
       // The last answer of the background poller (revision-polls.ts); it re-queues this key when the answer changes.
       // A NixImage that never built waits for its first answer, so that build is pinned to a known commit.
       const poll = image.status?.lastBuild

@@ -147,8 +147,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       logger: log,
       // The poller connects only where the flake ref policy allows (SSRF): its allowed address ranges.
       resolve: (ref, o) => resolveRevision(ref, { ...o, allowedAddressRanges: config.flakeRefPolicy.allowedAddressRanges }),
-      // A private source's netrc / access-tokens, read for each poll and not kept (source-secret.ts).
-      readCredentials: (secret, signal) => readSourceCredentials(manager.kc, secret, signal),
+      // A private source's netrc / access-tokens (or ssh key and known_hosts), read for each poll and not kept (source-secret.ts).
+      readCredentials: (secret, signal, want) => readSourceCredentials(manager.kc, secret, signal, want),
     });
   const reconciler = new NixImageReconciler({
     kc: manager.kc,

@@ -4,7 +4,8 @@ import type { Logger } from "../log/logger.ts";
 import { systemClock, type Clock } from "../runtime/clock.ts";
 import { nextPollTime } from "./revision-poller.ts";
 import { secretWords, sourceAuthorization, type SourceAuthorization, type SourceCredentialData } from "./source-authorization.ts";
-import { SourceSecretError, type SecretRef } from "./source-secret.ts";
+import { SourceSecretError, type SecretRef, type SshCredentialData } from "./source-secret.ts";
+import type { SshKeyCredentials } from "../flake/ssh-upload-pack.ts";
 
 /** The last known answer for a NixImage's flake ref. */
 export interface PollResult {
@@ -38,7 +39,7 @@ export interface RevisionPollsOptions {
    * Reads a private source's credential Secret (spec.sourceCredentialsSecretRef), called at poll
    * time for each poll that has one; the answer is used for that one request and dropped.
    */
-  readCredentials?: (secret: SecretRef, signal: AbortSignal) => Promise<SourceCredentialData>;
+  readCredentials?: (secret: SecretRef, signal: AbortSignal, want: "http" | "ssh") => Promise<SourceCredentialData & SshCredentialData>;
 }
 
 interface Entry {
@@ -220,15 +221,33 @@ export class RevisionPolls {
     // The Secret's words, only to scrub them from a message; dropped with this call.
     let scrub: string[] = [];
     let authorization: SourceAuthorization | undefined;
+    let ssh: SshKeyCredentials | undefined;
     try {
       const target = httpTargetOf(flake);
+      const overSsh = isSshFlake(flake);
+      if (secret && (target || overSsh) && !this.#readCredentials)
+        throw new SourceSecretError("this controller was started without access to source credentials", false);
       if (secret && target) {
-        if (!this.#readCredentials) throw new SourceSecretError("this controller was started without access to source credentials", false);
-        const data = await this.#readCredentials(secret, signal);
+        const data = await this.#readCredentials!(secret, signal, "http");
         scrub = secretWords(data);
         authorization = sourceAuthorization(data, target.url, target.preferTokens);
+      } else if (secret && overSsh) {
+        const data = await this.#readCredentials!(secret, signal, "ssh");
+        if (data.sshPrivateKey === undefined || data.knownHosts === undefined) {
+          throw new SourceSecretError(
+            `Secret ${secret.namespace}/${secret.name} has no ${data.sshPrivateKey === undefined ? "ssh-privatekey" : "known_hosts"}: a git+ssh ref is polled with both (host keys are always checked)`,
+            false,
+          );
+        }
+        scrub = data.sshPrivateKey.split("\n").filter((l) => l.length >= 16 && !l.startsWith("-----"));
+        ssh = { privateKey: data.sshPrivateKey, knownHosts: data.knownHosts };
       }
-      const resolved = await this.#resolve(flake, { signal, timeoutMs: this.#timeoutMs, ...(authorization ? { authorization: authorization.header } : {}) });
+      const resolved = await this.#resolve(flake, {
+        signal,
+        timeoutMs: this.#timeoutMs,
+        ...(authorization ? { authorization: authorization.header } : {}),
+        ...(ssh ? { ssh } : {}),
+      });
       result = "rev" in resolved ? { rev: resolved.rev, refName: resolved.refName } : { unpollable: resolved.reason };
     } catch (error) {
       // Keep the last good answer; say why there is no newer one (never with URL credentials or a secret).
@@ -290,6 +309,15 @@ function sameSecret(a: SecretRef | undefined, b: SecretRef | undefined): boolean
   return a?.namespace === b?.namespace && a?.name === b?.name;
 }
 
+function isSshFlake(flake: string): boolean {
+  try {
+    const ref = parseFlakeRef(flake);
+    return ref.type === "git" && (ref.url.startsWith("ssh:") || ref.scheme === "git+ssh") && ref.rev === undefined;
+  } catch {
+    return false;
+  }
+}
+
 /** The https URL a poll requests (git+https, github:, gitlab:, sourcehut:), and whether forge tokens come first; undefined for refs polled without HTTP. */
 function httpTargetOf(flake: string): { url: URL; preferTokens: boolean } | undefined {
   try {
@@ -313,6 +341,9 @@ function describeFailure(
 ): { message: string; needsAction: boolean } {
   const what = `cannot resolve the revision of ${flake}`;
   if (error instanceof SourceSecretError) return { message: `${what}: ${error.message}`, needsAction: !error.transient };
+  if (error instanceof RevisionResolveError && isSshFlake(flake) && (error.kind === "unauthorized" || error.kind === "host-key")) {
+    return { message: `${what}: polling failed with the key of Secret ${secret?.namespace}/${secret?.name}: ${error.message}`, needsAction: true };
+  }
   if (!(error instanceof RevisionResolveError) || error.kind !== "unauthorized") return { message: `${what}: ${(error as Error).message}`, needsAction: false };
   const status = `HTTP ${error.status ?? 401}`;
   const shown = secret ? `Secret ${secret.namespace}/${secret.name}` : "";

@@ -1,6 +1,6 @@
 // Reads the keys of spec.sourceCredentialsSecretRef that can authorize a revision poll, at poll
-// time only (revision-polls.ts): nothing of the Secret is cached, and only `netrc` and
-// `access-tokens` are decoded (ssh keys are never read by the controller).
+// time only (revision-polls.ts): nothing of the Secret is cached, and only the keys the poll
+// needs are decoded (`netrc` and `access-tokens` for https, `ssh-privatekey` and `known_hosts` for ssh).
 import { KubeHttpError, kubeRequestJson } from "../runtime/kube-request.ts";
 import type { KubeAccess } from "../runtime/kube-config.ts";
 import type { SourceCredentialData } from "./source-authorization.ts";
@@ -26,7 +26,22 @@ function decode(value: unknown): string | undefined {
   return typeof value === "string" ? Buffer.from(value, "base64").toString("utf8") : undefined;
 }
 
-export async function readSourceCredentials(kc: KubeAccess, secret: SecretRef, signal?: AbortSignal): Promise<SourceCredentialData> {
+/** The ssh keys of a Secret (git+ssh polling). */
+export interface SshCredentialData {
+  sshPrivateKey?: string;
+  knownHosts?: string;
+}
+
+/**
+ * The keys a poll needs: `http` decodes netrc and access-tokens only, `ssh` ssh-privatekey and
+ * known_hosts only; nothing else of the Secret is decoded.
+ */
+export async function readSourceCredentials(
+  kc: KubeAccess,
+  secret: SecretRef,
+  signal?: AbortSignal,
+  want: "http" | "ssh" = "http",
+): Promise<SourceCredentialData & SshCredentialData> {
   const shown = `Secret ${secret.namespace}/${secret.name} (spec.sourceCredentialsSecretRef)`;
   let body: { data?: Record<string, unknown> };
   try {
@@ -45,6 +60,11 @@ export async function readSourceCredentials(kc: KubeAccess, secret: SecretRef, s
     throw new SourceSecretError(`cannot read ${shown}: ${(error as Error).message}`, true);
   }
   const data = body.data ?? {};
+  if (want === "ssh") {
+    const sshPrivateKey = decode(data["ssh-privatekey"]);
+    const knownHosts = decode(data.known_hosts);
+    return { ...(sshPrivateKey !== undefined ? { sshPrivateKey } : {}), ...(knownHosts !== undefined ? { knownHosts } : {}) };
+  }
   const netrc = decode(data.netrc);
   const accessTokens = decode(data["access-tokens"]);
   return { ...(netrc !== undefined ? { netrc } : {}), ...(accessTokens !== undefined ? { accessTokens } : {}) };

@@ -42,7 +42,7 @@ export function checkUrlHost(url: URL, allowed: readonly AddressRange[]): void {
 
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
 
-function guardedLookup(allowed: readonly AddressRange[]) {
+export function guardedLookup(allowed: readonly AddressRange[]) {
   return (hostname: string, options: LookupOptions, callback: LookupCallback): void => {
     dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
       if (err) return callback(err, []);

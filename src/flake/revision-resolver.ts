@@ -9,7 +9,8 @@
 // the controller learns their content from `nix flake metadata` during builds.
 import { cloneUrlOf, FlakeRefError, parseFlakeRef, redactCredentials, type FlakeRef } from "./flake-ref.ts";
 import { parseAddressRanges } from "./address-policy.ts";
-import { AddressDeniedError, checkUrlHost, guardedFetch } from "./guarded-fetch.ts";
+import { AddressDeniedError, checkUrlHost, guardedFetch, guardedLookup } from "./guarded-fetch.ts";
+import { openUploadPack, SshTransportError, type SshKeyCredentials } from "./ssh-upload-pack.ts";
 import { GitProtocolError, GitServerMessageError, RefAdvertisementParser, type AdvertisementEvent, type AdvertisementFormat } from "./git-ref-advertisement.ts";
 
 /** The commit a ref points to now. */
@@ -60,6 +61,8 @@ export interface ResolveRevisionOptions {
    * on the first request and on every redirect, by literal address and by what a name resolves to.
    */
   allowedAddressRanges?: readonly string[];
+  /** Key and known_hosts for git+ssh refs; without them those refs are unpollable. Held in memory for this call only. */
+  ssh?: SshKeyCredentials;
 }
 
 const DEFAULT_RESOLVE_TIMEOUT_MS = 30_000;
@@ -85,6 +88,8 @@ export type RevisionResolveErrorKind =
   /** The response is not a git ref advertisement, or is malformed. */
   | "protocol"
   | "too-large"
+  /** An ssh host key is unknown to, or differs from, the given known_hosts. */
+  | "host-key"
   /** The host is, resolves to, or redirects to an address the flake ref policy denies. */
   | "address-denied";
 
@@ -364,6 +369,12 @@ export async function resolveRevision(ref: FlakeRef | string, options: ResolveRe
     flakeRef = ref;
   }
 
+  if (isSshRef(flakeRef) && options.ssh !== undefined && flakeRef.type === "git") {
+    const refText = flakeRef.ref ?? "HEAD";
+    if (flakeRef.rev !== undefined)
+      return { rev: flakeRef.rev, refName: refText === "HEAD" || refText.startsWith("refs/") ? refText : `refs/heads/${refText}`, pinned: true };
+    return discoverOverSsh(flakeRef.url, refText, options, options.ssh);
+  }
   const unpollable = unpollableReason(flakeRef);
   if (unpollable !== undefined) return { unpollable: true, reason: unpollable };
   const target = cloneUrlOf(flakeRef);
@@ -389,13 +400,96 @@ function unpollableReason(ref: FlakeRef): string | undefined {
       return "a registry (indirect) ref has no remote to poll";
     case "git":
       if (ref.url.startsWith("https:") || ref.url.startsWith("http:")) return undefined;
-      if (ref.url.startsWith("ssh:") || ref.scheme === "git+ssh") {
-        // The ssh key stays in the builder's fetch step: the controller has neither the key nor an ssh client.
-        return "git+ssh refs are not polled (the ssh key is used only by the builder's fetch step, never by the controller); a new commit is built at the next build: annotate niximage.io/rebuild=<new value> (e.g. from the forge's push hook), or serve the repository over https and poll it with a netrc or access-tokens Secret";
+      if (isSshRef(ref)) {
+        return "a git+ssh ref is polled only with an ssh key: name a Secret with ssh-privatekey and known_hosts in spec.sshKeySecretRef (or spec.sourceCredentialsSecretRef)";
       }
       return `a ${ref.scheme}: ref is not polled; only git over http(s) is`;
     default:
       return undefined;
+  }
+}
+
+function isSshRef(ref: FlakeRef): boolean {
+  return ref.type === "git" && (ref.url.startsWith("ssh:") || ref.scheme === "git+ssh");
+}
+
+/** Like `discover`, over ssh: git-upload-pack's advertisement is read until the ref is certain, then the channel is closed. */
+async function discoverOverSsh(repoUrl: string, refText: string, options: ResolveRevisionOptions, ssh: SshKeyCredentials): Promise<ResolvedRevision> {
+  const ranges = parseAddressRanges(options.allowedAddressRanges ?? []);
+  const timeoutMs = options.timeoutMs ?? DEFAULT_RESOLVE_TIMEOUT_MS;
+  const maxBytes = options.maxResponseBytes ?? DEFAULT_MAX_ADVERTISEMENT_BYTES;
+  options.signal?.throwIfAborted();
+  let url: URL;
+  try {
+    url = new URL(repoUrl);
+  } catch (e) {
+    throw new RevisionResolveError("invalid-ref", `'${displayUrl(repoUrl)}' is not a valid URL`, { cause: e });
+  }
+  const shown = displayUrl(url);
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const signal = AbortSignal.any([timeout, ...(options.signal ? [options.signal] : [])]);
+  const fail = (e: unknown): never => {
+    if (options.signal?.aborted) throw options.signal.reason;
+    if (e instanceof RevisionResolveError) throw e;
+    const denied = addressDenied(e);
+    if (denied) throw new RevisionResolveError("address-denied", `refusing to poll ${shown}: ${denied.message}`, { url: shown, ref: refText, cause: e });
+    if (e instanceof SshTransportError) {
+      const kind =
+        e.kind === "auth"
+          ? "unauthorized"
+          : e.kind === "host-key"
+            ? "host-key"
+            : e.kind === "timeout"
+              ? "timeout"
+              : e.kind === "network"
+                ? "network"
+                : "protocol";
+      throw new RevisionResolveError(kind, e.message, { url: shown, ref: refText, transient: e.transient, cause: e });
+    }
+    if (timeout.aborted || isAbortError(e)) {
+      throw new RevisionResolveError("timeout", `git ref discovery at ${shown} timed out after ${timeoutMs} ms`, {
+        url: shown,
+        ref: refText,
+        transient: true,
+        cause: e,
+      });
+    }
+    if (e instanceof GitServerMessageError) throw new RevisionResolveError("protocol", `${shown}: ${e.message}`, { url: shown, ref: refText, cause: e });
+    if (e instanceof GitProtocolError) {
+      throw new RevisionResolveError("protocol", `${shown} did not answer with a valid git ref advertisement: ${e.message}`, {
+        url: shown,
+        ref: refText,
+        cause: e,
+      });
+    }
+    throw new RevisionResolveError("network", `cannot reach ${shown}: ${describeNetworkError(e)}`, { url: shown, ref: refText, transient: true, cause: e });
+  };
+  let session: Awaited<ReturnType<typeof openUploadPack>> | undefined;
+  try {
+    session = await openUploadPack(url, { credentials: ssh, timeoutMs, signal, lookup: guardedLookup(ranges), checkHost: (u) => checkUrlHost(u, ranges) });
+    const opened = session;
+    try {
+      return await readRefs(opened.body, "smart", refText, { shown, shownRepo: shown, maxBytes }, fail);
+    } catch (e) {
+      // upload-pack says why it sent nothing (no such repository, access denied) on stderr.
+      const said = opened.stderr();
+      if (said !== "" && (e instanceof GitProtocolError || (e instanceof RevisionResolveError && e.kind === "protocol"))) {
+        throw new RevisionResolveError(
+          /not (appear to be )?a git repository|not found|does not exist/i.test(said) ? "repository-not-found" : "protocol",
+          `${shown}: ${said}`,
+          {
+            url: shown,
+            ref: refText,
+            cause: e,
+          },
+        );
+      }
+      throw e;
+    }
+  } catch (e) {
+    return fail(e);
+  } finally {
+    session?.close();
   }
 }
 
@@ -509,50 +603,61 @@ async function discover(cloneUrl: string, refText: string, options: ResolveRevis
       throw statusError(response.status, shown, shownRepo, refText);
     }
     const format = formatOf(response.headers.get("content-type"), shown);
-    const parser = new RefAdvertisementParser(format);
-    const matcher = new RefMatcher(wantedOf(refText));
     const body = response.body;
     if (body === null) throw new RevisionResolveError("protocol", `${shown} answered with an empty body`, { url: shown, ref: refText });
-    const reader = body.getReader();
-    let total = 0;
-    try {
-      while (matcher.result === undefined && !matcher.complete) {
-        let chunk: Awaited<ReturnType<typeof reader.read>>;
-        try {
-          chunk = await reader.read();
-        } catch (e) {
-          return fail(e);
-        }
-        if (chunk.done) {
-          for (const ev of parser.end()) matcher.accept(ev);
-          break;
-        }
-        total += chunk.value.length;
-        for (const ev of parser.push(chunk.value)) {
-          matcher.accept(ev);
-          if (matcher.result !== undefined) break;
-        }
-        if (total > maxBytes && matcher.result === undefined && !matcher.complete) {
-          throw new RevisionResolveError(
-            "too-large",
-            `the ref advertisement of ${shownRepo} is larger than ${maxBytes} bytes before ref "${refText}" turned up; the repository advertises too many refs for polling`,
-            { url: shown, ref: refText },
-          );
-        }
-      }
-    } finally {
-      // Stop reading: the rest of the advertisement is not needed (closes the connection when unread).
-      if (matcher.result !== undefined || !matcher.complete) await reader.cancel().catch(() => {});
-      reader.releaseLock();
-    }
-    const result = matcher.result;
-    if (result === undefined) {
-      throw new RevisionResolveError("ref-not-found", notFoundMessage(matcher, refText, shownRepo, format), { url: shown, ref: refText });
-    }
-    return result;
+    return await readRefs(body, format, refText, { shown, shownRepo, maxBytes }, fail);
   } catch (e) {
     return fail(e);
   } finally {
     stop.abort();
   }
+}
+
+/** Reads a ref advertisement until the wanted ref is certain (then stops reading), or it ends. */
+async function readRefs(
+  body: ReadableStream<Uint8Array>,
+  format: AdvertisementFormat,
+  refText: string,
+  { shown, shownRepo, maxBytes }: { shown: string; shownRepo: string; maxBytes: number },
+  fail: (e: unknown) => never,
+): Promise<ResolvedRevision> {
+  const parser = new RefAdvertisementParser(format);
+  const matcher = new RefMatcher(wantedOf(refText));
+  const reader = body.getReader();
+  let total = 0;
+  try {
+    while (matcher.result === undefined && !matcher.complete) {
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        return fail(e);
+      }
+      if (chunk.done) {
+        for (const ev of parser.end()) matcher.accept(ev);
+        break;
+      }
+      total += chunk.value.length;
+      for (const ev of parser.push(chunk.value)) {
+        matcher.accept(ev);
+        if (matcher.result !== undefined) break;
+      }
+      if (total > maxBytes && matcher.result === undefined && !matcher.complete) {
+        throw new RevisionResolveError(
+          "too-large",
+          `the ref advertisement of ${shownRepo} is larger than ${maxBytes} bytes before ref "${refText}" turned up; the repository advertises too many refs for polling`,
+          { url: shown, ref: refText },
+        );
+      }
+    }
+  } finally {
+    // Stop reading: the rest of the advertisement is not needed (closes the connection when unread).
+    if (matcher.result !== undefined || !matcher.complete) await reader.cancel().catch(() => {});
+    reader.releaseLock();
+  }
+  const result = matcher.result;
+  if (result === undefined) {
+    throw new RevisionResolveError("ref-not-found", notFoundMessage(matcher, refText, shownRepo, format), { url: shown, ref: refText });
+  }
+  return result;
 }

@@ -251,6 +251,34 @@ describe("RevisionPolls", () => {
       await running;
     });
 
+    it("git+ssh: reads only the key and known_hosts and hands them to the resolver; a Secret without known_hosts is refused", async () => {
+      const clock = new FakeClock();
+      const wants: string[] = [];
+      const given: unknown[] = [];
+      let data: { sshPrivateKey?: string; knownHosts?: string } = { sshPrivateKey: `KEY-${canary}`, knownHosts: "h ssh-ed25519 AAAA" };
+      const polls = new RevisionPolls({
+        clock,
+        random: () => 0,
+        resolve: (_ref, options) => (given.push(options?.ssh), Promise.resolve({ rev: "e".repeat(40), refName: "refs/heads/main" })),
+        readCredentials: (_ref, _signal, want) => (wants.push(want), Promise.resolve(data)),
+      });
+      const abort = new AbortController();
+      const running = polls.run(abort.signal, () => {});
+      const sshFlake = "git+ssh://git@git.example.com/acme/app.git";
+      polls.observe("shop/ssh", sshFlake, MIN, secret);
+      await flushAsync();
+      expect(wants).toEqual(["ssh"]);
+      expect(given).toEqual([{ privateKey: `KEY-${canary}`, knownHosts: "h ssh-ed25519 AAAA" }]);
+      data = { sshPrivateKey: `KEY-${canary}` };
+      await clock.advance(MIN + 6_000);
+      const result = polls.observe("shop/ssh", sshFlake, MIN, secret)!;
+      expect(given).toHaveLength(1);
+      expect(result).toMatchObject({ needsAction: true, rev: "e".repeat(40) });
+      expect(result.error).toMatch(/has no known_hosts: a git\+ssh ref is polled with both/);
+      abort.abort();
+      await running;
+    });
+
     it("a Secret that cannot be read: its error is the poll's, and no request is sent", async () => {
       const clock = new FakeClock();
       const sent: string[] = [];
@@ -268,8 +296,8 @@ describe("RevisionPolls", () => {
       expect(sent).toEqual([]);
       expect(result).toMatchObject({ needsAction: true });
       expect(result.error).toMatch(/does not exist/);
-      // A git+ssh ref makes no HTTP request: the Secret is not read for it at all.
-      polls.observe("shop/ssh", "git+ssh://git@git.example.com/acme/app.git", MIN, secret);
+      // A git+ssh ref without a Secret is not read from anywhere: the resolver says it is unpollable.
+      polls.observe("shop/ssh", "git+ssh://git@git.example.com/acme/app.git", MIN);
       await flushAsync();
       expect(sent).toEqual(["git+ssh://git@git.example.com/acme/app.git"]);
       abort.abort();
