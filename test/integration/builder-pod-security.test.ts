@@ -1,8 +1,9 @@
 // The builder pod's posture judged by the real API server's Pod Security admission (issue 12,
 // item 5): each step of a builder Job, as a pod of its own in a namespace that enforces
-// `restricted`, is created with dryRun (admission runs, nothing is stored). push and report pass;
-// prepare and build are refused for exactly what docs/security.md says they need (root, and the
-// capabilities they add back); the whole builder pod passes `baseline`.
+// `restricted`, is created with dryRun (admission runs, nothing is stored). push, stream and report
+// pass; prepare, fetch, build and cache are refused for exactly what docs/security.md says they
+// need (root, and the capabilities prepare and build add back), also when the whole pod is judged
+// in a `restricted` namespace; the whole builder pod passes `baseline`.
 import type { V1Container, V1Job, V1Pod } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
 import { nixImageSchema } from "../../src/api/niximage.ts";
@@ -10,7 +11,15 @@ import { parseOperatorConfig } from "../../src/config/operator-config.ts";
 import { builderJob } from "../../src/controller/builder-job.ts";
 import { kubeClients, kubectl, testNamespace } from "../support/kube.ts";
 
-const config = parseOperatorConfig({ builder: { nixImage: "nix.test/nix:2.28", pushImage: "operator.test/nio:0.1.0" } });
+const config = parseOperatorConfig({
+  builder: { nixImage: "nix.test/nix:2.28", pushImage: "operator.test/nio:0.1.0" },
+  // A cluster binary cache: the Job gets its cache step too.
+  binaryCache: {
+    url: "https://cache.example.com",
+    publicKeys: ["cache.example.com-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
+    signingKeySecret: { name: "cache-key" },
+  },
+});
 
 function job(kind: "Image" | "Warm"): V1Job {
   const image = nixImageSchema.parse({
@@ -79,7 +88,7 @@ describe("builder pod posture under Pod Security admission (real API server)", (
     expect(await admission(podOf(job("Warm"), ns, "report"))).toBe("");
   });
 
-  it("prepare, fetch and build do not pass `restricted`, for root and their added capabilities only", async () => {
+  it("prepare, fetch, build and cache do not pass `restricted`, for root and their added capabilities only", async () => {
     const ns = await namespaceEnforcing("restricted");
     const prepare = await admission(podOf(job("Image"), ns, "prepare"));
     expect(prepare).toMatch(/runAsNonRoot != true/);
@@ -91,10 +100,23 @@ describe("builder pod posture under Pod Security admission (real API server)", (
     const fetch = await admission(podOf(job("Image"), ns, "fetch"));
     expect(fetch).toMatch(/runAsNonRoot != true/);
     expect(fetch).not.toMatch(/capabilities/);
+    // cache (with a cluster binary cache) runs `nix copy` as root on the store, no capability.
+    const cache = await admission(podOf(job("Image"), ns, "cache"));
+    expect(cache).toMatch(/runAsNonRoot != true/);
+    expect(cache).not.toMatch(/capabilities/);
     // Nothing else: no privilege escalation, seccomp, volume types, host namespaces.
-    for (const message of [prepare, build, fetch]) {
+    for (const message of [prepare, build, fetch, cache]) {
       expect(message).not.toMatch(/allowPrivilegeEscalation|seccompProfile|restricted volume types|host namespaces|privileged/);
     }
+  });
+
+  it("a namespace enforcing `restricted` refuses the whole pod for exactly the root steps prepare, fetch, build and cache", async () => {
+    const ns = await namespaceEnforcing("restricted");
+    const message = await admission(podOf(job("Image"), ns));
+    const named = /runAsNonRoot != true \((?:pod or )?containers? ([^)]*?) must/.exec(message)?.[1];
+    expect(named, message).toBe('"prepare", "fetch", "build", "cache"');
+    expect(message).toMatch(/unrestricted capabilities \(containers "prepare", "build" must not include/);
+    expect(message).not.toMatch(/"push"|"stream"/);
   });
 
   it("the whole builder pod (image and warm build) passes `baseline`", async () => {

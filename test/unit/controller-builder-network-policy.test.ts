@@ -74,7 +74,7 @@ describe("builderNetworkPolicy", () => {
         const a = parseIpAddress(q.join("."))!;
         expect(inBlock(a), q.join(".")).toBe(!checkAddress(a, []).allowed);
       }),
-      { numRuns: 20_000 },
+      { numRuns: 5_000 },
     );
     // IPv6 without an embedded IPv4 address (those are judged by the IPv4 one; see docs/security.md).
     const group = fc.oneof(fc.integer({ min: 0, max: 0xffff }), fc.constantFrom(0, 1, 0x64, 0xfc00, 0xfd12, 0xfe80, 0xfec0, 0xff02, 0x2001));
@@ -84,7 +84,8 @@ describe("builderNetworkPolicy", () => {
         const embeds = (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) || (g[0] === 0x64 && g[1] === 0xff9b) || g[0] === 0x2002;
         if (!embeds) expect(inBlock(a), g.join(":")).toBe(!checkAddress(a, []).allowed);
       }),
-      { numRuns: 20_000 },
+      { numRuns: 5_000 },
     );
-  });
+    // A property test: generous for loaded CI machines (about 0.5 s when idle).
+  }, 60_000);
 });

@@ -6,8 +6,9 @@
 //             (dist/ from tsc, package.json, production node_modules); runs the controller and
 //             the builder Job's push step
 //   builder   Debian trixie minbase + nix-bin (Nix 2.26: the current end of the supported range;
-//             the integration tier runs bookworm's 2.8, the old end), git, busybox-static + a
-//             nix.conf for offline builds + Node + the operator: the Job's prepare and build steps
+//             the integration tier runs bookworm's 2.8, the old end), git, busybox-static, the
+//             nixbld build users + a nix.conf for offline builds + Node + the operator: the Job's
+//             prepare, build and stream steps
 //
 // Each layer is an uncompressed, name-sorted tar made by GNU tar from a directory; images are
 // pushed with the project's own registry client (src/oci). Tags are content hashes, never latest.
@@ -202,17 +203,30 @@ const baseIncludes = ["ca-certificates"];
 const builderPackages = ["nix-bin", "git", "openssh-client", "busybox-static"];
 
 /**
- * Nix settings baked into the builder image: single-user as root in the build container (no
- * nixbld group), no sandbox (an unprivileged container cannot make one, and the fixture flakes use
- * host tools by absolute path), no binary cache (these machines reach none).
+ * Nix settings baked into the builder image: Nix runs as root in the build container and runs
+ * builders as the nixbld build users (issue 12 item 2: never root on the shared store), with the
+ * chart's default build capabilities; no sandbox (an unprivileged container cannot make one, and
+ * the fixture flakes use host tools by absolute path), no binary cache (these machines reach none).
  */
 const builderNixConf = [
-  "# nix-image-operator e2e builder image: offline, single-user, unsandboxed builds",
+  "# nix-image-operator e2e builder image: offline, unsandboxed builds as nixbld build users",
   "experimental-features = nix-command flakes",
-  "build-users-group =",
+  "build-users-group = nixbld",
   "sandbox = false",
   "substituters =",
   "",
+].join("\n");
+
+/**
+ * The build users, as Nix's multi-user installer makes them (and scripts/setup.sh on the test
+ * bed): group nixbld (gid 30000) with members nixbld1..8 (uid 30001..30008), no home, no shell.
+ * The store directory is root:nixbld 1775 (what Nix itself sets as root with build users), so Nix
+ * in a step without CAP_CHOWN (fetch, cache) finds it right and has nothing to change.
+ */
+const buildUsersScript = [
+  "groupadd --system --gid 30000 nixbld",
+  'for i in 1 2 3 4 5 6 7 8; do useradd --system --uid "$((30000 + i))" --gid nixbld --groups nixbld --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin --comment "Nix build user $i" "nixbld$i"; done',
+  "chown root:nixbld /nix/store && chmod 1775 /nix/store",
 ].join("\n");
 
 const trimPaths = ["var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/log", "root/.cache"];
@@ -268,6 +282,9 @@ async function installBuilderPackages(root: string, log: Log): Promise<void> {
   await writeFile(join(root, "etc/nix/nix.conf"), builderNixConf);
   // An initialised store (database with its schema file): the prepare step seeds volumes from it.
   await inPrivateMounts('mount -t proc proc "$1/proc"; chroot "$1" nix-store --init; chroot "$1" nix --version', [root], 60_000);
+  await inPrivateMounts('chroot "$1" sh -ec "$2"', [root, buildUsersScript], 60_000);
+  const store = statSync(join(root, "nix/store"));
+  if (store.uid !== 0 || store.gid !== 30000 || (store.mode & 0o7777) !== 0o1775) throw new Error("the builder rootfs's /nix/store is not root:nixbld 1775");
   if (!existsSync(join(root, "nix/var/nix/db/schema"))) throw new Error("nix-store --init made no nix/var/nix/db/schema in the builder rootfs");
 }
 
@@ -368,7 +385,7 @@ export async function buildImages(opts: BuildImagesOptions): Promise<BuiltImages
   const builderSource = builderDebianSource();
   const baseKeyOf = (s: DebianSource) => sha256(RECIPE_VERSION, s.mirror, s.suite, "minbase", baseIncludes.join(","), trimPaths.join(","));
   const baseKey = baseKeyOf(source);
-  const builderKey = sha256(baseKeyOf(builderSource), builderPackages.join(","), builderNixConf);
+  const builderKey = sha256(baseKeyOf(builderSource), builderPackages.join(","), builderNixConf, buildUsersScript);
   const baseRoot = join(e2eCacheDir(), "work", "debian-base");
   const builderBaseRoot = join(e2eCacheDir(), "work", "debian-builder-base");
   const ensured = new Set<string>();

@@ -48,9 +48,9 @@ function operatorValues(cluster: ClusterInfo, opts: InstallOptions = {}): Record
         // hostPath volumes do not support ReadWriteOncePod (CSI only).
         accessMode: "ReadWriteOnce",
       },
-      // The e2e builder image runs Nix single-user as root (build-users-group empty): its build
-      // step needs no capability at all, so it gets none (the default set is for nixbld users).
-      builder: { nixImage: opts.builderImage ?? cluster.images.builder.reference, imagePullPolicy: "IfNotPresent", buildCapabilities: [] },
+      // The e2e builder image builds as nixbld users: the build step gets the chart's default
+      // capabilities (builder.buildCapabilities) and --require-build-users.
+      builder: { nixImage: opts.builderImage ?? cluster.images.builder.reference, imagePullPolicy: "IfNotPresent" },
       // The test git server listens on the node IP, a private address the default policy refuses.
       flakeRefPolicy: { allowedSchemes: [...DEFAULT_ALLOWED_SCHEMES, "git+http"], allowedAddressRanges: [`${cluster.net.nodeIp}/32`] },
       registries: [{ host: cluster.registry.host, plainHttp: true }],
