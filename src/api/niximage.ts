@@ -380,6 +380,15 @@ const rolloutTargetSchema = z.strictObject({
   previousImage: z.string().max(512).optional().describe("Image before the operator's last patch (for rollback)"),
   rolledBackFrom: z.string().max(512).optional().describe("Digest rolled back after a failed rollout; not rolled out again"),
   patchedAt: time.optional().describe("When the operator set this image (its own progress deadline for StatefulSets and DaemonSets counts from here)"),
+  contest: z
+    .strictObject({
+      by: z.string().max(512).optional().describe("Field manager(s) that set the image back (from the workload's managedFields)"),
+      reverts: z.number().int().min(1).describe("Times the image was set back in this window"),
+      since: time.describe("The first set-back of this window"),
+      lastAt: time.describe("The latest set-back seen"),
+    })
+    .optional()
+    .describe("Another writer sets this container's image back: the operator applies it again a few times per window, then waits (RolloutContested)"),
 });
 
 const closureChangeSchema = z.strictObject({

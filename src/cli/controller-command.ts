@@ -1,5 +1,6 @@
 import { loadOperatorConfig } from "../config/operator-config.ts";
 import { startOperator } from "../controller/operator.ts";
+import { processClock } from "../runtime/clock.ts";
 import { loadKubeAccess } from "../runtime/kube-config.ts";
 import { GracefulShutdown } from "../runtime/shutdown.ts";
 import { parseFlags, UsageError, type Command } from "./command.ts";
@@ -31,6 +32,7 @@ export const controllerCommand: Command = {
       kc,
       config,
       logger,
+      clock: processClock(context.env),
       metricsHost: match[1] || "0.0.0.0",
       metricsPort: Number(match[2]),
       onLostLeadership: () => void shutdown.shutdown("lost the leader lease", 1),

@@ -169,6 +169,18 @@ export const operatorConfigSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  warm: z
+    .strictObject({
+      startingDeadline: duration
+        .default("1h")
+        .describe(
+          "A warm build whose start no controller saw within this long after its time (the operator was down or not leading) is skipped with a WarmBuildSkipped Event instead of run late; one waiting for a build slot is not skipped",
+        ),
+      spread: duration
+        .default("10m")
+        .describe("Warm builds of one slot start spread over this long, at a fixed offset per NixImage (at most half the time to the next slot)"),
+    })
+    .prefault({}),
   flakeRefPolicy: FlakeRefPolicySchema.default(defaultFlakeRefPolicy),
   nixConfigAllowlist: z
     .strictObject({

@@ -1,5 +1,6 @@
 import type { Condition } from "../api/niximage.ts";
 import { blockerReasons } from "./build-blockers.ts";
+import { contestedPrefix } from "./rollout-contest.ts";
 
 /**
  * kstatus-compatible conditions, computed in one place. Reasons are PascalCase constants;
@@ -25,6 +26,8 @@ export const reasons = {
   RollingOut: "RollingOut",
   RolloutFailed: "RolloutFailed",
   RolloutRefused: "RolloutRefused",
+  /** Another writer keeps setting a workload's image back: the operator stopped applying it for a while (rollout-contest.ts). */
+  RolloutContested: "RolloutContested",
   /** The API server refused to create the builder Job (400/403/404/422): retrying cannot help. */
   JobRejected: "JobRejected",
   /** The API server refused the store volume claim or its lease. */
@@ -116,10 +119,13 @@ export function rolledOutCondition(
 ): DesiredCondition | undefined {
   if (targets.length === 0 || !latestImage) return undefined;
   const failed = targets.filter((t) => t.message?.startsWith("rollout failed"));
-  const refused = targets.filter((t) => t.message && !t.message.startsWith("rollout failed") && !t.ready);
+  const contested = targets.filter((t) => t.message?.startsWith(contestedPrefix));
+  const refused = targets.filter((t) => t.message && !t.message.startsWith("rollout failed") && !t.message.startsWith(contestedPrefix) && !t.ready);
   const pending = targets.filter((t) => !t.ready);
   const list = (ts: typeof targets) => ts.map((t) => `${t.kind}/${t.name}`).join(", ");
   if (failed.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RolloutFailed, message: `${list(failed)}: ${failed[0]!.message}` };
+  if (contested.length > 0)
+    return { type: "RolledOut", status: "False", reason: reasons.RolloutContested, message: `${list(contested)}: ${contested[0]!.message}` };
   if (refused.length > 0) return { type: "RolledOut", status: "False", reason: reasons.RolloutRefused, message: `${list(refused)}: ${refused[0]!.message}` };
   if (pending.length > 0)
     return { type: "RolledOut", status: "False", reason: reasons.RollingOut, message: `waiting for ${list(pending)} to run ${latestImage}` };

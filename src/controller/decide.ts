@@ -11,6 +11,8 @@ import type { JobView } from "./job-outcome.ts";
 import { parseDuration } from "../api/duration.ts";
 import { annotations } from "./names.ts";
 import { chooseStoreVolume, leaseAnnotations, storeVolumeClaim, type StoreVolumeView } from "./store-pool.ts";
+import type { WarmState } from "./warm-schedule.ts";
+import { boundReapplies } from "./rollout-contest.ts";
 import { planRollout, type ContainerPatch, type Refusal, type Workload } from "../rollout/rollout-plan.ts";
 
 /**
@@ -48,8 +50,8 @@ export interface Observed {
   sourceSecretsMissing?: string[];
   /** Why this NixImage may not push with the Secret (it has not opted in to it), when it may not. */
   pushSecretRefused?: string;
-  warmDue: boolean;
-  nextWarm?: Date;
+  /** Where the NixImage stands on its warm schedule (warm-schedule.ts), when spec.warm applies. */
+  warm?: WarmState;
   /** When the next revision poll is due, if polling is on. */
   nextPollInMs?: number;
   /** Workloads in the namespace that name this NixImage in `niximage.io/from`. */
@@ -67,7 +69,16 @@ export type Action =
       lease: { volume: string; resourceVersion: string; annotations: Record<string, string> } | { create: V1PersistentVolumeClaim };
     }
   | { type: "deleteJob"; name: string }
-  | { type: "event"; eventType: "Normal" | "Warning"; reason: string; message: string; /** Said once per process under this key. */ once?: string }
+  | {
+      type: "event";
+      eventType: "Normal" | "Warning";
+      reason: string;
+      message: string;
+      /** Said once per process under this key. */
+      once?: string;
+      /** The object it is about when not the NixImage (a workload). */
+      about?: { apiVersion: string; kind: string; name?: string; namespace?: string; uid?: string };
+    }
   /** Sets one container's image; the status that records it is written before it is sent. */
   | { type: "rollout"; patch: ContainerPatch }
   /** Tells a workload (once per problem) why it is not updated. */
@@ -294,9 +305,21 @@ function decideBuild(observed: Observed): Decision {
       });
     }
   }
-  if (observed.nextWarm) {
-    status.nextWarmBuild = rfc3339(observed.nextWarm);
-    requeue(Math.max(0, observed.nextWarm.getTime() - now.getTime()));
+  if (observed.warm) {
+    // The slot announced stays the one not yet served (a due build waiting for a slot keeps it),
+    // so the schedule counts from it again on the next reconcile, in this process or the next.
+    const { due, missed, upcoming } = observed.warm;
+    status.nextWarmBuild = rfc3339((due ?? upcoming).slot);
+    requeue(Math.max(0, upcoming.startAt.getTime() - now.getTime()));
+    if (missed) {
+      actions.push({
+        type: "event",
+        eventType: "Warning",
+        reason: "WarmBuildSkipped",
+        message: `warm build for the slot ${rfc3339(missed.slot)} skipped: its start (${rfc3339(missed.startAt)}) was not seen before the starting deadline ${rfc3339(missed.deadline)} (config.warm.startingDeadline ${config.warm.startingDeadline}): the controller was not running or not leading then; the next slot is ${rfc3339(upcoming.slot)}`,
+        once: `${image.metadata.uid}:WarmBuildSkipped:${missed.slot.getTime()}`,
+      });
+    }
   } else delete status.nextWarmBuild;
   if (observed.nextPollInMs !== undefined && !image.spec.suspend) requeue(observed.nextPollInMs);
 
@@ -358,7 +381,7 @@ function decideBuild(observed: Observed): Decision {
   const retryNow = retry !== undefined && !retry.exhausted && retry.dueInMs <= 0;
   const imageWanted: string[] = buildFor.length > 0 ? buildFor : retryNow ? ["Retry"] : [];
   const attempt = retryNow ? retry.attempt : 1;
-  const warmWanted = observed.warmDue && image.spec.warm !== undefined;
+  const warmWanted = observed.warm?.due !== undefined && image.spec.warm !== undefined;
   if (interval && observed.pollError && imageWanted.length === 0) {
     // Keep the last image; say why we cannot see new revisions.
     actions.push({ type: "event", eventType: "Warning", reason: reasons.RevisionUnavailable, message: observed.pollError });
@@ -477,7 +500,10 @@ function decideBuild(observed: Observed): Decision {
             ...(attempt > 1 ? { attempt } : {}),
           }
         : status.lastBuild;
-    if (kind === "Warm") status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running", startTime: rfc3339(now) };
+    if (kind === "Warm") {
+      status.lastWarmBuild = { job: jobName, number, kind, reasons: why, result: "Running", startTime: rfc3339(now) };
+      if (observed.warm) status.nextWarmBuild = rfc3339(observed.warm.upcoming.slot);
+    }
     if (kind === "Warm") return settled();
     return finish("InProgress", reasons.Building, `started ${jobName} (${why.join(", ")})`);
   }
@@ -510,12 +536,25 @@ export function decide(observed: Observed): Decision {
   if (decision.needsPushSecretCheck) return decision;
   const { image, now } = observed;
   const plan = planRollout({ image: { ...image, status: decision.status }, workloads: observed.workloads ?? [], now });
+  const contest = boundReapplies(plan, decision.status.rollout ?? [], decision.status.latestImage, now);
+  for (const { workload, message } of contest.events) {
+    const about = {
+      apiVersion: workload.apiVersion ?? (workload.kind === "CronJob" ? "batch/v1" : "apps/v1"),
+      kind: workload.kind,
+      name: workload.metadata?.name,
+      namespace: workload.metadata?.namespace,
+      uid: workload.metadata?.uid,
+    };
+    const what = `${workload.kind}/${workload.metadata?.name}: ${message}`;
+    decision.actions.push({ type: "event", eventType: "Warning", reason: reasons.RolloutContested, message: what, about });
+    decision.actions.push({ type: "event", eventType: "Warning", reason: reasons.RolloutContested, message: what });
+  }
   for (const refusal of plan.refusals) decision.actions.push({ type: "refuse", refusal });
   for (const patch of plan.patches) decision.actions.push({ type: "rollout", patch });
   if (plan.targets.length > 0) decision.status.rollout = plan.targets;
   else delete decision.status.rollout;
-  if (plan.checkAgainInMs !== undefined) {
-    decision.requeueAfterMs = Math.min(decision.requeueAfterMs ?? Infinity, plan.checkAgainInMs);
+  for (const again of [plan.checkAgainInMs, contest.checkAgainInMs]) {
+    if (again !== undefined) decision.requeueAfterMs = Math.min(decision.requeueAfterMs ?? Infinity, again);
   }
   return decision;
 }

@@ -23,7 +23,8 @@ import { classifyError, NotLeaderError, StaleCacheError } from "./reconcile-erro
 import { mergePatch } from "./status-patch.ts";
 import { summarize, type RolloutOutcome } from "./summarize.ts";
 import { storeVolumeView, volumeHolders } from "./store-pool.ts";
-import { isWarmDue, nextWarmTime } from "./warm-schedule.ts";
+import { imageManagers } from "./rollout-contest.ts";
+import { warmState } from "./warm-schedule.ts";
 
 /**
  * gather (the only reader: informer caches and the revision poller's last answer) ->
@@ -81,6 +82,8 @@ export class NixImageReconciler {
   readonly #rejected = new Map<string, { generation: number; at: number; reason: Reason; message: string }>();
   /** Per NixImage key: the resourceVersion our last status write replaced (the cache is stale while it shows it). */
   readonly #replaced = new Map<string, string>();
+  /** Per NixImage key: the warm slot this process saw due in time (it then waits for capacity without a deadline). */
+  readonly #warmQueued = new Map<string, number>();
   /** Namespaces whose builder NetworkPolicy this process has written (once per namespace per start). */
   readonly #policyWritten = new Set<string>();
 
@@ -97,6 +100,7 @@ export class NixImageReconciler {
       this.#deps.polls.forget(key);
       this.#replaced.delete(key);
       this.#rejected.delete(key);
+      this.#warmQueued.delete(key);
       if (!raw) await this.#refuseOrphans(key, context.log);
       return {};
     }
@@ -119,7 +123,7 @@ export class NixImageReconciler {
     }
     const image = parsed.data;
     let observed = await this.#gather(image, now, context);
-    let decision = decide(observed);
+    let decision = this.#decide(observed);
     if (decision.needsPushSecretCheck) {
       const ns = image.metadata.namespace!;
       const push = image.spec.image.pushSecretRef;
@@ -152,7 +156,7 @@ export class NixImageReconciler {
         await this.#writeStatus(key, raw, image.status ?? {}, shown.status);
         throw error;
       }
-      decision = decide(observed);
+      decision = this.#decide(observed);
     }
     context.log.debug({ actions: decision.actions.map((a) => a.type), requeueAfterMs: decision.requeueAfterMs }, "decided");
     if (decision.summary.reason === reasons.WaitingForCapacity) this.#waitingForSlot.set(image.metadata.namespace!, now.getTime());
@@ -177,9 +181,9 @@ export class NixImageReconciler {
       );
       for (const { patch } of patches) {
         try {
-          await this.#applyContainerImage(patch);
+          const managers = await this.#applyContainerImage(patch);
           crashPoint("after-rollout-patch");
-          rollouts.push({ patch });
+          rollouts.push({ patch, ...(managers.length > 0 ? { imageManagers: managers } : {}) });
         } catch (error) {
           if (error instanceof NotLeaderError) throw error;
           rollouts.push({ patch, error });
@@ -196,7 +200,7 @@ export class NixImageReconciler {
         if (this.#refusalsSent.has(event.once)) continue;
         this.#refusalsSent.add(event.once);
       }
-      await this.#recordEvent(image, event).catch((error: unknown) => {
+      await (event.about ? this.#recordEventFor(event.about, event) : this.#recordEvent(image, event)).catch((error: unknown) => {
         if (error instanceof NotLeaderError) throw error;
         context.log.warn({ err: String(error) }, "could not record event");
       });
@@ -252,31 +256,17 @@ export class NixImageReconciler {
       storeVolumes,
     );
 
-    for (const [jobName, at] of this.#justCreated) {
-      if (now.getTime() - at > 60_000 || jobs.get(jobName.split("/")[1]!, jobName.split("/")[0])) this.#justCreated.delete(jobName);
-    }
-    // Running builds per namespace (with ones just created), and namespaces recently told to wait: the fair share of the cap (build-slots.ts).
-    const runningBuildsByNamespace = new Map<string, number>();
-    const countRunning = (ns: string) => runningBuildsByNamespace.set(ns, (runningBuildsByNamespace.get(ns) ?? 0) + 1);
-    for (const job of jobs.list()) if (job.metadata?.labels?.[labels.image] && isRunning(job)) countRunning(job.metadata.namespace ?? "");
-    for (const jobKey of this.#justCreated.keys()) countRunning(jobKey.split("/")[0]!);
-    const runningEverywhere = [...runningBuildsByNamespace.values()].reduce((a, b) => a + b, 0);
-    for (const [ns, at] of this.#waitingForSlot) if (now.getTime() - at > 30_000) this.#waitingForSlot.delete(ns);
-
     const observed: Observed = {
       image,
       now,
       config,
       jobs: ownJobs,
       namespaceJobs,
-      runningBuildsEverywhere: runningEverywhere,
-      runningBuildsByNamespace,
-      namespacesWaitingForBuilds: new Set(this.#waitingForSlot.keys()),
+      ...this.#buildCounts(now),
       storeVolumes,
       ...this.#stillRejected(`${namespace}/${name}`, image.metadata.generation ?? 0, now),
       workloads: this.#deps.workloads.byIndex(indexes.workloadsByImage, `${namespace}/${name}`),
       ...(foreign.length > 0 ? { foreign } : {}),
-      warmDue: false,
     };
 
     const interval = image.spec.triggers?.interval;
@@ -310,10 +300,51 @@ export class NixImageReconciler {
       const announced = image.status?.nextWarmBuild ? Date.parse(image.status.nextWarmBuild) : Number.NaN;
       const since = Number.isNaN(announced) ? now : new Date(announced - 1);
       const lastWarm = image.status?.lastWarmBuild?.startTime ? new Date(image.status.lastWarmBuild.startTime) : undefined;
-      observed.warmDue = isWarmDue(warm.schedule, warm.timeZone, lastWarm, since, now);
-      observed.nextWarm = nextWarmTime(warm.schedule, warm.timeZone, now);
-    }
+      const key = `${namespace}/${name}`;
+      const queued = this.#warmQueued.get(key);
+      observed.warm = warmState(warm.schedule, warm.timeZone, lastWarm, since, now, {
+        key,
+        spreadMs: parseDuration(config.warm.spread),
+        startingDeadlineMs: parseDuration(config.warm.startingDeadline),
+        ...(queued !== undefined ? { queuedSlot: new Date(queued) } : {}),
+      });
+      // Seen due in time: it may wait for a build slot as long as it takes.
+      if (observed.warm.due) this.#warmQueued.set(key, observed.warm.due.slot.getTime());
+      else this.#warmQueued.delete(key);
+    } else this.#warmQueued.delete(`${namespace}/${name}`);
     return observed;
+  }
+
+  /**
+   * Running builds per namespace (with ones just created or about to be), and namespaces recently
+   * told to wait: the fair share of the cap (build-slots.ts). Counted right before decide, with no
+   * await in between, and a decided Job is reserved before the next await: two workers never
+   * both take the last build slot.
+   */
+  #buildCounts(now: Date): Pick<Observed, "runningBuildsEverywhere" | "runningBuildsByNamespace" | "namespacesWaitingForBuilds"> {
+    const { jobs } = this.#deps;
+    for (const [jobName, at] of this.#justCreated) {
+      if (now.getTime() - at > 60_000 || jobs.get(jobName.split("/")[1]!, jobName.split("/")[0])) this.#justCreated.delete(jobName);
+    }
+    const runningBuildsByNamespace = new Map<string, number>();
+    const countRunning = (ns: string) => runningBuildsByNamespace.set(ns, (runningBuildsByNamespace.get(ns) ?? 0) + 1);
+    for (const job of jobs.list()) if (job.metadata?.labels?.[labels.image] && isRunning(job)) countRunning(job.metadata.namespace ?? "");
+    for (const jobKey of this.#justCreated.keys()) countRunning(jobKey.split("/")[0]!);
+    for (const [ns, at] of this.#waitingForSlot) if (now.getTime() - at > 30_000) this.#waitingForSlot.delete(ns);
+    return {
+      runningBuildsEverywhere: [...runningBuildsByNamespace.values()].reduce((a, b) => a + b, 0),
+      runningBuildsByNamespace,
+      namespacesWaitingForBuilds: new Set(this.#waitingForSlot.keys()),
+    };
+  }
+
+  /** Decides with the build counts of this moment and reserves the build slot of a Job it decides to create. */
+  #decide(observed: Observed): ReturnType<typeof decide> {
+    const decision = decide({ ...observed, ...this.#buildCounts(observed.now) });
+    for (const action of decision.actions) {
+      if (action.type === "createJob") this.#justCreated.set(`${action.job.metadata!.namespace}/${action.job.metadata!.name}`, observed.now.getTime());
+    }
+    return decision;
   }
 
   /** Why a running build is stuck, if it is (build-blockers.ts); Events are read only when nothing else can say. */
@@ -411,45 +442,54 @@ export class NixImageReconciler {
       switch (action.type) {
         case "createJob": {
           const jobName = action.job.metadata!.name!;
-          // Fail closed: no builder pod without its NetworkPolicy.
+          // Its build slot was reserved when it was decided; not created, the slot is free again.
+          let created = false;
           try {
-            await this.#ensureBuilderNetworkPolicy(namespace);
-          } catch (error) {
-            if (error instanceof NotLeaderError) throw error;
-            return { error, action };
-          }
-          try {
-            if ("create" in action.lease) {
-              await this.#write("POST", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims`, action.lease.create);
-            } else {
-              // The resourceVersion makes this a compare-and-swap: two builds never lease one volume.
-              await this.#write("PATCH", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims/${action.lease.volume}`, {
-                metadata: { resourceVersion: action.lease.resourceVersion, annotations: action.lease.annotations },
-              });
-            }
-          } catch (error) {
-            if (error instanceof KubeHttpError && error.statusCode === 409) {
-              log.info({ job: jobName }, "store volume taken by another build meanwhile; deciding again");
-              throw new StaleCacheError(`store volume for ${jobName} was taken meanwhile`);
-            }
-            if (error instanceof NotLeaderError) throw error;
-            return { error, action, lease: true };
-          }
-          crashPoint("after-lease");
-          try {
-            await this.#write("POST", "jobs", `/apis/batch/v1/namespaces/${namespace}/jobs`, action.job);
-            this.#justCreated.set(`${namespace}/${jobName}`, this.#deps.clock.now().getTime());
-            log.info({ job: jobName }, "builder job created");
-          } catch (error) {
-            // A Job of this name exists: a previous run of ours made it; it is adopted, not doubled.
-            if (error instanceof KubeHttpError && error.statusCode === 409) log.info({ job: jobName }, "builder job exists already; adopting it");
-            else if (error instanceof NotLeaderError) throw error;
-            else {
-              await this.#releaseLease(namespace, "create" in action.lease ? action.lease.create.metadata!.name! : action.lease.volume, jobName, log);
+            // Fail closed: no builder pod without its NetworkPolicy.
+            try {
+              await this.#ensureBuilderNetworkPolicy(namespace);
+            } catch (error) {
+              if (error instanceof NotLeaderError) throw error;
               return { error, action };
             }
+            try {
+              if ("create" in action.lease) {
+                await this.#write("POST", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims`, action.lease.create);
+              } else {
+                // The resourceVersion makes this a compare-and-swap: two builds never lease one volume.
+                await this.#write("PATCH", "persistentvolumeclaims", `/api/v1/namespaces/${namespace}/persistentvolumeclaims/${action.lease.volume}`, {
+                  metadata: { resourceVersion: action.lease.resourceVersion, annotations: action.lease.annotations },
+                });
+              }
+            } catch (error) {
+              if (error instanceof KubeHttpError && error.statusCode === 409) {
+                log.info({ job: jobName }, "store volume taken by another build meanwhile; deciding again");
+                throw new StaleCacheError(`store volume for ${jobName} was taken meanwhile`);
+              }
+              if (error instanceof NotLeaderError) throw error;
+              return { error, action, lease: true };
+            }
+            crashPoint("after-lease");
+            try {
+              await this.#write("POST", "jobs", `/apis/batch/v1/namespaces/${namespace}/jobs`, action.job);
+              this.#justCreated.set(`${namespace}/${jobName}`, this.#deps.clock.now().getTime());
+              created = true;
+              log.info({ job: jobName }, "builder job created");
+            } catch (error) {
+              // A Job of this name exists: a previous run of ours made it; it is adopted, not doubled.
+              if (error instanceof KubeHttpError && error.statusCode === 409) {
+                log.info({ job: jobName }, "builder job exists already; adopting it");
+                created = true;
+              } else if (error instanceof NotLeaderError) throw error;
+              else {
+                await this.#releaseLease(namespace, "create" in action.lease ? action.lease.create.metadata!.name! : action.lease.volume, jobName, log);
+                return { error, action };
+              }
+            }
+            crashPoint("after-job-post");
+          } finally {
+            if (!created) this.#justCreated.delete(`${namespace}/${jobName}`);
           }
-          crashPoint("after-job-post");
           break;
         }
         case "deleteJob":
@@ -493,7 +533,7 @@ export class NixImageReconciler {
    * operator owns that one field and nothing else of the workload. `force` takes the field over
    * from a manager that set it before (the workload asked for this by opting in).
    */
-  async #applyContainerImage(patch: ContainerPatch): Promise<void> {
+  async #applyContainerImage(patch: ContainerPatch): Promise<string[]> {
     const { kind, metadata } = patch.workload;
     const path = workloadPath(kind, metadata!.namespace!, metadata!.name!);
     // Decided from the cache; read the live object so a patch whose reply was lost, or one the
@@ -502,7 +542,7 @@ export class NixImageReconciler {
       if (error instanceof KubeHttpError && error.statusCode === 404) return undefined;
       throw error;
     });
-    if (!live || patchApplied(live, patch)) return;
+    if (!live || patchApplied(live, patch)) return [];
     this.#fence(`${kind}/${metadata?.name}`);
     this.#deps.onWrite?.("PATCH", kind.toLowerCase());
     await kubeRequestJson(this.#deps.kc, "PATCH", path, {
@@ -510,6 +550,8 @@ export class NixImageReconciler {
       contentType: "application/apply-patch+yaml",
       query: { fieldManager, force: "true" },
     });
+    // Who owned the image before we took it (the cache has no managedFields): names the writer when it keeps setting it back.
+    return imageManagers(live, patch.container, patch.init);
   }
 
   /** Tells a workload (once per problem) why it is not updated. */

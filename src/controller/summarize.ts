@@ -16,6 +16,8 @@ import { classifyError, errorText } from "./reconcile-errors.ts";
 export interface RolloutOutcome {
   patch: ContainerPatch;
   error?: unknown;
+  /** The field managers that owned the container's image in the live workload just before the patch, other than ours. */
+  imageManagers?: string[];
 }
 
 interface SummarizeInput {
@@ -69,10 +71,12 @@ export function summarize(input: SummarizeInput): Summarized {
   let summary: Summary = decision.summary;
   let events = decision.actions.filter((a): a is EventAction => a.type === "event");
 
-  for (const { patch, error } of input.rollouts ?? []) {
+  for (const { patch, error, imageManagers } of input.rollouts ?? []) {
     const target = status.rollout?.find(
       (t) => targetKey(t.kind, t.name, t.container) === targetKey(patch.workload.kind, patch.workload.metadata?.name ?? "", patch.container),
     );
+    // A set-back being counted: name who made it.
+    if (target?.contest && imageManagers && imageManagers.length > 0) target.contest.by = imageManagers.join(", ").slice(0, 512);
     if (error === undefined) {
       events.push(
         patch.rollback

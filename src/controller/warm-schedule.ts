@@ -8,7 +8,12 @@
 //     once, at its first occurrence, unless the hour field is a wildcard (`*`, `*/2`, `@hourly`):
 //     such schedules follow the `cron` package's local-time stepping (an hourly schedule runs every
 //     real hour, 25 times that day).
-//   - Missed slots (the controller was down) make one warm build, not one per slot.
+//   - Missed slots (the controller was down) make one warm build, not one per slot, if it can
+//     start within the starting deadline (config.warm.startingDeadline, as a CronJob's
+//     startingDeadlineSeconds); otherwise the slot is skipped (the caller says so in an Event).
+//   - Each NixImage starts at a fixed offset after the slot within config.warm.spread, so many
+//     NixImages on one schedule do not all start (and queue for build slots) at the same second.
+import { createHash } from "node:crypto";
 import { CronTime } from "cron";
 import { checkCronSchedule, isKnownTimeZone } from "../api/cron-schedule.ts";
 
@@ -126,18 +131,79 @@ export function nextWarmTime(schedule: string, timeZone: string | undefined, aft
   throw new WarmScheduleError(`warm schedule "${schedule}" in ${zone}: no slot found after ${after.toISOString()}`);
 }
 
+/** How a warm slot's start is placed and how late it may still start (config.warm). */
+export interface WarmTiming {
+  /** Identifies the NixImage (namespace/name): its offset within the spread is a fixed function of it. */
+  key: string;
+  /** Starts of one slot are spread over this long after it (at most half the time to the next slot). */
+  spreadMs: number;
+  /** A start not seen within this long after its time is skipped, not run late. */
+  startingDeadlineMs: number;
+  /** The slot this process already saw due and queued (waiting for a build slot or a running build): no deadline for it. */
+  queuedSlot?: Date;
+}
+
+export interface WarmSlot {
+  /** The cron slot. */
+  slot: Date;
+  /** When this NixImage's build for it starts: the slot plus its spread offset. */
+  startAt: Date;
+  /** The last moment a catch-up may start. */
+  deadline: Date;
+}
+
 /**
- * Whether a warm build is due at `now`: a slot of the schedule lies after the last warm build (or,
- * without one, after `created`) and not after `now`. However many slots were missed, it is one
- * build; once it is recorded as `lastWarm`, no slot before it makes another.
- *
+ * Where a NixImage stands on its warm schedule at `now`:
+ *   - `due`: the latest slot whose start has come and that no warm build started yet; start it
+ *     (once, however many slots were missed);
+ *   - `missed`: that slot, but its starting deadline passed before any controller saw it: skip it;
+ *   - `upcoming`: the first slot whose start has not come yet.
  * `lastWarm` must be the time the previous warm build was started (the `now` of the reconcile that
  * started it), not the slot it was for: after missed slots the latter would make one build per slot.
- * `created` is when the warm schedule began to apply (the NixImage's creation time, or when the
- * controller first saw `spec.warm`).
+ * `created` is when the warm schedule began to apply (when the controller first announced a slot).
  */
-export function isWarmDue(schedule: string, timeZone: string | undefined, lastWarm: Date | undefined, created: Date, now: Date): boolean {
-  const from = lastWarm !== undefined && lastWarm.getTime() > created.getTime() ? lastWarm : created;
-  if (from.getTime() >= now.getTime()) return false;
-  return nextWarmTime(schedule, timeZone, from).getTime() <= now.getTime();
+export interface WarmState {
+  due?: WarmSlot;
+  missed?: WarmSlot;
+  upcoming: WarmSlot;
+}
+
+/** A fraction in [0, 1), fixed per key and spread evenly over keys. */
+function spreadFraction(key: string): number {
+  return createHash("sha256").update(key).digest().readUInt32BE(0) / 2 ** 32;
+}
+
+const DAY_MS = 86_400_000;
+/** Look-back windows for the latest elapsed slot: the first one holding one is walked slot by slot. */
+const LOOK_BACK_MS = [3_600_000, DAY_MS, 32 * DAY_MS, 400 * DAY_MS];
+const MAX_WALK = 5_000;
+const MAX_DATE_MS = 8.64e15;
+
+export function warmState(schedule: string, timeZone: string | undefined, lastWarm: Date | undefined, created: Date, now: Date, timing: WarmTiming): WarmState {
+  const fraction = spreadFraction(timing.key);
+  const slotAfter = (after: number): WarmSlot => {
+    const slot = nextWarmTime(schedule, timeZone, new Date(after));
+    const gap = nextWarmTime(schedule, timeZone, slot).getTime() - slot.getTime();
+    const startAt = slot.getTime() + Math.floor(fraction * Math.min(timing.spreadMs, gap / 2));
+    return { slot, startAt: new Date(startAt), deadline: new Date(Math.min(startAt + timing.startingDeadlineMs, MAX_DATE_MS)) };
+  };
+  const nowMs = now.getTime();
+  const from = Math.max(created.getTime(), lastWarm?.getTime() ?? -Infinity);
+  const first = slotAfter(from);
+  if (first.startAt.getTime() > nowMs) return { upcoming: first };
+  // At least one start has come: find the latest (starts are in slot order, as offsets stay under half a gap).
+  for (const window of [...LOOK_BACK_MS, Infinity]) {
+    let latest = window === Infinity ? first : slotAfter(Math.max(from, nowMs - window));
+    if (latest.startAt.getTime() > nowMs) continue;
+    let upcoming = slotAfter(latest.slot.getTime());
+    for (let walked = 0; upcoming.startAt.getTime() <= nowMs; walked++) {
+      if (walked >= MAX_WALK)
+        throw new WarmScheduleError(`warm schedule "${schedule}": more than ${MAX_WALK} slots to walk since ${new Date(from).toISOString()}`);
+      latest = upcoming;
+      upcoming = slotAfter(latest.slot.getTime());
+    }
+    const queued = timing.queuedSlot?.getTime() === latest.slot.getTime();
+    return nowMs - latest.startAt.getTime() <= timing.startingDeadlineMs || queued ? { due: latest, upcoming } : { missed: latest, upcoming };
+  }
+  throw new WarmScheduleError(`warm schedule "${schedule}": no slot found before ${now.toISOString()}`);
 }

@@ -26,3 +26,18 @@ export const systemClock: Clock = {
     return { cancel: () => clearTimeout(timer) };
   },
 };
+
+/**
+ * `base` with its time moved by `offsetMs`; timers run on the base clock. For the fault suite only
+ * (`NIO_FAULT_CLOCK_OFFSET_MS`, like NIO_CRASH_AT): a controller process started at a warm slot
+ * without waiting for one, and started again "hours later" after it was killed.
+ */
+function offsetClock(base: Clock, offsetMs: number): Clock {
+  return { now: () => new Date(base.now().getTime() + offsetMs), sleep: base.sleep, setTimeout: base.setTimeout };
+}
+
+/** The clock a controller process runs on: the system's, moved by NIO_FAULT_CLOCK_OFFSET_MS when that is set. */
+export function processClock(env: Record<string, string | undefined>): Clock {
+  const offset = Number(env.NIO_FAULT_CLOCK_OFFSET_MS ?? "");
+  return Number.isFinite(offset) && offset !== 0 ? offsetClock(systemClock, offset) : systemClock;
+}

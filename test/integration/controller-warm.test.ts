@@ -25,6 +25,8 @@ const repository = "127.0.0.1:5000/shop/web";
 const digestHex = "d".repeat(64);
 const schedule = "0 3 * * *";
 const timeZone = "Europe/Berlin";
+/** Past the slot and the whole start spread (config.warm.spread, 10m by default). */
+const spreadMs = 10 * 60_000;
 
 async function readNixImage(namespace: string, name: string): Promise<NixImageObject> {
   return kubeRequestJson<NixImageObject>(kubeClients().kc, "GET", `/apis/niximage.io/v1alpha1/namespaces/${namespace}/niximages/${name}`);
@@ -97,7 +99,7 @@ describe("NixImage controller: warm builds", () => {
     expect(built.status?.lastWarmBuild).toBeUndefined();
 
     // Just past the slot: a warm build starts.
-    clock.advance(slot.getTime() - clock.now().getTime() + 5_000);
+    clock.advance(slot.getTime() - clock.now().getTime() + spreadMs + 5_000);
     operator.enqueueAll();
     const job = await waitForJob(namespace, "web-warm-1");
     expect(job.metadata?.labels?.["niximage.io/build-kind"]).toBe("Warm");
@@ -157,7 +159,7 @@ describe("NixImage controller: warm builds", () => {
     expect(settled.status?.lastWarmBuild).toEqual(warmed.status?.lastWarmBuild);
 
     // The next night: warm build 2, on the store volume the image builds on.
-    clock.advance(next.getTime() - clock.now().getTime() + 1_000);
+    clock.advance(next.getTime() - clock.now().getTime() + spreadMs + 1_000);
     operator.enqueueAll();
     const second = await waitForJob(namespace, "web-warm-2");
     const volumeOf = (j: typeof second) => j.spec!.template.spec!.volumes!.find((v) => v.name === "store")!.persistentVolumeClaim!.claimName;
@@ -195,7 +197,7 @@ describe("NixImage controller: warm builds", () => {
     expect((await buildJobs(namespace)).map((j) => j.metadata?.name)).toEqual(["web-build-1"]);
 
     // At the slot it runs.
-    clock.advance(slot.getTime() - clock.now().getTime() + 1_000);
+    clock.advance(slot.getTime() - clock.now().getTime() + spreadMs + 1_000);
     operator.enqueueAll();
     await waitForJob(namespace, "web-warm-1");
   });

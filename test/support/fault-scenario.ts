@@ -35,6 +35,8 @@ export interface FaultScenario {
   access: OperatorAccess;
   repo: GitRepo;
   kubelet: FakeKubelet;
+  /** The operator config the controller processes run with (the chart's plus the test's). */
+  config: Record<string, unknown>;
   /** The Lease's holder identity (undefined when none). */
   leaseHolder(): Promise<string | undefined>;
   /** Waits until `ctl` leads: the Lease names a holder other than `previous`; returns it. */
@@ -115,6 +117,7 @@ export async function faultScenario(opts: ScenarioOptions): Promise<FaultScenari
     access,
     repo,
     kubelet,
+    config,
     async leaseHolder() {
       const lease = await kc
         .makeApiClient(CoordinationV1Api)

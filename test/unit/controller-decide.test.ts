@@ -8,6 +8,7 @@ import { decide as decideOnly, type Action, type Decision, type Observed } from 
 import { summarize } from "../../src/controller/summarize.ts";
 import type { JobView } from "../../src/controller/job-outcome.ts";
 import { mergePatch } from "../../src/controller/status-patch.ts";
+import type { WarmSlot, WarmState } from "../../src/controller/warm-schedule.ts";
 import { leaseGraceMs } from "../../src/controller/store-pool.ts";
 import { digest1, imageJob, now, nowIso, observe, pushResultFor, repository, rev1, rev2, testConfig, testImage, volume } from "./controller-fixtures.ts";
 
@@ -588,12 +589,17 @@ describe("decide: history limits", () => {
   });
 });
 
+/** A warm slot at `iso` with no spread and an hour's starting deadline. */
+const warmSlot = (iso: string): WarmSlot => ({ slot: new Date(iso), startAt: new Date(iso), deadline: new Date(Date.parse(iso) + 3_600_000) });
+/** Last night's slot is due; the next is tomorrow's. */
+const dueWarm: WarmState = { due: warmSlot("2026-11-22T02:00:00Z"), upcoming: warmSlot("2026-11-23T02:00:00Z") };
+
 describe("decide: warm builds", () => {
   const warm = { schedule: "0 3 * * *", timeZone: "Europe/Berlin", attributes: ["devShells.x86_64-linux.default"] };
 
   it("warm due: starts a Warm Job that builds the extra attributes and leaves lastBuild and latestImage alone", () => {
     const built = builtImage({ warm });
-    const d = decide(observe(built.image, { jobs: [built.job], warmDue: true, nextWarm: new Date("2026-11-23T02:00:00Z") }));
+    const d = decide(observe(built.image, { jobs: [built.job], warm: dueWarm }));
     const job = createdJob(d).job;
     expect(job.metadata?.labels?.["niximage.io/build-kind"]).toBe("Warm");
     expect(job.metadata?.annotations?.["niximage.io/reasons"]).toBe("WarmSchedule");
@@ -610,11 +616,11 @@ describe("decide: warm builds", () => {
 
   it("a due warm build waiting for capacity or a volume leaves the conditions alone and looks again", () => {
     const built = builtImage({ warm });
-    const capped = decide(observe(built.image, { jobs: [built.job], warmDue: true, runningBuildsEverywhere: 4 }));
+    const capped = decide(observe(built.image, { jobs: [built.job], warm: dueWarm, runningBuildsEverywhere: 4 }));
     const noVolume = decide(
       observe(built.image, {
         jobs: [built.job],
-        warmDue: true,
+        warm: dueWarm,
         config: testConfig({ store: { poolSize: 1 } }),
         storeVolumes: [volume("niximage-store-0", "api-build-1", nowIso)],
         namespaceJobs: new Map([["api-build-1", true]]),
@@ -630,7 +636,7 @@ describe("decide: warm builds", () => {
 
   it("a warm build is numbered on its own: the first one is warm-1, after image builds too", () => {
     const built = builtImage({ warm });
-    const d = decide(observe(built.image, { jobs: [built.job], warmDue: true }));
+    const d = decide(observe(built.image, { jobs: [built.job], warm: dueWarm }));
     expect(createdJob(d).job.metadata?.name).toBe("web-warm-1");
     expect(d.status.lastWarmBuild).toMatchObject({ job: "web-warm-1", number: 1 });
     expect(d.status.buildCount).toBe(1);
@@ -638,14 +644,14 @@ describe("decide: warm builds", () => {
 
   it("records when it started the warm build (the schedule counts from there), on the Job too", () => {
     const built = builtImage({ warm });
-    const d = decide(observe(built.image, { jobs: [built.job], warmDue: true }));
+    const d = decide(observe(built.image, { jobs: [built.job], warm: dueWarm }));
     expect(d.status.lastWarmBuild?.startTime).toBe(nowIso);
     expect(createdJob(d).job.metadata?.annotations?.["niximage.io/requested-at"]).toBe(nowIso);
   });
 
   it("the warm build's start stays the controller's time when the Job reports its own (later or earlier) startTime", () => {
     const built = builtImage({ warm });
-    const started = decide(observe(built.image, { jobs: [built.job], warmDue: true }));
+    const started = decide(observe(built.image, { jobs: [built.job], warm: dueWarm }));
     const image = testImage({ warm }, { status: started.status });
     // The API server's clock is 3 s behind: its startTime lies before the 03:00 slot.
     const job: JobView = {
@@ -674,7 +680,7 @@ describe("decide: warm builds", () => {
         startTime: "2026-11-21T02:00:00Z",
       },
     };
-    const d = decide(observe(testImage({ warm }, { status }), { jobs: [built.job], warmDue: true }));
+    const d = decide(observe(testImage({ warm }, { status }), { jobs: [built.job], warm: dueWarm }));
     expect(createdJob(d).job.metadata?.name).toBe("web-warm-5");
     expect(d.status.buildCount).toBe(1);
   });
@@ -720,7 +726,7 @@ describe("decide: warm builds", () => {
   it("an image build comes before a due warm build", () => {
     const built = builtImage({ warm });
     const image = testImage({ warm, attribute: "changed" }, { status: built.status });
-    const d = decide(observe(image, { jobs: [built.job], warmDue: true }));
+    const d = decide(observe(image, { jobs: [built.job], warm: dueWarm }));
     expect(createdJob(d).job.metadata?.labels?.["niximage.io/build-kind"]).toBe("Image");
   });
 
@@ -786,7 +792,7 @@ describe("decide: warm builds", () => {
   it("a running warm build does not make the image un-Ready, and is not started twice", () => {
     const built = builtImage({ warm });
     const running: JobView = { name: "web-warm-1", kind: "Warm", number: 1, state: "Running", reasons: ["WarmSchedule"] };
-    const d = decide(observe(built.image, { jobs: [built.job, running], warmDue: true }));
+    const d = decide(observe(built.image, { jobs: [built.job, running], warm: dueWarm }));
     expect(createdJobs(d)).toEqual([]);
     expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
   });
@@ -801,10 +807,35 @@ describe("decide: warm builds", () => {
     expect(conditionOf(d, "Reconciling")?.message).toContain("web-warm-1");
   });
 
+  it("a due warm build that waits for capacity keeps announcing its slot, so the next reconcile still finds it due", () => {
+    const built = builtImage({ warm });
+    const d = decide(observe(built.image, { jobs: [built.job], warm: dueWarm, runningBuildsEverywhere: 4 }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(d.status.nextWarmBuild).toBe("2026-11-22T02:00:00Z");
+  });
+
+  it("a missed slot (its starting deadline passed unseen): no warm build, one Warning naming the slot, the next slot announced", () => {
+    const built = builtImage({ warm });
+    const missed: WarmState = { missed: warmSlot("2026-11-22T02:00:00Z"), upcoming: warmSlot("2026-11-23T02:00:00Z") };
+    const d = decide(observe(built.image, { jobs: [built.job], warm: missed }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(d.status.nextWarmBuild).toBe("2026-11-23T02:00:00Z");
+    expect(ofType(d, "event")).toEqual([
+      expect.objectContaining({
+        eventType: "Warning",
+        reason: "WarmBuildSkipped",
+        message: expect.stringContaining("warm build for the slot 2026-11-22T02:00:00Z skipped") as string,
+        once: expect.stringContaining("WarmBuildSkipped") as string,
+      }),
+    ]);
+    expect(ofType(d, "event")[0]!.message).toContain("config.warm.startingDeadline 1h");
+    expect(state(d)).toBe("Ready=True/Succeeded Reconciling=False Stalled=False");
+  });
+
   it("warm due but suspended: nothing", () => {
     const built = builtImage({ warm });
     const image = testImage({ warm, suspend: true }, { status: built.status });
-    expect(createdJobs(decide(observe(image, { jobs: [built.job], warmDue: true })))).toEqual([]);
+    expect(createdJobs(decide(observe(image, { jobs: [built.job], warm: dueWarm })))).toEqual([]);
   });
 });
 
@@ -824,7 +855,7 @@ describe("decide: requeueAfter", () => {
         jobs: [built.job],
         polledRevision: rev1,
         ...(poll !== undefined ? { nextPollInMs: poll } : {}),
-        ...(warmAt ? { nextWarm: new Date(warmAt) } : {}),
+        ...(warmAt ? { warm: { upcoming: warmSlot(warmAt) } } : {}),
       }),
     );
     expect(d.actions).toEqual([]);

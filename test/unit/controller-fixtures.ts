@@ -83,7 +83,6 @@ export function observe(image: NixImage, over: Partial<Observed> = {}): Observed
     namespaceJobs: new Map(),
     runningBuildsEverywhere: 0,
     storeVolumes: [],
-    warmDue: false,
     ...over,
   };
 }

@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { isWarmDue, nextWarmTime, WarmScheduleError } from "../../src/controller/warm-schedule.ts";
+import { nextWarmTime, warmState, WarmScheduleError } from "../../src/controller/warm-schedule.ts";
+
+/** Due in the plain sense (no spread, no deadline): a slot passed since the last warm build. */
+const isWarmDue = (schedule: string, zone: string | undefined, lastWarm: Date | undefined, created: Date, now: Date) =>
+  warmState(schedule, zone, lastWarm, created, now, { key: "ns/web", spreadMs: 0, startingDeadlineMs: Infinity }).due !== undefined;
 
 const d = (iso: string) => new Date(iso);
 const BERLIN = "Europe/Berlin";
@@ -157,4 +161,69 @@ describe("isWarmDue", () => {
     );
     // Up to 3,600 cron evaluations: under a second alone, several times that with both cores busy.
   }, 30_000);
+});
+
+describe("warmState: starting deadline and spread", () => {
+  const schedule = "0 3 * * *";
+  const created = d("2026-11-01T12:00:00Z");
+  const lastWarm = d("2026-11-20T02:00:10Z");
+  const timing = { key: "shop/web", spreadMs: 0, startingDeadlineMs: 3_600_000 };
+
+  it("down across one slot: a catch-up within the deadline, skipped after it", () => {
+    const within = warmState(schedule, "UTC", lastWarm, created, d("2026-11-21T03:59:00Z"), timing);
+    expect(within.due?.slot.toISOString()).toBe("2026-11-21T03:00:00.000Z");
+    expect(within.missed).toBeUndefined();
+    expect(within.upcoming.slot.toISOString()).toBe("2026-11-22T03:00:00.000Z");
+    const late = warmState(schedule, "UTC", lastWarm, created, d("2026-11-21T04:00:01Z"), timing);
+    expect(late.due).toBeUndefined();
+    expect(late.missed?.slot.toISOString()).toBe("2026-11-21T03:00:00.000Z");
+    expect(late.missed?.deadline.toISOString()).toBe("2026-11-21T04:00:00.000Z");
+  });
+
+  it("down across several slots: one decision, about the latest", () => {
+    const s = warmState(schedule, "UTC", lastWarm, created, d("2026-11-25T03:30:00Z"), timing);
+    expect(s.due?.slot.toISOString()).toBe("2026-11-25T03:00:00.000Z");
+    const late = warmState(schedule, "UTC", lastWarm, created, d("2026-11-25T12:00:00Z"), timing);
+    expect(late.missed?.slot.toISOString()).toBe("2026-11-25T03:00:00.000Z");
+    expect(late.upcoming.slot.toISOString()).toBe("2026-11-26T03:00:00.000Z");
+  });
+
+  it("a slot this process saw due in time and queued is not skipped however long it waits", () => {
+    const s = warmState(schedule, "UTC", lastWarm, created, d("2026-11-21T09:00:00Z"), { ...timing, queuedSlot: d("2026-11-21T03:00:00Z") });
+    expect(s.due?.slot.toISOString()).toBe("2026-11-21T03:00:00.000Z");
+    // A queued older slot does not exempt a newer one.
+    const newer = warmState(schedule, "UTC", lastWarm, created, d("2026-11-22T09:00:00Z"), { ...timing, queuedSlot: d("2026-11-21T03:00:00Z") });
+    expect(newer.missed?.slot.toISOString()).toBe("2026-11-22T03:00:00.000Z");
+  });
+
+  it("an every-minute schedule down for a month walks little and still finds the latest slot", () => {
+    const s = warmState("* * * * *", "UTC", d("2026-10-01T00:00:00Z"), created, d("2026-11-02T10:00:30Z"), timing);
+    expect(s.due?.slot.toISOString()).toBe("2026-11-02T10:00:00.000Z");
+  });
+
+  it("200 NixImages on one slot start spread over the window, each at a fixed offset, never past half the gap", () => {
+    const spreadMs = 600_000;
+    const now = d("2026-11-21T02:59:00Z");
+    const starts = Array.from(
+      { length: 200 },
+      (_, i) => warmState(schedule, "UTC", lastWarm, created, now, { ...timing, key: `shop/web-${i}`, spreadMs }).upcoming,
+    );
+    const offsets = starts.map((w) => w.startAt.getTime() - w.slot.getTime());
+    expect(Math.min(...offsets)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...offsets)).toBeLessThan(spreadMs);
+    // Every minute of the 10 gets some; none gets more than a fifth.
+    const perMinute = Array.from({ length: 10 }, (_, m) => offsets.filter((o) => Math.floor(o / 60_000) === m).length);
+    expect(Math.min(...perMinute)).toBeGreaterThan(0);
+    expect(Math.max(...perMinute)).toBeLessThan(40);
+    // The same key gets the same offset; the due state follows the offset, not the slot.
+    const again = warmState(schedule, "UTC", lastWarm, created, now, { ...timing, key: "shop/web-7", spreadMs }).upcoming;
+    expect(again.startAt).toEqual(starts[7]!.startAt);
+    const justBefore = warmState(schedule, "UTC", lastWarm, created, new Date(again.startAt.getTime() - 1), { ...timing, key: "shop/web-7", spreadMs });
+    expect(justBefore.due).toBeUndefined();
+    const atStart = warmState(schedule, "UTC", lastWarm, created, again.startAt, { ...timing, key: "shop/web-7", spreadMs });
+    expect(atStart.due?.slot).toEqual(again.slot);
+    // An hourly schedule keeps its offsets under 30 minutes even with a 2 h spread.
+    const hourly = warmState("0 * * * *", "UTC", lastWarm, created, now, { ...timing, key: "shop/web-7", spreadMs: 7_200_000 }).upcoming;
+    expect(hourly.startAt.getTime() - hourly.slot.getTime()).toBeLessThan(1_800_000);
+  });
 });
