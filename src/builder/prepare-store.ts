@@ -16,6 +16,7 @@ import type { Logger } from "../log/logger.ts";
 const SCHEMA_FILE = "var/nix/db/schema";
 const SEED_DIR = ".niximage-seed";
 
+/** The volume's Nix database is not one this image's Nix may use: every build on it would fail alike. */
 export class StoreIncompatibleError extends Error {
   override name = "StoreIncompatibleError";
 }
@@ -125,16 +126,23 @@ export async function prepareStore(options: PrepareStoreOptions): Promise<Prepar
   const log = options.logger;
   const imageSchema = await readSchema(nixRoot);
   if (imageSchema === undefined) {
-    throw new StoreIncompatibleError(`the builder image has no Nix database schema file ${join(nixRoot, SCHEMA_FILE)}: is Nix installed in this image?`);
+    throw new Error(`the builder image has no Nix database schema file ${join(nixRoot, SCHEMA_FILE)}: is Nix installed in this image?`);
   }
-  if (!(await exists(volume))) throw new StoreIncompatibleError(`the store volume ${volume} is not mounted (no such directory)`);
+  if (!(await exists(volume))) throw new Error(`the store volume ${volume} is not mounted (no such directory)`);
 
   const volumeSchema = await readSchema(volume);
   if (volumeSchema !== undefined) {
     if (volumeSchema !== imageSchema) {
+      const [theirs, ours] = [Number(volumeSchema), Number(imageSchema)];
+      const which =
+        theirs > ours
+          ? "a newer Nix, whose database this Nix cannot read"
+          : theirs < ours
+            ? "an older Nix, which could no longer use it once this Nix migrated it"
+            : "another Nix";
       throw new StoreIncompatibleError(
-        `the store volume ${volume} holds a Nix database of schema version ${JSON.stringify(volumeSchema.slice(0, 20))}, ` +
-          `but this builder image's Nix uses schema ${JSON.stringify(imageSchema)}: they cannot share a store. ` +
+        `the store volume ${volume} holds a Nix database of schema version ${JSON.stringify(volumeSchema.slice(0, 20))}, written by ${which}; ` +
+          `this builder image's Nix uses schema ${JSON.stringify(imageSchema)}: they cannot share a store. ` +
           "What to do: use a builder image with the Nix version that created the volume, or delete the volume's PVC so it is seeded afresh.",
       );
     }

@@ -16,6 +16,13 @@ export const TERMINATION_MESSAGE_LIMIT = 4096;
  */
 export const TRANSIENT_EXIT_CODE = 75;
 
+/**
+ * Exit code of a prepare step that refused the store volume (sysexits' EX_CONFIG): its Nix
+ * database was written by a Nix of another schema version. Every build on that volume would fail
+ * the same way until the volume is replaced or the builder image changes.
+ */
+export const STORE_INCOMPATIBLE_EXIT_CODE = 78;
+
 /** Bounds of the status fields these results are copied into. */
 export const resultBounds = { url: 2048, phases: 32, phaseName: 32, closureChanges: 256, packageName: 256, version: 128, tags: 64, tag: 128 } as const;
 

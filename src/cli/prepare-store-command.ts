@@ -1,5 +1,6 @@
 import { chown, mkdir } from "node:fs/promises";
-import { prepareStore } from "../builder/prepare-store.ts";
+import { prepareStore, StoreIncompatibleError } from "../builder/prepare-store.ts";
+import { STORE_INCOMPATIBLE_EXIT_CODE } from "../builder/step-results.ts";
 import { UsageError } from "./command.ts";
 import { prepareStoreHelp } from "./command-help.ts";
 import { stepCommand } from "./run-step.ts";
@@ -14,6 +15,8 @@ export const prepareStoreCommand = stepCommand({
     "layer-cache-owner": { type: "string" },
   },
   required: ["volume"],
+  // The controller tells a refused store volume from other failures by this code.
+  exitCode: (error) => (error instanceof StoreIncompatibleError ? STORE_INCOMPATIBLE_EXIT_CODE : undefined),
   async run({ values, context }) {
     const owner = values["layer-cache-owner"];
     if (owner !== undefined && !/^\d+$/.test(owner))

@@ -45,6 +45,8 @@ export interface StepSpec<O extends Options> {
   progress?: boolean;
   /** A failure that may pass (a server or the network): exit code 75, the controller retries the build. */
   transient?: (error: unknown) => boolean;
+  /** A failure's own exit code, when the controller must tell it from others (e.g. a refused store volume, 78). */
+  exitCode?: (error: unknown) => number | undefined;
   run(step: StepRun<O>): Promise<StepOutput>;
 }
 
@@ -114,7 +116,7 @@ async function runStep<O extends Options>(spec: StepSpec<O>, context: CommandCon
     return TRANSIENT_EXIT_CODE;
   }
   const code = await reportFailure(context, outcome.error, { write, secrets: step.secrets, ...(progress ? { progress } : {}) });
-  return spec.transient?.(outcome.error) ? TRANSIENT_EXIT_CODE : code;
+  return spec.exitCode?.(outcome.error) ?? (spec.transient?.(outcome.error) ? TRANSIENT_EXIT_CODE : code);
 }
 
 type Outcome = { kind: "done"; output: StepOutput } | { kind: "failed"; error: unknown } | { kind: "abandoned" };

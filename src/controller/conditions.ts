@@ -12,6 +12,8 @@ export const reasons = {
   WaitingForStoreVolume: "WaitingForStoreVolume",
   WaitingForCapacity: "WaitingForCapacity",
   BuildFailed: "BuildFailed",
+  /** The prepare step refused the store volume: its Nix database is of another schema version. */
+  StoreIncompatible: "StoreIncompatible",
   InvalidSpec: "InvalidSpec",
   PushSecretNotFound: "PushSecretNotFound",
   /** spec.image.attestations.signingKeySecretRef names a Secret that does not exist. */

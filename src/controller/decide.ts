@@ -217,11 +217,11 @@ function decideBuild(observed: Observed): Decision {
       }
       const n = status.lastBuild.attempt ?? 1;
       const tries = retry?.exhausted ? ` It failed ${n === 1 ? "once" : `${n} times`} for reasons that may pass; no more automatic retries.` : "";
-      return finish(
-        "Stalled",
-        reasons.BuildFailed,
-        `${failed}${tries}${kept} Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`,
-      );
+      const todo =
+        f?.reason === reasons.StoreIncompatible
+          ? `Delete that PVC (the operator makes a new one and seeds it from the builder image) or set the builder image back to the Nix that wrote it, then annotate ${annotations.rebuild}=<new value> to retry.`
+          : `Fix the flake and push a commit, change the spec, or annotate ${annotations.rebuild}=<new value> to retry.`;
+      return finish("Stalled", f?.reason === reasons.StoreIncompatible ? reasons.StoreIncompatible : reasons.BuildFailed, `${failed}${tries}${kept} ${todo}`);
     }
     const notPolled = observed.pollUnavailable ? `; spec.triggers.interval does not poll this source: ${observed.pollUnavailable}` : "";
     if (status.latestImage) return finish("Ready", reasons.Succeeded, `${status.latestImage} is the latest build${notPolled}`);

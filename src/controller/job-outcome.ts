@@ -3,6 +3,7 @@ import {
   cacheResultSchema,
   parseStepResult,
   pushResultSchema,
+  STORE_INCOMPATIBLE_EXIT_CODE,
   TRANSIENT_EXIT_CODE,
   warmResultSchema,
   type PushStepResult,
@@ -112,6 +113,16 @@ export function failedStep(pod: V1Pod): StepFailure | undefined {
             `step ${status.name} was killed for using more memory than its limit (${limit ?? "no limit set: the node ran out"}); raise spec.build.resources.limits.memory${log ? `. Last output: ${log}` : ""}`.slice(
               -4000,
             ),
+        };
+      }
+      if (status.name === "prepare" && terminated.exitCode === STORE_INCOMPATIBLE_EXIT_CODE) {
+        // Not the build's doing and not passing: every build on this volume fails alike until it is replaced.
+        const claim = pod.spec?.volumes?.find((v) => v.name === "store")?.persistentVolumeClaim?.claimName ?? "?";
+        return {
+          step: status.name,
+          exitCode: terminated.exitCode,
+          reason: "StoreIncompatible",
+          message: `the prepare step refused store volume ${claim} (PVC ${pod.metadata?.namespace ?? "?"}/${claim}): ${log}`.slice(0, 4000),
         };
       }
       return {

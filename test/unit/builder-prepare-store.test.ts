@@ -150,8 +150,8 @@ describe("prepareStore", () => {
       cwd: work,
       signal: new AbortController().signal,
     });
-    expect(code).toBe(1);
-    expect(err.join("")).toMatch(/^error: the store volume .* schema version "9"/);
+    expect(code).toBe(78);
+    expect(err.join("")).toMatch(/^error: the store volume .* schema version "9", written by an older Nix/);
     expect(await readFile(tm, "utf8")).toMatch(/schema version "9"/);
 
     await rm(join(volume, "var"), { recursive: true });

@@ -927,6 +927,20 @@ describe("decide: failure taxonomy and retries", () => {
     expect(state(d)).toBe("Ready=False/BuildFailed Reconciling=False Stalled=True");
   });
 
+  it("a store volume refused by the prepare step: Stalled with StoreIncompatible and what to do, not retried", () => {
+    const failure = {
+      step: "prepare",
+      exitCode: 78,
+      reason: "StoreIncompatible",
+      message: "the prepare step refused store volume niximage-store-0 (PVC default/niximage-store-0): schema",
+    };
+    const { image, job } = failedBuild(1, failure);
+    const d = decide(observe(image, { jobs: [job], now: at(3_600_000) }));
+    expect(createdJobs(d)).toEqual([]);
+    expect(state(d)).toBe("Ready=False/StoreIncompatible Reconciling=False Stalled=True");
+    expect(conditionOf(d, "Ready")?.message).toMatch(/niximage-store-0.*Delete that PVC.*niximage\.io\/rebuild=<new value>/);
+  });
+
   it("a lost result never leaves the old image Ready: Retrying while the retry waits", () => {
     const built = builtImage();
     const lost = imageJob(built.image, config, {

@@ -388,6 +388,20 @@ describe("jobView", () => {
     expect(view.failure?.transient).toBeUndefined();
   });
 
+  it("a store volume the prepare step refused (exit 78): StoreIncompatible naming the PVC, deterministic", () => {
+    const refused = terminated("prepare", 78, 'the store volume /nix-seed holds a Nix database of schema version "11", written by a newer Nix');
+    const p = pod("p", "2026-11-22T09:00:01Z", "Failed", [refused, waiting("build")], [waiting("push")]);
+    p.metadata = { ...p.metadata, namespace: "shop" };
+    p.spec = { containers: [], volumes: [{ name: "store", persistentVolumeClaim: { claimName: "niximage-store-1" } }] };
+    const view = jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "limit")), [p]);
+    expect(view.failure).toMatchObject({ step: "prepare", reason: "StoreIncompatible", exitCode: 78 });
+    expect(view.failure?.message).toMatch(/refused store volume niximage-store-1 \(PVC shop\/niximage-store-1\): .*schema version "11"/);
+    expect(view.failure?.transient).toBeUndefined();
+    // Exit 78 of another step is an ordinary failure.
+    const other = pod("p", "2026-11-22T09:00:01Z", "Failed", [terminated("prepare", 0), terminated("build", 78, "x")], [waiting("push")]);
+    expect(jobView(job("web-build-7", "Image", failedStatus("BackoffLimitExceeded", "limit")), [other]).failure?.reason).not.toBe("StoreIncompatible");
+  });
+
   it.each([
     ["evicted", { reason: "Evicted", message: "The node was low on resource: memory." }, "Evicted"],
     [
